@@ -1,0 +1,88 @@
+//! `check` as a library call: load, parse, resolve and lint every rule set named, and return
+//! the findings in a stable order. The CLI only renders what this returns.
+
+use crate::diagnostic::{Diagnostic, Severity};
+use crate::load::{LoadError, Workspace};
+use crate::model::RuleSet;
+use crate::source::SourceMap;
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+
+/// One rule set after checking.
+#[derive(Debug)]
+pub struct CheckedRuleSet {
+    /// Its root file.
+    pub root: PathBuf,
+    /// What it resolved to (parts with errors are left out).
+    pub rules: RuleSet,
+}
+
+/// The outcome of checking.
+#[derive(Debug)]
+pub struct Report {
+    /// Every file read.
+    pub sources: SourceMap,
+    /// The rule sets, in the order found.
+    pub rule_sets: Vec<CheckedRuleSet>,
+    /// Every finding, by file and position, without repeats.
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+impl Report {
+    /// How many findings have this severity.
+    pub fn count(&self, severity: Severity) -> usize {
+        self.diagnostics.iter().filter(|d| d.severity() == severity).count()
+    }
+
+    /// Whether any finding is an error.
+    pub fn has_errors(&self) -> bool {
+        self.count(Severity::Error) > 0
+    }
+}
+
+/// Checks the rule sets named by `paths` (files, or folders of `.mailflow` files).
+pub fn check_paths(paths: &[PathBuf]) -> Result<Report, LoadError> {
+    Ok(check_workspace(Workspace::load(paths)?))
+}
+
+/// Checks one rule file.
+pub fn check_file(path: &Path) -> Result<Report, LoadError> {
+    check_paths(&[path.to_path_buf()])
+}
+
+/// Checks rule text held in memory (includes resolve against the current folder).
+pub fn check_text(name: &str, text: &str) -> Report {
+    check_workspace(Workspace::from_text(name, text))
+}
+
+fn check_workspace(ws: Workspace) -> Report {
+    let Workspace {
+        sources,
+        rule_sets,
+        diagnostics,
+        ..
+    } = ws;
+    let mut all = diagnostics;
+    let mut checked = Vec::new();
+    for set in rule_sets {
+        let (rules, diags) = crate::resolve::resolve(&sources, &set.items, &set.broken);
+        all.extend(diags);
+        all.extend(crate::lint::lint(&rules));
+        checked.push(CheckedRuleSet {
+            root: set.root,
+            rules,
+        });
+    }
+    // A file shared by several rule sets would otherwise be reported once per set.
+    let mut seen = HashSet::new();
+    all.retain(|d| seen.insert((d.code, d.primary_span(), d.message.clone())));
+    all.sort_by_key(|d| {
+        let s = d.primary_span();
+        (s.map(|s| (s.file, s.start)), d.code)
+    });
+    Report {
+        sources,
+        rule_sets: checked,
+        diagnostics: all,
+    }
+}

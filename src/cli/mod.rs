@@ -1,0 +1,106 @@
+//! Command-line definitions and dispatch; one file per subcommand.
+
+mod check;
+mod explain;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+
+/// How the run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// Nothing to report.
+    Clean,
+    /// Findings (errors, or warnings under --deny-warnings).
+    Findings,
+    /// Bad usage or unreadable input.
+    Error,
+}
+
+impl From<Exit> for std::process::ExitCode {
+    fn from(e: Exit) -> Self {
+        std::process::ExitCode::from(match e {
+            Exit::Clean => 0,
+            Exit::Findings => 1,
+            Exit::Error => 2,
+        })
+    }
+}
+
+/// mailflow: check, test and run mail-flow rules.
+#[derive(Debug, Parser)]
+#[command(name = "mailflow", version, about, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Parse and validate rule files, reporting every problem found.
+    Check(CheckArgs),
+    /// Explain a diagnostic code (`mailflow explain E012`), or list them all.
+    Explain(ExplainArgs),
+}
+
+/// Output formats for findings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// Annotated source, for people.
+    Human,
+    /// One JSON document.
+    Json,
+    /// GitHub Actions annotations.
+    Github,
+    /// SARIF 2.1.0.
+    Sarif,
+}
+
+/// When to color human output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ColorChoice {
+    /// When writing to a terminal and NO_COLOR is unset.
+    Auto,
+    /// Always.
+    Always,
+    /// Never.
+    Never,
+}
+
+#[derive(Debug, clap::Args)]
+struct CheckArgs {
+    /// Rule files, or folders searched for `.mailflow` files; each file no other file
+    /// includes is checked as its own rule set.
+    #[arg(required = true, value_name = "FILE|DIR")]
+    paths: Vec<PathBuf>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Human)]
+    format: Format,
+    /// Exit with 1 on warnings too.
+    #[arg(long)]
+    deny_warnings: bool,
+    /// Color human output.
+    #[arg(long, value_enum, default_value_t = ColorChoice::Auto)]
+    color: ColorChoice,
+}
+
+#[derive(Debug, clap::Args)]
+struct ExplainArgs {
+    /// A code such as `E012` or a name such as `invalid-address`.
+    #[arg(required_unless_present_any = ["list", "markdown"])]
+    code: Option<String>,
+    /// List every code with its summary.
+    #[arg(long, conflicts_with = "markdown")]
+    list: bool,
+    /// Print every code's explanation as Markdown (the text of docs/diagnostics.md).
+    #[arg(long)]
+    markdown: bool,
+}
+
+/// Runs a parsed command line.
+pub fn run(cli: Cli) -> Exit {
+    match cli.command {
+        Command::Check(a) => check::run(&a.paths, a.format, a.deny_warnings, a.color),
+        Command::Explain(a) => explain::run(a.code.as_deref(), a.list, a.markdown),
+    }
+}

@@ -1,0 +1,630 @@
+//! The registry of diagnostic codes: one place that says what every `E0xx` error and `W0xx`
+//! warning means. Codes are grouped by range (E00x files and syntax, E01x names and values,
+//! E02x rewrites, E03x connectors, E04x rules, E05x recipients, E06x tests; the W ranges
+//! mirror them) and a code is never reused for something else.
+
+use serde::Serialize;
+
+/// Whether a finding stops a rule set from being used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    /// Suspicious but usable; fails `check` only with `--deny-warnings`.
+    Warning,
+    /// The rule set cannot be compiled.
+    Error,
+}
+
+/// What the registry knows about one code.
+#[derive(Debug, Clone, Copy)]
+pub struct CodeInfo {
+    /// `E012`, `W003`, ...
+    pub id: &'static str,
+    /// A short kebab-case name (`undefined-name`).
+    pub name: &'static str,
+    /// One lowercase line.
+    pub summary: &'static str,
+    /// Markdown: why it matters, an example, and the fix.
+    pub explanation: &'static str,
+}
+
+macro_rules! codes {
+    ($( $(#[$doc:meta])* $variant:ident = $name:literal, $summary:literal, $explanation:literal; )*) => {
+        /// Every diagnostic code mailflow can report.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub enum Code {
+            $( $(#[$doc])* $variant, )*
+        }
+
+        impl Code {
+            /// All codes, in registry order.
+            pub const ALL: &'static [Code] = &[$(Code::$variant),*];
+
+            /// The registry entry.
+            pub fn info(self) -> CodeInfo {
+                match self {
+                    $(Code::$variant => CodeInfo {
+                        id: stringify!($variant),
+                        name: $name,
+                        summary: $summary,
+                        explanation: $explanation,
+                    },)*
+                }
+            }
+        }
+    };
+}
+
+impl Code {
+    /// `E012`.
+    pub fn id(self) -> &'static str {
+        self.info().id
+    }
+
+    /// Errors start with `E`, warnings with `W`.
+    pub fn severity(self) -> Severity {
+        if self.id().starts_with('E') {
+            Severity::Error
+        } else {
+            Severity::Warning
+        }
+    }
+
+    /// Looks a code up by id (`e012` and `E012` both work) or by name.
+    pub fn lookup(text: &str) -> Option<Code> {
+        Code::ALL
+            .iter()
+            .copied()
+            .find(|c| c.id().eq_ignore_ascii_case(text) || c.info().name == text)
+    }
+}
+
+impl Serialize for Code {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.id())
+    }
+}
+
+impl std::fmt::Display for Code {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.id())
+    }
+}
+
+codes! {
+    /// The text does not follow the grammar.
+    E001 = "syntax-error", "the text does not follow the grammar",
+"A line could not be read as any mailflow construct. The message says what was expected at that point.
+
+```mailflow
+rewrite john@tenant1.example.com => john@example.com
+```
+
+Use `->` between the internal and the external address:
+
+```mailflow
+rewrite john@tenant1.example.com -> john@example.com
+```";
+
+    /// A file named by an include, import, certificate or message setting cannot be read.
+    E002 = "unreadable-file", "a file named in the rule set cannot be read",
+"An `include`, `import rewrites`, `message` or similar line names a file that does not exist or cannot be read. Relative paths are resolved from the folder of the file that names them.
+
+```mailflow
+include \"connectors.mailflow\"   # no such file next to this one
+```
+
+Fix the path, or add the file.";
+
+    /// Files include each other in a cycle.
+    E003 = "include-cycle", "files include each other in a cycle",
+"A file includes itself, directly or through other files. mailflow reads each file once, so the cycle would hide where a definition really comes from.
+
+```mailflow
+# a.mailflow
+include \"b.mailflow\"
+# b.mailflow
+include \"a.mailflow\"
+```
+
+Move the shared definitions into a third file that both include.";
+
+    /// A row of an imported rewrite CSV does not parse.
+    E004 = "invalid-csv-row", "a row of a rewrite csv file does not parse",
+"`import rewrites` reads Exchange's CSV format, with the columns `Name,InternalAddress,ExternalAddress,ExceptionList,OutboundOnly` (the same file `Import-Csv | New-AddressRewriteEntry` takes). A row is missing a column, has an unterminated quote, or has an `OutboundOnly` that is not `True` or `False`.
+
+```csv
+Name,InternalAddress,ExternalAddress,ExceptionList,OutboundOnly
+Sales,sales.contoso.com,contoso.com,,maybe
+```
+
+Write `True` or `False` (or leave it empty for `False`).";
+
+    /// A string contains an escape mailflow does not know.
+    E005 = "invalid-escape", "a string contains an unknown escape",
+"Inside double quotes only `\\\"` (a quote) and `\\\\` (a backslash) are escapes. Header values and texts never contain line breaks, so there is no `\\n`.
+
+```mailflow
+log \"line one\\nline two\"
+```
+
+Remove the escape, or write a second `log` line.";
+
+    /// A name is used but never defined.
+    E010 = "undefined-name", "a name is used but never defined",
+"A rule, test or group refers to a connector, recipient or rule by a name that no definition has. Names are compared exactly (case included).
+
+```mailflow
+rule \"From the cloud\" {
+  if connector \"From EOP\"     # but the connector is called \"From Office 365\"
+  stop
+}
+```
+
+Use the name exactly as it is defined, or define it.";
+
+    /// Two definitions of the same kind share a name.
+    E011 = "duplicate-name", "two definitions share a name",
+"Two connectors, rules, recipients, rewrite entries or tests of the same kind have the same name, so a reference to it (or a line in the trace and the tracking log) would be ambiguous.
+
+```mailflow
+rule \"Drop outside mail\" { delete }
+rule \"Drop outside mail\" { stop }
+```
+
+Rename one of them.";
+
+    /// An address is not a valid email address.
+    E012 = "invalid-address", "this is not a valid email address",
+"An address must be `local@domain`: a local part of at most 64 characters without spaces, `@` or source routes (`%`, `!`), and a domain name (no address literal). Route syntax is refused because it is how open relays are abused.
+
+```mailflow
+rewrite john%tenant1.example.com@relay.example.com -> john@example.com
+```
+
+Write the plain address.";
+
+    /// A domain name is not valid.
+    E013 = "invalid-domain", "this is not a valid domain name",
+"A domain must be a host name: labels of letters, digits and hyphens (or UTF-8), separated by dots, each at most 63 characters, at most 255 in all. A leading `*.` is allowed only where wildcards are.
+
+```mailflow
+accepted-domain example..com
+```
+
+Fix the name.";
+
+    /// A value is out of range or of the wrong kind for its setting.
+    E014 = "invalid-value", "a value is not valid for this setting",
+"A setting was given a value it cannot take: a word that is not one of its choices, a size or duration with an unknown unit, a number out of range, or the wrong number of values.
+
+```mailflow
+receive-connector \"From EOP\" {
+  tls mandatory        # one of: off, optional, required
+}
+```
+
+The help lists the accepted values.";
+
+    /// A block contains a setting it does not know.
+    E015 = "unknown-setting", "this block has no such setting",
+"A connector, recipient or test block contains a setting name it does not have. Often a typo: the help suggests the closest name.
+
+```mailflow
+send-connector \"To Internet\" {
+  adress-space *
+}
+```
+
+Use one of the settings listed in docs/language.md for that block.";
+
+    /// A setting that may appear once appears twice.
+    E016 = "duplicate-setting", "this setting is given more than once",
+"A setting that takes one value is written twice in the same block, so it is unclear which one counts. (Settings that take lists may be repeated; their values are joined.)
+
+```mailflow
+receive-connector \"From EOP\" {
+  tls required
+  tls optional
+}
+```
+
+Keep one.";
+
+    /// A required setting is missing.
+    E017 = "missing-setting", "a required setting is missing",
+"A block lacks a setting it cannot work without: a send connector without an `address-space`, a contact without `external`, a recipient without `address`, a test without `from` or `to`.
+
+```mailflow
+contact \"Officers\" {
+  address officers@example.org
+}
+```
+
+Add the setting (here `external officers@example.mail.onmicrosoft.com`).";
+
+    /// A wildcard rewrite entry is not outbound-only.
+    E020 = "wildcard-rewrite-not-outbound-only", "a wildcard rewrite entry must be outbound-only",
+"An entry whose internal side is `*.domain` rewrites many subdomains to one external domain. Inbound, mailflow could not know which subdomain to restore, so Exchange (and mailflow) require such entries to be outbound-only.
+
+```mailflow
+rewrite *.contoso.com -> contoso.com
+```
+
+Add `outbound-only`:
+
+```mailflow
+rewrite *.contoso.com -> contoso.com outbound-only
+```";
+
+    /// The external side of a rewrite entry is a wildcard.
+    E021 = "wildcard-in-external-address", "the external address of a rewrite entry cannot be a wildcard",
+"The external side says exactly what the outside world sees, so it must be one address or one domain.
+
+```mailflow
+rewrite *.contoso.com -> *.fabrikam.com outbound-only
+```
+
+Name the one external domain: `-> fabrikam.com`.";
+
+    /// A wildcard is not of the form `*.domain`.
+    E022 = "malformed-wildcard", "a wildcard must have the form `*.domain`",
+"Only a leading `*.` followed by a domain is a wildcard. `*contoso.com` (no dot) and `sales.*.com` (a star in the middle) are refused, as Exchange refuses them.
+
+```mailflow
+rewrite *contoso.com -> contoso.com outbound-only
+```
+
+Write `*.contoso.com`.";
+
+    /// One side of a rewrite entry is an address and the other a domain.
+    E023 = "rewrite-kind-mismatch", "both sides of a rewrite entry must be addresses, or both domains",
+"A rewrite entry maps an address to an address, or a domain (or wildcard) to a domain. Mixing them leaves the local part undefined on one side.
+
+```mailflow
+rewrite john@tenant1.example.com -> example.com
+```
+
+Write the full external address: `-> john@example.com`.";
+
+    /// Exceptions are given for an entry that is not a wildcard, or lie outside it.
+    E024 = "invalid-rewrite-exception", "exceptions must be subdomains of a wildcard entry",
+"`except` lists subdomains that a wildcard entry leaves alone, so it only makes sense on a `*.domain` entry, and each exception must be that domain or one of its subdomains.
+
+```mailflow
+rewrite sales.contoso.com -> contoso.com except legal.contoso.com
+```
+
+Remove the exceptions, or make the entry a wildcard.";
+
+    /// A remote IP range does not parse.
+    E030 = "invalid-ip-range", "this is not a valid ip address or range",
+"Remote ranges are a single address (`192.0.2.7`, `2001:db8::7`), a CIDR block (`192.0.2.0/24`, `2001:db8::/32`) or a range `first-last` with the first not above the last, both of the same family.
+
+```mailflow
+remote 192.0.2.50-192.0.2.10
+```
+
+Swap the ends, or write a CIDR block.";
+
+    /// The remote ranges of two receive connectors on the same binding overlap without one containing the other.
+    E031 = "overlapping-ranges", "remote ranges of two connectors overlap without nesting",
+"When a client connects, the receive connector whose remote range matches most specifically wins. That is only well-defined when ranges that overlap are nested (one inside the other), as Exchange requires. Partly overlapping ranges leave some clients with two equally specific connectors.
+
+```mailflow
+receive-connector \"A\" { remote 10.0.0.0-10.0.0.200 }
+receive-connector \"B\" { remote 10.0.0.100-10.0.0.255 }
+```
+
+Split the ranges so they are disjoint, or nest one inside the other.";
+
+    /// A listen address does not parse.
+    E032 = "invalid-listen-address", "this is not an address and port to listen on",
+"`listen` takes `ip:port` (`0.0.0.0:25`, `[::]:25`, `127.0.0.1:2525`).
+
+```mailflow
+listen 0.0.0.0
+```
+
+Add the port: `0.0.0.0:25`.";
+
+    /// A certificate or key file cannot be read or holds no PEM object of the right kind.
+    E033 = "unreadable-certificate", "a certificate or key file cannot be used",
+"A `certificate` must be a PEM file with at least one `CERTIFICATE`, and a `key` a PEM file with a private key. The path is resolved from the folder of the rule file.
+
+```mailflow
+certificate \"certs/edge.pem\"   # missing, or a DER file
+```
+
+Point at the PEM files the relay will use.";
+
+    /// TLS is enabled without a certificate, or a certificate without a key.
+    E034 = "tls-without-certificate", "tls needs both a certificate and a key",
+"A receive connector that offers or requires STARTTLS needs a server certificate and its private key; a send connector that presents a client certificate needs both too.
+
+```mailflow
+receive-connector \"From EOP\" {
+  tls required
+}
+```
+
+Add `certificate \"...\"` and `key \"...\"`.";
+
+    /// Tenant attribution is trusted on a connector without TLS.
+    E035 = "oorg-without-tls", "originating-organization trust needs tls",
+"`accept-oorg` trusts the XOORG parameter only from peers whose TLS certificate names one of the listed domains. Without TLS there is no certificate, so nothing could ever be trusted: the setting is surely a mistake.
+
+```mailflow
+receive-connector \"From EOP\" {
+  tls off
+  accept-oorg mail.protection.outlook.com
+}
+```
+
+Set `tls required` (or `optional`) with a certificate and key.";
+
+    /// A send connector's expected certificate name is set without required TLS.
+    E036 = "tls-name-without-required-tls", "an expected certificate name needs `tls required`",
+"`tls-name` says which certificate name the next hop must present. With opportunistic TLS a downgrade to plain text would skip that check silently, so mailflow insists on `tls required`.
+
+```mailflow
+send-connector \"To Tenant\" {
+  address-space tenant1.example.com
+  tls opportunistic
+  tls-name mail.protection.outlook.com
+}
+```
+
+Set `tls required`.";
+
+    /// Two transport rules have the same priority.
+    E040 = "duplicate-priority", "two transport rules have the same priority",
+"Rules run in priority order, 0 first, and each priority belongs to one rule, as in Exchange. Two rules with the same priority have no defined order.
+
+```mailflow
+rule \"Allow inside\" { priority 0; stop }
+rule \"Drop outside\" { priority 0; delete }
+```
+
+Give each rule its own priority (rules without `priority` run after all numbered ones, in file order).";
+
+    /// A pattern is not a valid regular expression or is too large.
+    E041 = "invalid-pattern", "this pattern is not a valid regular expression",
+"`matches` takes regular expressions in the syntax of Rust's `regex` crate (no look-around or back-references, so matching time is linear). The pattern does not compile, or compiles to more than the size limit.
+
+```mailflow
+if subject matches \"(unclosed\"
+```
+
+Fix the pattern; the message quotes the compiler's reason.";
+
+    /// A reject action has an invalid status code.
+    E042 = "invalid-status-code", "this is not a valid smtp rejection code",
+"`reject` takes an SMTP code `4xx` or `5xx`, an enhanced status code `class.subject.detail` whose class matches (4 with 4xx, 5 with 5xx), and a text without line breaks. The defaults are `550 5.7.1 \"Delivery not authorized, message refused\"`.
+
+```mailflow
+reject 250 2.0.0 \"ok\"
+```
+
+Use a 4xx or 5xx code.";
+
+    /// A header name or value cannot be written safely.
+    E043 = "invalid-header", "this header name or value cannot be written safely",
+"Header names are printable ASCII without spaces or colons (RFC 5322). Values must not contain CR or LF, so a rule can never inject a header of its own. Rules may not set or remove the headers mailflow itself relies on (Received, Return-Path, Message-ID).
+
+```mailflow
+set-header \"X Tag\" \"yes\"
+```
+
+Write `X-Tag`.";
+
+    /// A rule has no action.
+    E044 = "rule-without-action", "a transport rule has no action",
+"A rule that matches but does nothing is a mistake (if you want to watch what a rule would do, give it an action and `mode audit`).
+
+```mailflow
+rule \"Outside\" {
+  if sender outside
+}
+```
+
+Add an action.";
+
+    /// An address is claimed by two recipients.
+    E050 = "duplicate-address", "two recipients claim the same address",
+"Every address resolves to exactly one recipient. Two recipients (contacts, groups, mail users) list the same address, so mail to it would have two destinations.
+
+```mailflow
+contact \"Officers\" { address officers@example.org; external officers@cloud.example }
+group \"Officers group\" { address officers@example.org; members \"Officers\" }
+```
+
+Keep the address on one recipient.";
+
+    /// A test's expectation or envelope is inconsistent.
+    E060 = "invalid-test", "a test block cannot be run as written",
+"A test gives both `connector` and `client-ip` that disagree, names a `tls-peer` without a connector that uses TLS, or expects something of a recipient the envelope does not contain.
+
+```mailflow
+test \"x\" {
+  from a@example.com
+  to b@example.com
+  expect rejected 550 5.1.1 for c@example.com   # c is not a recipient
+}
+```
+
+Fix the envelope or the expectation.";
+
+    /// A rewrite entry is shadowed by another.
+    W001 = "rewrite-shadowed", "a rewrite entry never applies because another covers it",
+"An entry applies only when no closer entry matches (address before domain before wildcard). This entry is identical to another, or a wildcard covers it with the same result, so it changes nothing.
+
+```mailflow
+rewrite *.contoso.com -> contoso.com outbound-only
+rewrite sales.contoso.com -> contoso.com outbound-only   # already covered
+```
+
+Remove the redundant entry.";
+
+    /// Two rewrite entries disagree.
+    W002 = "rewrite-conflict", "two rewrite entries disagree",
+"Two entries rewrite the same internal address or domain to different external ones (only one can win), or two bidirectional entries rewrite different internal addresses to the same external one, so inbound mail to that external address cannot be sent back to both.
+
+```mailflow
+rewrite john@tenant1.example.com -> john@example.com
+rewrite john@tenant2.example.com -> john@example.com
+```
+
+Make one of them `outbound-only`, or give them different external addresses.";
+
+    /// The result of one rewrite is rewritten again by another entry.
+    W003 = "rewrite-chain", "a rewrite entry's result is rewritten by another entry",
+"mailflow rewrites an address once (as Exchange does), so an entry whose external side is the internal side of another never continues to the second: the chain probably does not do what was meant.
+
+```mailflow
+rewrite tenant1.example.com -> example.com
+rewrite example.com -> example.net
+```
+
+Rewrite straight to the final address or domain.";
+
+    /// Rewrite entries form a loop.
+    W004 = "rewrite-loop", "rewrite entries form a loop",
+"Following the entries from internal to external leads back to where it started, so outbound and inbound rewriting undo each other and the final address depends on direction only.
+
+```mailflow
+rewrite a.example.com -> b.example.com
+rewrite b.example.com -> a.example.com
+```
+
+Remove one of the entries.";
+
+    /// A rule can never run because an earlier rule always stops processing.
+    W010 = "rule-unreachable", "this rule can never run",
+"A rule of higher priority has no conditions and no exceptions and stops processing (with `stop`, `delete`, `reject`, `quarantine` or `disconnect`), so every rule after it is dead.
+
+```mailflow
+rule \"Drop\" { priority 0; delete }
+rule \"Tag\"  { priority 1; prepend-subject \"[ext] \" }
+```
+
+Give the earlier rule a condition, or move it to the end.";
+
+    /// A rule's conditions can never all be true.
+    W011 = "rule-never-matches", "this rule's conditions can never all be true",
+"Conditions are ANDed, so two that exclude each other (`sender inside` and `sender outside`, two different arrival connectors) make the rule dead; and an exception identical to a condition cancels every match.
+
+```mailflow
+rule \"x\" {
+  if sender inside
+  if sender outside
+  delete
+}
+```
+
+Remove one condition, or split the rule.";
+
+    /// A rule deletes all mail.
+    W012 = "delete-without-condition", "this rule deletes every message",
+"A rule with no condition matches every message; with `delete` it silently drops all mail that reaches it. That is sometimes meant (as the last of a chain of `stop` rules, seed 002), so this is a warning: check that the rules before it stop everything that must pass.
+
+```mailflow
+rule \"Drop\" { delete }
+```
+
+Add a condition such as `if sender outside`.";
+
+    /// A receive connector is an open relay.
+    W020 = "open-relay", "this receive connector relays for anyone",
+"The connector accepts mail for any recipient (`accept-any-recipient`, or `auth externally-secured`) but does not restrict which clients may connect (`remote` is missing or covers the whole internet) or does not require TLS. Anyone who can reach it can send mail anywhere through you: the worst misconfiguration an edge relay can have.
+
+```mailflow
+receive-connector \"Relay\" {
+  accept-any-recipient
+}
+```
+
+Restrict `remote` to your senders' ranges and set `tls required`.";
+
+    /// A connector open to the whole internet requires TLS.
+    W021 = "public-connector-requires-tls", "a connector for the whole internet requires tls",
+"RFC 3207 says a publicly referenced MX must not require STARTTLS: senders that cannot do TLS would be refused. Require TLS only on connectors restricted to known peers.
+
+```mailflow
+receive-connector \"Internet\" {
+  remote 0.0.0.0/0
+  tls required
+}
+```
+
+Use `tls optional` here, and a separate connector with a `remote` restriction for peers that must use TLS.";
+
+    /// A deleted recipient's external address is still claimed by another object.
+    W030 = "deleted-recipient-shadow", "a deleted recipient's external address is still claimed",
+"Seed 001: a mail user was deleted, but its soft-deleted shadow still claimed its external address, so mail typed to that address bounced with 550 5.1.1. mailflow never lets a tombstone claim an address, but here another live object lists the tombstone's external address, so mail to it will not go where the deleted user's mail went.
+
+```mailflow
+deleted mail-user \"Blog Test\" { address blogtest@example.com; external user@partner.example }
+contact \"Old alias\" { address user@partner.example; external other@partner.example }
+```
+
+Remove the address from the other object, or purge the tombstone.";
+
+    /// A group contains itself.
+    W031 = "group-contains-itself", "a group contains itself",
+"A group is a member of itself, directly or through nested groups. mailflow expands each group once, so mail is not looped, but the membership is certainly not what was meant.
+
+```mailflow
+group \"A\" { address a@example.com; members \"B\" }
+group \"B\" { address b@example.com; members \"A\" }
+```
+
+Remove the cycle.";
+
+    /// A recipient's address is in no accepted domain.
+    W032 = "recipient-outside-accepted-domains", "a recipient's address is in no accepted domain",
+"mailflow only resolves recipients of accepted domains; a recipient whose address is in no accepted domain is never looked up, so mail to it is routed as external mail instead.
+
+```mailflow
+accepted-domain example.com
+contact \"Officers\" { address officers@example.org; external officers@cloud.example }
+```
+
+Add `accepted-domain example.org`, or fix the address.";
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+
+    #[test]
+    fn codes_and_names_are_unique_and_well_formed() {
+        let mut ids = HashSet::new();
+        let mut names = HashSet::new();
+        for code in Code::ALL {
+            let info = code.info();
+            assert!(ids.insert(info.id), "duplicate id {}", info.id);
+            assert!(names.insert(info.name), "duplicate name {}", info.name);
+            assert!(info.id.len() == 4 && (info.id.starts_with('E') || info.id.starts_with('W')));
+            assert_eq!(info.summary, info.summary.to_lowercase().as_str(), "{}", info.id);
+            assert!(!info.summary.ends_with('.'), "{}", info.id);
+        }
+    }
+}
+
+/// The whole registry as Markdown: the text of `docs/diagnostics.md`.
+pub fn markdown() -> String {
+    let mut out = String::from(
+        "# Diagnostics\n\n<!-- Generated by `mailflow explain --markdown`; a test keeps this file in step with src/diagnostic/codes.rs. -->\n\nEvery finding of `mailflow check` has a stable code: `E0xx` errors stop a rule set from being used, `W0xx` warnings point at something that is probably not what was meant (`--deny-warnings` makes them fail the check too). `mailflow explain CODE` prints one entry.\n\n| code | name | summary |\n|---|---|---|\n",
+    );
+    for c in Code::ALL {
+        let i = c.info();
+        out.push_str(&format!("| [{}](#{}) | `{}` | {} |\n", i.id, i.id.to_lowercase(), i.name, i.summary));
+    }
+    for c in Code::ALL {
+        let i = c.info();
+        out.push_str(&format!("\n## {}\n\n`{}`: {}\n\n{}\n", i.id, i.name, i.summary, i.explanation));
+    }
+    out
+}

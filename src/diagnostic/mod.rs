@@ -1,0 +1,135 @@
+//! Findings about a rule set. The library only builds [`Diagnostic`] values; rendering them
+//! for people (ariadne) or machines (JSON, GitHub annotations, SARIF) lives in [`render`] and
+//! is called by the CLI alone.
+
+pub mod codes;
+pub mod render;
+
+pub use codes::{Code, CodeInfo, Severity};
+
+use crate::source::Span;
+use serde::Serialize;
+
+/// One finding: a stable code, a lowercase message, labelled spans and help.
+#[derive(Debug, Clone, Serialize)]
+pub struct Diagnostic {
+    /// The registry code; it decides the severity.
+    pub code: Code,
+    /// One lowercase line, user input in backticks, no final period.
+    pub message: String,
+    /// Where it is; the first primary label is the main location.
+    pub labels: Vec<Label>,
+    /// How to fix it.
+    pub help: Option<String>,
+    /// Extra context.
+    pub notes: Vec<String>,
+}
+
+/// A span with what it shows.
+#[derive(Debug, Clone, Serialize)]
+pub struct Label {
+    /// The text pointed at.
+    pub span: Span,
+    /// What the text is ("this rule can never be reached").
+    pub message: String,
+    /// The main location (others give context).
+    pub primary: bool,
+}
+
+impl Diagnostic {
+    /// A diagnostic with no labels yet.
+    pub fn new(code: Code, message: impl Into<String>) -> Self {
+        Diagnostic {
+            code,
+            message: message.into(),
+            labels: Vec::new(),
+            help: None,
+            notes: Vec::new(),
+        }
+    }
+
+    /// Adds the main location.
+    pub fn primary(mut self, span: Span, message: impl Into<String>) -> Self {
+        self.labels.push(Label {
+            span,
+            message: message.into(),
+            primary: true,
+        });
+        self
+    }
+
+    /// Adds a secondary location.
+    pub fn secondary(mut self, span: Span, message: impl Into<String>) -> Self {
+        self.labels.push(Label {
+            span,
+            message: message.into(),
+            primary: false,
+        });
+        self
+    }
+
+    /// Sets the help text.
+    pub fn help(mut self, help: impl Into<String>) -> Self {
+        self.help = Some(help.into());
+        self
+    }
+
+    /// Adds a note.
+    pub fn note(mut self, note: impl Into<String>) -> Self {
+        self.notes.push(note.into());
+        self
+    }
+
+    /// The severity the code implies.
+    pub fn severity(&self) -> Severity {
+        self.code.severity()
+    }
+
+    /// The main location, if any.
+    pub fn primary_span(&self) -> Option<Span> {
+        self.labels
+            .iter()
+            .find(|l| l.primary)
+            .or_else(|| self.labels.first())
+            .map(|l| l.span)
+    }
+}
+
+/// Suggests the candidate closest to `word` (for "did you mean").
+pub fn did_you_mean<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    candidates
+        .into_iter()
+        .map(|c| (edit_distance(word, c), c))
+        .filter(|(d, c)| *d <= (c.len().max(word.len()) / 3).max(1) && *d < word.len().min(c.len()))
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, c)| c)
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = Vec::with_capacity(b.len() + 1);
+        cur.push(i + 1);
+        for (j, cb) in b.iter().enumerate() {
+            let sub = prev.get(j).copied().unwrap_or(0) + usize::from(ca != *cb);
+            let del = prev.get(j + 1).copied().unwrap_or(0) + 1;
+            let ins = cur.get(j).copied().unwrap_or(0) + 1;
+            cur.push(sub.min(del).min(ins));
+        }
+        prev = cur;
+    }
+    prev.last().copied().unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn suggests_close_names_only() {
+        let names = ["address-space", "smart-host", "tls"];
+        assert_eq!(did_you_mean("adress-space", names), Some("address-space"));
+        assert_eq!(did_you_mean("banana", names), None);
+    }
+}

@@ -1,0 +1,16 @@
+//! mailflow: a mail-flow engine for Exchange Edge style set-ups.
+//!
+//! Step one, [`parse`]: text to syntax tree ([`ast`]) with spans. Step two, `resolve`: the
+//! tree to a typed rule set ([`model`]) with every value checked. Step three, `lint`: the rule
+//! set's cross-checks (shadowed rewrites, unreachable rules, open relays). Every finding is a
+//! [`diagnostic::Diagnostic`] with a stable code.
+
+pub mod ast;
+pub mod diagnostic;
+pub mod parse;
+pub mod source;
+pub mod model;
+pub mod resolve;
+pub mod load;
+pub mod lint;
+pub mod check;

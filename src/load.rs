@@ -1,0 +1,379 @@
+//! Reading rule sets from disk: files and folders to roots, includes followed (each file read
+//! once, cycles reported), and `import rewrites` CSV rows turned into rewrite items whose spans
+//! point at the row, so a bad row is reported where it is.
+
+use crate::ast::{BrokenItem, File, Item, Rewrite, Text};
+use crate::diagnostic::{Code, Diagnostic};
+use crate::parse::parse_file;
+use crate::source::{FileId, SourceMap, Span};
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+
+/// Why the files named on the command line could not be read at all.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// A path does not exist or cannot be read.
+    #[error("cannot read `{path}`: {reason}")]
+    Unreadable {
+        /// The path.
+        path: PathBuf,
+        /// The OS's reason.
+        reason: String,
+    },
+    /// A folder holds no rule files.
+    #[error("`{0}` contains no .mailflow files")]
+    NoRuleFiles(PathBuf),
+}
+
+/// The items of one rule set, from its root file and everything it includes.
+#[derive(Debug)]
+pub struct LoadedRuleSet {
+    /// The root file.
+    pub root: PathBuf,
+    /// Items in include order.
+    pub items: Vec<Item>,
+    /// Items that did not parse.
+    pub broken: Vec<BrokenItem>,
+    /// Files already gathered (so a file included twice counts once).
+    files: HashSet<PathBuf>,
+}
+
+/// Everything read for one run.
+#[derive(Debug, Default)]
+pub struct Workspace {
+    /// Every file read.
+    pub sources: SourceMap,
+    /// The rule sets found.
+    pub rule_sets: Vec<LoadedRuleSet>,
+    /// Problems found while reading (syntax, includes, CSV).
+    pub diagnostics: Vec<Diagnostic>,
+    parsed: HashMap<PathBuf, (FileId, File)>,
+}
+
+/// The extension of rule files.
+pub const EXTENSION: &str = "mailflow";
+
+impl Workspace {
+    /// Loads every rule set named by `paths`: a file is a rule set; in a folder, every
+    /// `.mailflow` file (recursively) that no other file there includes is one.
+    pub fn load(paths: &[PathBuf]) -> Result<Workspace, LoadError> {
+        let mut ws = Workspace::default();
+        let mut roots = Vec::new();
+        for path in paths {
+            let md = std::fs::metadata(path).map_err(|e| LoadError::Unreadable {
+                path: path.clone(),
+                reason: crate::resolve::io_reason(&e),
+            })?;
+            if md.is_dir() {
+                let mut files = Vec::new();
+                collect_rule_files(path, &mut files).map_err(|e| LoadError::Unreadable {
+                    path: path.clone(),
+                    reason: crate::resolve::io_reason(&e),
+                })?;
+                if files.is_empty() {
+                    return Err(LoadError::NoRuleFiles(path.clone()));
+                }
+                files.sort();
+                let mut included = HashSet::new();
+                for f in &files {
+                    ws.parse_path(f).map_err(|reason| LoadError::Unreadable {
+                        path: f.clone(),
+                        reason,
+                    })?;
+                    for inc in ws.includes_of(f) {
+                        included.insert(canonical(&inc));
+                    }
+                }
+                roots.extend(files.into_iter().filter(|f| !included.contains(&canonical(f))));
+            } else {
+                ws.parse_path(path).map_err(|reason| LoadError::Unreadable {
+                    path: path.clone(),
+                    reason,
+                })?;
+                roots.push(path.clone());
+            }
+        }
+        for root in roots {
+            let mut set = LoadedRuleSet {
+                root: root.clone(),
+                items: Vec::new(),
+                broken: Vec::new(),
+                files: HashSet::new(),
+            };
+            let mut stack = Vec::new();
+            ws.gather(&root, &mut stack, &mut set);
+            ws.rule_sets.push(set);
+        }
+        Ok(ws)
+    }
+
+    /// Loads one in-memory text as a rule set (includes resolve against the current folder).
+    pub fn from_text(name: &str, text: &str) -> Workspace {
+        let mut ws = Workspace::default();
+        let path = PathBuf::from(name);
+        let id = ws.sources.add(path.clone(), text.to_string());
+        let (file, diags) = parse_file(id, text);
+        ws.diagnostics.extend(diags);
+        ws.parsed.insert(canonical(&path), (id, file));
+        let mut set = LoadedRuleSet {
+            root: path.clone(),
+            items: Vec::new(),
+            broken: Vec::new(),
+            files: HashSet::new(),
+        };
+        ws.gather(&path, &mut Vec::new(), &mut set);
+        ws.rule_sets.push(set);
+        ws
+    }
+
+    /// Reads and parses a file once; later calls are free.
+    fn parse_path(&mut self, path: &Path) -> Result<FileId, String> {
+        let key = canonical(path);
+        if let Some((id, _)) = self.parsed.get(&key) {
+            return Ok(*id);
+        }
+        let text = std::fs::read_to_string(path).map_err(|e| match e.kind() {
+            std::io::ErrorKind::InvalidData => "the file is not valid UTF-8".to_string(),
+            _ => crate::resolve::io_reason(&e),
+        })?;
+        let id = self.sources.add(path.to_path_buf(), text);
+        let text = self.sources.get(id).map(|f| f.text.as_str()).unwrap_or("");
+        let (file, diags) = parse_file(id, text);
+        self.diagnostics.extend(diags);
+        self.parsed.insert(key, (id, file));
+        Ok(id)
+    }
+
+    fn includes_of(&self, path: &Path) -> Vec<PathBuf> {
+        let Some((_, file)) = self.parsed.get(&canonical(path)) else {
+            return Vec::new();
+        };
+        let base = path.parent().unwrap_or(Path::new(""));
+        file.items
+            .iter()
+            .filter_map(|i| match i {
+                Item::Include(t) => Some(base.join(&t.value)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Appends the items of `path` (and, in place, of what it includes) to `set`.
+    fn gather(&mut self, path: &Path, stack: &mut Vec<PathBuf>, set: &mut LoadedRuleSet) {
+        let key = canonical(path);
+        stack.push(key.clone());
+        let Some((_, file)) = self.parsed.get(&key) else {
+            stack.pop();
+            return;
+        };
+        let items = file.items.clone();
+        set.broken.extend(file.broken.iter().cloned());
+        let base = path.parent().unwrap_or(Path::new("")).to_path_buf();
+        for item in items {
+            match &item {
+                Item::Include(t) => {
+                    let target = base.join(&t.value);
+                    let tkey = canonical(&target);
+                    if stack.contains(&tkey) {
+                        self.diagnostics.push(
+                            Diagnostic::new(Code::E003, format!("`{}` includes itself", t.value))
+                                .primary(t.span, "this include leads back to a file being read")
+                                .help("move shared definitions into a file that both include"),
+                        );
+                        continue;
+                    }
+                    if set.files.contains(&tkey) {
+                        // Already part of this rule set through another include.
+                        continue;
+                    }
+                    match self.parse_path(&target) {
+                        Ok(_) => {
+                            set.files.insert(tkey);
+                            self.gather(&target, stack, set);
+                        }
+                        Err(reason) => self.unreadable(t, &target, &reason),
+                    }
+                }
+                Item::ImportRewrites(t) => {
+                    let target = base.join(&t.value);
+                    match std::fs::read_to_string(&target) {
+                        Ok(text) => {
+                            let id = self.sources.add(target.clone(), text);
+                            let text = self.sources.get(id).map(|f| f.text.clone()).unwrap_or_default();
+                            let (rows, diags) = csv_rewrites(id, &text);
+                            self.diagnostics.extend(diags);
+                            set.items.extend(rows.into_iter().map(Item::Rewrite));
+                        }
+                        Err(e) => self.unreadable(t, &target, &crate::resolve::io_reason(&e)),
+                    }
+                }
+                _ => set.items.push(item),
+            }
+        }
+        stack.pop();
+    }
+
+    fn unreadable(&mut self, t: &Text, path: &Path, reason: &str) {
+        self.diagnostics.push(
+            Diagnostic::new(Code::E002, format!("cannot read `{}`", t.value))
+                .primary(t.span, format!("`{}`: {reason}", path.display()))
+                .help("paths are relative to the folder of the file that names them"),
+        );
+    }
+}
+
+fn canonical(path: &Path) -> PathBuf {
+    std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf())
+}
+
+fn collect_rule_files(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path.is_dir() {
+            collect_rule_files(&path, out)?;
+        } else if path.extension().is_some_and(|e| e == EXTENSION) {
+            out.push(path);
+        }
+    }
+    Ok(())
+}
+
+/// Parses Exchange's address rewrite CSV
+/// (`Name,InternalAddress,ExternalAddress,ExceptionList,OutboundOnly`) into rewrite items.
+pub fn csv_rewrites(file: FileId, text: &str) -> (Vec<Rewrite>, Vec<Diagnostic>) {
+    let mut out = Vec::new();
+    let mut diags = Vec::new();
+    let header_end = text.find('\n').unwrap_or(text.len());
+    let header_span = Span::new(file, 0, header_end);
+    let mut reader = csv::ReaderBuilder::new()
+        .flexible(true)
+        .trim(csv::Trim::All)
+        .from_reader(text.as_bytes());
+    let headers = match reader.headers() {
+        Ok(h) => h.clone(),
+        Err(e) => {
+            diags.push(
+                Diagnostic::new(Code::E004, "the csv header cannot be read")
+                    .primary(header_span, e.to_string())
+                    .help("the first line must be `Name,InternalAddress,ExternalAddress,ExceptionList,OutboundOnly`"),
+            );
+            return (out, diags);
+        }
+    };
+    let col = |name: &str| headers.iter().position(|h| h.eq_ignore_ascii_case(name));
+    let (Some(internal_col), Some(external_col)) = (col("InternalAddress"), col("ExternalAddress")) else {
+        diags.push(
+            Diagnostic::new(Code::E004, "the csv header lacks `InternalAddress` or `ExternalAddress`")
+                .primary(header_span, "this header")
+                .help("the first line must be `Name,InternalAddress,ExternalAddress,ExceptionList,OutboundOnly`"),
+        );
+        return (out, diags);
+    };
+    let name_col = col("Name");
+    let exc_col = col("ExceptionList");
+    let out_col = col("OutboundOnly");
+    let mut record = csv::StringRecord::new();
+    loop {
+        let start = reader.position().byte() as usize;
+        let result = reader.read_record(&mut record);
+        let end = reader.position().byte() as usize;
+        let row_text = text.get(start..end).unwrap_or("").trim_end();
+        let row_span = Span::new(file, start, start + row_text.len());
+        let line = reader.position().line().saturating_sub(1);
+        match result {
+            Ok(false) => break,
+            Ok(true) => {}
+            Err(e) => {
+                diags.push(
+                    Diagnostic::new(Code::E004, format!("row {line} of the csv file does not parse"))
+                        .primary(row_span, e.to_string())
+                        .help("check the quotes and commas of this row"),
+                );
+                if matches!(e.kind(), csv::ErrorKind::Io(_)) {
+                    break;
+                }
+                continue;
+            }
+        }
+        if record.iter().all(str::is_empty) {
+            continue;
+        }
+        if record.len() < headers.len() {
+            diags.push(
+                Diagnostic::new(
+                    Code::E004,
+                    format!("row {line} has {} fields but the header has {}", record.len(), headers.len()),
+                )
+                .primary(row_span, "fields are missing here")
+                .help("give every column, leaving unused ones empty: `Name,a@x.com,b@y.com,,False`"),
+            );
+            continue;
+        }
+        // Field spans: find each field's text in the row, left to right.
+        let mut cursor = 0;
+        let mut field = |i: Option<usize>| -> Option<Text> {
+            let v = record.get(i?)?.to_string();
+            let rel = row_text.get(cursor..).and_then(|r| r.find(&v)).map(|p| p + cursor);
+            let span = match rel {
+                Some(p) if !v.is_empty() => {
+                    cursor = p + v.len();
+                    Span::new(file, start + p, start + p + v.len())
+                }
+                _ => row_span,
+            };
+            Some(Text {
+                value: v,
+                span,
+                quoted: false,
+            })
+        };
+        let name = field(name_col).filter(|t| !t.value.is_empty());
+        let internal = field(Some(internal_col));
+        let external = field(Some(external_col));
+        let exceptions = field(exc_col);
+        let outbound = field(out_col);
+        let (Some(internal), Some(external)) = (internal, external) else {
+            continue;
+        };
+        let outbound_only = match outbound.as_ref().map(|t| t.value.to_ascii_lowercase()) {
+            None => None,
+            Some(v) if v.is_empty() || v == "false" || v == "$false" => None,
+            Some(v) if v == "true" || v == "$true" => outbound.as_ref().map(|t| t.span),
+            Some(_) => {
+                let t = outbound.as_ref().map_or(row_span, |t| t.span);
+                diags.push(
+                    Diagnostic::new(
+                        Code::E004,
+                        format!("row {line}: `OutboundOnly` must be `True` or `False`"),
+                    )
+                    .primary(t, "not a boolean")
+                    .help("write `True` or `False`, or leave it empty for `False`"),
+                );
+                continue;
+            }
+        };
+        let exceptions = exceptions
+            .map(|t| {
+                t.value
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(|s| Text {
+                        value: s.to_string(),
+                        span: t.span,
+                        quoted: false,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        out.push(Rewrite {
+            name,
+            internal,
+            external,
+            outbound_only,
+            exceptions,
+            span: row_span,
+        });
+    }
+    (out, diags)
+}

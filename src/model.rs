@@ -1,0 +1,690 @@
+//! The typed rule set: what `resolve` makes of the syntax tree once every value has been
+//! checked. Each object keeps the spans of what it was built from, so `lint` (and later the
+//! evaluator's trace) can point at the text.
+
+use crate::source::Span;
+use serde::Serialize;
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// A value with the span it came from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Spanned<T> {
+    /// The value.
+    pub value: T,
+    /// Where it was written.
+    pub span: Span,
+}
+
+impl<T> Spanned<T> {
+    /// Wraps a value.
+    pub fn new(value: T, span: Span) -> Self {
+        Spanned { value, span }
+    }
+}
+
+/// An email address. The domain is lowercased; the local part is kept as written and
+/// compared without regard to ASCII case, as Exchange compares proxy addresses.
+#[derive(Debug, Clone, Serialize)]
+pub struct Address {
+    /// Before the `@`.
+    pub local: String,
+    /// After the `@`, lowercased.
+    pub domain: String,
+}
+
+impl Address {
+    /// The lookup key: the whole address in ASCII lowercase.
+    pub fn key(&self) -> String {
+        format!("{}@{}", self.local.to_ascii_lowercase(), self.domain)
+    }
+}
+
+impl PartialEq for Address {
+    fn eq(&self, other: &Self) -> bool {
+        self.domain == other.domain && self.local.eq_ignore_ascii_case(&other.local)
+    }
+}
+
+impl Eq for Address {}
+
+impl std::hash::Hash for Address {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.key().hash(state);
+    }
+}
+
+impl fmt::Display for Address {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}@{}", self.local, self.domain)
+    }
+}
+
+/// A domain, or every subdomain of one (`*.contoso.com`, which also covers `contoso.com`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+pub enum DomainPattern {
+    /// Exactly this domain (lowercase).
+    Exact(String),
+    /// This domain and all its subdomains (the part after `*.`).
+    Wildcard(String),
+}
+
+impl DomainPattern {
+    /// Whether `domain` (lowercase) is covered.
+    pub fn matches(&self, domain: &str) -> bool {
+        match self {
+            DomainPattern::Exact(d) => d == domain,
+            DomainPattern::Wildcard(parent) => is_subdomain_or_same(domain, parent),
+        }
+    }
+}
+
+impl fmt::Display for DomainPattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DomainPattern::Exact(d) => f.write_str(d),
+            DomainPattern::Wildcard(d) => write!(f, "*.{d}"),
+        }
+    }
+}
+
+/// `child` is `parent` or ends with `.parent`.
+pub fn is_subdomain_or_same(child: &str, parent: &str) -> bool {
+    child == parent
+        || child
+            .strip_suffix(parent)
+            .is_some_and(|head| head.ends_with('.'))
+}
+
+/// An inclusive range of IP addresses of one family.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+pub struct IpRange {
+    /// First address.
+    pub first: IpAddr,
+    /// Last address.
+    pub last: IpAddr,
+}
+
+impl IpRange {
+    fn bounds(&self) -> (bool, u128, u128) {
+        match (self.first, self.last) {
+            (IpAddr::V4(a), IpAddr::V4(b)) => (true, u128::from(u32::from(a)), u128::from(u32::from(b))),
+            (a, b) => (false, ip_to_u128(a), ip_to_u128(b)),
+        }
+    }
+
+    /// Whether `ip` is in the range (IPv4-mapped IPv6 addresses count as IPv4).
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 => v4,
+        };
+        let (v4, lo, hi) = self.bounds();
+        if v4 != ip.is_ipv4() {
+            return false;
+        }
+        let x = ip_to_u128(ip);
+        lo <= x && x <= hi
+    }
+
+    /// How many addresses it holds, minus one (smaller is more specific).
+    pub fn width(&self) -> u128 {
+        let (_, lo, hi) = self.bounds();
+        hi - lo
+    }
+
+    /// Whether the two ranges share an address.
+    pub fn overlaps(&self, other: &IpRange) -> bool {
+        let (f1, a, b) = self.bounds();
+        let (f2, c, d) = other.bounds();
+        f1 == f2 && a <= d && c <= b
+    }
+
+    /// Whether `other` lies within this range.
+    pub fn covers(&self, other: &IpRange) -> bool {
+        let (f1, a, b) = self.bounds();
+        let (f2, c, d) = other.bounds();
+        f1 == f2 && a <= c && d <= b
+    }
+
+    /// Whether it is all of IPv4 or all of IPv6.
+    pub fn is_everything(&self) -> bool {
+        let (v4, lo, hi) = self.bounds();
+        lo == 0 && if v4 { hi == u128::from(u32::MAX) } else { hi == u128::MAX }
+    }
+}
+
+fn ip_to_u128(ip: IpAddr) -> u128 {
+    match ip {
+        IpAddr::V4(a) => u128::from(u32::from(a)),
+        IpAddr::V6(a) => u128::from(a),
+    }
+}
+
+impl fmt::Display for IpRange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.first == self.last {
+            write!(f, "{}", self.first)
+        } else {
+            write!(f, "{}-{}", self.first, self.last)
+        }
+    }
+}
+
+/// The whole checked rule set.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RuleSet {
+    /// Accepted domains.
+    pub accepted_domains: Vec<AcceptedDomain>,
+    /// Receive connectors.
+    pub receive_connectors: Vec<ReceiveConnector>,
+    /// Send connectors.
+    pub send_connectors: Vec<SendConnector>,
+    /// Address rewrite entries, in definition order.
+    pub rewrites: Vec<RewriteEntry>,
+    /// Transport rules, in the order they run.
+    pub rules: Vec<TransportRule>,
+    /// Contacts, groups, mail users and tombstones.
+    pub recipients: Vec<Recipient>,
+    /// Test blocks.
+    pub tests: Vec<TestCase>,
+}
+
+/// How the relay treats an accepted domain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DomainKind {
+    /// Recipients are known here; unknown ones get 550 5.1.1.
+    Authoritative,
+    /// Some recipients live elsewhere in the organization; unknown ones are relayed.
+    InternalRelay,
+    /// Recipients live outside the organization; mail is relayed.
+    ExternalRelay,
+}
+
+/// `accepted-domain`.
+#[derive(Debug, Clone, Serialize)]
+pub struct AcceptedDomain {
+    /// The domain or wildcard.
+    pub domain: Spanned<DomainPattern>,
+    /// Its type.
+    pub kind: DomainKind,
+    /// The whole line.
+    pub span: Span,
+}
+
+/// STARTTLS on a receive connector.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum InboundTls {
+    /// Not offered.
+    Off,
+    /// Offered.
+    Optional,
+    /// Required before MAIL.
+    Required,
+}
+
+/// Who the connector's clients are taken to be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AuthLevel {
+    /// Anyone (AuthAs Anonymous).
+    Anonymous,
+    /// A partner (AuthAs Partner).
+    Partner,
+    /// Trusted by the network (ExternalAuthoritative: AuthAs Internal).
+    ExternallySecured,
+}
+
+/// Limits of a receive connector, with Exchange Edge's defaults.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReceiveLimits {
+    /// Largest message in bytes.
+    pub max_message_size: u64,
+    /// Most recipients per message.
+    pub max_recipients: u32,
+    /// Most concurrent connections from one IP.
+    pub max_connections_per_source: u32,
+    /// Most concurrent connections in all.
+    pub max_connections: u32,
+    /// Longest a connection may last.
+    pub connection_timeout: Duration,
+    /// Longest a client may stay silent.
+    pub inactivity_timeout: Duration,
+    /// Largest header block in bytes.
+    pub max_header_size: u64,
+    /// Most Received headers before a loop is assumed.
+    pub max_hop_count: u32,
+}
+
+impl Default for ReceiveLimits {
+    fn default() -> Self {
+        ReceiveLimits {
+            max_message_size: 36 * 1024 * 1024,
+            max_recipients: 200,
+            max_connections_per_source: 20,
+            max_connections: 5000,
+            connection_timeout: Duration::from_secs(5 * 60),
+            inactivity_timeout: Duration::from_secs(60),
+            max_header_size: 256 * 1024,
+            max_hop_count: 30,
+        }
+    }
+}
+
+/// `receive-connector`.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReceiveConnector {
+    /// The name.
+    pub name: Spanned<String>,
+    /// The whole block.
+    pub span: Span,
+    /// Addresses to listen on.
+    pub listen: Vec<Spanned<SocketAddr>>,
+    /// Clients it is for (empty: any client).
+    pub remote: Vec<Spanned<IpRange>>,
+    /// Name in the banner and EHLO.
+    pub fqdn: Option<String>,
+    /// STARTTLS.
+    pub tls: Spanned<InboundTls>,
+    /// Server certificate (PEM).
+    pub certificate: Option<Spanned<PathBuf>>,
+    /// Server key (PEM).
+    pub key: Option<Spanned<PathBuf>>,
+    /// TLS peer names whose XOORG is trusted.
+    pub accept_oorg: Vec<Spanned<DomainPattern>>,
+    /// Authentication level.
+    pub auth: Spanned<AuthLevel>,
+    /// May relay to any recipient.
+    pub accept_any_recipient: Option<Span>,
+    /// Limits.
+    pub limits: ReceiveLimits,
+}
+
+/// What a send connector's address space matches.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub enum AddressSpacePattern {
+    /// `*`: every domain.
+    All,
+    /// A domain or `*.domain`.
+    Domain(DomainPattern),
+    /// `--`: the accepted domains.
+    AcceptedDomains,
+}
+
+/// One address space with its cost.
+#[derive(Debug, Clone, Serialize)]
+pub struct AddressSpace {
+    /// What it matches.
+    pub pattern: AddressSpacePattern,
+    /// 1 (cheapest) to 100.
+    pub cost: u8,
+    /// Where it was written.
+    pub span: Span,
+}
+
+/// TLS towards the next hop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OutboundTls {
+    /// Never.
+    Off,
+    /// When offered.
+    Opportunistic,
+    /// Always, or the delivery is deferred.
+    Required,
+}
+
+/// A smart host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SmartHost {
+    /// Host name or IP.
+    pub host: String,
+    /// Port (25 unless given).
+    pub port: u16,
+}
+
+/// `send-connector`.
+#[derive(Debug, Clone, Serialize)]
+pub struct SendConnector {
+    /// The name.
+    pub name: Spanned<String>,
+    /// The whole block.
+    pub span: Span,
+    /// Where it sends.
+    pub address_spaces: Vec<AddressSpace>,
+    /// Smart hosts (empty: MX lookup).
+    pub smart_hosts: Vec<Spanned<SmartHost>>,
+    /// TLS policy.
+    pub tls: Spanned<OutboundTls>,
+    /// Certificate name the next hop must present.
+    pub tls_name: Option<Spanned<String>>,
+    /// Client certificate to present (PEM).
+    pub certificate: Option<Spanned<PathBuf>>,
+    /// Client key (PEM).
+    pub key: Option<Spanned<PathBuf>>,
+    /// Name used in EHLO.
+    pub fqdn: Option<String>,
+}
+
+/// The internal side of a rewrite entry.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+pub enum RewriteFrom {
+    /// One address.
+    Address(Address),
+    /// One domain.
+    Domain(String),
+    /// A domain and all its subdomains.
+    Wildcard(String),
+}
+
+/// The external side of a rewrite entry.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+pub enum RewriteTo {
+    /// One address.
+    Address(Address),
+    /// One domain.
+    Domain(String),
+}
+
+impl fmt::Display for RewriteFrom {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RewriteFrom::Address(a) => write!(f, "{a}"),
+            RewriteFrom::Domain(d) => f.write_str(d),
+            RewriteFrom::Wildcard(d) => write!(f, "*.{d}"),
+        }
+    }
+}
+
+impl fmt::Display for RewriteTo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RewriteTo::Address(a) => write!(f, "{a}"),
+            RewriteTo::Domain(d) => f.write_str(d),
+        }
+    }
+}
+
+/// `rewrite` (or a row of an imported CSV).
+#[derive(Debug, Clone, Serialize)]
+pub struct RewriteEntry {
+    /// The name, or the internal side when none was given.
+    pub name: String,
+    /// Whether a name was given.
+    pub named: bool,
+    /// Internal side.
+    pub internal: Spanned<RewriteFrom>,
+    /// External side.
+    pub external: Spanned<RewriteTo>,
+    /// Domains a wildcard leaves alone.
+    pub exceptions: Vec<Spanned<String>>,
+    /// Outbound only (wildcards always are).
+    pub outbound_only: bool,
+    /// The whole entry (or CSV row).
+    pub span: Span,
+}
+
+/// Whether a rule acts or only records what it would do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RuleMode {
+    /// Acts.
+    Enforce,
+    /// Logs only.
+    Audit,
+}
+
+/// How text is compared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TextOp {
+    /// Substring, ASCII case-insensitive.
+    Contains,
+    /// Whole words, case-insensitive.
+    ContainsWords,
+    /// Regular expression.
+    Matches,
+}
+
+/// A text test with its values (ORed).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+pub struct TextMatch {
+    /// The comparison.
+    pub op: TextOp,
+    /// Words or patterns.
+    pub values: Vec<String>,
+}
+
+/// Inside or outside the organization.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scope {
+    /// Authenticated and from an authoritative or internal-relay domain.
+    Inside,
+    /// Anything else.
+    Outside,
+}
+
+/// A rule condition.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+pub enum Predicate {
+    /// `sender inside|outside`.
+    SenderScope(Scope),
+    /// `recipient ...`: any recipient.
+    RecipientAddress(TextMatch),
+    /// `sender ...`.
+    SenderAddress(TextMatch),
+    /// `header NAME ...`.
+    Header {
+        /// Header name.
+        name: String,
+        /// Test.
+        matcher: TextMatch,
+    },
+    /// `subject ...`.
+    Subject(TextMatch),
+    /// `size over N`.
+    SizeOver(u64),
+    /// `client-ip in ...`.
+    ClientIp(Vec<IpRange>),
+    /// `connector ...`.
+    Connector(Vec<String>),
+    /// `originating-org ...` (lowercase).
+    OriginatingOrg(Vec<String>),
+}
+
+/// A rule action.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub enum Action {
+    /// Stop processing later rules.
+    Stop,
+    /// Accept and drop silently.
+    Delete,
+    /// Refuse.
+    Reject {
+        /// 4xx or 5xx.
+        code: u16,
+        /// `5.7.1`.
+        enhanced: String,
+        /// Reply text.
+        text: String,
+    },
+    /// Replace the recipients.
+    RedirectTo(Vec<Address>),
+    /// Add To recipients.
+    AddRecipient(Vec<Address>),
+    /// Add Cc recipients.
+    CopyTo(Vec<Address>),
+    /// Add Bcc recipients.
+    BlindCopyTo(Vec<Address>),
+    /// Set a header.
+    SetHeader {
+        /// Name.
+        name: String,
+        /// Value.
+        value: String,
+    },
+    /// Remove a header.
+    RemoveHeader(String),
+    /// Prepend to the subject.
+    PrependSubject(String),
+    /// Send to a quarantine mailbox instead; stops later rules.
+    Quarantine(Address),
+    /// Drop the connection.
+    Disconnect,
+    /// Write an event to the log.
+    Log(String),
+}
+
+impl Action {
+    /// Whether it ends rule processing for the message.
+    pub fn stops_processing(&self) -> bool {
+        matches!(
+            self,
+            Action::Stop | Action::Delete | Action::Reject { .. } | Action::Quarantine(_) | Action::Disconnect
+        )
+    }
+}
+
+/// `rule`.
+#[derive(Debug, Clone, Serialize)]
+pub struct TransportRule {
+    /// The name.
+    pub name: Spanned<String>,
+    /// The whole rule.
+    pub span: Span,
+    /// The priority written, if any.
+    pub priority: Option<Spanned<u32>>,
+    /// Enforce or audit.
+    pub mode: RuleMode,
+    /// ANDed conditions.
+    pub conditions: Vec<Spanned<Predicate>>,
+    /// ORed exceptions.
+    pub exceptions: Vec<Spanned<Predicate>>,
+    /// Actions in order.
+    pub actions: Vec<Spanned<Action>>,
+}
+
+/// What kind of recipient.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RecipientKind {
+    /// Forwards to an external address.
+    Contact,
+    /// Expands to members.
+    Group,
+    /// A user whose mail goes to an external address.
+    MailUser,
+}
+
+/// A group member.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub enum Member {
+    /// Another recipient, by name.
+    Name(String),
+    /// An address.
+    Address(Address),
+}
+
+/// `contact`, `group`, `mail-user`, possibly `deleted`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Recipient {
+    /// What kind.
+    pub kind: RecipientKind,
+    /// The name.
+    pub name: Spanned<String>,
+    /// The whole block.
+    pub span: Span,
+    /// A tombstone.
+    pub deleted: bool,
+    /// Addresses, primary first.
+    pub addresses: Vec<Spanned<Address>>,
+    /// Where mail goes (contacts and mail users).
+    pub external: Option<Spanned<Address>>,
+    /// Hidden from address lists.
+    pub hidden: bool,
+    /// Group members.
+    pub members: Vec<Spanned<Member>>,
+    /// Group accepts only authenticated senders.
+    pub authenticated_senders_only: bool,
+}
+
+/// AuthAs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthAs {
+    /// Trusted.
+    Internal,
+    /// Anyone.
+    Anonymous,
+    /// A partner.
+    Partner,
+}
+
+/// A test expectation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub enum Expect {
+    /// Delivered (to these, or all) via a send connector.
+    Delivered {
+        /// Recipients; empty means all.
+        recipients: Vec<Address>,
+        /// Send connector name.
+        via: Option<String>,
+    },
+    /// Rejected with a code.
+    Rejected {
+        /// SMTP code.
+        code: u16,
+        /// Enhanced status code.
+        enhanced: Option<String>,
+        /// Recipients; empty means the whole message.
+        recipients: Vec<Address>,
+    },
+    /// Dropped (these recipients, or the message).
+    Dropped(Vec<Address>),
+    /// These rules fired.
+    Fired(Vec<String>),
+    /// These rules did not fire.
+    NotFired(Vec<String>),
+    /// Envelope sender after rewriting (`None`: null sender).
+    MailFrom(Option<Address>),
+    /// Recipients after rewriting and expansion.
+    Recipients(Vec<Address>),
+    /// A header's final value.
+    Header(String, String),
+    /// AuthAs stamped.
+    AuthAs(AuthAs),
+    /// Originating organization attributed (`None`: none).
+    OriginatingOrg(Option<String>),
+}
+
+/// `test`.
+#[derive(Debug, Clone, Serialize)]
+pub struct TestCase {
+    /// The name.
+    pub name: Spanned<String>,
+    /// The whole block.
+    pub span: Span,
+    /// Receive connector by name.
+    pub connector: Option<Spanned<String>>,
+    /// Client IP.
+    pub client_ip: Option<Spanned<IpAddr>>,
+    /// Client certificate name.
+    pub tls_peer: Option<String>,
+    /// XOORG parameter.
+    pub xoorg: Option<String>,
+    /// Envelope sender (`None`: `<>`).
+    pub from: Option<Address>,
+    /// Envelope recipients.
+    pub to: Vec<Spanned<Address>>,
+    /// Extra headers.
+    pub headers: Vec<(String, String)>,
+    /// A message file, resolved against the rule file's folder.
+    pub message: Option<Spanned<PathBuf>>,
+    /// Expectations.
+    pub expectations: Vec<Spanned<Expect>>,
+}
