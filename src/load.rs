@@ -274,18 +274,23 @@ pub fn csv_rewrites(file: FileId, text: &str) -> (Vec<Rewrite>, Vec<Diagnostic>)
     let out_col = col("OutboundOnly");
     let mut record = csv::StringRecord::new();
     loop {
-        let start = reader.position().byte() as usize;
         let result = reader.read_record(&mut record);
         let end = reader.position().byte() as usize;
+        // The record's own position, without the line ending that precedes it.
+        let raw_start = record.position().map_or(end, |p| p.byte() as usize);
+        let start = raw_start
+            + text
+                .get(raw_start..end)
+                .map_or(0, |t| t.len() - t.trim_start_matches(['\r', '\n']).len());
         let row_text = text.get(start..end).unwrap_or("").trim_end();
         let row_span = Span::new(file, start, start + row_text.len());
-        let line = reader.position().line().saturating_sub(1);
+        let line = text.get(..start).map_or(0, |t| t.matches('\n').count()) + 1;
         match result {
             Ok(false) => break,
             Ok(true) => {}
             Err(e) => {
                 diags.push(
-                    Diagnostic::new(Code::E004, format!("row {line} of the csv file does not parse"))
+                    Diagnostic::new(Code::E004, format!("line {line} of the csv file does not parse"))
                         .primary(row_span, e.to_string())
                         .help("check the quotes and commas of this row"),
                 );
@@ -302,7 +307,7 @@ pub fn csv_rewrites(file: FileId, text: &str) -> (Vec<Rewrite>, Vec<Diagnostic>)
             diags.push(
                 Diagnostic::new(
                     Code::E004,
-                    format!("row {line} has {} fields but the header has {}", record.len(), headers.len()),
+                    format!("line {line} has {} fields but the header has {}", record.len(), headers.len()),
                 )
                 .primary(row_span, "fields are missing here")
                 .help("give every column, leaving unused ones empty: `Name,a@x.com,b@y.com,,False`"),
@@ -344,7 +349,7 @@ pub fn csv_rewrites(file: FileId, text: &str) -> (Vec<Rewrite>, Vec<Diagnostic>)
                 diags.push(
                     Diagnostic::new(
                         Code::E004,
-                        format!("row {line}: `OutboundOnly` must be `True` or `False`"),
+                        format!("line {line}: `OutboundOnly` must be `True` or `False`"),
                     )
                     .primary(t, "not a boolean")
                     .help("write `True` or `False`, or leave it empty for `False`"),

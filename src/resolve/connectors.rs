@@ -188,7 +188,7 @@ impl Resolver<'_> {
                 address_spaces.push(space);
             }
         }
-        if !s.has("address-space") {
+        if !s.has("address-space") && !self.had_errors_in(block) {
             self.diags.push(
                 Diagnostic::new(
                     Code::E017,

@@ -66,6 +66,10 @@ impl Resolver<'_> {
     }
 
     pub(super) fn missing(&mut self, block: &Block, what: &str, setting: &str, example: &str) {
+        // A misspelt setting already reported is usually the missing one.
+        if self.had_errors_in(block) {
+            return;
+        }
         self.diags.push(
             Diagnostic::new(
                 Code::E017,

@@ -1,0 +1,181 @@
+//! The `mailflow` binary as a user runs it: real files, exit codes, every output format.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn mailflow(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_mailflow"))
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap()
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8(o.stdout.clone()).unwrap()
+}
+
+const BAD: &str = "tests/fixtures/diagnostics/E022.mailflow";
+const WARN_ONLY: &str = "tests/fixtures/diagnostics/W012.mailflow";
+const CLEAN: &str = "tests/fixtures/ok/exchange-examples.mailflow";
+
+#[test]
+fn bundled_rule_sets_check_clean() {
+    if !Path::new(env!("CARGO_MANIFEST_DIR")).join("rules").is_dir() {
+        return;
+    }
+    let o = mailflow(&["check", "--deny-warnings", "rules/"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
+    assert!(stdout(&o).contains("0 errors, 0 warnings"), "{}", stdout(&o));
+}
+
+#[test]
+fn exit_codes() {
+    assert_eq!(mailflow(&["check", CLEAN]).status.code(), Some(0));
+    assert_eq!(mailflow(&["check", BAD]).status.code(), Some(1));
+    assert_eq!(mailflow(&["check", WARN_ONLY]).status.code(), Some(0));
+    assert_eq!(mailflow(&["check", "--deny-warnings", WARN_ONLY]).status.code(), Some(1));
+    let missing = mailflow(&["check", "no/such/file.mailflow"]);
+    assert_eq!(missing.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("cannot read `no/such/file.mailflow`"));
+    assert_eq!(mailflow(&["check"]).status.code(), Some(2));
+    assert_eq!(mailflow(&["check", "--format", "yaml", CLEAN]).status.code(), Some(2));
+    assert_eq!(mailflow(&["check", "tests/fixtures/ok/../../snapshots"]).status.code(), Some(2));
+}
+
+#[test]
+fn human_output_shows_source_code_and_help() {
+    let o = mailflow(&["check", BAD]);
+    let out = stdout(&o);
+    insta::assert_snapshot!(out);
+    assert!(out.contains("[E022] Error: `*contoso.com` is not a valid wildcard"));
+    assert!(out.contains("checked 1 rule set (1 file): 2 errors, 0 warnings"));
+}
+
+#[test]
+fn json_output() {
+    let o = mailflow(&["check", "--format", "json", BAD]);
+    assert_eq!(o.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(v["errors"], 2);
+    assert_eq!(v["warnings"], 0);
+    let d = &v["diagnostics"][0];
+    assert_eq!(d["code"], "E022");
+    assert_eq!(d["name"], "malformed-wildcard");
+    assert_eq!(d["severity"], "error");
+    assert_eq!(d["file"], BAD);
+    assert_eq!(d["line"], 1);
+    assert_eq!(d["column"], 9);
+    assert!(d["help"].as_str().unwrap().contains("*.contoso.com"));
+    assert_eq!(d["labels"][0]["primary"], true);
+}
+
+#[test]
+fn github_output() {
+    let o = mailflow(&["check", "--format", "github", BAD]);
+    let out = stdout(&o);
+    let first = out.lines().next().unwrap();
+    assert!(
+        first.starts_with(&format!("::error file={BAD},line=1,col=9,endLine=1,endColumn=21,title=E022 malformed-wildcard::")),
+        "{first}"
+    );
+    assert!(first.contains("%0Ahelp: "), "{first}");
+}
+
+#[test]
+fn sarif_output() {
+    let o = mailflow(&["check", "--format", "sarif", BAD, WARN_ONLY]);
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(v["version"], "2.1.0");
+    let run = &v["runs"][0];
+    assert_eq!(run["tool"]["driver"]["name"], "mailflow");
+    let rules: Vec<&str> = run["tool"]["driver"]["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(rules, ["E022", "W012"]);
+    let results = run["results"].as_array().unwrap();
+    assert_eq!(results.len(), 3);
+    let warning = results.iter().find(|r| r["ruleId"] == "W012").unwrap();
+    assert_eq!(warning["level"], "warning");
+    assert_eq!(warning["ruleIndex"], 1);
+    let region = &warning["locations"][0]["physicalLocation"]["region"];
+    assert_eq!(region["startLine"], 4);
+}
+
+#[test]
+fn a_folder_is_many_rule_sets_and_includes_are_fragments() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::create_dir(d.join("common")).unwrap();
+    std::fs::write(
+        d.join("common/domains.mailflow"),
+        "accepted-domain example.com\n",
+    )
+    .unwrap();
+    // Two rule sets that both define "Out" and include the same fragment: no duplicate-name
+    // error, because each root is checked on its own.
+    for name in ["a", "b"] {
+        std::fs::write(
+            d.join(format!("{name}.mailflow")),
+            "include \"common/domains.mailflow\"\nsend-connector \"Out\" { address-space * }\n",
+        )
+        .unwrap();
+    }
+    let o = Command::new(env!("CARGO_BIN_EXE_mailflow"))
+        .args(["check", "--format", "json"])
+        .arg(d)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
+    let human = Command::new(env!("CARGO_BIN_EXE_mailflow"))
+        .arg("check")
+        .arg(d)
+        .output()
+        .unwrap();
+    assert!(stdout(&human).contains("checked 2 rule sets (3 files)"), "{}", stdout(&human));
+}
+
+#[test]
+fn every_problem_in_one_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("many.mailflow");
+    std::fs::write(
+        &f,
+        "rewrite a@b.com => c@d.com\nrule \"x\" {\n  if sender nowhere\n  stop\n}\naccepted-domain bad..domain\nrewrite *x.com -> y.com outbound-only\nrule \"y\" { if connector \"nope\"; stop }\n",
+    )
+    .unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_mailflow"))
+        .args(["check", "--format", "json"])
+        .arg(&f)
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    let codes: Vec<&str> = v["diagnostics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["code"].as_str().unwrap())
+        .collect();
+    assert_eq!(codes, ["E001", "E001", "E013", "E022", "E010"]);
+}
+
+#[test]
+fn explain() {
+    let o = mailflow(&["explain", "E012"]);
+    assert_eq!(o.status.code(), Some(0));
+    assert!(stdout(&o).starts_with("E012 invalid-address: this is not a valid email address"));
+    let by_name = mailflow(&["explain", "open-relay"]);
+    assert!(stdout(&by_name).starts_with("W020 open-relay"));
+    assert_eq!(mailflow(&["explain", "E999"]).status.code(), Some(2));
+    let list = stdout(&mailflow(&["explain", "--list"]));
+    assert_eq!(list.lines().count(), mailflow::diagnostic::Code::ALL.len());
+    let md = stdout(&mailflow(&["explain", "--markdown"]));
+    let docs = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/diagnostics.md")).unwrap();
+    assert_eq!(md, docs);
+}
