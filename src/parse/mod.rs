@@ -107,7 +107,7 @@ fn broken_item(chunk: &str) -> BrokenItem {
         .unwrap_or("")
         .to_string();
     let rest = trimmed.get(keyword.len()..).unwrap_or("");
-    let rest = rest.trim_start_matches(|c: char| c == ' ' || c == '\t');
+    let rest = rest.trim_start_matches([' ', '\t']);
     let rest = rest
         .strip_prefix("contact")
         .or_else(|| rest.strip_prefix("group"))
