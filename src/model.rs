@@ -567,6 +567,9 @@ pub struct TransportRule {
     pub exceptions: Vec<Spanned<Predicate>>,
     /// Actions in order.
     pub actions: Vec<Spanned<Action>>,
+    /// Some condition, exception or action had an error and is missing here, so what the rule
+    /// matches is unknown (lints leave it alone; it is never compiled).
+    pub partial: bool,
 }
 
 /// What kind of recipient.

@@ -140,16 +140,6 @@ Sales,sales.contoso.com,contoso.com,,maybe
 
 Write `True` or `False` (or leave it empty for `False`).";
 
-    /// A string contains an escape mailflow does not know.
-    E005 = "invalid-escape", "a string contains an unknown escape",
-"Inside double quotes only `\\\"` (a quote) and `\\\\` (a backslash) are escapes. Header values and texts never contain line breaks, so there is no `\\n`.
-
-```mailflow
-log \"line one\\nline two\"
-```
-
-Remove the escape, or write a second `log` line.";
-
     /// A name is used but never defined.
     E010 = "undefined-name", "a name is used but never defined",
 "A rule, test or group refers to a connector, recipient or rule by a name that no definition has. Names are compared exactly (case included).

@@ -13,7 +13,8 @@ pub(super) fn check(set: &RuleSet, out: &mut Vec<Diagnostic>) {
 
 /// Whether the rule matches every message and ends rule processing.
 fn stops_everything(rule: &TransportRule) -> bool {
-    rule.mode == RuleMode::Enforce
+    !rule.partial
+        && rule.mode == RuleMode::Enforce
         && rule.conditions.is_empty()
         && rule.exceptions.is_empty()
         && rule.actions.iter().any(|a| a.value.stops_processing())
@@ -69,6 +70,9 @@ fn unreachable_rules(set: &RuleSet, out: &mut Vec<Diagnostic>) {
 ///
 /// Use instead: remove the contradictory condition, or split the rule in two.
 fn never_matches(rule: &TransportRule, out: &mut Vec<Diagnostic>) {
+    if rule.partial {
+        return;
+    }
     let conds = &rule.conditions;
     for (i, a) in conds.iter().enumerate() {
         for b in conds.iter().skip(i + 1) {
@@ -139,7 +143,7 @@ fn exclusive(a: &Predicate, b: &Predicate) -> Option<&'static str> {
 ///
 /// Use instead: add a condition such as `if sender outside`.
 fn delete_without_condition(rule: &TransportRule, out: &mut Vec<Diagnostic>) {
-    if rule.mode != RuleMode::Enforce || !rule.conditions.is_empty() {
+    if rule.partial || rule.mode != RuleMode::Enforce || !rule.conditions.is_empty() {
         return;
     }
     if let Some(del) = rule.actions.iter().find(|a| a.value == Action::Delete) {

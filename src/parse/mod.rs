@@ -41,34 +41,105 @@ pub const TOP_LEVEL_KEYWORDS: &[&str] = &[
 
 /// Parses one file's text. Never fails: what does not parse becomes diagnostics.
 pub fn parse_file(file: FileId, text: &str) -> (File, Vec<Diagnostic>) {
+    let ranges = chunks(text);
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(8));
+    if text.len() < PARALLEL_THRESHOLD || threads < 2 || ranges.len() < 2 {
+        return parse_segment(file, text, &ranges);
+    }
+    // Chunks are independent, so a big file is cut at chunk boundaries into one segment per
+    // core and the segments are parsed side by side.
+    let per = text.len() / threads + 1;
+    let mut segments: Vec<&[(usize, usize)]> = Vec::new();
+    let mut rest = ranges.as_slice();
+    while !rest.is_empty() {
+        let first_start = rest.first().map_or(0, |r| r.0);
+        let n = rest
+            .iter()
+            .position(|r| r.1 - first_start >= per)
+            .map_or(rest.len(), |i| i + 1);
+        let (seg, tail) = rest.split_at(n);
+        segments.push(seg);
+        rest = tail;
+    }
+    let results: Vec<(File, Vec<Diagnostic>)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = segments
+            .iter()
+            .map(|seg| scope.spawn(move || parse_segment(file, text, seg)))
+            .collect();
+        handles
+            .into_iter()
+            .zip(&segments)
+            .map(|(h, seg)| h.join().unwrap_or_else(|_| parse_segment(file, text, seg)))
+            .collect()
+    });
     let mut out = File::default();
     let mut diags = Vec::new();
-    for (start, end) in chunks(text) {
-        let Some(chunk) = text.get(start..end) else {
-            continue;
-        };
-        let mut cx = Cx {
-            file,
-            offset: start,
-            diags: &mut diags,
-        };
-        match Grammar::parse(Rule::chunk, chunk) {
-            Ok(mut pairs) => {
-                if let Some(chunk_pair) = pairs.next() {
-                    for pair in chunk_pair.into_inner() {
-                        if let Some(item) = cx.item(pair) {
-                            out.items.push(item);
+    for (f, d) in results {
+        out.items.extend(f.items);
+        out.broken.extend(f.broken);
+        diags.extend(d);
+    }
+    (out, diags)
+}
+
+/// Files smaller than this are parsed on the calling thread.
+const PARALLEL_THRESHOLD: usize = 256 * 1024;
+
+/// Parses consecutive chunks, a group of about [`GROUP_BYTES`] at a time: in one go when the
+/// group is valid (the usual case), else chunk by chunk so each mistake is reported and the
+/// rest still read. Groups keep pest's token queue small.
+fn parse_segment(file: FileId, text: &str, ranges: &[(usize, usize)]) -> (File, Vec<Diagnostic>) {
+    let mut out = File::default();
+    let mut diags = Vec::new();
+    let mut rest = ranges;
+    while let Some(first) = rest.first() {
+        let n = rest
+            .iter()
+            .position(|r| r.1 - first.0 >= GROUP_BYTES)
+            .map_or(rest.len(), |i| i + 1);
+        let (group, tail) = rest.split_at(n);
+        rest = tail;
+        let end = group.last().map_or(first.1, |r| r.1);
+        let whole = text.get(first.0..end).unwrap_or("");
+        match Grammar::parse(Rule::chunk, whole) {
+            Ok(pairs) => collect(file, first.0, pairs, &mut out, &mut diags),
+            Err(_) => {
+                for &(start, end) in group {
+                    let Some(chunk) = text.get(start..end) else {
+                        continue;
+                    };
+                    match Grammar::parse(Rule::chunk, chunk) {
+                        Ok(pairs) => collect(file, start, pairs, &mut out, &mut diags),
+                        Err(err) => {
+                            diags.push(errors::syntax_error(file, start, chunk, &err));
+                            out.broken.push(broken_item(chunk));
                         }
                     }
                 }
             }
-            Err(err) => {
-                diags.push(errors::syntax_error(file, start, chunk, &err));
-                out.broken.push(broken_item(chunk));
-            }
         }
     }
     (out, diags)
+}
+
+/// How much text one pest call parses at most (unless a single item is bigger).
+const GROUP_BYTES: usize = 64 * 1024;
+
+fn collect(
+    file: FileId,
+    offset: usize,
+    mut pairs: pest::iterators::Pairs<'_, Rule>,
+    out: &mut File,
+    diags: &mut Vec<Diagnostic>,
+) {
+    let mut cx = Cx { file, offset, diags };
+    if let Some(chunk_pair) = pairs.next() {
+        for pair in chunk_pair.into_inner() {
+            if let Some(item) = cx.item(pair) {
+                out.items.push(item);
+            }
+        }
+    }
 }
 
 /// Byte ranges of the chunks of a file.
@@ -139,7 +210,7 @@ impl Cx<'_> {
                 let inner = pair.into_inner().next();
                 let raw = inner.as_ref().map_or("", |p| p.as_str());
                 Text {
-                    value: self.unescape(raw, span),
+                    value: Self::unescape(raw),
                     span,
                     quoted: true,
                 }
@@ -152,32 +223,23 @@ impl Cx<'_> {
         }
     }
 
-    fn unescape(&mut self, raw: &str, span: Span) -> String {
+    /// `\"` is a quote and `\\` a backslash; any other backslash is kept as written, so
+    /// patterns read as they would in PowerShell (`"^\[ok\]"`).
+    fn unescape(raw: &str) -> String {
         if !raw.contains('\\') {
             return raw.to_string();
         }
         let mut out = String::with_capacity(raw.len());
-        let mut chars = raw.char_indices();
-        while let Some((i, c)) = chars.next() {
-            if c != '\\' {
-                out.push(c);
-                continue;
-            }
-            match chars.next() {
-                Some((_, e @ ('"' | '\\'))) => out.push(e),
-                Some((j, e)) => {
-                    // +1 for the opening quote.
-                    let at = span.start as usize + 1 + i;
-                    let esc_span = Span::new(self.file, at, span.start as usize + 1 + j + e.len_utf8());
-                    self.diags.push(
-                        Diagnostic::new(Code::E005, format!("unknown escape `\\{e}`"))
-                            .primary(esc_span, "only `\\\"` and `\\\\` are escapes")
-                            .help("remove the backslash; texts cannot contain line breaks"),
-                    );
+        let mut chars = raw.chars().peekable();
+        while let Some(c) = chars.next() {
+            if c == '\\' {
+                if let Some(&e @ ('"' | '\\')) = chars.peek() {
                     out.push(e);
+                    chars.next();
+                    continue;
                 }
-                None => out.push('\\'),
             }
+            out.push(c);
         }
         out
     }

@@ -71,10 +71,35 @@ fn one_bad_item_does_not_hide_the_others() {
 }
 
 #[test]
-fn strings_unescape_and_report_unknown_escapes() {
-    let (file, diags) = parse("rule \"a \\\"b\\\" \\n\" { stop }\n");
+fn strings_unescape_quotes_and_backslashes_only() {
+    let (file, diags) = parse("rule \"a \\\"b\\\" \\\\ \\w\" { stop }\n");
+    assert!(diags.is_empty(), "{diags:#?}");
     let Item::Rule(r) = &file.items[0] else { panic!() };
-    assert_eq!(r.name.value, "a \"b\" n");
-    assert_eq!(diags.len(), 1);
-    assert_eq!(diags[0].code, Code::E005);
+    assert_eq!(r.name.value, "a \"b\" \\ \\w");
+}
+
+#[test]
+fn big_files_parse_in_parallel_segments_in_order() {
+    let mut src = String::new();
+    for i in 0..20_000 {
+        src.push_str(&format!("rewrite \"U{i}\" u{i}@t.example.com -> u{i}@example.com\n"));
+        if i == 7_000 || i == 15_000 {
+            src.push_str("rewrite broken => here\n");
+        }
+    }
+    assert!(src.len() > super::PARALLEL_THRESHOLD);
+    let (file, diags) = parse(&src);
+    assert_eq!(diags.len(), 2);
+    assert_eq!(file.items.len(), 20_000);
+    let names: Vec<&str> = file
+        .items
+        .iter()
+        .map(|i| match i {
+            Item::Rewrite(r) => r.name.as_ref().unwrap().value.as_str(),
+            _ => panic!(),
+        })
+        .collect();
+    assert_eq!(names[0], "U0");
+    assert_eq!(names[19_999], "U19999");
+    assert!(names.windows(2).all(|w| w[0] != w[1]));
 }

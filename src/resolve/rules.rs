@@ -15,6 +15,36 @@ pub const PATTERN_SIZE_LIMIT: usize = 1 << 20;
 /// depend on them.
 const PROTECTED_HEADERS: &[&str] = &["received", "return-path", "message-id"];
 
+/// Why a `matches` pattern cannot be used, if it cannot. Parsing is enough to find syntax
+/// errors and is far cheaper than compiling (a rule set may hold thousands of patterns);
+/// only counted repetitions (`{n,m}`), the way a small pattern grows into a huge program,
+/// are compiled to hold them to the size limit.
+pub fn pattern_problem(p: &str) -> Option<String> {
+    let parsed = regex_syntax::ParserBuilder::new()
+        .case_insensitive(true)
+        .build()
+        .parse(p);
+    if let Err(e) = parsed {
+        return Some(match &e {
+            regex_syntax::Error::Parse(e) => e.kind().to_string(),
+            regex_syntax::Error::Translate(e) => e.kind().to_string(),
+            other => other.to_string(),
+        });
+    }
+    if p.contains('{') {
+        if let Err(e) = compile_pattern(p) {
+            return Some(match e {
+                regex::Error::CompiledTooBig(_) => format!(
+                    "the pattern compiles to more than the {} KiB limit",
+                    PATTERN_SIZE_LIMIT / 1024
+                ),
+                other => other.to_string(),
+            });
+        }
+    }
+    None
+}
+
 /// Compiles a `matches` pattern the way the evaluator will.
 pub fn compile_pattern(p: &str) -> Result<regex::Regex, regex::Error> {
     regex::RegexBuilder::new(p)
@@ -31,6 +61,7 @@ impl Resolver<'_> {
         let mut conditions = Vec::new();
         let mut exceptions = Vec::new();
         let mut actions = Vec::new();
+        let errors_before = self.diags.len();
         for st in &r.statements {
             match st {
                 RuleStatement::Priority(t) => {
@@ -79,7 +110,9 @@ impl Resolver<'_> {
                     .help("add an action such as `stop`, `delete` or `reject`; use `mode audit` to watch a rule without enforcing it"),
             );
         }
+        let partial = self.diags.len() > errors_before;
         self.set.rules.push(TransportRule {
+            partial,
             name: Spanned::new(r.name.value.clone(), r.name.span),
             span: r.span,
             priority,
@@ -115,21 +148,8 @@ impl Resolver<'_> {
                         .help("remove it, or remove the condition"),
                 );
             } else if op == TextOp::Matches {
-                if let Err(e) = compile_pattern(&v.value) {
+                if let Some(why) = pattern_problem(&v.value) {
                     ok = false;
-                    let why = match &e {
-                        regex::Error::CompiledTooBig(_) => format!(
-                            "the pattern compiles to more than the {} KiB limit",
-                            PATTERN_SIZE_LIMIT / 1024
-                        ),
-                        other => other
-                            .to_string()
-                            .lines()
-                            .last()
-                            .unwrap_or("invalid pattern")
-                            .trim_start_matches("error: ")
-                            .to_string(),
-                    };
                     self.diags.push(
                         Diagnostic::new(Code::E041, format!("`{}` is not a valid pattern", v.value))
                             .primary(v.span, why)
