@@ -2,8 +2,9 @@
 //!
 //! Step one, [`parse`]: text to syntax tree ([`ast`]) with spans. Step two, `resolve`: the
 //! tree to a typed rule set ([`model`]) with every value checked. Step three, `lint`: the rule
-//! set's cross-checks (shadowed rewrites, unreachable rules, open relays). Every finding is a
-//! [`diagnostic::Diagnostic`] with a stable code.
+//! set's cross-checks (shadowed rewrites, unreachable rules, open relays). Step four,
+//! [`compile`]: lookup structures whose cost does not grow with the rule set. Every finding is
+//! a [`diagnostic::Diagnostic`] with a stable code.
 
 pub mod ast;
 pub mod diagnostic;
@@ -14,3 +15,4 @@ pub mod resolve;
 pub mod load;
 pub mod lint;
 pub mod check;
+pub mod compile;

@@ -1,0 +1,62 @@
+//! Accepted domains as lookups: exact names first, then wildcard parents by suffix.
+
+use crate::model::{AcceptedDomain, DomainKind, DomainPattern};
+use std::collections::HashMap;
+
+/// The compiled accepted domains.
+#[derive(Debug, Default)]
+pub struct DomainTable {
+    exact: HashMap<String, DomainKind>,
+    wildcard: HashMap<String, DomainKind>,
+}
+
+impl DomainTable {
+    /// Builds the maps; the first declaration of a domain wins.
+    pub fn new(domains: &[AcceptedDomain]) -> Self {
+        let mut t = DomainTable::default();
+        for d in domains {
+            match &d.domain.value {
+                DomainPattern::Exact(n) => {
+                    t.exact.entry(n.clone()).or_insert(d.kind);
+                }
+                DomainPattern::Wildcard(n) => {
+                    t.wildcard.entry(n.clone()).or_insert(d.kind);
+                }
+            }
+        }
+        t
+    }
+
+    /// The type of the accepted domain covering `domain` (lowercase), if any: an exact entry,
+    /// else the wildcard with the longest matching suffix (`*.contoso.com` covers contoso.com).
+    pub fn kind(&self, domain: &str) -> Option<DomainKind> {
+        if let Some(k) = self.exact.get(domain) {
+            return Some(*k);
+        }
+        let mut suffix = domain;
+        loop {
+            if let Some(k) = self.wildcard.get(suffix) {
+                return Some(*k);
+            }
+            suffix = suffix.split_once('.')?.1;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exact_before_wildcard_and_longest_suffix_first() {
+        let report = crate::check::check_text(
+            "t.mailflow",
+            "accepted-domain example.com\naccepted-domain *.example.com internal-relay\naccepted-domain *.partner.example.com external-relay\n",
+        );
+        let t = DomainTable::new(&report.rule_sets[0].rules.accepted_domains);
+        assert_eq!(t.kind("example.com"), Some(DomainKind::Authoritative));
+        assert_eq!(t.kind("a.example.com"), Some(DomainKind::InternalRelay));
+        assert_eq!(t.kind("x.partner.example.com"), Some(DomainKind::ExternalRelay));
+        assert_eq!(t.kind("example.org"), None);
+    }
+}

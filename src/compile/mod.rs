@@ -1,0 +1,9 @@
+//! Step four: the checked rule set compiled into immutable lookup structures for the
+//! evaluator. Lookups cost the same whatever the number of entries; the result is `Send +
+//! Sync` and shared by `Arc`.
+
+mod domains;
+mod rewrite;
+
+pub use domains::DomainTable;
+pub use rewrite::{Outbound, RewriteTable, Rewritten};
