@@ -292,7 +292,9 @@ Remove the exceptions, or make the entry a wildcard.";
 "Remote ranges are a single address (`192.0.2.7`, `2001:db8::7`), a CIDR block (`192.0.2.0/24`, `2001:db8::/32`) or a range `first-last` with the first not above the last, both of the same family.
 
 ```mailflow
-remote 192.0.2.50-192.0.2.10
+receive-connector \"Partners\" {
+  remote 192.0.2.50-192.0.2.10
+}
 ```
 
 Swap the ends, or write a CIDR block.";
@@ -313,7 +315,9 @@ Split the ranges so they are disjoint, or nest one inside the other.";
 "`listen` takes `ip:port` (`0.0.0.0:25`, `[::]:25`, `127.0.0.1:2525`).
 
 ```mailflow
-listen 0.0.0.0
+receive-connector \"Internet\" {
+  listen 0.0.0.0
+}
 ```
 
 Add the port: `0.0.0.0:25`.";
@@ -323,7 +327,11 @@ Add the port: `0.0.0.0:25`.";
 "A `certificate` must be a PEM file with at least one `CERTIFICATE`, and a `key` a PEM file with a private key. The path is resolved from the folder of the rule file.
 
 ```mailflow
-certificate \"certs/edge.pem\"   # missing, or a DER file
+receive-connector \"From EOP\" {
+  tls required
+  certificate \"certs/edge.pem\"   # missing, or a DER file
+  key \"certs/edge.key\"
+}
 ```
 
 Point at the PEM files the relay will use.";
@@ -383,7 +391,10 @@ Give each rule its own priority (rules without `priority` run after all numbered
 "`matches` takes regular expressions in the syntax of Rust's `regex` crate (no look-around or back-references, so matching time is linear). The pattern does not compile, or compiles to more than the size limit.
 
 ```mailflow
-if subject matches \"(unclosed\"
+rule \"Invoices\" {
+  if subject matches \"(unclosed\"
+  reject
+}
 ```
 
 Fix the pattern; the message quotes the compiler's reason.";
@@ -393,7 +404,9 @@ Fix the pattern; the message quotes the compiler's reason.";
 "`reject` takes an SMTP code `4xx` or `5xx`, an enhanced status code `class.subject.detail` whose class matches (4 with 4xx, 5 with 5xx), and a text without line breaks. The defaults are `550 5.7.1 \"Delivery not authorized, message refused\"`.
 
 ```mailflow
-reject 250 2.0.0 \"ok\"
+rule \"Refuse\" {
+  reject 250 2.0.0 \"ok\"
+}
 ```
 
 Use a 4xx or 5xx code.";
@@ -403,7 +416,9 @@ Use a 4xx or 5xx code.";
 "Header names are printable ASCII without spaces or colons (RFC 5322). Values must not contain CR or LF, so a rule can never inject a header of its own. Rules may not set or remove the headers mailflow itself relies on (Received, Return-Path, Message-ID).
 
 ```mailflow
-set-header \"X Tag\" \"yes\"
+rule \"Tag\" {
+  set-header \"X Tag\" \"yes\"
+}
 ```
 
 Write `X-Tag`.";
