@@ -2,8 +2,10 @@
 //! evaluator. Lookups cost the same whatever the number of entries; the result is `Send +
 //! Sync` and shared by `Arc`.
 
+mod connectors;
 mod domains;
 mod rewrite;
 
+pub use connectors::{route, select_receive};
 pub use domains::DomainTable;
 pub use rewrite::{Outbound, RewriteTable, Rewritten};
