@@ -3,9 +3,11 @@
 //! Sync` and shared by `Arc`.
 
 mod connectors;
+mod directory;
 mod domains;
 mod rewrite;
 
 pub use connectors::{route, select_receive};
+pub use directory::{Directory, Expansion, Lookup};
 pub use domains::DomainTable;
 pub use rewrite::{Outbound, RewriteTable, Rewritten};
