@@ -460,12 +460,13 @@ pub struct TextMatch {
 }
 
 /// Inside or outside the organization.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Scope {
     /// Authenticated and from an authoritative or internal-relay domain.
     Inside,
-    /// Anything else.
+    /// Anything else (the safe default: nothing unauthenticated is trusted).
+    #[default]
     Outside,
 }
 

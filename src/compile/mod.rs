@@ -6,8 +6,12 @@ mod connectors;
 mod directory;
 mod domains;
 mod rewrite;
+mod rules;
 
 pub use connectors::{route, select_receive};
 pub use directory::{Directory, Expansion, Lookup};
 pub use domains::DomainTable;
 pub use rewrite::{Outbound, RewriteTable, Rewritten};
+pub use rules::{
+    AUTOMATON_MEMORY_LIMIT, CompiledRule, Evaluated, Facts, Field, Outcome, RuleCompileError, RuleIndex,
+};

@@ -9,7 +9,7 @@ use crate::ast::{
     Action, ActionKind, Block, BrokenItem, Expectation, ExpectationKind, File, Item, Predicate,
     PredicateKind, Rewrite, Rule as RuleItem, RuleStatement, Setting, Test, Text,
 };
-use crate::diagnostic::{Code, Diagnostic};
+use crate::diagnostic::Diagnostic;
 use crate::source::{FileId, Span};
 use pest::Parser;
 use pest::iterators::Pair;
@@ -102,14 +102,14 @@ fn parse_segment(file: FileId, text: &str, ranges: &[(usize, usize)]) -> (File, 
         let end = group.last().map_or(first.1, |r| r.1);
         let whole = text.get(first.0..end).unwrap_or("");
         match Grammar::parse(Rule::chunk, whole) {
-            Ok(pairs) => collect(file, first.0, pairs, &mut out, &mut diags),
+            Ok(pairs) => collect(file, first.0, pairs, &mut out),
             Err(_) => {
                 for &(start, end) in group {
                     let Some(chunk) = text.get(start..end) else {
                         continue;
                     };
                     match Grammar::parse(Rule::chunk, chunk) {
-                        Ok(pairs) => collect(file, start, pairs, &mut out, &mut diags),
+                        Ok(pairs) => collect(file, start, pairs, &mut out),
                         Err(err) => {
                             diags.push(errors::syntax_error(file, start, chunk, &err));
                             out.broken.push(broken_item(chunk));
@@ -125,14 +125,8 @@ fn parse_segment(file: FileId, text: &str, ranges: &[(usize, usize)]) -> (File, 
 /// How much text one pest call parses at most (unless a single item is bigger).
 const GROUP_BYTES: usize = 64 * 1024;
 
-fn collect(
-    file: FileId,
-    offset: usize,
-    mut pairs: pest::iterators::Pairs<'_, Rule>,
-    out: &mut File,
-    diags: &mut Vec<Diagnostic>,
-) {
-    let mut cx = Cx { file, offset, diags };
+fn collect(file: FileId, offset: usize, mut pairs: pest::iterators::Pairs<'_, Rule>, out: &mut File) {
+    let mut cx = Cx { file, offset };
     if let Some(chunk_pair) = pairs.next() {
         for pair in chunk_pair.into_inner() {
             if let Some(item) = cx.item(pair) {
@@ -191,13 +185,12 @@ fn broken_item(chunk: &str) -> BrokenItem {
     BrokenItem { keyword, name }
 }
 
-struct Cx<'d> {
+struct Cx {
     file: FileId,
     offset: usize,
-    diags: &'d mut Vec<Diagnostic>,
 }
 
-impl Cx<'_> {
+impl Cx {
     fn span(&self, pair: &Pair<'_, Rule>) -> Span {
         let s = pair.as_span();
         Span::new(self.file, self.offset + s.start(), self.offset + s.end())

@@ -1,4 +1,5 @@
 use super::*;
+use crate::diagnostic::Code;
 use crate::source::SourceMap;
 
 fn parse(text: &str) -> (File, Vec<Diagnostic>) {

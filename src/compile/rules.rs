@@ -1,0 +1,586 @@
+//! Transport rules compiled for evaluation. Every `contains` word of every rule is in one
+//! Aho-Corasick automaton (ASCII case-insensitive, overlapping matches, so a word inside
+//! another word still counts); a message's fields are each scanned once, and each hit marks
+//! the conditions that word belongs to. Every rule has an anchor, one condition that can be
+//! looked up (a word, a connector, an originating organization, a sender scope); only rules
+//! whose anchor holds are evaluated, in priority order, so the cost follows the message, not
+//! the number of rules. [`RuleIndex::run_all`] evaluates every rule in turn and explains each:
+//! the trace, and the reference the fast path is tested against.
+
+use crate::model::{Action, IpRange, Predicate, RuleMode, Scope, TextOp, TransportRule};
+use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
+use std::collections::{HashMap, HashSet};
+use std::net::IpAddr;
+use std::sync::OnceLock;
+
+/// The most memory the word automaton may use.
+pub const AUTOMATON_MEMORY_LIMIT: usize = 512 * 1024 * 1024;
+
+/// Why rules could not be compiled.
+#[derive(Debug, thiserror::Error)]
+pub enum RuleCompileError {
+    /// The automaton could not be built.
+    #[error("the words of all `contains` conditions cannot be compiled: {0}")]
+    Automaton(String),
+    /// Too many or too long words.
+    #[error("the words of all `contains` conditions need {used} bytes, more than the {limit} byte limit")]
+    AutomatonTooLarge {
+        /// Bytes needed.
+        used: usize,
+        /// The limit.
+        limit: usize,
+    },
+}
+
+/// What part of the message a text condition reads.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Field {
+    /// Any recipient address.
+    Recipient,
+    /// The sender address.
+    Sender,
+    /// The subject.
+    Subject,
+    /// A header, by lowercase name.
+    Header(String),
+}
+
+/// The facts about one message that rules test.
+#[derive(Debug, Clone, Default)]
+pub struct Facts<'a> {
+    /// Recipient addresses.
+    pub recipients: Vec<String>,
+    /// The sender address (empty for the null sender).
+    pub sender: &'a str,
+    /// The subject, if any.
+    pub subject: Option<&'a str>,
+    /// Headers as (name, value).
+    pub headers: Vec<(&'a str, &'a str)>,
+    /// Size in bytes.
+    pub size: u64,
+    /// The client's address.
+    pub client_ip: Option<IpAddr>,
+    /// The receive connector's name.
+    pub connector: Option<&'a str>,
+    /// The originating organization, when trusted.
+    pub originating_org: Option<&'a str>,
+    /// Inside or outside the organization.
+    pub scope: Scope,
+}
+
+#[derive(Debug)]
+struct LazyRegex {
+    pattern: String,
+    compiled: OnceLock<Option<regex::Regex>>,
+}
+
+impl LazyRegex {
+    fn is_match(&self, text: &str) -> bool {
+        self.compiled
+            .get_or_init(|| crate::resolve::compile_pattern(&self.pattern).ok())
+            .as_ref()
+            .is_some_and(|r| r.is_match(text))
+    }
+}
+
+#[derive(Debug)]
+enum Cond {
+    /// Satisfied when any of these slots (each knows its field) was hit.
+    Words { slots: Vec<u32> },
+    Pattern { field: Field, patterns: Vec<LazyRegex> },
+    Scope(Scope),
+    SizeOver(u64),
+    ClientIp(Vec<IpRange>),
+    Connector(Vec<String>),
+    OriginatingOrg(Vec<String>),
+}
+
+#[derive(Debug, Clone)]
+struct Slot {
+    field: Field,
+    words: bool,
+}
+
+/// One rule, ready to evaluate.
+#[derive(Debug)]
+pub struct CompiledRule {
+    /// Its index in the rule set's `rules`.
+    pub source: usize,
+    /// Its name.
+    pub name: String,
+    /// Enforce or audit.
+    pub mode: RuleMode,
+    /// Its actions.
+    pub actions: Vec<Action>,
+    conditions: Vec<Cond>,
+    exceptions: Vec<Cond>,
+}
+
+/// Why a rule did or did not match.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Every condition held and no exception did.
+    Matched,
+    /// This condition (index among the rule's conditions) did not hold.
+    ConditionFailed(usize),
+    /// This exception held.
+    Excepted(usize),
+}
+
+/// A rule evaluated for a message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Evaluated {
+    /// Index in [`RuleIndex::rules`] (priority order).
+    pub rule: usize,
+    /// What came of it.
+    pub outcome: Outcome,
+}
+
+/// The compiled rules.
+#[derive(Debug, Default)]
+pub struct RuleIndex {
+    rules: Vec<CompiledRule>,
+    automaton: Option<AhoCorasick>,
+    pattern_slots: Vec<Vec<u32>>,
+    slots: Vec<Slot>,
+    by_slot: HashMap<u32, Vec<u32>>,
+    by_connector: HashMap<String, Vec<u32>>,
+    by_org: HashMap<String, Vec<u32>>,
+    by_scope: [Vec<u32>; 2],
+    always: Vec<u32>,
+    header_names: HashSet<String>,
+}
+
+fn scope_slot(s: Scope) -> usize {
+    match s {
+        Scope::Inside => 0,
+        Scope::Outside => 1,
+    }
+}
+
+struct Builder {
+    patterns: Vec<String>,
+    pattern_ids: HashMap<String, u32>,
+    pattern_slots: Vec<Vec<u32>>,
+    slots: Vec<Slot>,
+    header_names: HashSet<String>,
+}
+
+impl Builder {
+    fn field(&mut self, p: &Predicate) -> Option<Field> {
+        Some(match p {
+            Predicate::RecipientAddress(_) => Field::Recipient,
+            Predicate::SenderAddress(_) => Field::Sender,
+            Predicate::Subject(_) => Field::Subject,
+            Predicate::Header { name, .. } => {
+                let n = name.to_ascii_lowercase();
+                self.header_names.insert(n.clone());
+                Field::Header(n)
+            }
+            _ => return None,
+        })
+    }
+
+    fn cond(&mut self, p: &Predicate) -> Cond {
+        let field = self.field(p);
+        let matcher = match p {
+            Predicate::RecipientAddress(m)
+            | Predicate::SenderAddress(m)
+            | Predicate::Subject(m)
+            | Predicate::Header { matcher: m, .. } => Some(m),
+            _ => None,
+        };
+        if let (Some(field), Some(m)) = (field, matcher) {
+            if m.op == TextOp::Matches {
+                return Cond::Pattern {
+                    field,
+                    patterns: m
+                        .values
+                        .iter()
+                        .map(|v| LazyRegex {
+                            pattern: v.clone(),
+                            compiled: OnceLock::new(),
+                        })
+                        .collect(),
+                };
+            }
+            let mut slots = Vec::new();
+            for v in &m.values {
+                let word = v.to_ascii_lowercase();
+                let next = u32::try_from(self.patterns.len()).unwrap_or(u32::MAX);
+                let pid = *self.pattern_ids.entry(word.clone()).or_insert_with(|| {
+                    self.patterns.push(word);
+                    self.pattern_slots.push(Vec::new());
+                    next
+                });
+                let sid = u32::try_from(self.slots.len()).unwrap_or(u32::MAX);
+                self.slots.push(Slot {
+                    field: field.clone(),
+                    words: m.op == TextOp::ContainsWords,
+                });
+                if let Some(v) = self.pattern_slots.get_mut(pid as usize) {
+                    v.push(sid);
+                }
+                slots.push(sid);
+            }
+            return Cond::Words { slots };
+        }
+        match p {
+            Predicate::SenderScope(s) => Cond::Scope(*s),
+            Predicate::SizeOver(n) => Cond::SizeOver(*n),
+            Predicate::ClientIp(r) => Cond::ClientIp(r.clone()),
+            Predicate::Connector(c) => Cond::Connector(c.clone()),
+            Predicate::OriginatingOrg(o) => Cond::OriginatingOrg(o.clone()),
+            // Text predicates were handled above.
+            _ => Cond::SizeOver(u64::MAX),
+        }
+    }
+}
+
+impl RuleIndex {
+    /// Compiles the complete rules of a rule set (already in priority order); partial rules
+    /// (with errors) are left out.
+    pub fn new(rules: &[TransportRule]) -> Result<Self, RuleCompileError> {
+        let mut b = Builder {
+            patterns: Vec::new(),
+            pattern_ids: HashMap::new(),
+            pattern_slots: Vec::new(),
+            slots: Vec::new(),
+            header_names: HashSet::new(),
+        };
+        let mut index = RuleIndex::default();
+        for (source, r) in rules.iter().enumerate().filter(|(_, r)| !r.partial) {
+            let rule = CompiledRule {
+                source,
+                name: r.name.value.clone(),
+                mode: r.mode,
+                actions: r.actions.iter().map(|a| a.value.clone()).collect(),
+                conditions: r.conditions.iter().map(|c| b.cond(&c.value)).collect(),
+                exceptions: r.exceptions.iter().map(|c| b.cond(&c.value)).collect(),
+            };
+            let id = u32::try_from(index.rules.len()).unwrap_or(u32::MAX);
+            index.anchor(&rule, id);
+            index.rules.push(rule);
+        }
+        if !b.patterns.is_empty() {
+            let ac = AhoCorasickBuilder::new()
+                .ascii_case_insensitive(true)
+                .match_kind(MatchKind::Standard)
+                .build(&b.patterns)
+                .map_err(|e| RuleCompileError::Automaton(e.to_string()))?;
+            if ac.memory_usage() > AUTOMATON_MEMORY_LIMIT {
+                return Err(RuleCompileError::AutomatonTooLarge {
+                    used: ac.memory_usage(),
+                    limit: AUTOMATON_MEMORY_LIMIT,
+                });
+            }
+            index.automaton = Some(ac);
+        }
+        index.pattern_slots = b.pattern_slots;
+        index.slots = b.slots;
+        index.header_names = b.header_names;
+        Ok(index)
+    }
+
+    /// Files the rule under its most selective condition.
+    fn anchor(&mut self, rule: &CompiledRule, id: u32) {
+        let conds = &rule.conditions;
+        if let Some(Cond::Words { slots, .. }) = conds.iter().find(|c| matches!(c, Cond::Words { .. })) {
+            for s in slots {
+                self.by_slot.entry(*s).or_default().push(id);
+            }
+        } else if let Some(Cond::Connector(names)) = conds.iter().find(|c| matches!(c, Cond::Connector(_))) {
+            for n in names {
+                self.by_connector.entry(n.clone()).or_default().push(id);
+            }
+        } else if let Some(Cond::OriginatingOrg(orgs)) =
+            conds.iter().find(|c| matches!(c, Cond::OriginatingOrg(_)))
+        {
+            for o in orgs {
+                self.by_org.entry(o.clone()).or_default().push(id);
+            }
+        } else if let Some(Cond::Scope(s)) = conds.iter().find(|c| matches!(c, Cond::Scope(_))) {
+            if let Some(v) = self.by_scope.get_mut(scope_slot(*s)) {
+                v.push(id);
+            }
+        } else {
+            self.always.push(id);
+        }
+    }
+
+    /// The compiled rules, in priority order.
+    pub fn rules(&self) -> &[CompiledRule] {
+        &self.rules
+    }
+
+    /// Bytes the word automaton uses.
+    pub fn automaton_memory(&self) -> usize {
+        self.automaton.as_ref().map_or(0, AhoCorasick::memory_usage)
+    }
+
+    /// The slots hit by the message's text, one automaton pass per field value.
+    fn scan(&self, facts: &Facts<'_>) -> HashSet<u32> {
+        let mut hits = HashSet::new();
+        let Some(ac) = &self.automaton else {
+            return hits;
+        };
+        let mut scan_one = |field: &Field, text: &str| {
+            for m in ac.find_overlapping_iter(text) {
+                let Some(slots) = self.pattern_slots.get(m.pattern().as_usize()) else {
+                    continue;
+                };
+                for &sid in slots {
+                    let Some(slot) = self.slots.get(sid as usize) else {
+                        continue;
+                    };
+                    if slot.field != *field || (slot.words && !word_bounded(text, m.start(), m.end())) {
+                        continue;
+                    }
+                    hits.insert(sid);
+                }
+            }
+        };
+        for r in &facts.recipients {
+            scan_one(&Field::Recipient, r);
+        }
+        scan_one(&Field::Sender, facts.sender);
+        if let Some(s) = facts.subject {
+            scan_one(&Field::Subject, s);
+        }
+        if !self.header_names.is_empty() {
+            for (name, value) in &facts.headers {
+                let n = name.to_ascii_lowercase();
+                if self.header_names.contains(&n) {
+                    scan_one(&Field::Header(n), value);
+                }
+            }
+        }
+        hits
+    }
+
+    fn holds(&self, c: &Cond, facts: &Facts<'_>, hits: &HashSet<u32>) -> bool {
+        match c {
+            Cond::Words { slots, .. } => slots.iter().any(|s| hits.contains(s)),
+            Cond::Pattern { field, patterns } => {
+                let test = |t: &str| patterns.iter().any(|p| p.is_match(t));
+                match field {
+                    Field::Recipient => facts.recipients.iter().any(|r| test(r)),
+                    Field::Sender => test(facts.sender),
+                    Field::Subject => facts.subject.is_some_and(test),
+                    Field::Header(n) => facts
+                        .headers
+                        .iter()
+                        .any(|(name, v)| name.eq_ignore_ascii_case(n) && test(v)),
+                }
+            }
+            Cond::Scope(s) => facts.scope == *s,
+            Cond::SizeOver(n) => facts.size > *n,
+            Cond::ClientIp(ranges) => facts.client_ip.is_some_and(|ip| ranges.iter().any(|r| r.contains(ip))),
+            Cond::Connector(names) => facts.connector.is_some_and(|c| names.iter().any(|n| n == c)),
+            Cond::OriginatingOrg(orgs) => facts
+                .originating_org
+                .is_some_and(|o| orgs.iter().any(|x| x.eq_ignore_ascii_case(o))),
+        }
+    }
+
+    fn outcome(&self, rule: &CompiledRule, facts: &Facts<'_>, hits: &HashSet<u32>) -> Outcome {
+        if let Some(i) = rule.conditions.iter().position(|c| !self.holds(c, facts, hits)) {
+            return Outcome::ConditionFailed(i);
+        }
+        match rule.exceptions.iter().position(|c| self.holds(c, facts, hits)) {
+            Some(i) => Outcome::Excepted(i),
+            None => Outcome::Matched,
+        }
+    }
+
+    fn stops(rule: &CompiledRule) -> bool {
+        rule.mode == RuleMode::Enforce && rule.actions.iter().any(Action::stops_processing)
+    }
+
+    /// The fast path: the rules that match, in priority order, up to and including the first
+    /// enforced one that ends processing. Only rules whose anchor holds are looked at.
+    pub fn run(&self, facts: &Facts<'_>) -> Vec<usize> {
+        let hits = self.scan(facts);
+        let mut candidates: Vec<u32> = self.always.clone();
+        for s in &hits {
+            if let Some(rs) = self.by_slot.get(s) {
+                candidates.extend(rs);
+            }
+        }
+        if let Some(rs) = facts.connector.and_then(|c| self.by_connector.get(c)) {
+            candidates.extend(rs);
+        }
+        if let Some(rs) = facts.originating_org.and_then(|o| self.by_org.get(&o.to_ascii_lowercase())) {
+            candidates.extend(rs);
+        }
+        if let Some(rs) = self.by_scope.get(scope_slot(facts.scope)) {
+            candidates.extend(rs);
+        }
+        candidates.sort_unstable();
+        candidates.dedup();
+        let mut fired = Vec::new();
+        for id in candidates {
+            let Some(rule) = self.rules.get(id as usize) else {
+                continue;
+            };
+            if self.outcome(rule, facts, &hits) == Outcome::Matched {
+                fired.push(id as usize);
+                if Self::stops(rule) {
+                    break;
+                }
+            }
+        }
+        fired
+    }
+
+    /// The reference path: every rule in priority order, each with why it matched or not,
+    /// until an enforced rule that matches ends processing.
+    pub fn run_all(&self, facts: &Facts<'_>) -> Vec<Evaluated> {
+        let hits = self.scan(facts);
+        let mut out = Vec::new();
+        for (i, rule) in self.rules.iter().enumerate() {
+            let outcome = self.outcome(rule, facts, &hits);
+            let stop = outcome == Outcome::Matched && Self::stops(rule);
+            out.push(Evaluated { rule: i, outcome });
+            if stop {
+                break;
+            }
+        }
+        out
+    }
+}
+
+/// Whether the text around `start..end` is a word boundary (not a letter or digit).
+fn word_bounded(text: &str, start: usize, end: usize) -> bool {
+    let before = text.get(..start).and_then(|t| t.chars().next_back());
+    let after = text.get(end..).and_then(|t| t.chars().next());
+    !before.is_some_and(char::is_alphanumeric) && !after.is_some_and(char::is_alphanumeric)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn index(src: &str) -> RuleIndex {
+        let mut r = crate::check::check_text("t.mailflow", src);
+        let errors: Vec<_> = r
+            .diagnostics
+            .iter()
+            .filter(|d| d.severity() == crate::diagnostic::Severity::Error)
+            .collect();
+        assert!(errors.is_empty(), "{errors:#?}");
+        RuleIndex::new(&r.rule_sets.remove(0).rules.rules).unwrap()
+    }
+
+    fn names(ix: &RuleIndex, fired: &[usize]) -> Vec<String> {
+        fired.iter().map(|&i| ix.rules()[i].name.clone()).collect()
+    }
+
+    const SEED_002: &str = r#"
+rule "Emails from Outside to myexchlab.com Inside" { priority 0; if sender outside; if recipient contains "myexchlab.com"; stop }
+rule "Emails from Outside to tenant1.myexchlab.com Inside" { priority 1; if sender outside; if recipient contains "tenant1.myexchlab.com"; stop }
+rule "Emails from Outside to tenant2.myexchlab.com Inside" { priority 2; if sender outside; if recipient contains "tenant2.myexchlab.com"; stop }
+rule "Drop email if Outside of Organization" { priority 3; if sender outside; delete }
+"#;
+
+    #[test]
+    fn seed_002_rules() {
+        let ix = index(SEED_002);
+        let facts = |rcpt: &str, scope| Facts {
+            recipients: vec![rcpt.to_string()],
+            sender: "billing@northwindtraders.com",
+            scope,
+            ..Facts::default()
+        };
+        // A word inside another word still counts: tenant1.myexchlab.com contains myexchlab.com.
+        let f = facts("John.Smith@Tenant1.MyExchLab.com", Scope::Outside);
+        assert_eq!(names(&ix, &ix.run(&f)), ["Emails from Outside to myexchlab.com Inside"]);
+        let f = facts("accounts@wingtiptoys.com", Scope::Outside);
+        assert_eq!(names(&ix, &ix.run(&f)), ["Drop email if Outside of Organization"]);
+        let f = facts("accounts@wingtiptoys.com", Scope::Inside);
+        assert!(ix.run(&f).is_empty());
+        let all = ix.run_all(&facts("accounts@wingtiptoys.com", Scope::Outside));
+        assert_eq!(all.len(), 4);
+        assert_eq!(all[0].outcome, Outcome::ConditionFailed(1));
+        assert_eq!(all[3].outcome, Outcome::Matched);
+    }
+
+    #[test]
+    fn words_are_bounded_and_exceptions_win() {
+        let ix = index(
+            r#"rule "Invoices" { if subject contains-words "invoice"; except header "X-Tenant" contains "trusted"; prepend-subject "[check] " }
+rule "Sizes" { if size over 1MB; if client-ip in 10.0.0.0/8; log "big internal" }
+"#,
+        );
+        let mut f = Facts {
+            subject: Some("Your INVOICE, attached"),
+            headers: vec![("x-tenant", "partner")],
+            size: 2 * 1024 * 1024,
+            client_ip: Some("10.1.2.3".parse().unwrap()),
+            ..Facts::default()
+        };
+        assert_eq!(names(&ix, &ix.run(&f)), ["Invoices", "Sizes"]);
+        f.subject = Some("invoices attached");
+        assert_eq!(names(&ix, &ix.run(&f)), ["Sizes"]);
+        f.subject = Some("invoice");
+        f.headers = vec![("X-Tenant", "a trusted one")];
+        assert_eq!(names(&ix, &ix.run(&f)), ["Sizes"]);
+        assert_eq!(ix.run_all(&f)[0].outcome, Outcome::Excepted(0));
+    }
+
+    #[test]
+    fn fast_path_agrees_with_every_rule_evaluated() {
+        let mut src = String::new();
+        for i in 0..300 {
+            let cond = match i % 6 {
+                0 => format!("if recipient contains \"w{}\"", i % 17),
+                1 => format!("if subject contains-words \"s{}\"", i % 5),
+                2 => format!("if connector \"C{}\"", i % 3),
+                3 => "if sender inside".to_string(),
+                4 => format!("if originating-org org{}.example", i % 4),
+                _ => format!("if subject matches \"^re{}\"", i % 7),
+            };
+            let action = if i % 50 == 49 { "stop" } else { "log \"x\"" };
+            src.push_str(&format!("rule \"R{i}\" {{ priority {i}; {cond}; {action} }}\n"));
+        }
+        for i in 0..3 {
+            src.push_str(&format!("receive-connector \"C{i}\" {{ listen 0.0.0.0:{} }}\n", 2500 + i));
+        }
+        let ix = index(&src);
+        let mut seed = 7u64;
+        let mut next = move |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        };
+        let (mut fired_total, mut stopped) = (0, 0);
+        for _ in 0..500 {
+            let rcpt = format!("a@w{}.example", next(20));
+            let subject = format!("re{} s{} x", next(9), next(6));
+            let conn = format!("C{}", next(4));
+            let org = format!("org{}.example", next(5));
+            let f = Facts {
+                recipients: vec![rcpt],
+                subject: Some(&subject),
+                connector: Some(&conn),
+                originating_org: Some(&org),
+                scope: if next(2) == 0 { Scope::Inside } else { Scope::Outside },
+                ..Facts::default()
+            };
+            let fast = ix.run(&f);
+            let slow: Vec<usize> = ix
+                .run_all(&f)
+                .into_iter()
+                .filter(|e| e.outcome == Outcome::Matched)
+                .map(|e| e.rule)
+                .collect();
+            assert_eq!(fast, slow, "{f:?}");
+            fired_total += fast.len();
+            stopped += usize::from(fast.last().is_some_and(|&i| RuleIndex::stops(&ix.rules()[i])));
+        }
+        // The comparison means something only if rules fire and some runs stop early.
+        assert!(fired_total > 1000, "{fired_total}");
+        assert!(stopped > 10, "{stopped}");
+    }
+}
