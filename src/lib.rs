@@ -16,3 +16,4 @@ pub mod load;
 pub mod lint;
 pub mod check;
 pub mod compile;
+pub mod eval;

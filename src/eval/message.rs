@@ -1,0 +1,308 @@
+//! A message as the evaluator sees it: the header fields kept raw (folding and all) so that a
+//! rewrite changes only the address it rewrites, and the body kept as bytes, untouched.
+//! Addresses inside a header are found by an RFC 5322 address-list scanner that knows quoted
+//! strings, comments, angle addresses and groups.
+
+use std::ops::Range;
+
+/// One header field.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Header {
+    /// The name as written.
+    pub name: String,
+    /// Everything after the colon, folding included, without the final line break.
+    pub value: String,
+}
+
+impl Header {
+    /// The value unfolded and trimmed.
+    pub fn unfolded(&self) -> String {
+        let mut out = String::with_capacity(self.value.len());
+        for (i, line) in self.value.split("\r\n").enumerate() {
+            if i > 0 {
+                out.push(' ');
+            }
+            out.push_str(line.trim_matches([' ', '\t']));
+        }
+        out.trim().to_string()
+    }
+}
+
+/// A parsed message.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Message {
+    /// Header fields in order.
+    pub headers: Vec<Header>,
+    /// Everything after the blank line that ends the header (bytes, untouched).
+    pub body: Vec<u8>,
+}
+
+impl Message {
+    /// Splits a message into header fields and body. Bare LF line ends are read as CRLF;
+    /// bytes that are not UTF-8 in the header are replaced (the body is kept as is).
+    pub fn parse(raw: &[u8]) -> Message {
+        let (head, body) = split_head(raw);
+        let head = String::from_utf8_lossy(head).replace("\r\n", "\n").replace('\n', "\r\n");
+        let mut headers: Vec<Header> = Vec::new();
+        for line in head.split("\r\n") {
+            if line.is_empty() {
+                continue;
+            }
+            if line.starts_with([' ', '\t']) {
+                if let Some(last) = headers.last_mut() {
+                    last.value.push_str("\r\n");
+                    last.value.push_str(line);
+                }
+                continue;
+            }
+            match line.split_once(':') {
+                Some((name, value)) => headers.push(Header {
+                    name: name.trim_end().to_string(),
+                    value: value.to_string(),
+                }),
+                // Not a header field: keep it rather than lose it, as a nameless field.
+                None => headers.push(Header {
+                    name: String::new(),
+                    value: line.to_string(),
+                }),
+            }
+        }
+        Message {
+            headers,
+            body: body.to_vec(),
+        }
+    }
+
+    /// The message as bytes, CRLF line ends in the header.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.body.len() + 1024);
+        for h in &self.headers {
+            if h.name.is_empty() {
+                out.extend_from_slice(h.value.as_bytes());
+            } else {
+                out.extend_from_slice(h.name.as_bytes());
+                out.push(b':');
+                out.extend_from_slice(h.value.as_bytes());
+            }
+            out.extend_from_slice(b"\r\n");
+        }
+        out.extend_from_slice(b"\r\n");
+        out.extend_from_slice(&self.body);
+        out
+    }
+
+    /// The first field with this name (case-insensitive), unfolded.
+    pub fn get(&self, name: &str) -> Option<String> {
+        self.headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case(name))
+            .map(Header::unfolded)
+    }
+
+    /// Size in bytes as it would be sent.
+    pub fn size(&self) -> u64 {
+        let head: usize = self.headers.iter().map(|h| h.name.len() + 1 + h.value.len() + 2).sum();
+        (head + 2 + self.body.len()) as u64
+    }
+}
+
+fn split_head(raw: &[u8]) -> (&[u8], &[u8]) {
+    for (i, w) in raw.windows(2).enumerate() {
+        if w == b"\n\n" {
+            return (raw.get(..i + 1).unwrap_or(raw), raw.get(i + 2..).unwrap_or(&[]));
+        }
+        if w == b"\r\n" && raw.get(i + 2..i + 4) == Some(b"\r\n") {
+            return (raw.get(..i + 2).unwrap_or(raw), raw.get(i + 4..).unwrap_or(&[]));
+        }
+    }
+    (raw, &[])
+}
+
+/// The byte ranges of the addr-specs in an address-list header value, with the address text.
+pub fn addresses(value: &str) -> Vec<(Range<usize>, String)> {
+    let mut out = Vec::new();
+    let bytes = value.as_bytes();
+    let mut i = 0;
+    // The start of the current mailbox's bare text (outside comments and quotes), if any.
+    let mut element: Vec<Range<usize>> = Vec::new();
+    let mut in_angle: Option<usize> = None;
+    let mut saw_angle = false;
+    let flush = |element: &mut Vec<Range<usize>>, saw_angle: bool, out: &mut Vec<(Range<usize>, String)>| {
+        if !saw_angle {
+            // A bare addr-spec: the run of adjacent text outside comments, without white
+            // space, that holds the `@`.
+            let mut runs: Vec<Range<usize>> = Vec::new();
+            for r in element.iter() {
+                let blank = value.get(r.clone()).is_some_and(|t| t.trim().is_empty());
+                match runs.last_mut() {
+                    _ if blank => runs.push(r.end..r.end),
+                    Some(last) if last.end == r.start => last.end = r.end,
+                    _ => runs.push(r.clone()),
+                }
+            }
+            let with_at: Vec<&Range<usize>> = runs
+                .iter()
+                .filter(|r| value.get((*r).clone()).is_some_and(|t| t.contains('@')))
+                .collect();
+            if let [r] = with_at.as_slice() {
+                if let Some(t) = value.get((*r).clone()) {
+                    out.push(((*r).clone(), t.to_string()));
+                }
+            }
+        }
+        element.clear();
+    };
+    while let Some(&b) = bytes.get(i) {
+        match b {
+            b'"' => {
+                let start = i;
+                i += 1;
+                while let Some(&c) = bytes.get(i) {
+                    if c == b'\\' {
+                        i += 2;
+                        continue;
+                    }
+                    i += 1;
+                    if c == b'"' {
+                        break;
+                    }
+                }
+                if in_angle.is_none() {
+                    element.push(start..i.min(bytes.len()));
+                }
+                continue;
+            }
+            b'(' if in_angle.is_none() => {
+                let mut depth = 0usize;
+                while let Some(&c) = bytes.get(i) {
+                    match c {
+                        b'\\' => i += 1,
+                        b'(' => depth += 1,
+                        b')' => {
+                            depth = depth.saturating_sub(1);
+                            if depth == 0 {
+                                i += 1;
+                                break;
+                            }
+                        }
+                        _ => {}
+                    }
+                    i += 1;
+                }
+                continue;
+            }
+            b'<' => {
+                in_angle = Some(i + 1);
+                saw_angle = true;
+            }
+            b'>' => {
+                if let Some(s) = in_angle.take() {
+                    if let Some(inner) = value.get(s..i) {
+                        // Drop an obsolete source route (`@a,@b:user@domain`).
+                        let (skip, spec) = match inner.rfind(':') {
+                            Some(p) if inner.starts_with('@') => (p + 1, inner.get(p + 1..).unwrap_or("")),
+                            _ => (0, inner),
+                        };
+                        let t = spec.trim();
+                        if !t.is_empty() {
+                            let lead = spec.len() - spec.trim_start().len();
+                            let off = s + skip + lead;
+                            out.push((off..off + t.len(), t.to_string()));
+                        }
+                    }
+                }
+            }
+            b',' | b';' if in_angle.is_none() => {
+                flush(&mut element, saw_angle, &mut out);
+                saw_angle = false;
+            }
+            b':' if in_angle.is_none() => {
+                // A group's display name ends here; its members follow.
+                element.clear();
+                saw_angle = false;
+            }
+            _ if in_angle.is_none() => element.push(i..i + 1),
+            _ => {}
+        }
+        i += 1;
+    }
+    flush(&mut element, saw_angle, &mut out);
+    out
+}
+
+/// Replaces the addr-specs for which `rewrite` returns a new address; returns the new value
+/// and what changed. A replacement with a CR or LF in it is refused, so no rewrite can add a
+/// header line.
+pub fn rewrite_addresses(
+    value: &str,
+    mut rewrite: impl FnMut(&str) -> Option<String>,
+) -> (String, Vec<(String, String)>) {
+    let mut out = String::with_capacity(value.len());
+    let mut changes = Vec::new();
+    let mut last = 0;
+    for (range, addr) in addresses(value) {
+        let Some(new) = rewrite(&addr) else {
+            continue;
+        };
+        if new.contains(['\r', '\n']) || new == addr {
+            continue;
+        }
+        out.push_str(value.get(last..range.start).unwrap_or(""));
+        out.push_str(&new);
+        last = range.end;
+        changes.push((addr, new));
+    }
+    out.push_str(value.get(last..).unwrap_or(""));
+    (out, changes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addrs(v: &str) -> Vec<String> {
+        addresses(v).into_iter().map(|(_, a)| a).collect()
+    }
+
+    #[test]
+    fn finds_addresses_in_every_form() {
+        assert_eq!(addrs(" john@example.com"), ["john@example.com"]);
+        assert_eq!(addrs(" John Smith <john@example.com>"), ["john@example.com"]);
+        assert_eq!(addrs(" \"Smith, John\" <john@example.com>, mary@example.com (Mary)"), ["john@example.com", "mary@example.com"]);
+        assert_eq!(addrs(" team: a@x.com, \"B\" <b@x.com>;, c@y.com"), ["a@x.com", "b@x.com", "c@y.com"]);
+        assert_eq!(addrs(" (comment <not@this.com>) real@x.com"), ["real@x.com"]);
+        assert_eq!(addrs(" <@relay.example:user@x.com>"), ["user@x.com"]);
+        assert_eq!(addrs(" \"quoted local\"@x.com"), ["\"quoted local\"@x.com"]);
+        assert_eq!(addrs(" undisclosed-recipients:;"), Vec::<String>::new());
+    }
+
+    #[test]
+    fn rewriting_keeps_display_names_comments_and_folding() {
+        let v = " \"Smith, John\" <John.Smith@tenant1.example.com> (work),\r\n\tMary <mary@tenant2.example.com>";
+        let (new, changes) = rewrite_addresses(v, |a| {
+            a.strip_suffix("@tenant1.example.com").map(|l| format!("{l}@example.com"))
+        });
+        assert_eq!(new, " \"Smith, John\" <John.Smith@example.com> (work),\r\n\tMary <mary@tenant2.example.com>");
+        assert_eq!(changes, [("John.Smith@tenant1.example.com".to_string(), "John.Smith@example.com".to_string())]);
+    }
+
+    #[test]
+    fn a_rewrite_can_never_inject_a_header() {
+        let (new, changes) = rewrite_addresses(" a@x.com", |_| Some("b@y.com\r\nBcc: evil@z.com".into()));
+        assert_eq!(new, " a@x.com");
+        assert!(changes.is_empty());
+    }
+
+    #[test]
+    fn parse_and_serialise_round_trip() {
+        let raw = b"From: John <j@x.com>\r\nSubject: a\r\n  folded\r\nX-Empty:\r\n\r\nbody\r\n.\r\n";
+        let m = Message::parse(raw);
+        assert_eq!(m.headers.len(), 3);
+        assert_eq!(m.get("subject").as_deref(), Some("a folded"));
+        assert_eq!(m.to_bytes(), raw.to_vec());
+        assert_eq!(m.size(), raw.len() as u64);
+        let lf = Message::parse(b"From: a@x.com\nSubject: s\n\nbody\n");
+        assert_eq!(lf.get("From").as_deref(), Some("a@x.com"));
+        assert_eq!(lf.body, b"body\n");
+    }
+}
