@@ -7,13 +7,14 @@
 //! a [`diagnostic::Diagnostic`] with a stable code.
 
 pub mod ast;
-pub mod diagnostic;
-pub mod parse;
-pub mod source;
-pub mod model;
-pub mod resolve;
-pub mod load;
-pub mod lint;
 pub mod check;
 pub mod compile;
+pub mod diagnostic;
 pub mod eval;
+pub mod lint;
+pub mod load;
+pub mod model;
+pub mod parse;
+pub mod resolve;
+pub mod source;
+pub mod testing;

@@ -110,7 +110,9 @@ pub struct IpRange {
 impl IpRange {
     fn bounds(&self) -> (bool, u128, u128) {
         match (self.first, self.last) {
-            (IpAddr::V4(a), IpAddr::V4(b)) => (true, u128::from(u32::from(a)), u128::from(u32::from(b))),
+            (IpAddr::V4(a), IpAddr::V4(b)) => {
+                (true, u128::from(u32::from(a)), u128::from(u32::from(b)))
+            }
             (a, b) => (false, ip_to_u128(a), ip_to_u128(b)),
         }
     }
@@ -152,7 +154,12 @@ impl IpRange {
     /// Whether it is all of IPv4 or all of IPv6.
     pub fn is_everything(&self) -> bool {
         let (v4, lo, hi) = self.bounds();
-        lo == 0 && if v4 { hi == u128::from(u32::MAX) } else { hi == u128::MAX }
+        lo == 0
+            && if v4 {
+                hi == u128::from(u32::MAX)
+            } else {
+                hi == u128::MAX
+            }
     }
 }
 
@@ -546,7 +553,11 @@ impl Action {
     pub fn stops_processing(&self) -> bool {
         matches!(
             self,
-            Action::Stop | Action::Delete | Action::Reject { .. } | Action::Quarantine(_) | Action::Disconnect
+            Action::Stop
+                | Action::Delete
+                | Action::Reject { .. }
+                | Action::Quarantine(_)
+                | Action::Disconnect
         )
     }
 }
@@ -691,4 +702,49 @@ pub struct TestCase {
     pub message: Option<Spanned<PathBuf>>,
     /// Expectations.
     pub expectations: Vec<Spanned<Expect>>,
+}
+
+fn quoted_list(values: &[String]) -> String {
+    values
+        .iter()
+        .map(|v| format!("\"{v}\""))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+impl fmt::Display for TextMatch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let op = match self.op {
+            TextOp::Contains => "contains",
+            TextOp::ContainsWords => "contains-words",
+            TextOp::Matches => "matches",
+        };
+        write!(f, "{op} {}", quoted_list(&self.values))
+    }
+}
+
+impl fmt::Display for Predicate {
+    /// The condition as it would be written in a rule file.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let list = |v: &[String]| v.join(", ");
+        match self {
+            Predicate::SenderScope(Scope::Inside) => f.write_str("sender inside"),
+            Predicate::SenderScope(Scope::Outside) => f.write_str("sender outside"),
+            Predicate::RecipientAddress(m) => write!(f, "recipient {m}"),
+            Predicate::SenderAddress(m) => write!(f, "sender {m}"),
+            Predicate::Header { name, matcher } => write!(f, "header \"{name}\" {matcher}"),
+            Predicate::Subject(m) => write!(f, "subject {m}"),
+            Predicate::SizeOver(n) => write!(f, "size over {n}B"),
+            Predicate::ClientIp(r) => write!(
+                f,
+                "client-ip in {}",
+                r.iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            Predicate::Connector(c) => write!(f, "connector {}", quoted_list(c)),
+            Predicate::OriginatingOrg(o) => write!(f, "originating-org {}", list(o)),
+        }
+    }
 }

@@ -29,7 +29,11 @@ fn bundled_rule_sets_check_clean() {
     }
     let o = mailflow(&["check", "--deny-warnings", "rules/"]);
     assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
-    assert!(stdout(&o).contains("0 errors, 0 warnings"), "{}", stdout(&o));
+    assert!(
+        stdout(&o).contains("0 errors, 0 warnings"),
+        "{}",
+        stdout(&o)
+    );
 }
 
 #[test]
@@ -37,13 +41,30 @@ fn exit_codes() {
     assert_eq!(mailflow(&["check", CLEAN]).status.code(), Some(0));
     assert_eq!(mailflow(&["check", BAD]).status.code(), Some(1));
     assert_eq!(mailflow(&["check", WARN_ONLY]).status.code(), Some(0));
-    assert_eq!(mailflow(&["check", "--deny-warnings", WARN_ONLY]).status.code(), Some(1));
+    assert_eq!(
+        mailflow(&["check", "--deny-warnings", WARN_ONLY])
+            .status
+            .code(),
+        Some(1)
+    );
     let missing = mailflow(&["check", "no/such/file.mailflow"]);
     assert_eq!(missing.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&missing.stderr).contains("cannot read `no/such/file.mailflow`"));
+    assert!(
+        String::from_utf8_lossy(&missing.stderr).contains("cannot read `no/such/file.mailflow`")
+    );
     assert_eq!(mailflow(&["check"]).status.code(), Some(2));
-    assert_eq!(mailflow(&["check", "--format", "yaml", CLEAN]).status.code(), Some(2));
-    assert_eq!(mailflow(&["check", "tests/fixtures/ok/../../snapshots"]).status.code(), Some(2));
+    assert_eq!(
+        mailflow(&["check", "--format", "yaml", CLEAN])
+            .status
+            .code(),
+        Some(2)
+    );
+    assert_eq!(
+        mailflow(&["check", "tests/fixtures/ok/../../snapshots"])
+            .status
+            .code(),
+        Some(2)
+    );
 }
 
 #[test]
@@ -79,7 +100,9 @@ fn github_output() {
     let out = stdout(&o);
     let first = out.lines().next().unwrap();
     assert!(
-        first.starts_with(&format!("::error file={BAD},line=1,col=9,endLine=1,endColumn=21,title=E022 malformed-wildcard::")),
+        first.starts_with(&format!(
+            "::error file={BAD},line=1,col=9,endLine=1,endColumn=21,title=E022 malformed-wildcard::"
+        )),
         "{first}"
     );
     assert!(first.contains("%0Ahelp: "), "{first}");
@@ -138,7 +161,11 @@ fn a_folder_is_many_rule_sets_and_includes_are_fragments() {
         .arg(d)
         .output()
         .unwrap();
-    assert!(stdout(&human).contains("checked 2 rule sets (3 files)"), "{}", stdout(&human));
+    assert!(
+        stdout(&human).contains("checked 2 rule sets (3 files)"),
+        "{}",
+        stdout(&human)
+    );
 }
 
 #[test]
@@ -176,6 +203,167 @@ fn explain() {
     let list = stdout(&mailflow(&["explain", "--list"]));
     assert_eq!(list.lines().count(), mailflow::diagnostic::Code::ALL.len());
     let md = stdout(&mailflow(&["explain", "--markdown"]));
-    let docs = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/diagnostics.md")).unwrap();
+    let docs =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/diagnostics.md"))
+            .unwrap();
     assert_eq!(md, docs);
+}
+
+#[test]
+fn bundled_scenarios_pass_their_tests() {
+    let o = mailflow(&["test", "rules/"]);
+    let out = stdout(&o);
+    assert_eq!(o.status.code(), Some(0), "{out}");
+    let last = out.lines().last().unwrap();
+    let passed: usize = last.split(' ').next().unwrap().parse().unwrap();
+    assert!(passed >= 30, "{last}");
+    assert!(last.ends_with("passed, 0 failed"), "{last}");
+    assert!(!out.contains("FAIL"));
+}
+
+#[test]
+fn a_failing_expectation_fails_the_run_with_a_diff_and_trace() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("t.mailflow");
+    std::fs::write(
+        &f,
+        "accepted-domain example.com\n\
+         receive-connector \"Internet\" { remote 0.0.0.0/0 }\n\
+         send-connector \"Out\" { address-space * }\n\
+         test \"relay refused\" {\n  client-ip 192.0.2.1\n  from a@fabrikam.com\n  to b@elsewhere.example\n  expect delivered b@elsewhere.example\n}\n\
+         test \"unknown user\" {\n  client-ip 192.0.2.1\n  from a@fabrikam.com\n  to nobody@example.com\n  expect rejected 550 5.1.1\n}\n",
+    )
+    .unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_mailflow"))
+        .arg("test")
+        .arg(&f)
+        .output()
+        .unwrap();
+    let out = stdout(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    assert!(out.contains("FAIL"), "{out}");
+    assert!(
+        out.contains("expected: b@elsewhere.example delivered"),
+        "{out}"
+    );
+    assert!(
+        out.contains("actual:   b@elsewhere.example rejected 550 5.7.54"),
+        "{out}"
+    );
+    assert!(
+        out.contains("[resolve] b@elsewhere.example: not an accepted domain"),
+        "{out}"
+    );
+    assert!(out.contains("PASS"), "{out}");
+    assert!(out.trim_end().ends_with("1 passed, 1 failed"), "{out}");
+}
+
+#[test]
+fn test_refuses_a_rule_set_with_errors() {
+    let o = mailflow(&["test", BAD]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stdout(&o).contains("no test was run"));
+}
+
+const JOHN: &[&str] = &[
+    "dry-run",
+    "rules/shared-domain.mailflow",
+    "--client-ip",
+    "40.107.22.51",
+    "--tls-peer",
+    "mail.protection.outlook.com",
+    "--oorg",
+    "tenant1.myexchlab.com",
+    "--from",
+    "John.Smith@tenant1.myexchlab.com",
+    "--to",
+    "alex.wilber@fabrikam.com",
+    "--message",
+    "examples/outbound-john.eml",
+];
+
+#[test]
+fn dry_run_explains_the_seed_002_outbound_rewrite() {
+    let o = mailflow(JOHN);
+    let out = stdout(&o);
+    assert_eq!(o.status.code(), Some(0), "{out}");
+    insta::assert_snapshot!(out);
+}
+
+#[test]
+fn dry_run_json_and_exit_codes() {
+    let mut args = JOHN.to_vec();
+    args.extend(["--format", "json"]);
+    let o = mailflow(&args);
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(v["connector"], "From EOP");
+    assert_eq!(v["auth_as"], "internal");
+    assert_eq!(v["originating_org"], "tenant1.myexchlab.com");
+    assert_eq!(v["mail_from"]["domain"], "myexchlab.com");
+    assert_eq!(v["recipients"][0]["fate"]["fate"], "deliver");
+    assert_eq!(v["recipients"][0]["fate"]["connector"], "To Internet");
+    assert!(v["trace"].as_array().unwrap().len() > 5);
+
+    // An outside sender relaying through the public connector: not delivered, exit 1.
+    let o = mailflow(&[
+        "dry-run",
+        "rules/shared-domain.mailflow",
+        "--client-ip",
+        "203.0.113.9",
+        "--from",
+        "billing@northwindtraders.com",
+        "--to",
+        "accounts@wingtiptoys.com",
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stdout(&o).contains("rejected: 550 5.7.54"),
+        "{}",
+        stdout(&o)
+    );
+
+    // Bad input is a usage error.
+    assert_eq!(
+        mailflow(&[
+            "dry-run",
+            "rules/shared-domain.mailflow",
+            "--connector",
+            "Internet",
+            "--from",
+            "a%b@x.com",
+            "--to",
+            "c@d.com"
+        ])
+        .status
+        .code(),
+        Some(2)
+    );
+    assert_eq!(
+        mailflow(&[
+            "dry-run",
+            "rules/shared-domain.mailflow",
+            "--from",
+            "a@x.com",
+            "--to",
+            "c@d.com"
+        ])
+        .status
+        .code(),
+        Some(2)
+    );
+    assert_eq!(
+        mailflow(&[
+            "dry-run",
+            "rules/shared-domain.mailflow",
+            "--connector",
+            "Nope",
+            "--from",
+            "a@x.com",
+            "--to",
+            "c@d.com"
+        ])
+        .status
+        .code(),
+        Some(2)
+    );
 }

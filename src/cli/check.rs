@@ -5,7 +5,12 @@ use mailflow::diagnostic::{Severity, render};
 use std::io::IsTerminal;
 use std::path::PathBuf;
 
-pub(super) fn run(paths: &[PathBuf], format: Format, deny_warnings: bool, color: ColorChoice) -> Exit {
+pub(super) fn run(
+    paths: &[PathBuf],
+    format: Format,
+    deny_warnings: bool,
+    color: ColorChoice,
+) -> Exit {
     let report = match mailflow::check::check_paths(paths) {
         Ok(r) => r,
         Err(e) => {
@@ -19,7 +24,9 @@ pub(super) fn run(paths: &[PathBuf], format: Format, deny_warnings: bool, color:
             let color = match color {
                 ColorChoice::Always => true,
                 ColorChoice::Never => false,
-                ColorChoice::Auto => std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none(),
+                ColorChoice::Auto => {
+                    std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none()
+                }
             };
             let sets = report.rule_sets.len();
             let files = report.sources.iter().count();

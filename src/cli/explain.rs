@@ -26,7 +26,9 @@ pub(super) fn run(code: Option<&str>, list: bool, md: bool) -> Exit {
             Exit::Clean
         }
         None => {
-            eprintln!("error: `{text}` is not a mailflow diagnostic code; `mailflow explain --list` lists them");
+            eprintln!(
+                "error: `{text}` is not a mailflow diagnostic code; `mailflow explain --list` lists them"
+            );
             Exit::Error
         }
     }

@@ -1,7 +1,9 @@
 //! Command-line definitions and dispatch; one file per subcommand.
 
 mod check;
+mod dry_run;
 mod explain;
+mod test;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
@@ -41,6 +43,51 @@ enum Command {
     Check(CheckArgs),
     /// Explain a diagnostic code (`mailflow explain E012`), or list them all.
     Explain(ExplainArgs),
+    /// Run the `test` blocks of rule sets, ending with `N passed, N failed`.
+    Test(TestArgs),
+    /// Send one message through a rule set and explain every decision.
+    DryRun(DryRunArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct DryRunArgs {
+    /// The rule set's root file.
+    #[arg(value_name = "RULES")]
+    rules: PathBuf,
+    /// Envelope sender (`<>` for the null sender).
+    #[arg(long)]
+    from: String,
+    /// Envelope recipient; repeat for more.
+    #[arg(long, required = true)]
+    to: Vec<String>,
+    /// The receive connector the message arrives on.
+    #[arg(long, conflicts_with = "client_ip")]
+    connector: Option<String>,
+    /// The client's address (the connector is chosen by its remote ranges).
+    #[arg(long)]
+    client_ip: Option<std::net::IpAddr>,
+    /// The name in the client's TLS certificate.
+    #[arg(long)]
+    tls_peer: Option<String>,
+    /// The XOORG parameter sent with MAIL FROM.
+    #[arg(long)]
+    oorg: Option<String>,
+    /// A message file (RFC 5322) to evaluate with its headers.
+    #[arg(long)]
+    message: Option<PathBuf>,
+    /// Output format (human or json).
+    #[arg(long, value_enum, default_value_t = Format::Human)]
+    format: Format,
+}
+
+#[derive(Debug, clap::Args)]
+struct TestArgs {
+    /// Rule files or folders, as for `check`.
+    #[arg(required = true, value_name = "FILE|DIR")]
+    paths: Vec<PathBuf>,
+    /// Print the trace of passing tests too.
+    #[arg(long, short)]
+    verbose: bool,
 }
 
 /// Output formats for findings.
@@ -102,5 +149,17 @@ pub fn run(cli: Cli) -> Exit {
     match cli.command {
         Command::Check(a) => check::run(&a.paths, a.format, a.deny_warnings, a.color),
         Command::Explain(a) => explain::run(a.code.as_deref(), a.list, a.markdown),
+        Command::Test(a) => test::run(&a.paths, a.verbose),
+        Command::DryRun(a) => dry_run::run(dry_run::DryRun {
+            rules: a.rules,
+            from: a.from,
+            to: a.to,
+            connector: a.connector,
+            client_ip: a.client_ip,
+            tls_peer: a.tls_peer,
+            oorg: a.oorg,
+            message: a.message,
+            format: a.format,
+        }),
     }
 }

@@ -23,7 +23,9 @@ pub enum RuleCompileError {
     #[error("the words of all `contains` conditions cannot be compiled: {0}")]
     Automaton(String),
     /// Too many or too long words.
-    #[error("the words of all `contains` conditions need {used} bytes, more than the {limit} byte limit")]
+    #[error(
+        "the words of all `contains` conditions need {used} bytes, more than the {limit} byte limit"
+    )]
     AutomatonTooLarge {
         /// Bytes needed.
         used: usize,
@@ -86,8 +88,13 @@ impl LazyRegex {
 #[derive(Debug)]
 enum Cond {
     /// Satisfied when any of these slots (each knows its field) was hit.
-    Words { slots: Vec<u32> },
-    Pattern { field: Field, patterns: Vec<LazyRegex> },
+    Words {
+        slots: Vec<u32>,
+    },
+    Pattern {
+        field: Field,
+        patterns: Vec<LazyRegex>,
+    },
     Scope(Scope),
     SizeOver(u64),
     ClientIp(Vec<IpRange>),
@@ -112,6 +119,10 @@ pub struct CompiledRule {
     pub mode: RuleMode,
     /// Its actions.
     pub actions: Vec<Action>,
+    /// Its conditions as written, for traces.
+    pub condition_text: Vec<String>,
+    /// Its exceptions as written, for traces.
+    pub exception_text: Vec<String>,
     conditions: Vec<Cond>,
     exceptions: Vec<Cond>,
 }
@@ -255,6 +266,8 @@ impl RuleIndex {
                 name: r.name.value.clone(),
                 mode: r.mode,
                 actions: r.actions.iter().map(|a| a.value.clone()).collect(),
+                condition_text: r.conditions.iter().map(|c| c.value.to_string()).collect(),
+                exception_text: r.exceptions.iter().map(|c| c.value.to_string()).collect(),
                 conditions: r.conditions.iter().map(|c| b.cond(&c.value)).collect(),
                 exceptions: r.exceptions.iter().map(|c| b.cond(&c.value)).collect(),
             };
@@ -285,11 +298,15 @@ impl RuleIndex {
     /// Files the rule under its most selective condition.
     fn anchor(&mut self, rule: &CompiledRule, id: u32) {
         let conds = &rule.conditions;
-        if let Some(Cond::Words { slots, .. }) = conds.iter().find(|c| matches!(c, Cond::Words { .. })) {
+        if let Some(Cond::Words { slots, .. }) =
+            conds.iter().find(|c| matches!(c, Cond::Words { .. }))
+        {
             for s in slots {
                 self.by_slot.entry(*s).or_default().push(id);
             }
-        } else if let Some(Cond::Connector(names)) = conds.iter().find(|c| matches!(c, Cond::Connector(_))) {
+        } else if let Some(Cond::Connector(names)) =
+            conds.iter().find(|c| matches!(c, Cond::Connector(_)))
+        {
             for n in names {
                 self.by_connector.entry(n.clone()).or_default().push(id);
             }
@@ -333,7 +350,9 @@ impl RuleIndex {
                     let Some(slot) = self.slots.get(sid as usize) else {
                         continue;
                     };
-                    if slot.field != *field || (slot.words && !word_bounded(text, m.start(), m.end())) {
+                    if slot.field != *field
+                        || (slot.words && !word_bounded(text, m.start(), m.end()))
+                    {
                         continue;
                     }
                     hits.insert(sid);
@@ -375,8 +394,12 @@ impl RuleIndex {
             }
             Cond::Scope(s) => facts.scope == *s,
             Cond::SizeOver(n) => facts.size > *n,
-            Cond::ClientIp(ranges) => facts.client_ip.is_some_and(|ip| ranges.iter().any(|r| r.contains(ip))),
-            Cond::Connector(names) => facts.connector.is_some_and(|c| names.iter().any(|n| n == c)),
+            Cond::ClientIp(ranges) => facts
+                .client_ip
+                .is_some_and(|ip| ranges.iter().any(|r| r.contains(ip))),
+            Cond::Connector(names) => facts
+                .connector
+                .is_some_and(|c| names.iter().any(|n| n == c)),
             Cond::OriginatingOrg(orgs) => facts
                 .originating_org
                 .is_some_and(|o| orgs.iter().any(|x| x.eq_ignore_ascii_case(o))),
@@ -384,16 +407,25 @@ impl RuleIndex {
     }
 
     fn outcome(&self, rule: &CompiledRule, facts: &Facts<'_>, hits: &HashSet<u32>) -> Outcome {
-        if let Some(i) = rule.conditions.iter().position(|c| !self.holds(c, facts, hits)) {
+        if let Some(i) = rule
+            .conditions
+            .iter()
+            .position(|c| !self.holds(c, facts, hits))
+        {
             return Outcome::ConditionFailed(i);
         }
-        match rule.exceptions.iter().position(|c| self.holds(c, facts, hits)) {
+        match rule
+            .exceptions
+            .iter()
+            .position(|c| self.holds(c, facts, hits))
+        {
             Some(i) => Outcome::Excepted(i),
             None => Outcome::Matched,
         }
     }
 
-    fn stops(rule: &CompiledRule) -> bool {
+    /// Whether a matching rule ends rule processing (enforced, with a stopping action).
+    pub fn stops(rule: &CompiledRule) -> bool {
         rule.mode == RuleMode::Enforce && rule.actions.iter().any(Action::stops_processing)
     }
 
@@ -410,7 +442,10 @@ impl RuleIndex {
         if let Some(rs) = facts.connector.and_then(|c| self.by_connector.get(c)) {
             candidates.extend(rs);
         }
-        if let Some(rs) = facts.originating_org.and_then(|o| self.by_org.get(&o.to_ascii_lowercase())) {
+        if let Some(rs) = facts
+            .originating_org
+            .and_then(|o| self.by_org.get(&o.to_ascii_lowercase()))
+        {
             candidates.extend(rs);
         }
         if let Some(rs) = self.by_scope.get(scope_slot(facts.scope)) {
@@ -494,9 +529,15 @@ rule "Drop email if Outside of Organization" { priority 3; if sender outside; de
         };
         // A word inside another word still counts: tenant1.myexchlab.com contains myexchlab.com.
         let f = facts("John.Smith@Tenant1.MyExchLab.com", Scope::Outside);
-        assert_eq!(names(&ix, &ix.run(&f)), ["Emails from Outside to myexchlab.com Inside"]);
+        assert_eq!(
+            names(&ix, &ix.run(&f)),
+            ["Emails from Outside to myexchlab.com Inside"]
+        );
         let f = facts("accounts@wingtiptoys.com", Scope::Outside);
-        assert_eq!(names(&ix, &ix.run(&f)), ["Drop email if Outside of Organization"]);
+        assert_eq!(
+            names(&ix, &ix.run(&f)),
+            ["Drop email if Outside of Organization"]
+        );
         let f = facts("accounts@wingtiptoys.com", Scope::Inside);
         assert!(ix.run(&f).is_empty());
         let all = ix.run_all(&facts("accounts@wingtiptoys.com", Scope::Outside));
@@ -541,10 +582,15 @@ rule "Sizes" { if size over 1MB; if client-ip in 10.0.0.0/8; log "big internal" 
                 _ => format!("if subject matches \"^re{}\"", i % 7),
             };
             let action = if i % 50 == 49 { "stop" } else { "log \"x\"" };
-            src.push_str(&format!("rule \"R{i}\" {{ priority {i}; {cond}; {action} }}\n"));
+            src.push_str(&format!(
+                "rule \"R{i}\" {{ priority {i}; {cond}; {action} }}\n"
+            ));
         }
         for i in 0..3 {
-            src.push_str(&format!("receive-connector \"C{i}\" {{ listen 0.0.0.0:{} }}\n", 2500 + i));
+            src.push_str(&format!(
+                "receive-connector \"C{i}\" {{ listen 0.0.0.0:{} }}\n",
+                2500 + i
+            ));
         }
         let ix = index(&src);
         let mut seed = 7u64;
@@ -565,7 +611,11 @@ rule "Sizes" { if size over 1MB; if client-ip in 10.0.0.0/8; log "big internal" 
                 subject: Some(&subject),
                 connector: Some(&conn),
                 originating_org: Some(&org),
-                scope: if next(2) == 0 { Scope::Inside } else { Scope::Outside },
+                scope: if next(2) == 0 {
+                    Scope::Inside
+                } else {
+                    Scope::Outside
+                },
                 ..Facts::default()
             };
             let fast = ix.run(&f);
@@ -577,7 +627,10 @@ rule "Sizes" { if size over 1MB; if client-ip in 10.0.0.0/8; log "big internal" 
                 .collect();
             assert_eq!(fast, slow, "{f:?}");
             fired_total += fast.len();
-            stopped += usize::from(fast.last().is_some_and(|&i| RuleIndex::stops(&ix.rules()[i])));
+            stopped += usize::from(
+                fast.last()
+                    .is_some_and(|&i| RuleIndex::stops(&ix.rules()[i])),
+            );
         }
         // The comparison means something only if rules fire and some runs stop early.
         assert!(fired_total > 1000, "{fired_total}");

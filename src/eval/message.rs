@@ -42,7 +42,9 @@ impl Message {
     /// bytes that are not UTF-8 in the header are replaced (the body is kept as is).
     pub fn parse(raw: &[u8]) -> Message {
         let (head, body) = split_head(raw);
-        let head = String::from_utf8_lossy(head).replace("\r\n", "\n").replace('\n', "\r\n");
+        let head = String::from_utf8_lossy(head)
+            .replace("\r\n", "\n")
+            .replace('\n', "\r\n");
         let mut headers: Vec<Header> = Vec::new();
         for line in head.split("\r\n") {
             if line.is_empty() {
@@ -101,7 +103,11 @@ impl Message {
 
     /// Size in bytes as it would be sent.
     pub fn size(&self) -> u64 {
-        let head: usize = self.headers.iter().map(|h| h.name.len() + 1 + h.value.len() + 2).sum();
+        let head: usize = self
+            .headers
+            .iter()
+            .map(|h| h.name.len() + 1 + h.value.len() + 2)
+            .sum();
         (head + 2 + self.body.len()) as u64
     }
 }
@@ -109,10 +115,16 @@ impl Message {
 fn split_head(raw: &[u8]) -> (&[u8], &[u8]) {
     for (i, w) in raw.windows(2).enumerate() {
         if w == b"\n\n" {
-            return (raw.get(..i + 1).unwrap_or(raw), raw.get(i + 2..).unwrap_or(&[]));
+            return (
+                raw.get(..i + 1).unwrap_or(raw),
+                raw.get(i + 2..).unwrap_or(&[]),
+            );
         }
         if w == b"\r\n" && raw.get(i + 2..i + 4) == Some(b"\r\n") {
-            return (raw.get(..i + 2).unwrap_or(raw), raw.get(i + 4..).unwrap_or(&[]));
+            return (
+                raw.get(..i + 2).unwrap_or(raw),
+                raw.get(i + 4..).unwrap_or(&[]),
+            );
         }
     }
     (raw, &[])
@@ -127,7 +139,9 @@ pub fn addresses(value: &str) -> Vec<(Range<usize>, String)> {
     let mut element: Vec<Range<usize>> = Vec::new();
     let mut in_angle: Option<usize> = None;
     let mut saw_angle = false;
-    let flush = |element: &mut Vec<Range<usize>>, saw_angle: bool, out: &mut Vec<(Range<usize>, String)>| {
+    let flush = |element: &mut Vec<Range<usize>>,
+                 saw_angle: bool,
+                 out: &mut Vec<(Range<usize>, String)>| {
         if !saw_angle {
             // A bare addr-spec: the run of adjacent text outside comments, without white
             // space, that holds the `@`.
@@ -200,7 +214,9 @@ pub fn addresses(value: &str) -> Vec<(Range<usize>, String)> {
                     if let Some(inner) = value.get(s..i) {
                         // Drop an obsolete source route (`@a,@b:user@domain`).
                         let (skip, spec) = match inner.rfind(':') {
-                            Some(p) if inner.starts_with('@') => (p + 1, inner.get(p + 1..).unwrap_or("")),
+                            Some(p) if inner.starts_with('@') => {
+                                (p + 1, inner.get(p + 1..).unwrap_or(""))
+                            }
                             _ => (0, inner),
                         };
                         let t = spec.trim();
@@ -267,10 +283,22 @@ mod tests {
     #[test]
     fn finds_addresses_in_every_form() {
         assert_eq!(addrs(" john@example.com"), ["john@example.com"]);
-        assert_eq!(addrs(" John Smith <john@example.com>"), ["john@example.com"]);
-        assert_eq!(addrs(" \"Smith, John\" <john@example.com>, mary@example.com (Mary)"), ["john@example.com", "mary@example.com"]);
-        assert_eq!(addrs(" team: a@x.com, \"B\" <b@x.com>;, c@y.com"), ["a@x.com", "b@x.com", "c@y.com"]);
-        assert_eq!(addrs(" (comment <not@this.com>) real@x.com"), ["real@x.com"]);
+        assert_eq!(
+            addrs(" John Smith <john@example.com>"),
+            ["john@example.com"]
+        );
+        assert_eq!(
+            addrs(" \"Smith, John\" <john@example.com>, mary@example.com (Mary)"),
+            ["john@example.com", "mary@example.com"]
+        );
+        assert_eq!(
+            addrs(" team: a@x.com, \"B\" <b@x.com>;, c@y.com"),
+            ["a@x.com", "b@x.com", "c@y.com"]
+        );
+        assert_eq!(
+            addrs(" (comment <not@this.com>) real@x.com"),
+            ["real@x.com"]
+        );
         assert_eq!(addrs(" <@relay.example:user@x.com>"), ["user@x.com"]);
         assert_eq!(addrs(" \"quoted local\"@x.com"), ["\"quoted local\"@x.com"]);
         assert_eq!(addrs(" undisclosed-recipients:;"), Vec::<String>::new());
@@ -280,22 +308,34 @@ mod tests {
     fn rewriting_keeps_display_names_comments_and_folding() {
         let v = " \"Smith, John\" <John.Smith@tenant1.example.com> (work),\r\n\tMary <mary@tenant2.example.com>";
         let (new, changes) = rewrite_addresses(v, |a| {
-            a.strip_suffix("@tenant1.example.com").map(|l| format!("{l}@example.com"))
+            a.strip_suffix("@tenant1.example.com")
+                .map(|l| format!("{l}@example.com"))
         });
-        assert_eq!(new, " \"Smith, John\" <John.Smith@example.com> (work),\r\n\tMary <mary@tenant2.example.com>");
-        assert_eq!(changes, [("John.Smith@tenant1.example.com".to_string(), "John.Smith@example.com".to_string())]);
+        assert_eq!(
+            new,
+            " \"Smith, John\" <John.Smith@example.com> (work),\r\n\tMary <mary@tenant2.example.com>"
+        );
+        assert_eq!(
+            changes,
+            [(
+                "John.Smith@tenant1.example.com".to_string(),
+                "John.Smith@example.com".to_string()
+            )]
+        );
     }
 
     #[test]
     fn a_rewrite_can_never_inject_a_header() {
-        let (new, changes) = rewrite_addresses(" a@x.com", |_| Some("b@y.com\r\nBcc: evil@z.com".into()));
+        let (new, changes) =
+            rewrite_addresses(" a@x.com", |_| Some("b@y.com\r\nBcc: evil@z.com".into()));
         assert_eq!(new, " a@x.com");
         assert!(changes.is_empty());
     }
 
     #[test]
     fn parse_and_serialise_round_trip() {
-        let raw = b"From: John <j@x.com>\r\nSubject: a\r\n  folded\r\nX-Empty:\r\n\r\nbody\r\n.\r\n";
+        let raw =
+            b"From: John <j@x.com>\r\nSubject: a\r\n  folded\r\nX-Empty:\r\n\r\nbody\r\n.\r\n";
         let m = Message::parse(raw);
         assert_eq!(m.headers.len(), 3);
         assert_eq!(m.get("subject").as_deref(), Some("a folded"));

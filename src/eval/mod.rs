@@ -1,4 +1,138 @@
-//! Step five: evaluating one message against a compiled [`crate::compile::Table`]. No I/O and
-//! no panics: the verdict and a trace a person can read.
+//! Step five: evaluating one message against a compiled [`Table`], in the order Exchange
+//! runs its stages: connector and authentication, header firewall, tenant attribution,
+//! inbound rewriting, recipient resolution and relay permission, transport rules, outbound
+//! rewriting, routing. No I/O and no panics; the result is a [`Verdict`] per recipient plus a
+//! trace that says, in an administrator's words, why.
 
 pub mod message;
+mod stages;
+
+pub use message::{Header, Message};
+pub use stages::evaluate;
+
+use crate::model::{Address, AuthAs};
+use serde::Serialize;
+use std::net::{IpAddr, SocketAddr};
+
+/// What arrived: the SMTP envelope and the session facts around it.
+#[derive(Debug, Clone, Default)]
+pub struct Envelope {
+    /// The receive connector, by name (dry runs and tests); else chosen by `local`/`client_ip`.
+    pub connector: Option<String>,
+    /// The address the client connected to.
+    pub local: Option<SocketAddr>,
+    /// The client's address.
+    pub client_ip: Option<IpAddr>,
+    /// The name in the client's verified TLS certificate.
+    pub tls_peer: Option<String>,
+    /// The XOORG parameter of MAIL FROM.
+    pub xoorg: Option<String>,
+    /// MAIL FROM (`None`: the null sender).
+    pub mail_from: Option<Address>,
+    /// RCPT TO, in order.
+    pub rcpt_to: Vec<Address>,
+}
+
+/// What becomes of one recipient.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "fate", rename_all = "lowercase")]
+pub enum Fate {
+    /// Sent on through this send connector.
+    Deliver {
+        /// The send connector's name.
+        connector: String,
+    },
+    /// Accepted and silently dropped.
+    Drop {
+        /// Why.
+        reason: String,
+    },
+    /// Refused.
+    Reject {
+        /// SMTP code.
+        code: u16,
+        /// Enhanced status code.
+        enhanced: String,
+        /// Reply text.
+        text: String,
+    },
+}
+
+/// One recipient's verdict.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RecipientVerdict {
+    /// The RCPT TO address it came from.
+    pub original: Address,
+    /// The final address (after rewriting, forwarding, expansion).
+    pub address: Address,
+    /// What becomes of it.
+    pub fate: Fate,
+}
+
+/// The stage a trace line belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Stage {
+    /// Choosing the receive connector.
+    Connector,
+    /// Stripping and stamping organization headers.
+    HeaderFirewall,
+    /// XOORG.
+    Attribution,
+    /// External to internal addresses.
+    InboundRewrite,
+    /// Recipients: accepted domains, contacts, groups, relay permission.
+    Resolve,
+    /// Transport rules.
+    Rules,
+    /// Internal to external addresses.
+    OutboundRewrite,
+    /// Choosing send connectors.
+    Route,
+}
+
+/// One line of the trace.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Step {
+    /// The stage.
+    pub stage: Stage,
+    /// What happened, in words.
+    pub text: String,
+}
+
+/// The outcome of evaluating one message.
+#[derive(Debug, Clone, Serialize)]
+pub struct Verdict {
+    /// The receive connector used.
+    pub connector: Option<String>,
+    /// The authentication level stamped.
+    pub auth_as: AuthAs,
+    /// The originating organization, when XOORG was trusted.
+    pub originating_org: Option<String>,
+    /// MAIL FROM after rewriting.
+    pub mail_from: Option<Address>,
+    /// Every recipient's fate.
+    pub recipients: Vec<RecipientVerdict>,
+    /// Names of the rules that fired (audit-mode rules included).
+    pub rules_fired: Vec<String>,
+    /// Whether a rule asked to drop the connection.
+    pub disconnect: bool,
+    /// The message with every header change applied.
+    #[serde(skip)]
+    pub message: Message,
+    /// Header changes, in order: (header, before, after); `None` for absent.
+    pub header_changes: Vec<(String, Option<String>, Option<String>)>,
+    /// What happened, stage by stage.
+    pub trace: Vec<Step>,
+}
+
+impl Verdict {
+    /// Whether every recipient is delivered.
+    pub fn all_delivered(&self) -> bool {
+        !self.recipients.is_empty()
+            && self
+                .recipients
+                .iter()
+                .all(|r| matches!(r.fate, Fate::Deliver { .. }))
+    }
+}

@@ -57,7 +57,11 @@ pub(crate) struct Resolver<'a> {
 
 /// Resolves the items of one rule set (all its files). `broken` lists items that did not
 /// parse, so references to them are not reported again.
-pub fn resolve(sources: &SourceMap, items: &[Item], broken: &[BrokenItem]) -> (RuleSet, Vec<Diagnostic>) {
+pub fn resolve(
+    sources: &SourceMap,
+    items: &[Item],
+    broken: &[BrokenItem],
+) -> (RuleSet, Vec<Diagnostic>) {
     let mut r = Resolver {
         sources,
         diags: Vec::new(),
@@ -67,10 +71,16 @@ pub fn resolve(sources: &SourceMap, items: &[Item], broken: &[BrokenItem]) -> (R
     for item in items {
         match item {
             Item::Include(_) | Item::ImportRewrites(_) => {}
-            Item::AcceptedDomain { domain, kind, span } => r.accepted_domain(domain, kind.as_ref(), *span),
+            Item::AcceptedDomain { domain, kind, span } => {
+                r.accepted_domain(domain, kind.as_ref(), *span)
+            }
             Item::ReceiveConnector(b) => r.receive_connector(b),
             Item::SendConnector(b) => r.send_connector(b),
-            Item::Recipient { deleted, kind, block } => r.recipient(*deleted, kind, block),
+            Item::Recipient {
+                deleted,
+                kind,
+                block,
+            } => r.recipient(*deleted, kind, block),
             Item::Rewrite(rw) => r.rewrite(rw),
             Item::Rule(rule) => r.rule(rule),
             Item::Test(t) => r.test(t),
@@ -125,7 +135,9 @@ impl Resolver<'_> {
         self.diags.iter().any(|d| {
             d.severity() == Severity::Error
                 && d.primary_span().is_some_and(|s| {
-                    s.file == block.span.file && s.start >= block.span.start && s.end <= block.span.end
+                    s.file == block.span.file
+                        && s.start >= block.span.start
+                        && s.end <= block.span.end
                 })
         })
     }
@@ -162,19 +174,35 @@ impl Resolver<'_> {
         let mut groups: Vec<(&str, Vec<(String, Span)>)> = vec![
             (
                 "receive connector",
-                self.set.receive_connectors.iter().map(|c| (c.name.value.clone(), c.name.span)).collect(),
+                self.set
+                    .receive_connectors
+                    .iter()
+                    .map(|c| (c.name.value.clone(), c.name.span))
+                    .collect(),
             ),
             (
                 "send connector",
-                self.set.send_connectors.iter().map(|c| (c.name.value.clone(), c.name.span)).collect(),
+                self.set
+                    .send_connectors
+                    .iter()
+                    .map(|c| (c.name.value.clone(), c.name.span))
+                    .collect(),
             ),
             (
                 "rule",
-                self.set.rules.iter().map(|c| (c.name.value.clone(), c.name.span)).collect(),
+                self.set
+                    .rules
+                    .iter()
+                    .map(|c| (c.name.value.clone(), c.name.span))
+                    .collect(),
             ),
             (
                 "recipient",
-                self.set.recipients.iter().map(|c| (c.name.value.clone(), c.name.span)).collect(),
+                self.set
+                    .recipients
+                    .iter()
+                    .map(|c| (c.name.value.clone(), c.name.span))
+                    .collect(),
             ),
             (
                 "rewrite entry",
@@ -187,7 +215,11 @@ impl Resolver<'_> {
             ),
             (
                 "test",
-                self.set.tests.iter().map(|c| (c.name.value.clone(), c.name.span)).collect(),
+                self.set
+                    .tests
+                    .iter()
+                    .map(|c| (c.name.value.clone(), c.name.span))
+                    .collect(),
             ),
             (
                 "accepted domain",
@@ -203,10 +235,13 @@ impl Resolver<'_> {
             for (name, span) in &names {
                 if let Some(first) = seen.get(name.as_str()) {
                     self.diags.push(
-                        Diagnostic::new(Code::E011, format!("the {what} `{name}` is defined twice"))
-                            .primary(*span, "defined again here")
-                            .secondary(*first, "first defined here")
-                            .help(format!("rename one of them; {what} names must be unique")),
+                        Diagnostic::new(
+                            Code::E011,
+                            format!("the {what} `{name}` is defined twice"),
+                        )
+                        .primary(*span, "defined again here")
+                        .secondary(*first, "first defined here")
+                        .help(format!("rename one of them; {what} names must be unique")),
                     );
                 } else {
                     seen.insert(name, *span);
@@ -218,9 +253,21 @@ impl Resolver<'_> {
     fn undefined_references(&mut self, broken: &[BrokenItem]) {
         let names = |kind: RefKind, set: &RuleSet| -> Vec<String> {
             match kind {
-                RefKind::ReceiveConnector => set.receive_connectors.iter().map(|c| c.name.value.clone()).collect(),
-                RefKind::SendConnector => set.send_connectors.iter().map(|c| c.name.value.clone()).collect(),
-                RefKind::Recipient => set.recipients.iter().map(|c| c.name.value.clone()).collect(),
+                RefKind::ReceiveConnector => set
+                    .receive_connectors
+                    .iter()
+                    .map(|c| c.name.value.clone())
+                    .collect(),
+                RefKind::SendConnector => set
+                    .send_connectors
+                    .iter()
+                    .map(|c| c.name.value.clone())
+                    .collect(),
+                RefKind::Recipient => set
+                    .recipients
+                    .iter()
+                    .map(|c| c.name.value.clone())
+                    .collect(),
                 RefKind::Rule => set.rules.iter().map(|c| c.name.value.clone()).collect(),
             }
         };
@@ -234,7 +281,8 @@ impl Resolver<'_> {
                 continue;
             }
             let is_broken = broken.iter().any(|b| {
-                kind.keywords().contains(&b.keyword.as_str()) && b.name.as_deref() == Some(t.value.as_str())
+                kind.keywords().contains(&b.keyword.as_str())
+                    && b.name.as_deref() == Some(t.value.as_str())
             });
             if is_broken {
                 continue;
@@ -244,10 +292,14 @@ impl Resolver<'_> {
                 format!("no {} is named `{}`", kind.describe(), t.value),
             )
             .primary(t.span, format!("this {} is not defined", kind.describe()));
-            let suggestion = did_you_mean(&t.value, known.iter().map(String::as_str)).map(str::to_string);
+            let suggestion =
+                did_you_mean(&t.value, known.iter().map(String::as_str)).map(str::to_string);
             d = match suggestion {
                 Some(s) => d.help(format!("did you mean `{s}`?")),
-                None => d.help(format!("define the {} or fix the name (names are case-sensitive)", kind.describe())),
+                None => d.help(format!(
+                    "define the {} or fix the name (names are case-sensitive)",
+                    kind.describe()
+                )),
             };
             self.diags.push(d);
         }
@@ -262,7 +314,10 @@ impl Resolver<'_> {
                     self.diags.push(
                         Diagnostic::new(
                             Code::E040,
-                            format!("rule `{}` has the same priority as another rule", rule.name.value),
+                            format!(
+                                "rule `{}` has the same priority as another rule",
+                                rule.name.value
+                            ),
                         )
                         .primary(p.span, format!("priority {} again", p.value))
                         .secondary(*first, "first used here")
@@ -308,10 +363,12 @@ impl Resolver<'_> {
     fn test_envelopes(&mut self) {
         let mut found = Vec::new();
         for t in &self.set.tests {
-            let conn = t
-                .connector
-                .as_ref()
-                .and_then(|c| self.set.receive_connectors.iter().find(|rc| rc.name.value == c.value));
+            let conn = t.connector.as_ref().and_then(|c| {
+                self.set
+                    .receive_connectors
+                    .iter()
+                    .find(|rc| rc.name.value == c.value)
+            });
             if let (Some(c), Some(ip)) = (conn, &t.client_ip) {
                 if !c.remote.is_empty() && !c.remote.iter().any(|r| r.value.contains(ip.value)) {
                     found.push(
@@ -330,7 +387,10 @@ impl Resolver<'_> {
                     found.push(
                         Diagnostic::new(
                             Code::E060,
-                            format!("test `{}` names a tls peer but `{}` has tls off", t.name.value, c.name.value),
+                            format!(
+                                "test `{}` names a tls peer but `{}` has tls off",
+                                t.name.value, c.name.value
+                            ),
                         )
                         .primary(t.name.span, "no certificate can be presented without tls")
                         .secondary(c.tls.span, "tls is off here")
@@ -341,4 +401,18 @@ impl Resolver<'_> {
         }
         self.diags.extend(found);
     }
+}
+
+/// Checks an address given outside a rule file (the command line), with the rules a rule
+/// file's addresses follow; `<>` is the null sender (`Ok(None)`). The error is a message.
+pub fn parse_sender(text: &str) -> Result<Option<crate::model::Address>, String> {
+    let t = Text {
+        value: text.to_string(),
+        span: Span::new(crate::source::FileId(0), 0, 0),
+        quoted: false,
+    };
+    values::sender(&t).map_err(|d| match &d.labels.first() {
+        Some(l) => format!("{}: {}", d.message, l.message),
+        None => d.message,
+    })
 }

@@ -1,0 +1,162 @@
+//! `mailflow dry-run`.
+
+use super::{Exit, Format};
+use mailflow::diagnostic::render;
+use mailflow::eval::{Envelope, Fate, Message, Verdict, evaluate};
+use mailflow::resolve::parse_sender;
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+/// What to send through the rules.
+pub(super) struct DryRun {
+    pub rules: PathBuf,
+    pub from: String,
+    pub to: Vec<String>,
+    pub connector: Option<String>,
+    pub client_ip: Option<IpAddr>,
+    pub tls_peer: Option<String>,
+    pub oorg: Option<String>,
+    pub message: Option<PathBuf>,
+    pub format: Format,
+}
+
+fn fate_text(f: &Fate) -> String {
+    match f {
+        Fate::Deliver { connector } => format!("delivered via `{connector}`"),
+        Fate::Drop { reason } => format!("dropped: {reason}"),
+        Fate::Reject {
+            code,
+            enhanced,
+            text,
+        } => format!("rejected: {code} {enhanced} {text}"),
+    }
+}
+
+fn human(v: &Verdict, rules: &str) -> String {
+    let mut out = format!("dry run through {rules}\n\ntrace:\n");
+    for s in &v.trace {
+        let stage = serde_json::to_value(s.stage)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default();
+        out.push_str(&format!("  [{stage}] {}\n", s.text));
+    }
+    out.push_str("\nverdict:\n");
+    let from = v
+        .mail_from
+        .as_ref()
+        .map_or("<>".to_string(), ToString::to_string);
+    out.push_str(&format!("  MAIL FROM {from}\n"));
+    for r in &v.recipients {
+        if r.original == r.address {
+            out.push_str(&format!("  {}: {}\n", r.address, fate_text(&r.fate)));
+        } else {
+            out.push_str(&format!(
+                "  {} (as {}): {}\n",
+                r.original,
+                r.address,
+                fate_text(&r.fate)
+            ));
+        }
+    }
+    if !v.rules_fired.is_empty() {
+        out.push_str(&format!("  rules fired: {}\n", v.rules_fired.join(", ")));
+    }
+    for (name, before, after) in &v.header_changes {
+        match (before, after) {
+            (Some(b), Some(a)) => out.push_str(&format!("  header {name}: {b} -> {a}\n")),
+            (None, Some(a)) => out.push_str(&format!("  header {name}: added {a}\n")),
+            (Some(b), None) => out.push_str(&format!("  header {name}: removed {b}\n")),
+            (None, None) => {}
+        }
+    }
+    if v.disconnect {
+        out.push_str("  the connection is dropped\n");
+    }
+    out
+}
+
+pub(super) fn run(d: DryRun) -> Exit {
+    let usage = |msg: String| {
+        eprintln!("error: {msg}");
+        Exit::Error
+    };
+    let from = match parse_sender(&d.from) {
+        Ok(a) => a,
+        Err(e) => return usage(format!("--from: {e}")),
+    };
+    let mut to = Vec::new();
+    for t in &d.to {
+        match parse_sender(t) {
+            Ok(Some(a)) => to.push(a),
+            Ok(None) => return usage("--to cannot be the null address <>".into()),
+            Err(e) => return usage(format!("--to: {e}")),
+        }
+    }
+    let message = match &d.message {
+        Some(p) => match std::fs::read(p) {
+            Ok(raw) => Some(Message::parse(&raw)),
+            Err(e) => return usage(format!("cannot read `{}`: {e}", p.display())),
+        },
+        None => None,
+    };
+    if d.connector.is_none() && d.client_ip.is_none() {
+        return usage(
+            "give --connector NAME or --client-ip IP, so the receive connector is known".into(),
+        );
+    }
+    let report = match mailflow::check::check_file(&d.rules) {
+        Ok(r) => r,
+        Err(e) => return usage(e.to_string()),
+    };
+    if report.has_errors() {
+        print!(
+            "{}",
+            render::human(&report.diagnostics, &report.sources, false)
+        );
+        eprintln!("error: the rule set has errors; fix them before a dry run");
+        return Exit::Findings;
+    }
+    let Some(set) = report.rule_sets.first() else {
+        return usage("no rule set found".into());
+    };
+    if report.rule_sets.len() > 1 {
+        return usage("a dry run takes one rule set: name its file".into());
+    }
+    if let Some(c) = &d.connector {
+        if !set
+            .rules
+            .receive_connectors
+            .iter()
+            .any(|rc| &rc.name.value == c)
+        {
+            return usage(format!("no receive connector is named `{c}`"));
+        }
+    }
+    let table = match mailflow::compile::compile(&set.rules) {
+        Ok(t) => t,
+        Err(e) => return usage(e.to_string()),
+    };
+    let env = Envelope {
+        connector: d.connector,
+        local: None,
+        client_ip: d.client_ip,
+        tls_peer: d.tls_peer,
+        xoorg: d.oorg,
+        mail_from: from,
+        rcpt_to: to,
+    };
+    let verdict = evaluate(&table, &env, message.as_ref(), true);
+    match d.format {
+        Format::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&verdict).unwrap_or_default()
+        ),
+        _ => print!("{}", human(&verdict, &d.rules.display().to_string())),
+    }
+    if verdict.all_delivered() {
+        Exit::Clean
+    } else {
+        Exit::Findings
+    }
+}

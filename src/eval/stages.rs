@@ -1,0 +1,876 @@
+//! The stages of [`evaluate`], one function each.
+
+use super::message::{Header, Message, rewrite_addresses};
+use super::{Envelope, Fate, RecipientVerdict, Stage, Step, Verdict};
+use crate::compile::{Facts, Lookup, Outbound, Outcome, RuleIndex, Table, route, select_receive};
+use crate::model::{
+    Action, Address, AuthAs, AuthLevel, DomainKind, InboundTls, ReceiveConnector, RuleMode, Scope,
+};
+
+/// Headers an outbound rewrite changes (never Received, Return-Path, Message-ID, ...).
+const OUTBOUND_HEADERS: &[&str] = &[
+    "From",
+    "Sender",
+    "Reply-To",
+    "Return-Receipt-To",
+    "Disposition-Notification-To",
+    "Resent-From",
+    "Resent-Sender",
+];
+
+/// Headers an inbound rewrite changes.
+const INBOUND_HEADERS: &[&str] = &["To", "Cc"];
+
+const ORG_HEADER_PREFIX: &str = "x-ms-exchange-organization-";
+
+struct Run<'t> {
+    table: &'t Table,
+    explain: bool,
+    trace: Vec<Step>,
+    message: Message,
+    header_changes: Vec<(String, Option<String>, Option<String>)>,
+}
+
+impl Run<'_> {
+    fn step(&mut self, stage: Stage, text: impl Into<String>) {
+        self.trace.push(Step {
+            stage,
+            text: text.into(),
+        });
+    }
+
+    /// Sets a header where it stands (or at the end when absent); later copies are removed.
+    fn set_header(&mut self, name: &str, value: &str) {
+        let before = self.message.get(name);
+        let new = Header {
+            name: name.to_string(),
+            value: format!(" {value}"),
+        };
+        match self
+            .message
+            .headers
+            .iter()
+            .position(|h| h.name.eq_ignore_ascii_case(name))
+        {
+            Some(i) => {
+                let mut seen = 0;
+                self.message.headers.retain(|h| {
+                    let same = h.name.eq_ignore_ascii_case(name);
+                    seen += usize::from(same);
+                    !same || seen == 1
+                });
+                if let Some(slot) = self.message.headers.get_mut(i) {
+                    *slot = new;
+                }
+            }
+            None => self.message.headers.push(new),
+        }
+        self.header_changes
+            .push((name.to_string(), before, Some(value.to_string())));
+    }
+
+    fn remove_header(&mut self, name: &str) -> bool {
+        let before = self.message.get(name);
+        let n = self.message.headers.len();
+        self.message
+            .headers
+            .retain(|h| !h.name.eq_ignore_ascii_case(name));
+        let removed = self.message.headers.len() != n;
+        if removed {
+            self.header_changes.push((name.to_string(), before, None));
+        }
+        removed
+    }
+
+    /// Rewrites the addresses in some headers with `f`, recording each change.
+    fn rewrite_headers(
+        &mut self,
+        names: &[&str],
+        stage: Stage,
+        mut f: impl FnMut(&Address) -> Option<(Address, String)>,
+    ) {
+        let mut notes = Vec::new();
+        for h in &mut self.message.headers {
+            if !names.iter().any(|n| h.name.eq_ignore_ascii_case(n)) {
+                continue;
+            }
+            let before = h.unfolded();
+            let (value, changes) = rewrite_addresses(&h.value, |a| {
+                let addr = parse_address(a)?;
+                let (new, entry) = f(&addr)?;
+                notes.push(format!("{}: {a} -> {new} (entry `{entry}`)", h.name));
+                Some(new.to_string())
+            });
+            if !changes.is_empty() {
+                h.value = value;
+                self.header_changes
+                    .push((h.name.clone(), Some(before), Some(h.unfolded())));
+            }
+        }
+        for n in notes {
+            self.step(stage, format!("header {n}"));
+        }
+    }
+}
+
+/// Reads `local@domain` from header text (quoted local parts kept as written).
+fn parse_address(text: &str) -> Option<Address> {
+    let (local, domain) = text.rsplit_once('@')?;
+    if local.is_empty() || domain.is_empty() || domain.contains(['<', '>', ' ', '\r', '\n']) {
+        return None;
+    }
+    Some(Address {
+        local: local.to_string(),
+        domain: domain.to_ascii_lowercase(),
+    })
+}
+
+fn auth_of(c: &ReceiveConnector) -> AuthAs {
+    match c.auth.value {
+        AuthLevel::Anonymous => AuthAs::Anonymous,
+        AuthLevel::Partner => AuthAs::Partner,
+        AuthLevel::ExternallySecured => AuthAs::Internal,
+    }
+}
+
+fn auth_word(a: AuthAs) -> &'static str {
+    match a {
+        AuthAs::Internal => "Internal",
+        AuthAs::Anonymous => "Anonymous",
+        AuthAs::Partner => "Partner",
+    }
+}
+
+fn reject(code: u16, enhanced: &str, text: &str) -> Fate {
+    Fate::Reject {
+        code,
+        enhanced: enhanced.to_string(),
+        text: text.to_string(),
+    }
+}
+
+/// A recipient on its way through the stages.
+struct Pending {
+    /// RCPT TO as received.
+    original: Address,
+    /// As addressed after inbound rewriting (what transport rules see).
+    addressed: Address,
+    /// The final address (after forwarding and expansion).
+    address: Address,
+    fate: Option<Fate>,
+}
+
+/// Evaluates one message. With `explain`, every rule is evaluated and explained in the trace
+/// (the dry run); without, only rules that can match are looked at (the relay's path). Both
+/// reach the same verdict.
+pub fn evaluate(
+    table: &Table,
+    env: &Envelope,
+    message: Option<&Message>,
+    explain: bool,
+) -> Verdict {
+    let mut run = Run {
+        table,
+        explain,
+        trace: Vec::new(),
+        message: message.cloned().unwrap_or_default(),
+        header_changes: Vec::new(),
+    };
+
+    // Connector and authentication.
+    let connector = match &env.connector {
+        Some(name) => table
+            .receive_connectors
+            .iter()
+            .find(|c| &c.name.value == name),
+        None => env
+            .client_ip
+            .and_then(|ip| select_receive(&table.receive_connectors, env.local, ip))
+            .and_then(|i| table.receive_connectors.get(i)),
+    };
+    let Some(connector) = connector else {
+        let who = env
+            .client_ip
+            .map_or("this client".to_string(), |ip| ip.to_string());
+        run.step(
+            Stage::Connector,
+            format!("no receive connector accepts {who}: every recipient is refused"),
+        );
+        let fate = reject(
+            550,
+            "5.7.1",
+            "no receive connector accepts mail from this client",
+        );
+        return finish(
+            run,
+            None,
+            AuthAs::Anonymous,
+            None,
+            env.mail_from.clone(),
+            env.rcpt_to
+                .iter()
+                .map(|a| RecipientVerdict {
+                    original: a.clone(),
+                    address: a.clone(),
+                    fate: fate.clone(),
+                })
+                .collect(),
+            Vec::new(),
+            false,
+        );
+    };
+    let auth = auth_of(connector);
+    run.step(
+        Stage::Connector,
+        match (env.connector.is_some(), env.client_ip) {
+            (false, Some(ip)) => format!(
+                "client {ip} arrives on `{}` (its most specific remote range): AuthAs {}",
+                connector.name.value,
+                auth_word(auth)
+            ),
+            _ => format!(
+                "arrives on `{}`: AuthAs {}",
+                connector.name.value,
+                auth_word(auth)
+            ),
+        },
+    );
+
+    // Header firewall: organization headers are trusted only from a trusted connector.
+    if auth != AuthAs::Internal {
+        let stripped: Vec<String> = run
+            .message
+            .headers
+            .iter()
+            .filter(|h| {
+                h.name.to_ascii_lowercase().starts_with(ORG_HEADER_PREFIX)
+                    || h.name.eq_ignore_ascii_case("X-OriginatorOrg")
+            })
+            .map(|h| h.name.clone())
+            .collect();
+        for name in stripped {
+            if run.remove_header(&name) {
+                run.step(
+                    Stage::HeaderFirewall,
+                    format!(
+                        "removed `{name}`: organization headers are not accepted from {} senders",
+                        auth_word(auth).to_lowercase()
+                    ),
+                );
+            }
+        }
+    }
+    run.set_header("X-MS-Exchange-Organization-AuthAs", auth_word(auth));
+    run.step(
+        Stage::HeaderFirewall,
+        format!(
+            "stamped X-MS-Exchange-Organization-AuthAs: {}",
+            auth_word(auth)
+        ),
+    );
+
+    // Tenant attribution.
+    let trusted_peer = env.tls_peer.as_ref().filter(|peer| {
+        connector.tls.value != InboundTls::Off
+            && connector
+                .accept_oorg
+                .iter()
+                .any(|p| p.value.matches(&peer.to_ascii_lowercase()))
+    });
+    let originating_org = match (&env.xoorg, trusted_peer) {
+        (Some(org), Some(peer)) => {
+            run.step(Stage::Attribution, format!("XOORG={org} trusted: the client's certificate `{peer}` is accepted for tenant attribution on `{}`", connector.name.value));
+            run.set_header("X-OriginatorOrg", org);
+            Some(org.to_ascii_lowercase())
+        }
+        (Some(org), None) => {
+            let why = match &env.tls_peer {
+                None => "the client presented no certificate".to_string(),
+                Some(p) => format!(
+                    "the certificate `{p}` is not accepted for tenant attribution on `{}`",
+                    connector.name.value
+                ),
+            };
+            run.step(Stage::Attribution, format!("XOORG={org} ignored: {why}"));
+            None
+        }
+        (None, _) => None,
+    };
+
+    // Inbound rewriting: RCPT TO, To and Cc.
+    let mut pending: Vec<Pending> = Vec::new();
+    for a in &env.rcpt_to {
+        let address = match table.rewrites.inbound(a) {
+            Some(r) => {
+                run.step(
+                    Stage::InboundRewrite,
+                    format!(
+                        "RCPT TO {a} -> {} (entry `{}`)",
+                        r.address,
+                        table.rewrites.name(r.entry)
+                    ),
+                );
+                r.address
+            }
+            None => a.clone(),
+        };
+        pending.push(Pending {
+            original: a.clone(),
+            addressed: address.clone(),
+            address,
+            fate: None,
+        });
+    }
+    run.rewrite_headers(INBOUND_HEADERS, Stage::InboundRewrite, |a| {
+        table
+            .rewrites
+            .inbound(a)
+            .map(|r| (r.address, table.rewrites.name(r.entry).to_string()))
+    });
+
+    // Recipient resolution and relay permission.
+    let may_relay = auth == AuthAs::Internal || connector.accept_any_recipient.is_some();
+    let mut resolved: Vec<Pending> = Vec::new();
+    for p in pending {
+        let kind = table.domains.kind(&p.address.domain);
+        let Some(kind) = kind else {
+            if may_relay {
+                run.step(
+                    Stage::Resolve,
+                    format!(
+                        "{}: not an accepted domain; relayed ({})",
+                        p.address,
+                        if auth == AuthAs::Internal {
+                            "the sender is internal"
+                        } else {
+                            "the connector accepts any recipient"
+                        }
+                    ),
+                );
+                resolved.push(p);
+            } else {
+                run.step(Stage::Resolve, format!("{}: not an accepted domain, and `{}` does not relay for {} senders: 550 5.7.54", p.address, connector.name.value, auth_word(auth).to_lowercase()));
+                resolved.push(Pending {
+                    fate: Some(reject(
+                        550,
+                        "5.7.54",
+                        "SMTP; Unable to relay recipient in non-accepted domain",
+                    )),
+                    ..p
+                });
+            }
+            continue;
+        };
+        match table.directory.lookup(&p.address) {
+            Lookup::Forward {
+                recipient,
+                external,
+            } => {
+                let name = table
+                    .directory
+                    .get(recipient)
+                    .map_or("", |r| r.name.value.as_str());
+                run.step(
+                    Stage::Resolve,
+                    format!("{}: `{name}` forwards to {external}", p.address),
+                );
+                resolved.push(Pending {
+                    address: external,
+                    ..p
+                });
+            }
+            Lookup::Group { recipient } => {
+                let Some(group) = table.directory.get(recipient) else {
+                    continue;
+                };
+                if group.authenticated_senders_only && auth == AuthAs::Anonymous {
+                    run.step(
+                        Stage::Resolve,
+                        format!(
+                            "{}: group `{}` accepts only authenticated senders: 550 5.7.1",
+                            p.address, group.name.value
+                        ),
+                    );
+                    resolved.push(Pending {
+                        fate: Some(reject(
+                            550,
+                            "5.7.1",
+                            "RESOLVER.RST.AuthRequired; authentication required",
+                        )),
+                        ..p
+                    });
+                    continue;
+                }
+                let e = table.directory.expand(recipient);
+                run.step(
+                    Stage::Resolve,
+                    format!(
+                        "{}: group `{}` expands to {}",
+                        p.address,
+                        group.name.value,
+                        e.addresses
+                            .iter()
+                            .map(ToString::to_string)
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                );
+                for a in e.addresses {
+                    resolved.push(Pending {
+                        original: p.original.clone(),
+                        addressed: p.addressed.clone(),
+                        address: a,
+                        fate: None,
+                    });
+                }
+            }
+            Lookup::Deleted { recipient } if kind == DomainKind::Authoritative => {
+                let name = table
+                    .directory
+                    .get(recipient)
+                    .map_or("", |r| r.name.value.as_str());
+                run.step(
+                    Stage::Resolve,
+                    format!(
+                        "{}: the recipient `{name}` was deleted: 550 5.1.1",
+                        p.address
+                    ),
+                );
+                resolved.push(Pending {
+                    fate: Some(reject(
+                        550,
+                        "5.1.1",
+                        "RESOLVER.ADR.ExRecipNotFound; not found",
+                    )),
+                    ..p
+                });
+            }
+            Lookup::Unknown | Lookup::Deleted { .. } => {
+                if kind == DomainKind::Authoritative {
+                    run.step(
+                        Stage::Resolve,
+                        format!(
+                            "{}: no such recipient in the authoritative domain {}: 550 5.1.1",
+                            p.address, p.address.domain
+                        ),
+                    );
+                    resolved.push(Pending {
+                        fate: Some(reject(
+                            550,
+                            "5.1.1",
+                            "RESOLVER.ADR.ExRecipNotFound; not found",
+                        )),
+                        ..p
+                    });
+                } else {
+                    run.step(
+                        Stage::Resolve,
+                        format!(
+                            "{}: {} is {}; relayed",
+                            p.address,
+                            p.address.domain,
+                            match kind {
+                                DomainKind::InternalRelay => "an internal-relay domain",
+                                _ => "an external-relay domain",
+                            }
+                        ),
+                    );
+                    resolved.push(p);
+                }
+            }
+        }
+    }
+
+    // Transport rules.
+    let (fired, disconnect) = transport_rules(
+        &mut run,
+        env,
+        auth,
+        originating_org.as_deref(),
+        connector,
+        &mut resolved,
+    );
+
+    // Outbound rewriting, for internal mail only.
+    let mut mail_from = env.mail_from.clone();
+    if auth == AuthAs::Internal {
+        if let Some(from) = &env.mail_from {
+            match table.rewrites.outbound(from) {
+                Outbound::Rewritten(r) => {
+                    run.step(
+                        Stage::OutboundRewrite,
+                        format!(
+                            "MAIL FROM {from} -> {} (entry `{}`)",
+                            r.address,
+                            table.rewrites.name(r.entry)
+                        ),
+                    );
+                    mail_from = Some(r.address);
+                }
+                Outbound::Excepted { entry, exception } => run.step(
+                    Stage::OutboundRewrite,
+                    format!(
+                        "MAIL FROM {from} kept: {exception} is an exception of entry `{}`",
+                        table.rewrites.name(entry)
+                    ),
+                ),
+                Outbound::Unchanged => {}
+            }
+        }
+        run.rewrite_headers(OUTBOUND_HEADERS, Stage::OutboundRewrite, |a| {
+            match table.rewrites.outbound(a) {
+                Outbound::Rewritten(r) => {
+                    Some((r.address, table.rewrites.name(r.entry).to_string()))
+                }
+                _ => None,
+            }
+        });
+    } else if !table.rewrites.is_empty() {
+        run.step(
+            Stage::OutboundRewrite,
+            format!(
+                "skipped: only internal mail is rewritten outbound (this message is {})",
+                auth_word(auth).to_lowercase()
+            ),
+        );
+    }
+
+    // Routing.
+    let mut verdicts = Vec::new();
+    for p in resolved {
+        let fate = match p.fate {
+            Some(f) => f,
+            None => match route(&table.send_connectors, &p.address.domain, &table.domains)
+                .and_then(|i| table.send_connectors.get(i))
+            {
+                Some(c) => {
+                    run.step(
+                        Stage::Route,
+                        format!("{} via `{}`", p.address, c.name.value),
+                    );
+                    Fate::Deliver {
+                        connector: c.name.value.clone(),
+                    }
+                }
+                None => {
+                    run.step(
+                        Stage::Route,
+                        format!(
+                            "{}: no send connector's address space covers {}: 550 5.4.4",
+                            p.address, p.address.domain
+                        ),
+                    );
+                    reject(
+                        550,
+                        "5.4.4",
+                        "SMTPSEND.DNS.NonExistentDomain; no route to the recipient's domain",
+                    )
+                }
+            },
+        };
+        verdicts.push(RecipientVerdict {
+            original: p.original,
+            address: p.address,
+            fate,
+        });
+    }
+    finish(
+        run,
+        Some(connector.name.value.clone()),
+        auth,
+        originating_org,
+        mail_from,
+        verdicts,
+        fired,
+        disconnect,
+    )
+}
+
+#[allow(clippy::too_many_arguments)]
+fn finish(
+    run: Run<'_>,
+    connector: Option<String>,
+    auth_as: AuthAs,
+    originating_org: Option<String>,
+    mail_from: Option<Address>,
+    recipients: Vec<RecipientVerdict>,
+    rules_fired: Vec<String>,
+    disconnect: bool,
+) -> Verdict {
+    Verdict {
+        connector,
+        auth_as,
+        originating_org,
+        mail_from,
+        recipients,
+        rules_fired,
+        disconnect,
+        message: run.message,
+        header_changes: run.header_changes,
+        trace: run.trace,
+    }
+}
+
+/// Runs the transport rules and applies the actions of those that fire. Returns the names of
+/// the rules that fired and whether the connection is to be dropped.
+fn transport_rules(
+    run: &mut Run<'_>,
+    env: &Envelope,
+    auth: AuthAs,
+    originating_org: Option<&str>,
+    connector: &ReceiveConnector,
+    recipients: &mut Vec<Pending>,
+) -> (Vec<String>, bool) {
+    let table = run.table;
+    if table.rules.rules().is_empty() {
+        return (Vec::new(), false);
+    }
+    if recipients.iter().all(|p| p.fate.is_some()) {
+        run.step(
+            Stage::Rules,
+            "not run: no recipient was accepted, so the message is refused before its data is sent",
+        );
+        return (Vec::new(), false);
+    }
+    // The sender rules see: the From header's address when there is one, else MAIL FROM.
+    let header_from = run
+        .message
+        .get("From")
+        .and_then(|v| super::message::addresses(&v).into_iter().next())
+        .and_then(|(_, a)| parse_address(&a));
+    let sender = header_from.or_else(|| env.mail_from.clone());
+    let sender_text = sender.as_ref().map(ToString::to_string).unwrap_or_default();
+    let sender_domain_internal = sender.as_ref().is_some_and(|s| {
+        matches!(
+            table.domains.kind(&s.domain),
+            Some(DomainKind::Authoritative | DomainKind::InternalRelay)
+        )
+    });
+    let scope = if auth == AuthAs::Internal && sender_domain_internal {
+        Scope::Inside
+    } else {
+        Scope::Outside
+    };
+    run.step(
+        Stage::Rules,
+        format!(
+            "the sender {} is {} the organization ({})",
+            if sender_text.is_empty() {
+                "<>"
+            } else {
+                &sender_text
+            },
+            if scope == Scope::Inside {
+                "inside"
+            } else {
+                "outside"
+            },
+            match (auth == AuthAs::Internal, sender_domain_internal) {
+                (true, true) => "internal connector, sender domain accepted".to_string(),
+                (false, _) => format!("AuthAs {}", auth_word(auth)),
+                (true, false) =>
+                    "the sender's domain is not authoritative or internal-relay".to_string(),
+            }
+        ),
+    );
+    let subject = run.message.get("Subject");
+    let unfolded: Vec<(String, String)> = run
+        .message
+        .headers
+        .iter()
+        .map(|h| (h.name.clone(), h.unfolded()))
+        .collect();
+    let facts = Facts {
+        // Rules see the recipients as addressed (after inbound rewriting), as on an Edge
+        // server, not what contacts and groups resolve them to.
+        recipients: {
+            let mut seen = std::collections::HashSet::new();
+            recipients
+                .iter()
+                .filter(|p| p.fate.is_none() && seen.insert(p.addressed.key()))
+                .map(|p| p.addressed.to_string())
+                .collect()
+        },
+        sender: &sender_text,
+        subject: subject.as_deref(),
+        headers: unfolded
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.as_str()))
+            .collect(),
+        size: run.message.size(),
+        client_ip: env.client_ip,
+        connector: Some(connector.name.value.as_str()),
+        originating_org,
+        scope,
+    };
+    let index: &RuleIndex = &table.rules;
+    let fired_ids: Vec<usize> = if run.explain {
+        let all = index.run_all(&facts);
+        for e in &all {
+            let Some(rule) = index.rules().get(e.rule) else {
+                continue;
+            };
+            let text = match &e.outcome {
+                Outcome::Matched => format!("`{}` matched", rule.name),
+                Outcome::ConditionFailed(i) => format!(
+                    "`{}` did not match: `{}` is not true",
+                    rule.name,
+                    rule.condition_text.get(*i).map_or("", String::as_str)
+                ),
+                Outcome::Excepted(i) => format!(
+                    "`{}` did not apply: the exception `{}` is true",
+                    rule.name,
+                    rule.exception_text.get(*i).map_or("", String::as_str)
+                ),
+            };
+            run.step(Stage::Rules, text);
+        }
+        if all.len() < index.rules().len() {
+            run.step(
+                Stage::Rules,
+                format!(
+                    "{} later rule(s) not run: rule processing stopped",
+                    index.rules().len() - all.len()
+                ),
+            );
+        }
+        all.into_iter()
+            .filter(|e| e.outcome == Outcome::Matched)
+            .map(|e| e.rule)
+            .collect()
+    } else {
+        index.run(&facts)
+    };
+    drop(facts);
+    let mut fired = Vec::new();
+    let mut disconnect = false;
+    for id in fired_ids {
+        let Some(rule) = index.rules().get(id) else {
+            continue;
+        };
+        fired.push(rule.name.clone());
+        let audit = rule.mode == RuleMode::Audit;
+        for action in &rule.actions {
+            if audit {
+                run.step(
+                    Stage::Rules,
+                    format!("`{}` (audit mode) would: {}", rule.name, describe(action)),
+                );
+                continue;
+            }
+            apply(run, &rule.name, action, recipients, &mut disconnect);
+        }
+    }
+    (fired, disconnect)
+}
+
+fn describe(a: &Action) -> String {
+    let list = |v: &[Address]| {
+        v.iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    match a {
+        Action::Stop => "stop processing rules".into(),
+        Action::Delete => "delete the message".into(),
+        Action::Reject {
+            code,
+            enhanced,
+            text,
+        } => format!("reject the message with {code} {enhanced} {text}"),
+        Action::RedirectTo(v) => format!("redirect the message to {}", list(v)),
+        Action::AddRecipient(v) => format!("add {} to To", list(v)),
+        Action::CopyTo(v) => format!("add {} to Cc", list(v)),
+        Action::BlindCopyTo(v) => format!("blind-copy {}", list(v)),
+        Action::SetHeader { name, value } => format!("set {name}: {value}"),
+        Action::RemoveHeader(n) => format!("remove {n}"),
+        Action::PrependSubject(t) => format!("prepend \"{t}\" to the subject"),
+        Action::Quarantine(a) => format!("quarantine the message to {a}"),
+        Action::Disconnect => "drop the connection".into(),
+        Action::Log(t) => format!("log \"{t}\""),
+    }
+}
+
+fn apply(
+    run: &mut Run<'_>,
+    rule: &str,
+    action: &Action,
+    recipients: &mut Vec<Pending>,
+    disconnect: &mut bool,
+) {
+    run.step(Stage::Rules, format!("`{rule}`: {}", describe(action)));
+    let open = |recipients: &mut Vec<Pending>, fate: Fate| {
+        for p in recipients.iter_mut().filter(|p| p.fate.is_none()) {
+            p.fate = Some(fate.clone());
+        }
+    };
+    let add = |recipients: &mut Vec<Pending>, list: &[Address]| {
+        for a in list {
+            recipients.push(Pending {
+                original: a.clone(),
+                addressed: a.clone(),
+                address: a.clone(),
+                fate: None,
+            });
+        }
+    };
+    match action {
+        Action::Stop | Action::Log(_) => {}
+        Action::Delete => open(
+            recipients,
+            Fate::Drop {
+                reason: format!("deleted by rule `{rule}`"),
+            },
+        ),
+        Action::Reject {
+            code,
+            enhanced,
+            text,
+        } => open(recipients, reject(*code, enhanced, text)),
+        Action::Disconnect => {
+            *disconnect = true;
+            open(
+                recipients,
+                Fate::Drop {
+                    reason: format!("connection dropped by rule `{rule}`"),
+                },
+            );
+        }
+        Action::RedirectTo(list) => {
+            recipients.retain(|p| p.fate.is_some());
+            add(recipients, list);
+        }
+        Action::Quarantine(a) => {
+            recipients.retain(|p| p.fate.is_some());
+            add(recipients, std::slice::from_ref(a));
+        }
+        Action::AddRecipient(list) | Action::CopyTo(list) => {
+            let header = if matches!(action, Action::AddRecipient(_)) {
+                "To"
+            } else {
+                "Cc"
+            };
+            let extra = list
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", ");
+            let value = match run.message.get(header) {
+                Some(v) if !v.is_empty() => format!("{v}, {extra}"),
+                _ => extra,
+            };
+            run.set_header(header, &value);
+            add(recipients, list);
+        }
+        Action::BlindCopyTo(list) => add(recipients, list),
+        Action::SetHeader { name, value } => run.set_header(name, value),
+        Action::RemoveHeader(name) => {
+            run.remove_header(name);
+        }
+        Action::PrependSubject(text) => {
+            let subject = run.message.get("Subject").unwrap_or_default();
+            run.set_header("Subject", &format!("{text}{subject}"));
+        }
+    }
+}
