@@ -31,7 +31,10 @@ pub struct Report {
 impl Report {
     /// How many findings have this severity.
     pub fn count(&self, severity: Severity) -> usize {
-        self.diagnostics.iter().filter(|d| d.severity() == severity).count()
+        self.diagnostics
+            .iter()
+            .filter(|d| d.severity() == severity)
+            .count()
     }
 
     /// Whether any finding is an error.

@@ -84,12 +84,17 @@ impl Workspace {
                         included.insert(canonical(&inc));
                     }
                 }
-                roots.extend(files.into_iter().filter(|f| !included.contains(&canonical(f))));
+                roots.extend(
+                    files
+                        .into_iter()
+                        .filter(|f| !included.contains(&canonical(f))),
+                );
             } else {
-                ws.parse_path(path).map_err(|reason| LoadError::Unreadable {
-                    path: path.clone(),
-                    reason,
-                })?;
+                ws.parse_path(path)
+                    .map_err(|reason| LoadError::Unreadable {
+                        path: path.clone(),
+                        reason,
+                    })?;
                 roots.push(path.clone());
             }
         }
@@ -199,7 +204,11 @@ impl Workspace {
                     match std::fs::read_to_string(&target) {
                         Ok(text) => {
                             let id = self.sources.add(target.clone(), text);
-                            let text = self.sources.get(id).map(|f| f.text.clone()).unwrap_or_default();
+                            let text = self
+                                .sources
+                                .get(id)
+                                .map(|f| f.text.clone())
+                                .unwrap_or_default();
                             let (rows, diags) = csv_rewrites(id, &text);
                             self.diagnostics.extend(diags);
                             set.items.extend(rows.into_iter().map(Item::Rewrite));
@@ -261,7 +270,8 @@ pub fn csv_rewrites(file: FileId, text: &str) -> (Vec<Rewrite>, Vec<Diagnostic>)
         }
     };
     let col = |name: &str| headers.iter().position(|h| h.eq_ignore_ascii_case(name));
-    let (Some(internal_col), Some(external_col)) = (col("InternalAddress"), col("ExternalAddress")) else {
+    let (Some(internal_col), Some(external_col)) = (col("InternalAddress"), col("ExternalAddress"))
+    else {
         diags.push(
             Diagnostic::new(Code::E004, "the csv header lacks `InternalAddress` or `ExternalAddress`")
                 .primary(header_span, "this header")
@@ -290,9 +300,12 @@ pub fn csv_rewrites(file: FileId, text: &str) -> (Vec<Rewrite>, Vec<Diagnostic>)
             Ok(true) => {}
             Err(e) => {
                 diags.push(
-                    Diagnostic::new(Code::E004, format!("line {line} of the csv file does not parse"))
-                        .primary(row_span, e.to_string())
-                        .help("check the quotes and commas of this row"),
+                    Diagnostic::new(
+                        Code::E004,
+                        format!("line {line} of the csv file does not parse"),
+                    )
+                    .primary(row_span, e.to_string())
+                    .help("check the quotes and commas of this row"),
                 );
                 if matches!(e.kind(), csv::ErrorKind::Io(_)) {
                     break;
@@ -307,10 +320,16 @@ pub fn csv_rewrites(file: FileId, text: &str) -> (Vec<Rewrite>, Vec<Diagnostic>)
             diags.push(
                 Diagnostic::new(
                     Code::E004,
-                    format!("line {line} has {} fields but the header has {}", record.len(), headers.len()),
+                    format!(
+                        "line {line} has {} fields but the header has {}",
+                        record.len(),
+                        headers.len()
+                    ),
                 )
                 .primary(row_span, "fields are missing here")
-                .help("give every column, leaving unused ones empty: `Name,a@x.com,b@y.com,,False`"),
+                .help(
+                    "give every column, leaving unused ones empty: `Name,a@x.com,b@y.com,,False`",
+                ),
             );
             continue;
         }
@@ -318,7 +337,10 @@ pub fn csv_rewrites(file: FileId, text: &str) -> (Vec<Rewrite>, Vec<Diagnostic>)
         let mut cursor = 0;
         let mut field = |i: Option<usize>| -> Option<Text> {
             let v = record.get(i?)?.to_string();
-            let rel = row_text.get(cursor..).and_then(|r| r.find(&v)).map(|p| p + cursor);
+            let rel = row_text
+                .get(cursor..)
+                .and_then(|r| r.find(&v))
+                .map(|p| p + cursor);
             let span = match rel {
                 Some(p) if !v.is_empty() => {
                     cursor = p + v.len();

@@ -25,7 +25,11 @@ fn every_fixture_reports_its_code() {
             report.diagnostics.iter().any(|d| d.code.id() == code),
             "{} should report {code}; it reported {:?}",
             rel.display(),
-            report.diagnostics.iter().map(|d| d.code.id()).collect::<Vec<_>>()
+            report
+                .diagnostics
+                .iter()
+                .map(|d| d.code.id())
+                .collect::<Vec<_>>()
         );
         let rendered = render::human(&report.diagnostics, &report.sources, false);
         insta::assert_snapshot!(rendered);

@@ -48,7 +48,10 @@ fn documentation_examples_parse() {
             seen += 1;
         }
     }
-    assert!(seen >= 10, "expected the docs to hold examples, found {seen}");
+    assert!(
+        seen >= 10,
+        "expected the docs to hold examples, found {seen}"
+    );
 }
 
 #[test]
@@ -64,5 +67,9 @@ fn explanation_examples_parse() {
             }
         }
     }
-    assert!(failures.is_empty(), "examples that do not parse:\n{}", failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "examples that do not parse:\n{}",
+        failures.join("\n")
+    );
 }

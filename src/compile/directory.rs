@@ -133,7 +133,9 @@ impl Directory {
             let target = match &m.value {
                 Member::Name(n) => self.by_name.get(n).copied(),
                 Member::Address(a) => match self.lookup(a) {
-                    Lookup::Forward { recipient, .. } | Lookup::Group { recipient } => Some(recipient),
+                    Lookup::Forward { recipient, .. } | Lookup::Group { recipient } => {
+                        Some(recipient)
+                    }
                     Lookup::Deleted { .. } | Lookup::Unknown => {
                         if seen_addresses.insert(a.key()) {
                             out.addresses.push(a.clone());
@@ -172,7 +174,10 @@ mod tests {
 
     fn addr(s: &str) -> Address {
         let (l, d) = s.split_once('@').unwrap();
-        Address { local: l.into(), domain: d.into() }
+        Address {
+            local: l.into(),
+            domain: d.into(),
+        }
     }
 
     const SEED: &str = "accepted-domain domain.org\n\
@@ -185,11 +190,22 @@ mod tests {
     #[test]
     fn contacts_forward_and_groups_expand_once() {
         let d = dir(SEED);
-        assert!(matches!(d.lookup(&addr("Officers@domain.org")), Lookup::Forward { ref external, .. } if external.to_string() == "officers@domain.mail.onmicrosoft.com"));
-        let Lookup::Group { recipient } = d.lookup(&addr("board@domain.org")) else { panic!() };
+        assert!(
+            matches!(d.lookup(&addr("Officers@domain.org")), Lookup::Forward { ref external, .. } if external.to_string() == "officers@domain.mail.onmicrosoft.com")
+        );
+        let Lookup::Group { recipient } = d.lookup(&addr("board@domain.org")) else {
+            panic!()
+        };
         let e = d.expand(recipient);
         let got: Vec<String> = e.addresses.iter().map(ToString::to_string).collect();
-        assert_eq!(got, ["board@domain.mail.onmicrosoft.com", "officers@domain.mail.onmicrosoft.com", "outside@partner.example"]);
+        assert_eq!(
+            got,
+            [
+                "board@domain.mail.onmicrosoft.com",
+                "officers@domain.mail.onmicrosoft.com",
+                "outside@partner.example"
+            ]
+        );
         assert_eq!(e.groups.len(), 2);
         assert_eq!(e.cycles, vec![recipient]);
     }
@@ -197,7 +213,10 @@ mod tests {
     #[test]
     fn a_tombstone_claims_its_addresses_but_never_its_external_address() {
         let d = dir(SEED);
-        assert!(matches!(d.lookup(&addr("blogtest@domain.org")), Lookup::Deleted { .. }));
+        assert!(matches!(
+            d.lookup(&addr("blogtest@domain.org")),
+            Lookup::Deleted { .. }
+        ));
         assert_eq!(d.lookup(&addr("user@microsoft.com")), Lookup::Unknown);
     }
 }

@@ -56,7 +56,10 @@ mod tests {
         let t = DomainTable::new(&report.rule_sets[0].rules.accepted_domains);
         assert_eq!(t.kind("example.com"), Some(DomainKind::Authoritative));
         assert_eq!(t.kind("a.example.com"), Some(DomainKind::InternalRelay));
-        assert_eq!(t.kind("x.partner.example.com"), Some(DomainKind::ExternalRelay));
+        assert_eq!(
+            t.kind("x.partner.example.com"),
+            Some(DomainKind::ExternalRelay)
+        );
         assert_eq!(t.kind("example.org"), None);
     }
 }

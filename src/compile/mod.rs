@@ -13,7 +13,8 @@ pub use directory::{Directory, Expansion, Lookup};
 pub use domains::DomainTable;
 pub use rewrite::{Outbound, RewriteTable, Rewritten};
 pub use rules::{
-    AUTOMATON_MEMORY_LIMIT, CompiledRule, Evaluated, Facts, Field, Outcome, RuleCompileError, RuleIndex,
+    AUTOMATON_MEMORY_LIMIT, CompiledRule, Evaluated, Facts, Field, Outcome, RuleCompileError,
+    RuleIndex,
 };
 
 use crate::model::{ReceiveConnector, RuleSet, SendConnector};

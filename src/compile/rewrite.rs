@@ -113,10 +113,14 @@ impl RewriteTable {
     /// the longest matching suffix), applied once.
     pub fn outbound(&self, a: &Address) -> Outbound {
         if let Some(&i) = self.by_address.get(&a.key()) {
-            return self.target(i, a).map_or(Outbound::Unchanged, Outbound::Rewritten);
+            return self
+                .target(i, a)
+                .map_or(Outbound::Unchanged, Outbound::Rewritten);
         }
         if let Some(&i) = self.by_domain.get(&a.domain) {
-            return self.target(i, a).map_or(Outbound::Unchanged, Outbound::Rewritten);
+            return self
+                .target(i, a)
+                .map_or(Outbound::Unchanged, Outbound::Rewritten);
         }
         let mut suffix = a.domain.as_str();
         loop {
@@ -130,7 +134,9 @@ impl RewriteTable {
                         entry: i as usize,
                         exception: x.clone(),
                     },
-                    None => self.target(i, a).map_or(Outbound::Unchanged, Outbound::Rewritten),
+                    None => self
+                        .target(i, a)
+                        .map_or(Outbound::Unchanged, Outbound::Rewritten),
                 };
             }
             match suffix.split_once('.') {
@@ -206,13 +212,22 @@ mod tests {
              rewrite david@contoso.com -> david@northwindtraders.com\n",
         );
         // The closest entry wins: a domain entry beats the wildcard.
-        assert_eq!(out(&t, "masato@japan.sales.contoso.com"), "masato@contoso.jp");
+        assert_eq!(
+            out(&t, "masato@japan.sales.contoso.com"),
+            "masato@contoso.jp"
+        );
         assert_eq!(out(&t, "kim@sales.contoso.com"), "kim@contoso.com");
         // The wildcard covers the domain itself.
         assert_eq!(out(&t, "amy@contoso.com"), "amy@contoso.com");
         // Exceptions, and their subdomains, are left alone.
-        assert_eq!(out(&t, "ben@legal.contoso.com"), "excepted ben@legal.contoso.com");
-        assert_eq!(out(&t, "ben@emea.corp.contoso.com"), "excepted ben@emea.corp.contoso.com");
+        assert_eq!(
+            out(&t, "ben@legal.contoso.com"),
+            "excepted ben@legal.contoso.com"
+        );
+        assert_eq!(
+            out(&t, "ben@emea.corp.contoso.com"),
+            "excepted ben@emea.corp.contoso.com"
+        );
         // An address entry beats everything; local parts match without regard to case.
         assert_eq!(out(&t, "David@Contoso.com"), "david@northwindtraders.com");
         assert_eq!(out(&t, "x@fabrikam.com"), "x@fabrikam.com");
@@ -229,7 +244,10 @@ mod tests {
         assert_eq!(back.address.to_string(), "John.Smith@tenant1.example.com");
         assert_eq!(t.name(back.entry), "John.Smith@tenant1.example.com");
         assert_eq!(
-            t.inbound(&addr("mary@example.net")).unwrap().address.to_string(),
+            t.inbound(&addr("mary@example.net"))
+                .unwrap()
+                .address
+                .to_string(),
             "mary@tenant2.example.com"
         );
         assert!(t.inbound(&addr("noreply@example.com")).is_none());
@@ -244,6 +262,12 @@ mod tests {
         let t = table(&src);
         assert_eq!(t.len(), 50_000);
         assert_eq!(out(&t, "u49999@t.example.com"), "u49999@example.com");
-        assert_eq!(t.inbound(&addr("u7@example.com")).unwrap().address.to_string(), "u7@t.example.com");
+        assert_eq!(
+            t.inbound(&addr("u7@example.com"))
+                .unwrap()
+                .address
+                .to_string(),
+            "u7@t.example.com"
+        );
     }
 }

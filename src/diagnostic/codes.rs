@@ -605,11 +605,20 @@ pub fn markdown() -> String {
     );
     for c in Code::ALL {
         let i = c.info();
-        out.push_str(&format!("| [{}](#{}) | `{}` | {} |\n", i.id, i.id.to_lowercase(), i.name, i.summary));
+        out.push_str(&format!(
+            "| [{}](#{}) | `{}` | {} |\n",
+            i.id,
+            i.id.to_lowercase(),
+            i.name,
+            i.summary
+        ));
     }
     for c in Code::ALL {
         let i = c.info();
-        out.push_str(&format!("\n## {}\n\n`{}`: {}\n\n{}\n", i.id, i.name, i.summary, i.explanation));
+        out.push_str(&format!(
+            "\n## {}\n\n`{}`: {}\n\n{}\n",
+            i.id, i.name, i.summary, i.explanation
+        ));
     }
     out
 }
@@ -628,7 +637,12 @@ mod tests {
             assert!(ids.insert(info.id), "duplicate id {}", info.id);
             assert!(names.insert(info.name), "duplicate name {}", info.name);
             assert!(info.id.len() == 4 && (info.id.starts_with('E') || info.id.starts_with('W')));
-            assert_eq!(info.summary, info.summary.to_lowercase().as_str(), "{}", info.id);
+            assert_eq!(
+                info.summary,
+                info.summary.to_lowercase().as_str(),
+                "{}",
+                info.id
+            );
             assert!(!info.summary.ends_with('.'), "{}", info.id);
         }
     }

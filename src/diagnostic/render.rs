@@ -90,7 +90,13 @@ pub fn human(diags: &[Diagnostic], sources: &SourceMap, color: bool) -> String {
 
 fn unlocated(out: &mut Vec<u8>, d: &Diagnostic) -> std::io::Result<()> {
     use std::io::Write;
-    writeln!(out, "{}[{}]: {}", severity_word(d.severity()), d.code, d.message)
+    writeln!(
+        out,
+        "{}[{}]: {}",
+        severity_word(d.severity()),
+        d.code,
+        d.message
+    )
 }
 
 fn severity_word(s: Severity) -> &'static str {
@@ -102,7 +108,10 @@ fn severity_word(s: Severity) -> &'static str {
 
 /// One summary line: `2 errors, 1 warning`.
 pub fn summary(diags: &[Diagnostic]) -> String {
-    let e = diags.iter().filter(|d| d.severity() == Severity::Error).count();
+    let e = diags
+        .iter()
+        .filter(|d| d.severity() == Severity::Error)
+        .count();
     let w = diags.len() - e;
     let plural = |n: usize, word: &str| format!("{n} {word}{}", if n == 1 { "" } else { "s" });
     format!("{}, {}", plural(e, "error"), plural(w, "warning"))
@@ -140,7 +149,10 @@ fn json_diag(d: &Diagnostic, sources: &SourceMap) -> Value {
 
 /// A JSON document: `{"diagnostics": [...], "errors": N, "warnings": N}`.
 pub fn json(diags: &[Diagnostic], sources: &SourceMap) -> String {
-    let errors = diags.iter().filter(|d| d.severity() == Severity::Error).count();
+    let errors = diags
+        .iter()
+        .filter(|d| d.severity() == Severity::Error)
+        .count();
     let doc = json!({
         "diagnostics": diags.iter().map(|d| json_diag(d, sources)).collect::<Vec<_>>(),
         "errors": errors,
@@ -151,7 +163,11 @@ pub fn json(diags: &[Diagnostic], sources: &SourceMap) -> String {
 
 /// GitHub Actions workflow commands (`::error file=...,line=...::message`).
 pub fn github(diags: &[Diagnostic], sources: &SourceMap) -> String {
-    let esc_data = |s: &str| s.replace('%', "%25").replace('\r', "%0D").replace('\n', "%0A");
+    let esc_data = |s: &str| {
+        s.replace('%', "%25")
+            .replace('\r', "%0D")
+            .replace('\n', "%0A")
+    };
     let esc_prop = |s: &str| esc_data(s).replace(':', "%3A").replace(',', "%2C");
     let mut out = String::new();
     for d in diags {
@@ -166,7 +182,10 @@ pub fn github(diags: &[Diagnostic], sources: &SourceMap) -> String {
                 props.push(format!("endColumn={}", r.end_column));
             }
         }
-        props.push(format!("title={}", esc_prop(&format!("{} {}", d.code, d.code.info().name))));
+        props.push(format!(
+            "title={}",
+            esc_prop(&format!("{} {}", d.code, d.code.info().name))
+        ));
         let mut msg = d.message.clone();
         if let Some(h) = &d.help {
             msg.push_str(&format!("\nhelp: {h}"));

@@ -16,7 +16,9 @@ fn share_a_binding(a: &ReceiveConnector, b: &ReceiveConnector) -> bool {
     a.listen.iter().any(|x| {
         b.listen.iter().any(|y| {
             x.value.port() == y.value.port()
-                && (x.value.ip() == y.value.ip() || x.value.ip().is_unspecified() || y.value.ip().is_unspecified())
+                && (x.value.ip() == y.value.ip()
+                    || x.value.ip().is_unspecified()
+                    || y.value.ip().is_unspecified())
         })
     })
 }
@@ -52,7 +54,10 @@ fn overlapping_ranges(set: &RuleSet, out: &mut Vec<Diagnostic>) {
                         continue;
                     }
                     let why = if same {
-                        format!("`{}` is a remote range of both `{}` and `{}`", x, a.name.value, b.name.value)
+                        format!(
+                            "`{}` is a remote range of both `{}` and `{}`",
+                            x, a.name.value, b.name.value
+                        )
                     } else {
                         format!("`{x}` and `{y}` overlap without one containing the other")
                     };
@@ -102,10 +107,16 @@ fn open_relay(c: &ReceiveConnector, out: &mut Vec<Diagnostic>) {
     } else if c.tls.value != InboundTls::Required {
         Diagnostic::new(
             Code::W020,
-            format!("receive connector `{}` relays without requiring tls", c.name.value),
+            format!(
+                "receive connector `{}` relays without requiring tls",
+                c.name.value
+            ),
         )
         .primary(relay_span, "may relay to any recipient")
-        .secondary(c.tls.span, "but tls is not required, so the peer is unverified and the mail readable")
+        .secondary(
+            c.tls.span,
+            "but tls is not required, so the peer is unverified and the mail readable",
+        )
     } else {
         return;
     };
@@ -163,7 +174,10 @@ mod tests {
     #[test]
     fn open_relays() {
         assert!(codes("receive-connector \"R\" { accept-any-recipient }\n").contains(&Code::W020));
-        assert!(codes("receive-connector \"R\" { remote 10.0.0.0/8; auth externally-secured }\n").contains(&Code::W020));
+        assert!(
+            codes("receive-connector \"R\" { remote 10.0.0.0/8; auth externally-secured }\n")
+                .contains(&Code::W020)
+        );
         assert!(!codes("receive-connector \"R\" { remote 10.0.0.0/8 }\n").contains(&Code::W020));
     }
 }

@@ -170,30 +170,55 @@ mod tests {
 
     #[test]
     fn unconditional_delete_hides_later_rules() {
-        let codes = lint("rule \"a\" { priority 0; delete }\nrule \"b\" { priority 1; stop }\nrule \"c\" { stop }\n");
+        let codes = lint(
+            "rule \"a\" { priority 0; delete }\nrule \"b\" { priority 1; stop }\nrule \"c\" { stop }\n",
+        );
         assert_eq!(codes.iter().filter(|c| **c == Code::W010).count(), 2);
         assert!(codes.contains(&Code::W012));
     }
 
     #[test]
     fn conditional_rules_are_reachable() {
-        let codes = lint("rule \"a\" { priority 0; if sender outside; delete }\nrule \"b\" { priority 1; stop }\n");
+        let codes = lint(
+            "rule \"a\" { priority 0; if sender outside; delete }\nrule \"b\" { priority 1; stop }\n",
+        );
         assert!(!codes.contains(&Code::W010));
         assert!(!codes.contains(&Code::W012));
     }
 
     #[test]
     fn contradictions() {
-        assert!(lint("rule \"a\" { if sender inside; if sender outside; stop }\n").contains(&Code::W011));
-        assert!(lint("rule \"a\" { if client-ip in 10.0.0.0/8; if client-ip in 192.168.0.0/16; stop }\n").contains(&Code::W011));
-        assert!(lint("rule \"a\" { if subject contains \"x\"; except subject contains \"x\"; stop }\n").contains(&Code::W011));
-        assert!(!lint("rule \"a\" { if client-ip in 10.0.0.0/8; if client-ip in 10.1.0.0/16; stop }\n").contains(&Code::W011));
-        assert!(!lint("rule \"a\" { if subject contains \"x\"; except subject contains \"y\"; stop }\n").contains(&Code::W011));
+        assert!(
+            lint("rule \"a\" { if sender inside; if sender outside; stop }\n")
+                .contains(&Code::W011)
+        );
+        assert!(
+            lint(
+                "rule \"a\" { if client-ip in 10.0.0.0/8; if client-ip in 192.168.0.0/16; stop }\n"
+            )
+            .contains(&Code::W011)
+        );
+        assert!(
+            lint("rule \"a\" { if subject contains \"x\"; except subject contains \"x\"; stop }\n")
+                .contains(&Code::W011)
+        );
+        assert!(
+            !lint("rule \"a\" { if client-ip in 10.0.0.0/8; if client-ip in 10.1.0.0/16; stop }\n")
+                .contains(&Code::W011)
+        );
+        assert!(
+            !lint(
+                "rule \"a\" { if subject contains \"x\"; except subject contains \"y\"; stop }\n"
+            )
+            .contains(&Code::W011)
+        );
     }
 
     #[test]
     fn audit_rules_do_not_hide_others() {
-        let codes = lint("rule \"a\" { priority 0; mode audit; delete }\nrule \"b\" { priority 1; stop }\n");
+        let codes = lint(
+            "rule \"a\" { priority 0; mode audit; delete }\nrule \"b\" { priority 1; stop }\n",
+        );
         assert!(!codes.contains(&Code::W010));
     }
 }

@@ -6,7 +6,12 @@ use crate::diagnostic::{Code, Diagnostic};
 use crate::source::{FileId, Span};
 use pest::error::{Error, ErrorVariant, InputLocation};
 
-pub(super) fn syntax_error(file: FileId, offset: usize, chunk: &str, err: &Error<Rule>) -> Diagnostic {
+pub(super) fn syntax_error(
+    file: FileId,
+    offset: usize,
+    chunk: &str,
+    err: &Error<Rule>,
+) -> Diagnostic {
     let pos = match err.location {
         InputLocation::Pos(p) => p,
         InputLocation::Span((s, _)) => s,
@@ -28,11 +33,15 @@ pub(super) fn syntax_error(file: FileId, offset: usize, chunk: &str, err: &Error
     } else {
         format!("`{found}`")
     };
-    let mut d = Diagnostic::new(Code::E001, format!("expected {expected}, found {found_text}"))
-        .primary(span, format!("expected {expected} here"));
-    d = d.help(hint.unwrap_or_else(|| {
-        "see docs/language.md for the syntax of this construct".to_string()
-    }));
+    let mut d = Diagnostic::new(
+        Code::E001,
+        format!("expected {expected}, found {found_text}"),
+    )
+    .primary(span, format!("expected {expected} here"));
+    d =
+        d.help(hint.unwrap_or_else(|| {
+            "see docs/language.md for the syntax of this construct".to_string()
+        }));
     d
 }
 

@@ -125,7 +125,12 @@ fn parse_segment(file: FileId, text: &str, ranges: &[(usize, usize)]) -> (File, 
 /// How much text one pest call parses at most (unless a single item is bigger).
 const GROUP_BYTES: usize = 64 * 1024;
 
-fn collect(file: FileId, offset: usize, mut pairs: pest::iterators::Pairs<'_, Rule>, out: &mut File) {
+fn collect(
+    file: FileId,
+    offset: usize,
+    mut pairs: pest::iterators::Pairs<'_, Rule>,
+    out: &mut File,
+) {
     let mut cx = Cx { file, offset };
     if let Some(chunk_pair) = pairs.next() {
         for pair in chunk_pair.into_inner() {
@@ -287,7 +292,11 @@ impl Cx {
         }
     }
 
-    fn block<'i>(&mut self, inner: impl Iterator<Item = Pair<'i, Rule>>, span: Span) -> Option<Block> {
+    fn block<'i>(
+        &mut self,
+        inner: impl Iterator<Item = Pair<'i, Rule>>,
+        span: Span,
+    ) -> Option<Block> {
         let mut name = None;
         let mut settings = Vec::new();
         for p in inner {
@@ -330,7 +339,11 @@ impl Cx {
         }
     }
 
-    fn rewrite<'i>(&mut self, inner: impl Iterator<Item = Pair<'i, Rule>>, span: Span) -> Option<Rewrite> {
+    fn rewrite<'i>(
+        &mut self,
+        inner: impl Iterator<Item = Pair<'i, Rule>>,
+        span: Span,
+    ) -> Option<Rewrite> {
         let mut name = None;
         let mut sides = Vec::new();
         let mut outbound_only = None;
@@ -362,7 +375,11 @@ impl Cx {
         })
     }
 
-    fn rule<'i>(&mut self, inner: impl Iterator<Item = Pair<'i, Rule>>, span: Span) -> Option<RuleItem> {
+    fn rule<'i>(
+        &mut self,
+        inner: impl Iterator<Item = Pair<'i, Rule>>,
+        span: Span,
+    ) -> Option<RuleItem> {
         let mut name = None;
         let mut statements = Vec::new();
         for p in inner {
@@ -397,7 +414,9 @@ impl Cx {
     }
 
     fn predicate(&mut self, pair: Pair<'_, Rule>) -> Option<Predicate> {
-        let pred = pair.into_inner().find(|p| p.as_rule() != Rule::kw_if && p.as_rule() != Rule::kw_except)?;
+        let pred = pair
+            .into_inner()
+            .find(|p| p.as_rule() != Rule::kw_if && p.as_rule() != Rule::kw_except)?;
         let span = self.span(&pred);
         let kind = pred.as_rule();
         let mut field = None;
@@ -481,7 +500,11 @@ impl Cx {
         Some(Action { kind, span })
     }
 
-    fn test<'i>(&mut self, inner: impl Iterator<Item = Pair<'i, Rule>>, span: Span) -> Option<Test> {
+    fn test<'i>(
+        &mut self,
+        inner: impl Iterator<Item = Pair<'i, Rule>>,
+        span: Span,
+    ) -> Option<Test> {
         let mut name = None;
         let mut settings = Vec::new();
         let mut expectations = Vec::new();

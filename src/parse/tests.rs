@@ -45,14 +45,25 @@ test "t" {
     let (file, diags) = parse(src);
     assert!(diags.is_empty(), "{diags:#?}");
     assert_eq!(file.items.len(), 11);
-    let Item::Rewrite(r) = &file.items[6] else { panic!() };
+    let Item::Rewrite(r) = &file.items[6] else {
+        panic!()
+    };
     assert_eq!(r.exceptions.len(), 2);
     assert!(r.outbound_only.is_some());
-    let Item::Rule(rule) = &file.items[9] else { panic!() };
+    let Item::Rule(rule) = &file.items[9] else {
+        panic!()
+    };
     assert_eq!(rule.statements.len(), 6);
-    let Item::Test(t) = &file.items[10] else { panic!() };
+    let Item::Test(t) = &file.items[10] else {
+        panic!()
+    };
     assert_eq!(t.expectations.len(), 3);
-    let ExpectationKind::Rejected { code, enhanced, recipients } = &t.expectations[1].kind else {
+    let ExpectationKind::Rejected {
+        code,
+        enhanced,
+        recipients,
+    } = &t.expectations[1].kind
+    else {
         panic!()
     };
     assert_eq!(code.value, "550");
@@ -75,7 +86,9 @@ fn one_bad_item_does_not_hide_the_others() {
 fn strings_unescape_quotes_and_backslashes_only() {
     let (file, diags) = parse("rule \"a \\\"b\\\" \\\\ \\w\" { stop }\n");
     assert!(diags.is_empty(), "{diags:#?}");
-    let Item::Rule(r) = &file.items[0] else { panic!() };
+    let Item::Rule(r) = &file.items[0] else {
+        panic!()
+    };
     assert_eq!(r.name.value, "a \"b\" \\ \\w");
 }
 
@@ -83,7 +96,9 @@ fn strings_unescape_quotes_and_backslashes_only() {
 fn big_files_parse_in_parallel_segments_in_order() {
     let mut src = String::new();
     for i in 0..20_000 {
-        src.push_str(&format!("rewrite \"U{i}\" u{i}@t.example.com -> u{i}@example.com\n"));
+        src.push_str(&format!(
+            "rewrite \"U{i}\" u{i}@t.example.com -> u{i}@example.com\n"
+        ));
         if i == 7_000 || i == 15_000 {
             src.push_str("rewrite broken => here\n");
         }

@@ -51,12 +51,20 @@ enum PemKind {
 
 impl Resolver<'_> {
     pub(super) fn receive_connector(&mut self, block: &Block) {
-        let s = Settings::read("receive connector", &block.settings, RECEIVE, &mut self.diags);
+        let s = Settings::read(
+            "receive connector",
+            &block.settings,
+            RECEIVE,
+            &mut self.diags,
+        );
         let name = Spanned::new(block.name.value.clone(), block.name.span);
         let listen = if s.has("listen") {
             s.list("listen")
                 .into_iter()
-                .filter_map(|t| self.check(values::socket_addr(t)).map(|v| Spanned::new(v, t.span)))
+                .filter_map(|t| {
+                    self.check(values::socket_addr(t))
+                        .map(|v| Spanned::new(v, t.span))
+                })
                 .collect()
         } else {
             vec![Spanned::new(
@@ -67,9 +75,14 @@ impl Resolver<'_> {
         let remote = s
             .list("remote")
             .into_iter()
-            .filter_map(|t| self.check(values::ip_range(t)).map(|v| Spanned::new(v, t.span)))
+            .filter_map(|t| {
+                self.check(values::ip_range(t))
+                    .map(|v| Spanned::new(v, t.span))
+            })
             .collect();
-        let certificate = s.one("certificate").and_then(|t| self.pem_file(t, PemKind::Certificate));
+        let certificate = s
+            .one("certificate")
+            .and_then(|t| self.pem_file(t, PemKind::Certificate));
         let key = s.one("key").and_then(|t| self.pem_file(t, PemKind::Key));
         let tls_default = if s.has("certificate") {
             InboundTls::Optional
@@ -111,16 +124,23 @@ impl Resolver<'_> {
         let accept_oorg: Vec<Spanned<DomainPattern>> = s
             .list("accept-oorg")
             .into_iter()
-            .filter_map(|t| self.check(values::domain_pattern(t)).map(|v| Spanned::new(v, t.span)))
+            .filter_map(|t| {
+                self.check(values::domain_pattern(t))
+                    .map(|v| Spanned::new(v, t.span))
+            })
             .collect();
         let fqdn = s.one("fqdn").and_then(|t| self.check(values::domain(t)));
 
         let mut limits = ReceiveLimits::default();
         if let Some(t) = s.one("max-message-size") {
-            limits.max_message_size = self.check(values::size(t)).unwrap_or(limits.max_message_size);
+            limits.max_message_size = self
+                .check(values::size(t))
+                .unwrap_or(limits.max_message_size);
         }
         if let Some(t) = s.one("max-header-size") {
-            limits.max_header_size = self.check(values::size(t)).unwrap_or(limits.max_header_size);
+            limits.max_header_size = self
+                .check(values::size(t))
+                .unwrap_or(limits.max_header_size);
         }
         let num = |r: &mut Self, key: &str, min: u64, max: u64, slot: &mut u32| {
             if let Some(t) = s.one(key) {
@@ -129,22 +149,50 @@ impl Resolver<'_> {
                 }
             }
         };
-        num(self, "max-recipients", 1, 100_000, &mut limits.max_recipients);
-        num(self, "max-connections-per-source", 1, 100_000, &mut limits.max_connections_per_source);
-        num(self, "max-connections", 1, 1_000_000, &mut limits.max_connections);
+        num(
+            self,
+            "max-recipients",
+            1,
+            100_000,
+            &mut limits.max_recipients,
+        );
+        num(
+            self,
+            "max-connections-per-source",
+            1,
+            100_000,
+            &mut limits.max_connections_per_source,
+        );
+        num(
+            self,
+            "max-connections",
+            1,
+            1_000_000,
+            &mut limits.max_connections,
+        );
         num(self, "max-hop-count", 1, 500, &mut limits.max_hop_count);
         if let Some(t) = s.one("connection-timeout") {
-            limits.connection_timeout = self.check(values::duration(t)).unwrap_or(limits.connection_timeout);
+            limits.connection_timeout = self
+                .check(values::duration(t))
+                .unwrap_or(limits.connection_timeout);
         }
         if let Some(t) = s.one("inactivity-timeout") {
-            limits.inactivity_timeout = self.check(values::duration(t)).unwrap_or(limits.inactivity_timeout);
+            limits.inactivity_timeout = self
+                .check(values::duration(t))
+                .unwrap_or(limits.inactivity_timeout);
         }
 
-        if tls.value != InboundTls::Off && (certificate.is_none() || key.is_none()) && !self.had_errors_in(block) {
+        if tls.value != InboundTls::Off
+            && (certificate.is_none() || key.is_none())
+            && !self.had_errors_in(block)
+        {
             self.diags.push(
                 Diagnostic::new(
                     Code::E034,
-                    format!("receive connector `{}` offers tls without a certificate and key", name.value),
+                    format!(
+                        "receive connector `{}` offers tls without a certificate and key",
+                        name.value
+                    ),
                 )
                 .primary(tls.span, "tls is on here")
                 .help("add `certificate \"path.pem\"` and `key \"path.key\"`"),
@@ -155,7 +203,10 @@ impl Resolver<'_> {
                 self.diags.push(
                     Diagnostic::new(
                         Code::E035,
-                        format!("receive connector `{}` trusts xoorg without tls", name.value),
+                        format!(
+                            "receive connector `{}` trusts xoorg without tls",
+                            name.value
+                        ),
                     )
                     .primary(first.span, "trusted only from a verified tls certificate")
                     .secondary(tls.span, "but tls is off")
@@ -201,7 +252,10 @@ impl Resolver<'_> {
         let smart_hosts = s
             .list("smart-host")
             .into_iter()
-            .filter_map(|t| self.check(values::smart_host(t)).map(|v| Spanned::new(v, t.span)))
+            .filter_map(|t| {
+                self.check(values::smart_host(t))
+                    .map(|v| Spanned::new(v, t.span))
+            })
             .collect();
         let tls = match s.one("tls") {
             Some(t) => Spanned::new(
@@ -228,7 +282,10 @@ impl Resolver<'_> {
                 self.diags.push(
                     Diagnostic::new(
                         Code::E036,
-                        format!("send connector `{}` expects a certificate name without `tls required`", name.value),
+                        format!(
+                            "send connector `{}` expects a certificate name without `tls required`",
+                            name.value
+                        ),
                     )
                     .primary(n.span, "this name is only checked over tls")
                     .secondary(tls.span, "but tls may be skipped")
@@ -236,7 +293,9 @@ impl Resolver<'_> {
                 );
             }
         }
-        let certificate = s.one("certificate").and_then(|t| self.pem_file(t, PemKind::Certificate));
+        let certificate = s
+            .one("certificate")
+            .and_then(|t| self.pem_file(t, PemKind::Certificate));
         let key = s.one("key").and_then(|t| self.pem_file(t, PemKind::Key));
         if s.has("certificate") != s.has("key") && !self.had_errors_in(block) {
             self.diags.push(
@@ -279,14 +338,21 @@ impl Resolver<'_> {
             Some(rest) => {
                 let extra = rest.first().map_or(first.span, |t| t.span);
                 self.diags.push(
-                    Diagnostic::new(Code::E014, "an address space is a domain optionally followed by `cost N`")
-                        .primary(extra, "unexpected here")
-                        .help("write `address-space contoso.com cost 5, *.fabrikam.com`"),
+                    Diagnostic::new(
+                        Code::E014,
+                        "an address space is a domain optionally followed by `cost N`",
+                    )
+                    .primary(extra, "unexpected here")
+                    .help("write `address-space contoso.com cost 5, *.fabrikam.com`"),
                 );
                 return None;
             }
         };
-        Some(AddressSpace { pattern, cost, span })
+        Some(AddressSpace {
+            pattern,
+            cost,
+            span,
+        })
     }
 
     fn pem_file(&mut self, t: &Text, kind: PemKind) -> Option<Spanned<PathBuf>> {
@@ -296,7 +362,11 @@ impl Resolver<'_> {
             PemKind::Key => "private key",
         };
         let problem = match std::fs::read(&path) {
-            Err(e) => Some(format!("cannot read `{}`: {}", path.display(), super::io_reason(&e))),
+            Err(e) => Some(format!(
+                "cannot read `{}`: {}",
+                path.display(),
+                super::io_reason(&e)
+            )),
             Ok(bytes) => match kind {
                 PemKind::Certificate => {
                     let n = CertificateDer::pem_slice_iter(&bytes)
@@ -313,9 +383,14 @@ impl Resolver<'_> {
             None => Some(Spanned::new(path, t.span)),
             Some(why) => {
                 self.diags.push(
-                    Diagnostic::new(Code::E033, format!("the {what} file `{}` cannot be used", t.value))
-                        .primary(t.span, why)
-                        .help(format!("point at a PEM {what}; paths are relative to the rule file's folder")),
+                    Diagnostic::new(
+                        Code::E033,
+                        format!("the {what} file `{}` cannot be used", t.value),
+                    )
+                    .primary(t.span, why)
+                    .help(format!(
+                        "point at a PEM {what}; paths are relative to the rule file's folder"
+                    )),
                 );
                 None
             }

@@ -32,16 +32,25 @@ impl Resolver<'_> {
         let addresses: Vec<_> = s
             .list("address")
             .into_iter()
-            .filter_map(|t| self.check(values::address(t)).map(|a| Spanned::new(a, t.span)))
+            .filter_map(|t| {
+                self.check(values::address(t))
+                    .map(|a| Spanned::new(a, t.span))
+            })
             .collect();
         if !s.has("address") {
             self.missing(block, what, "address", "address name@example.com");
         }
-        let external = s
-            .one("external")
-            .and_then(|t| self.check(values::address(t)).map(|a| Spanned::new(a, t.span)));
+        let external = s.one("external").and_then(|t| {
+            self.check(values::address(t))
+                .map(|a| Spanned::new(a, t.span))
+        });
         if kind != RecipientKind::Group && !s.has("external") {
-            self.missing(block, what, "external", "external name@tenant.mail.onmicrosoft.com");
+            self.missing(
+                block,
+                what,
+                "external",
+                "external name@tenant.mail.onmicrosoft.com",
+            );
         }
         let mut members = Vec::new();
         for t in s.list("members") {

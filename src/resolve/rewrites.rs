@@ -5,7 +5,9 @@ use super::Resolver;
 use super::values;
 use crate::ast::{Rewrite, Text};
 use crate::diagnostic::{Code, Diagnostic};
-use crate::model::{DomainPattern, RewriteEntry, RewriteFrom, RewriteTo, Spanned, is_subdomain_or_same};
+use crate::model::{
+    DomainPattern, RewriteEntry, RewriteFrom, RewriteTo, Spanned, is_subdomain_or_same,
+};
 
 impl Resolver<'_> {
     pub(super) fn rewrite(&mut self, r: &Rewrite) {
@@ -26,12 +28,26 @@ impl Resolver<'_> {
             self.diags.push(
                 Diagnostic::new(
                     Code::E023,
-                    format!("`{}` is an address but `{}` is a domain", addr.value, dom.value),
+                    format!(
+                        "`{}` is an address but `{}` is a domain",
+                        addr.value, dom.value
+                    ),
                 )
-                .primary(if internal_is_address { r.external.span } else { r.internal.span }, "this side is a domain")
+                .primary(
+                    if internal_is_address {
+                        r.external.span
+                    } else {
+                        r.internal.span
+                    },
+                    "this side is a domain",
+                )
                 .secondary(addr.span, "this side is an address")
                 .help(if internal_is_address {
-                    format!("write the full external address, e.g. `{}@{}`", local_of(&r.internal.value), r.external.value)
+                    format!(
+                        "write the full external address, e.g. `{}@{}`",
+                        local_of(&r.internal.value),
+                        r.external.value
+                    )
                 } else {
                     "write a domain on both sides, or an address on both sides".to_string()
                 }),
@@ -65,11 +81,17 @@ impl Resolver<'_> {
                     self.diags.push(
                         Diagnostic::new(
                             Code::E024,
-                            format!("`{}` is not a wildcard entry, so it cannot have exceptions", r.internal.value),
+                            format!(
+                                "`{}` is not a wildcard entry, so it cannot have exceptions",
+                                r.internal.value
+                            ),
                         )
                         .primary(e.span, "exception on a non-wildcard entry")
                         .secondary(r.internal.span, "this is a single address or domain")
-                        .help(format!("write `*.{}` to cover its subdomains, or remove `except`", strip_local(&r.internal.value))),
+                        .help(format!(
+                            "write `*.{}` to cover its subdomains, or remove `except`",
+                            strip_local(&r.internal.value)
+                        )),
                     );
                     break;
                 }
@@ -77,7 +99,10 @@ impl Resolver<'_> {
                     self.diags.push(
                         Diagnostic::new(
                             Code::E024,
-                            format!("the exception `{}` is outside `{}`", e.value, r.internal.value),
+                            format!(
+                                "the exception `{}` is outside `{}`",
+                                e.value, r.internal.value
+                            ),
                         )
                         .primary(e.span, format!("not `{parent}` or one of its subdomains"))
                         .help("list only subdomains the wildcard would otherwise rewrite"),

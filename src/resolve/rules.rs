@@ -151,9 +151,12 @@ impl Resolver<'_> {
                 if let Some(why) = pattern_problem(&v.value) {
                     ok = false;
                     self.diags.push(
-                        Diagnostic::new(Code::E041, format!("`{}` is not a valid pattern", v.value))
-                            .primary(v.span, why)
-                            .help("patterns use Rust regex syntax: no look-around or back-references"),
+                        Diagnostic::new(
+                            Code::E041,
+                            format!("`{}` is not a valid pattern", v.value),
+                        )
+                        .primary(v.span, why)
+                        .help("patterns use Rust regex syntax: no look-around or back-references"),
                     );
                 }
             }
@@ -165,16 +168,18 @@ impl Resolver<'_> {
     }
 
     fn header_name(&mut self, t: &Text, setting: bool) -> Option<String> {
-        let bad = t.value.is_empty()
-            || t
-                .value
-                .chars()
-                .any(|c| !c.is_ascii_graphic() || c == ':');
+        let bad = t.value.is_empty() || t.value.chars().any(|c| !c.is_ascii_graphic() || c == ':');
         if bad {
             self.diags.push(
-                Diagnostic::new(Code::E043, format!("`{}` is not a valid header name", t.value))
-                    .primary(t.span, "header names are printable ascii without spaces or colons")
-                    .help("write a name such as `X-Mailflow-Tag`"),
+                Diagnostic::new(
+                    Code::E043,
+                    format!("`{}` is not a valid header name", t.value),
+                )
+                .primary(
+                    t.span,
+                    "header names are printable ascii without spaces or colons",
+                )
+                .help("write a name such as `X-Mailflow-Tag`"),
             );
             return None;
         }
@@ -207,12 +212,20 @@ impl Resolver<'_> {
             PredicateKind::Header { name, op, values } => {
                 let name = self.header_name(name, false);
                 let m = self.text_match(op, values)?;
-                Predicate::Header { name: name?, matcher: m }
+                Predicate::Header {
+                    name: name?,
+                    matcher: m,
+                }
             }
-            PredicateKind::Subject { op, values } => Predicate::Subject(self.text_match(op, values)?),
+            PredicateKind::Subject { op, values } => {
+                Predicate::Subject(self.text_match(op, values)?)
+            }
             PredicateKind::SizeOver(t) => Predicate::SizeOver(self.check(values::size(t))?),
             PredicateKind::ClientIp(ts) => {
-                let ranges: Vec<_> = ts.iter().filter_map(|t| self.check(values::ip_range(t))).collect();
+                let ranges: Vec<_> = ts
+                    .iter()
+                    .filter_map(|t| self.check(values::ip_range(t)))
+                    .collect();
                 if ranges.len() != ts.len() {
                     return None;
                 }
@@ -225,7 +238,10 @@ impl Resolver<'_> {
                 Predicate::Connector(ts.iter().map(|t| t.value.clone()).collect())
             }
             PredicateKind::OriginatingOrg(ts) => {
-                let orgs: Vec<_> = ts.iter().filter_map(|t| self.check(values::domain(t))).collect();
+                let orgs: Vec<_> = ts
+                    .iter()
+                    .filter_map(|t| self.check(values::domain(t)))
+                    .collect();
                 if orgs.len() != ts.len() {
                     return None;
                 }
@@ -236,7 +252,10 @@ impl Resolver<'_> {
     }
 
     fn addresses(&mut self, ts: &[Text]) -> Option<Vec<crate::model::Address>> {
-        let out: Vec<_> = ts.iter().filter_map(|t| self.check(values::address(t))).collect();
+        let out: Vec<_> = ts
+            .iter()
+            .filter_map(|t| self.check(values::address(t)))
+            .collect();
         (out.len() == ts.len()).then_some(out)
     }
 
@@ -245,7 +264,11 @@ impl Resolver<'_> {
             ActionKind::Stop => Action::Stop,
             ActionKind::Delete => Action::Delete,
             ActionKind::Disconnect => Action::Disconnect,
-            ActionKind::Reject { code, enhanced, text } => self.reject(code.as_ref(), enhanced.as_ref(), text.as_ref())?,
+            ActionKind::Reject {
+                code,
+                enhanced,
+                text,
+            } => self.reject(code.as_ref(), enhanced.as_ref(), text.as_ref())?,
             ActionKind::RedirectTo(ts) => Action::RedirectTo(self.addresses(ts)?),
             ActionKind::AddRecipient(ts) => Action::AddRecipient(self.addresses(ts)?),
             ActionKind::CopyTo(ts) => Action::CopyTo(self.addresses(ts)?),
@@ -288,8 +311,12 @@ impl Resolver<'_> {
             Some(t) => {
                 let parts: Vec<&str> = t.value.split('.').collect();
                 let well_formed = parts.len() == 3
-                    && parts.iter().all(|p| !p.is_empty() && p.len() <= 3 && p.chars().all(|c| c.is_ascii_digit()));
-                if !well_formed || parts.first().copied() != Some(if class == 4 { "4" } else { "5" }) {
+                    && parts.iter().all(|p| {
+                        !p.is_empty() && p.len() <= 3 && p.chars().all(|c| c.is_ascii_digit())
+                    });
+                if !well_formed
+                    || parts.first().copied() != Some(if class == 4 { "4" } else { "5" })
+                {
                     self.diags.push(
                         Diagnostic::new(Code::E042, format!("`{}` is not an enhanced status code for {code_n}", t.value))
                             .primary(t.span, format!("expected `{class}.x.y`"))

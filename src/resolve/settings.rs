@@ -50,7 +50,11 @@ impl<'a> Settings<'a> {
                     Some(n) => d.help(format!("did you mean `{n}`?")),
                     None => d.help(format!(
                         "a {block} takes: {}",
-                        schema.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")
+                        schema
+                            .iter()
+                            .map(|(n, _)| *n)
+                            .collect::<Vec<_>>()
+                            .join(", ")
                     )),
                 };
                 diags.push(d);
@@ -73,16 +77,15 @@ impl<'a> Settings<'a> {
                     Arity::Groups => "at least one value",
                 };
                 diags.push(
-                    Diagnostic::new(
-                        Code::E014,
-                        format!("`{name}` takes {expected}"),
-                    )
-                    .primary(s.span, format!("`{name}` with {values} value(s)"))
-                    .help(match arity {
-                        Arity::Flag => format!("write `{name}` alone on its line"),
-                        Arity::List => format!("separate the values with commas: `{name} a, b`"),
-                        _ => "see docs/language.md for this setting".to_string(),
-                    }),
+                    Diagnostic::new(Code::E014, format!("`{name}` takes {expected}"))
+                        .primary(s.span, format!("`{name}` with {values} value(s)"))
+                        .help(match arity {
+                            Arity::Flag => format!("write `{name}` alone on its line"),
+                            Arity::List => {
+                                format!("separate the values with commas: `{name} a, b`")
+                            }
+                            _ => "see docs/language.md for this setting".to_string(),
+                        }),
                 );
                 continue;
             }

@@ -34,7 +34,9 @@ impl Resolver<'_> {
         let client_ip = s
             .one("client-ip")
             .and_then(|c| self.check(values::ip(c)).map(|ip| Spanned::new(ip, c.span)));
-        let tls_peer = s.one("tls-peer").and_then(|v| self.check(values::domain(v)));
+        let tls_peer = s
+            .one("tls-peer")
+            .and_then(|v| self.check(values::domain(v)));
         let xoorg = s.one("xoorg").and_then(|v| self.check(values::domain(v)));
         let from = match s.one("from") {
             Some(v) => self.check(values::sender(v)).unwrap_or(None),
@@ -46,7 +48,10 @@ impl Resolver<'_> {
         let to: Vec<_> = s
             .list("to")
             .into_iter()
-            .filter_map(|v| self.check(values::address(v)).map(|a| Spanned::new(a, v.span)))
+            .filter_map(|v| {
+                self.check(values::address(v))
+                    .map(|a| Spanned::new(a, v.span))
+            })
             .collect();
         if !s.has("to") {
             self.missing(&block, "test", "to", "to recipient@example.com");
@@ -101,7 +106,10 @@ impl Resolver<'_> {
     }
 
     fn addrs(&mut self, ts: &[Text]) -> Option<Vec<Address>> {
-        let out: Vec<_> = ts.iter().filter_map(|t| self.check(values::address(t))).collect();
+        let out: Vec<_> = ts
+            .iter()
+            .filter_map(|t| self.check(values::address(t)))
+            .collect();
         (out.len() == ts.len()).then_some(out)
     }
 
@@ -116,13 +124,24 @@ impl Resolver<'_> {
                     via: via.as_ref().map(|v| v.value.clone()),
                 }
             }
-            ExpectationKind::Rejected { code, enhanced, recipients } => {
-                let c = code.value.parse::<u16>().ok().filter(|c| (400..=599).contains(c));
+            ExpectationKind::Rejected {
+                code,
+                enhanced,
+                recipients,
+            } => {
+                let c = code
+                    .value
+                    .parse::<u16>()
+                    .ok()
+                    .filter(|c| (400..=599).contains(c));
                 let Some(c) = c else {
                     self.diags.push(
-                        Diagnostic::new(Code::E060, format!("`{}` is not a rejection code", code.value))
-                            .primary(code.span, "expected a 4xx or 5xx code")
-                            .help("write e.g. `expect rejected 550 5.1.1`"),
+                        Diagnostic::new(
+                            Code::E060,
+                            format!("`{}` is not a rejection code", code.value),
+                        )
+                        .primary(code.span, "expected a 4xx or 5xx code")
+                        .help("write e.g. `expect rejected 550 5.1.1`"),
                     );
                     return None;
                 };

@@ -10,7 +10,9 @@ use std::time::Duration;
 pub(crate) type Checked<T> = Result<T, Diagnostic>;
 
 fn bad(code: Code, t: &Text, message: String, label: &str, help: &str) -> Diagnostic {
-    Diagnostic::new(code, message).primary(t.span, label).help(help)
+    Diagnostic::new(code, message)
+        .primary(t.span, label)
+        .help(help)
 }
 
 /// Why a domain name is not valid, if it is not.
@@ -26,7 +28,9 @@ fn domain_problem(d: &str) -> Option<String> {
     }
     for label in d.split('.') {
         if label.is_empty() {
-            return Some("the domain has an empty label (two dots in a row, or a dot at an end)".into());
+            return Some(
+                "the domain has an empty label (two dots in a row, or a dot at an end)".into(),
+            );
         }
         if label.len() > 63 {
             return Some(format!("the label `{label}` is longer than 63 characters"));
@@ -126,7 +130,10 @@ pub(crate) fn address(t: &Text) -> Checked<Address> {
         ));
     }
     if local.is_empty() {
-        return Err(invalid("the part before `@` is empty", "write `user@domain`"));
+        return Err(invalid(
+            "the part before `@` is empty",
+            "write `user@domain`",
+        ));
     }
     if local.len() > 64 {
         return Err(invalid(
@@ -140,10 +147,9 @@ pub(crate) fn address(t: &Text) -> Checked<Address> {
             "remove the extra dot",
         ));
     }
-    if let Some(c) = local
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || "!#$&'*+-/=?^_`{|}~.".contains(*c) || !c.is_ascii()))
-    {
+    if let Some(c) = local.chars().find(|c| {
+        !(c.is_ascii_alphanumeric() || "!#$&'*+-/=?^_`{|}~.".contains(*c) || !c.is_ascii())
+    }) {
         return Err(invalid(
             &format!("`{c}` cannot appear in the local part"),
             "quoted local parts are not supported in rule files",
@@ -227,7 +233,10 @@ pub(crate) fn ip_range(t: &Text) -> Checked<IpRange> {
     let ip: IpAddr = v
         .parse()
         .map_err(|_| invalid("not an address, a CIDR block or a range".into()))?;
-    Ok(IpRange { first: ip, last: ip })
+    Ok(IpRange {
+        first: ip,
+        last: ip,
+    })
 }
 
 /// A single IP address.
@@ -265,7 +274,11 @@ pub(crate) fn smart_host(t: &Text) -> Checked<SmartHost> {
             port: sa.port(),
         });
     }
-    if let Ok(ip) = v.trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>() {
+    if let Ok(ip) = v
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse::<IpAddr>()
+    {
         return Ok(SmartHost {
             host: ip.to_string(),
             port: 25,
@@ -406,14 +419,26 @@ mod tests {
         let a = address(&t("John.Smith@Tenant1.Example.com")).unwrap();
         assert_eq!(a.local, "John.Smith");
         assert_eq!(a.domain, "tenant1.example.com");
-        for bad in ["john", "@a:b@c.com", "a%b@c.com", "a@b@c.com", "a..b@c.com", "a@[1.2.3.4]", "a@-x.com", "@x.com"] {
+        for bad in [
+            "john",
+            "@a:b@c.com",
+            "a%b@c.com",
+            "a@b@c.com",
+            "a..b@c.com",
+            "a@[1.2.3.4]",
+            "a@-x.com",
+            "@x.com",
+        ] {
             assert!(address(&t(bad)).is_err(), "{bad}");
         }
     }
 
     #[test]
     fn wildcards() {
-        assert_eq!(domain_pattern(&t("*.Contoso.com")).unwrap(), DomainPattern::Wildcard("contoso.com".into()));
+        assert_eq!(
+            domain_pattern(&t("*.Contoso.com")).unwrap(),
+            DomainPattern::Wildcard("contoso.com".into())
+        );
         for bad in ["*contoso.com", "sales.*.com", "*.*.com", "*"] {
             let e = domain_pattern(&t(bad)).unwrap_err();
             assert_eq!(e.code, Code::E022, "{bad}");
