@@ -285,6 +285,8 @@ pub enum ExpectationKind {
     Recipients(Vec<Text>),
     /// `header NAME VALUE`.
     Header(Text, Text),
+    /// `no-header NAME`.
+    NoHeader(Text),
     /// `auth-as internal|anonymous|partner`.
     AuthAs(Text),
     /// `originating-org domain|none`.

@@ -671,6 +671,8 @@ pub enum Expect {
     Recipients(Vec<Address>),
     /// A header's final value.
     Header(String, String),
+    /// A header is absent from the final message.
+    NoHeader(String),
     /// AuthAs stamped.
     AuthAs(AuthAs),
     /// Originating organization attributed (`None`: none).

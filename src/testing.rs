@@ -305,6 +305,10 @@ fn check(e: &Expect, v: &Verdict) -> Option<(String, String)> {
                 )
             })
         }
+        Expect::NoHeader(name) => v
+            .message
+            .get(name)
+            .map(|g| (format!("no {name} header"), format!("{name}: {g}"))),
         Expect::AuthAs(a) => (v.auth_as != *a).then(|| {
             (
                 format!("AuthAs {}", auth_text(*a)),

@@ -35,6 +35,20 @@ fn path_of(sources: &SourceMap, span: Option<Span>) -> String {
     span.map_or_else(String::new, |s| sources.path(s.file).display().to_string())
 }
 
+/// `range` widened to whole characters of `text` (ariadne slices the text by it).
+fn char_range(sources: &SourceMap, span: Span) -> std::ops::Range<usize> {
+    let text = sources.get(span.file).map_or("", |f| f.text.as_str());
+    let mut start = (span.start as usize).min(text.len());
+    let mut end = (span.end as usize).min(text.len()).max(start);
+    while !text.is_char_boundary(start) {
+        start -= 1;
+    }
+    while !text.is_char_boundary(end) {
+        end += 1;
+    }
+    start..end
+}
+
 /// Renders for a terminal (or, with `color` false, for logs and snapshots).
 pub fn human(diags: &[Diagnostic], sources: &SourceMap, color: bool) -> String {
     let cache_items: Vec<(String, String)> = sources
@@ -52,7 +66,7 @@ pub fn human(diags: &[Diagnostic], sources: &SourceMap, color: bool) -> String {
             continue;
         };
         let file = path_of(sources, Some(primary));
-        let mut b = Report::build(kind, (file.clone(), primary.range()))
+        let mut b = Report::build(kind, (file.clone(), char_range(sources, primary)))
             .with_config(
                 Config::default()
                     .with_color(color)
@@ -62,7 +76,7 @@ pub fn human(diags: &[Diagnostic], sources: &SourceMap, color: bool) -> String {
             .with_message(&d.message);
         for l in &d.labels {
             let lf = path_of(sources, Some(l.span));
-            let mut label = Label::new((lf, l.span.range())).with_message(&l.message);
+            let mut label = Label::new((lf, char_range(sources, l.span))).with_message(&l.message);
             if color {
                 label = label.with_color(if l.primary {
                     match d.severity() {

@@ -17,8 +17,9 @@ pub(super) fn syntax_error(
         InputLocation::Span((s, _)) => s,
     };
     let found = found_at(chunk, pos);
-    let end = pos + found.len().max(1);
-    let end = end.min(chunk.len()).max(pos);
+    // Cover at least the character at the error (which may be several bytes long).
+    let first_char = chunk.get(pos..).and_then(|r| r.chars().next()).map_or(0, char::len_utf8);
+    let end = (pos + found.len().max(first_char)).min(chunk.len()).max(pos);
     let span = Span::new(file, offset + pos, offset + end);
     let (expected, hint) = match &err.variant {
         ErrorVariant::ParsingError { positives, .. } => describe(positives),
@@ -81,7 +82,7 @@ fn category(r: Rule) -> Option<Category> {
             Category::Predicate
         }
         kw_delivered | kw_rejected | kw_dropped | kw_fired | kw_not_fired | kw_mail_from
-        | kw_recipients | kw_auth_as => Category::Expectation,
+        | kw_recipients | kw_auth_as | kw_no_header => Category::Expectation,
         _ => return None,
     })
 }
@@ -147,7 +148,7 @@ fn describe(positives: &[Rule]) -> (String, Option<String>) {
             ),
             Category::Expectation => (
                 "an expectation",
-                "expectations are `delivered`, `rejected CODE`, `dropped`, `fired`, `not-fired`, `mail-from`, `recipients`, `header`, `auth-as`, `originating-org`",
+                "expectations are `delivered`, `rejected CODE`, `dropped`, `fired`, `not-fired`, `mail-from`, `recipients`, `header`, `no-header`, `auth-as`, `originating-org`",
             ),
         };
         phrases.push(p.to_string());

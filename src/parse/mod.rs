@@ -558,6 +558,7 @@ impl Cx {
             Rule::expect_mail_from => ExpectationKind::MailFrom(vals.next()?),
             Rule::expect_recipients => ExpectationKind::Recipients(list),
             Rule::expect_header => ExpectationKind::Header(vals.next()?, vals.next()?),
+            Rule::expect_no_header => ExpectationKind::NoHeader(vals.next()?),
             Rule::expect_auth_as => ExpectationKind::AuthAs(vals.next()?),
             Rule::expect_oorg => ExpectationKind::OriginatingOrg(vals.next()?),
             _ => return None,

@@ -166,6 +166,7 @@ impl Resolver<'_> {
             ExpectationKind::MailFrom(t) => Expect::MailFrom(self.check(values::sender(t))?),
             ExpectationKind::Recipients(ts) => Expect::Recipients(self.addrs(ts)?),
             ExpectationKind::Header(n, v) => Expect::Header(n.value.clone(), v.value.clone()),
+            ExpectationKind::NoHeader(n) => Expect::NoHeader(n.value.clone()),
             ExpectationKind::AuthAs(t) => Expect::AuthAs(self.check(values::choice(
                 t,
                 "authentication result",
