@@ -3,14 +3,14 @@
 //! evaluator's trace) can point at the text.
 
 use crate::source::Span;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
 /// A value with the span it came from.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Spanned<T> {
     /// The value.
     pub value: T,
@@ -27,7 +27,7 @@ impl<T> Spanned<T> {
 
 /// An email address. The domain is lowercased; the local part is kept as written and
 /// compared without regard to ASCII case, as Exchange compares proxy addresses.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Address {
     /// Before the `@`.
     pub local: String,
@@ -63,7 +63,7 @@ impl fmt::Display for Address {
 }
 
 /// A domain, or every subdomain of one (`*.contoso.com`, which also covers `contoso.com`).
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum DomainPattern {
     /// Exactly this domain (lowercase).
     Exact(String),
@@ -99,7 +99,7 @@ pub fn is_subdomain_or_same(child: &str, parent: &str) -> bool {
 }
 
 /// An inclusive range of IP addresses of one family.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct IpRange {
     /// First address.
     pub first: IpAddr,
@@ -181,7 +181,7 @@ impl fmt::Display for IpRange {
 }
 
 /// The whole checked rule set.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct RuleSet {
     /// Accepted domains.
     pub accepted_domains: Vec<AcceptedDomain>,
@@ -200,7 +200,7 @@ pub struct RuleSet {
 }
 
 /// How the relay treats an accepted domain.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum DomainKind {
     /// Recipients are known here; unknown ones get 550 5.1.1.
@@ -212,7 +212,7 @@ pub enum DomainKind {
 }
 
 /// `accepted-domain`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct AcceptedDomain {
     /// The domain or wildcard.
     pub domain: Spanned<DomainPattern>,
@@ -223,7 +223,7 @@ pub struct AcceptedDomain {
 }
 
 /// STARTTLS on a receive connector.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum InboundTls {
     /// Not offered.
@@ -235,7 +235,7 @@ pub enum InboundTls {
 }
 
 /// Who the connector's clients are taken to be.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum AuthLevel {
     /// Anyone (AuthAs Anonymous).
@@ -247,7 +247,7 @@ pub enum AuthLevel {
 }
 
 /// Limits of a receive connector, with Exchange Edge's defaults.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ReceiveLimits {
     /// Largest message in bytes.
     pub max_message_size: u64,
@@ -283,7 +283,7 @@ impl Default for ReceiveLimits {
 }
 
 /// `receive-connector`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ReceiveConnector {
     /// The name.
     pub name: Spanned<String>,
@@ -312,7 +312,7 @@ pub struct ReceiveConnector {
 }
 
 /// What a send connector's address space matches.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum AddressSpacePattern {
     /// `*`: every domain.
     All,
@@ -323,7 +323,7 @@ pub enum AddressSpacePattern {
 }
 
 /// One address space with its cost.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct AddressSpace {
     /// What it matches.
     pub pattern: AddressSpacePattern,
@@ -334,7 +334,7 @@ pub struct AddressSpace {
 }
 
 /// TLS towards the next hop.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum OutboundTls {
     /// Never.
@@ -346,7 +346,7 @@ pub enum OutboundTls {
 }
 
 /// A smart host.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SmartHost {
     /// Host name or IP.
     pub host: String,
@@ -355,7 +355,7 @@ pub struct SmartHost {
 }
 
 /// `send-connector`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SendConnector {
     /// The name.
     pub name: Spanned<String>,
@@ -378,7 +378,7 @@ pub struct SendConnector {
 }
 
 /// The internal side of a rewrite entry.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum RewriteFrom {
     /// One address.
     Address(Address),
@@ -389,7 +389,7 @@ pub enum RewriteFrom {
 }
 
 /// The external side of a rewrite entry.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum RewriteTo {
     /// One address.
     Address(Address),
@@ -417,7 +417,7 @@ impl fmt::Display for RewriteTo {
 }
 
 /// `rewrite` (or a row of an imported CSV).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RewriteEntry {
     /// The name, or the internal side when none was given.
     pub name: String,
@@ -436,7 +436,7 @@ pub struct RewriteEntry {
 }
 
 /// Whether a rule acts or only records what it would do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum RuleMode {
     /// Acts.
@@ -446,7 +446,7 @@ pub enum RuleMode {
 }
 
 /// How text is compared.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum TextOp {
     /// Substring, ASCII case-insensitive.
@@ -458,7 +458,7 @@ pub enum TextOp {
 }
 
 /// A text test with its values (ORed).
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct TextMatch {
     /// The comparison.
     pub op: TextOp,
@@ -467,7 +467,7 @@ pub struct TextMatch {
 }
 
 /// Inside or outside the organization.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Scope {
     /// Authenticated and from an authoritative or internal-relay domain.
@@ -478,7 +478,7 @@ pub enum Scope {
 }
 
 /// A rule condition.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Predicate {
     /// `sender inside|outside`.
     SenderScope(Scope),
@@ -506,7 +506,7 @@ pub enum Predicate {
 }
 
 /// A rule action.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Action {
     /// Stop processing later rules.
     Stop,
@@ -563,7 +563,7 @@ impl Action {
 }
 
 /// `rule`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TransportRule {
     /// The name.
     pub name: Spanned<String>,
@@ -585,7 +585,7 @@ pub struct TransportRule {
 }
 
 /// What kind of recipient.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum RecipientKind {
     /// Forwards to an external address.
@@ -597,7 +597,7 @@ pub enum RecipientKind {
 }
 
 /// A group member.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Member {
     /// Another recipient, by name.
     Name(String),
@@ -606,7 +606,7 @@ pub enum Member {
 }
 
 /// `contact`, `group`, `mail-user`, possibly `deleted`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Recipient {
     /// What kind.
     pub kind: RecipientKind,
@@ -629,7 +629,7 @@ pub struct Recipient {
 }
 
 /// AuthAs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum AuthAs {
     /// Trusted.
@@ -641,7 +641,7 @@ pub enum AuthAs {
 }
 
 /// A test expectation.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Expect {
     /// Delivered (to these, or all) via a send connector.
     Delivered {
@@ -680,7 +680,7 @@ pub enum Expect {
 }
 
 /// `test`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TestCase {
     /// The name.
     pub name: Spanned<String>,

@@ -367,3 +367,69 @@ fn dry_run_json_and_exit_codes() {
         Some(2)
     );
 }
+
+#[test]
+fn compile_writes_a_table_the_dry_run_loads() {
+    let dir = tempfile::tempdir().unwrap();
+    let table = dir.path().join("table.bin");
+    let o = Command::new(env!("CARGO_BIN_EXE_mailflow"))
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args(["compile", "rules/shared-domain.mailflow", "-o"])
+        .arg(&table)
+        .output()
+        .unwrap();
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(
+        stdout(&o).contains("8 rewrite entries, 4 rules"),
+        "{}",
+        stdout(&o)
+    );
+    let bytes = std::fs::read(&table).unwrap();
+    assert!(bytes.starts_with(b"mailflow-table"));
+    let o = Command::new(env!("CARGO_BIN_EXE_mailflow"))
+        .arg("dry-run")
+        .arg(&table)
+        .args([
+            "--client-ip",
+            "198.51.100.25",
+            "--from",
+            "alex@fabrikam.com",
+            "--to",
+            "Peter.Jones@myexchlab.com",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
+    assert!(
+        stdout(&o).contains("(as Peter.Jones@tenant1.myexchlab.com): delivered via `To Tenant1`"),
+        "{}",
+        stdout(&o)
+    );
+    // A damaged table is refused with a clear error.
+    std::fs::write(&table, &bytes[..bytes.len() / 2]).unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_mailflow"))
+        .arg("dry-run")
+        .arg(&table)
+        .args([
+            "--client-ip",
+            "198.51.100.25",
+            "--from",
+            "a@b.com",
+            "--to",
+            "c@d.com",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("this table is damaged"));
+    // Rules with errors are not compiled.
+    assert_eq!(
+        mailflow(&["compile", BAD, "-o", "/dev/null"]).status.code(),
+        Some(1)
+    );
+}

@@ -1,8 +1,10 @@
 //! `mailflow dry-run`.
 
 use super::{Exit, Format};
+use mailflow::compile::{Table, artifact};
 use mailflow::diagnostic::render;
 use mailflow::eval::{Envelope, Fate, Message, Verdict, evaluate};
+use mailflow::model::RuleSet;
 use mailflow::resolve::parse_sender;
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -76,6 +78,34 @@ fn human(v: &Verdict, rules: &str) -> String {
     out
 }
 
+/// A rule set from rule text (checked) or from a compiled table.
+fn load(path: &std::path::Path) -> Result<(RuleSet, Table), Exit> {
+    let fail = |msg: String| {
+        eprintln!("error: {msg}");
+        Exit::Error
+    };
+    if let Ok(bytes) = std::fs::read(path) {
+        if artifact::is_artifact(&bytes) {
+            return artifact::load(&bytes).map_err(|e| fail(format!("{}: {e}", path.display())));
+        }
+    }
+    let mut report = mailflow::check::check_file(path).map_err(|e| fail(e.to_string()))?;
+    if report.has_errors() {
+        print!(
+            "{}",
+            render::human(&report.diagnostics, &report.sources, false)
+        );
+        eprintln!("error: the rule set has errors; fix them before a dry run");
+        return Err(Exit::Findings);
+    }
+    if report.rule_sets.len() != 1 {
+        return Err(fail("a dry run takes one rule set: name its file".into()));
+    }
+    let set = report.rule_sets.remove(0).rules;
+    let table = mailflow::compile::compile(&set).map_err(|e| fail(e.to_string()))?;
+    Ok((set, table))
+}
+
 pub(super) fn run(d: DryRun) -> Exit {
     let usage = |msg: String| {
         eprintln!("error: {msg}");
@@ -105,38 +135,15 @@ pub(super) fn run(d: DryRun) -> Exit {
             "give --connector NAME or --client-ip IP, so the receive connector is known".into(),
         );
     }
-    let report = match mailflow::check::check_file(&d.rules) {
-        Ok(r) => r,
-        Err(e) => return usage(e.to_string()),
+    let (set, table) = match load(&d.rules) {
+        Ok(v) => v,
+        Err(exit) => return exit,
     };
-    if report.has_errors() {
-        print!(
-            "{}",
-            render::human(&report.diagnostics, &report.sources, false)
-        );
-        eprintln!("error: the rule set has errors; fix them before a dry run");
-        return Exit::Findings;
-    }
-    let Some(set) = report.rule_sets.first() else {
-        return usage("no rule set found".into());
-    };
-    if report.rule_sets.len() > 1 {
-        return usage("a dry run takes one rule set: name its file".into());
-    }
     if let Some(c) = &d.connector {
-        if !set
-            .rules
-            .receive_connectors
-            .iter()
-            .any(|rc| &rc.name.value == c)
-        {
+        if !set.receive_connectors.iter().any(|rc| &rc.name.value == c) {
             return usage(format!("no receive connector is named `{c}`"));
         }
     }
-    let table = match mailflow::compile::compile(&set.rules) {
-        Ok(t) => t,
-        Err(e) => return usage(e.to_string()),
-    };
     let env = Envelope {
         connector: d.connector,
         local: None,

@@ -1,6 +1,7 @@
 //! Command-line definitions and dispatch; one file per subcommand.
 
 mod check;
+mod compile;
 mod dry_run;
 mod explain;
 mod test;
@@ -47,11 +48,23 @@ enum Command {
     Test(TestArgs),
     /// Send one message through a rule set and explain every decision.
     DryRun(DryRunArgs),
+    /// Check a rule set and write it as a compiled table the relay can start from.
+    Compile(CompileArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct CompileArgs {
+    /// The rule set's root file.
+    #[arg(value_name = "RULES")]
+    rules: PathBuf,
+    /// Where to write the table.
+    #[arg(short, long, value_name = "FILE")]
+    output: PathBuf,
 }
 
 #[derive(Debug, clap::Args)]
 struct DryRunArgs {
-    /// The rule set's root file.
+    /// The rule set's root file, or a table written by `mailflow compile`.
     #[arg(value_name = "RULES")]
     rules: PathBuf,
     /// Envelope sender (`<>` for the null sender).
@@ -150,6 +163,7 @@ pub fn run(cli: Cli) -> Exit {
         Command::Check(a) => check::run(&a.paths, a.format, a.deny_warnings, a.color),
         Command::Explain(a) => explain::run(a.code.as_deref(), a.list, a.markdown),
         Command::Test(a) => test::run(&a.paths, a.verbose),
+        Command::Compile(a) => compile::run(&a.rules, &a.output),
         Command::DryRun(a) => dry_run::run(dry_run::DryRun {
             rules: a.rules,
             from: a.from,

@@ -2,6 +2,7 @@
 //! evaluator. Lookups cost the same whatever the number of entries; the result is `Send +
 //! Sync` and shared by `Arc`.
 
+pub mod artifact;
 mod connectors;
 mod directory;
 mod domains;
@@ -42,6 +43,14 @@ pub struct Table {
     pub receive_connectors: Vec<ReceiveConnector>,
     /// Send connectors.
     pub send_connectors: Vec<SendConnector>,
+}
+
+impl Table {
+    /// Approximate heap bytes of the lookup structures (rewrites and the word automaton,
+    /// which dominate large rule sets).
+    pub fn memory(&self) -> usize {
+        self.rewrites.memory() + self.rules.automaton_memory()
+    }
 }
 
 /// Compiles a checked rule set (one without errors; parts with errors are left out).

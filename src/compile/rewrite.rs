@@ -82,6 +82,28 @@ impl RewriteTable {
         t
     }
 
+    /// Approximate heap bytes (strings, map slots).
+    pub fn memory(&self) -> usize {
+        fn map<V>(m: &HashMap<String, V>) -> usize {
+            m.capacity() * (std::mem::size_of::<String>() + std::mem::size_of::<V>() + 1)
+                + m.keys().map(String::capacity).sum::<usize>()
+        }
+        let strings = |v: &Vec<String>| {
+            v.iter()
+                .map(|s| s.capacity() + std::mem::size_of::<String>())
+                .sum::<usize>()
+        };
+        strings(&self.names)
+            + self.targets.capacity() * std::mem::size_of::<RewriteTo>()
+            + self.sources.capacity() * std::mem::size_of::<RewriteFrom>()
+            + self.exceptions.iter().map(strings).sum::<usize>()
+            + map(&self.by_address)
+            + map(&self.by_domain)
+            + map(&self.by_wildcard)
+            + map(&self.inbound_address)
+            + map(&self.inbound_domain)
+    }
+
     /// How many entries.
     pub fn len(&self) -> usize {
         self.names.len()

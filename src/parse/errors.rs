@@ -18,8 +18,13 @@ pub(super) fn syntax_error(
     };
     let found = found_at(chunk, pos);
     // Cover at least the character at the error (which may be several bytes long).
-    let first_char = chunk.get(pos..).and_then(|r| r.chars().next()).map_or(0, char::len_utf8);
-    let end = (pos + found.len().max(first_char)).min(chunk.len()).max(pos);
+    let first_char = chunk
+        .get(pos..)
+        .and_then(|r| r.chars().next())
+        .map_or(0, char::len_utf8);
+    let end = (pos + found.len().max(first_char))
+        .min(chunk.len())
+        .max(pos);
     let span = Span::new(file, offset + pos, offset + end);
     let (expected, hint) = match &err.variant {
         ErrorVariant::ParsingError { positives, .. } => describe(positives),

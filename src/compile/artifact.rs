@@ -1,0 +1,107 @@
+//! The compiled artifact (`mailflow compile -o table.bin`): the checked rule set in a compact,
+//! versioned binary form, so a relay starts without parsing or checking text. The lookup
+//! structures are rebuilt when it is loaded (they take milliseconds, and an automaton's
+//! memory layout is not something to store across versions).
+
+use super::{CompileError, Table, compile};
+use crate::model::RuleSet;
+
+/// The first bytes of every artifact.
+pub const MAGIC: &[u8; 16] = b"mailflow-table\0\0";
+
+/// Bumped whenever the rule set's binary form changes; older artifacts are refused.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// Why an artifact cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ArtifactError {
+    /// The bytes are not an artifact at all.
+    #[error("this is not a compiled mailflow table (run `mailflow compile RULES -o FILE`)")]
+    NotATable,
+    /// Made by a mailflow with another format.
+    #[error(
+        "this table has format {found}, this mailflow reads format {expected}: compile the rules again"
+    )]
+    Version {
+        /// The file's format.
+        found: u32,
+        /// Ours.
+        expected: u32,
+    },
+    /// Truncated or damaged.
+    #[error("this table is damaged: {0}")]
+    Corrupt(String),
+    /// The rule set cannot be compiled.
+    #[error(transparent)]
+    Compile(#[from] CompileError),
+}
+
+/// Whether the bytes start like an artifact.
+pub fn is_artifact(bytes: &[u8]) -> bool {
+    bytes.starts_with(MAGIC)
+}
+
+/// Serialises a checked rule set (its tests are left out: a relay does not run them).
+pub fn to_bytes(set: &RuleSet) -> Result<Vec<u8>, ArtifactError> {
+    let mut set = set.clone();
+    set.tests.clear();
+    let mut out = MAGIC.to_vec();
+    out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+    let body = postcard::to_stdvec(&set).map_err(|e| ArtifactError::Corrupt(e.to_string()))?;
+    out.extend_from_slice(&body);
+    Ok(out)
+}
+
+/// Reads the rule set back.
+pub fn rule_set_from_bytes(bytes: &[u8]) -> Result<RuleSet, ArtifactError> {
+    let rest = bytes
+        .strip_prefix(MAGIC.as_slice())
+        .ok_or(ArtifactError::NotATable)?;
+    let (version, body) = rest
+        .split_first_chunk::<4>()
+        .ok_or(ArtifactError::Corrupt("no format version".into()))?;
+    let found = u32::from_le_bytes(*version);
+    if found != FORMAT_VERSION {
+        return Err(ArtifactError::Version {
+            found,
+            expected: FORMAT_VERSION,
+        });
+    }
+    postcard::from_bytes(body).map_err(|e| ArtifactError::Corrupt(e.to_string()))
+}
+
+/// Loads an artifact and builds its lookup structures.
+pub fn load(bytes: &[u8]) -> Result<(RuleSet, Table), ArtifactError> {
+    let set = rule_set_from_bytes(bytes)?;
+    let table = compile(&set)?;
+    Ok((set, table))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_and_refusals() {
+        let report = crate::check::check_text(
+            "t.mailflow",
+            "accepted-domain example.com\nrewrite a@t.example.com -> a@example.com\nrule \"r\" { if subject contains \"x\"; stop }\ntest \"t\" { from a@b.com; to c@example.com }\n",
+        );
+        let set = &report.rule_sets[0].rules;
+        let bytes = to_bytes(set).unwrap();
+        assert!(is_artifact(&bytes));
+        let (back, table) = load(&bytes).unwrap();
+        assert_eq!(back.rewrites.len(), 1);
+        assert!(back.tests.is_empty());
+        assert_eq!(table.rules.rules().len(), 1);
+        assert!(matches!(load(b"hello"), Err(ArtifactError::NotATable)));
+        let mut old = bytes.clone();
+        old[16] = 99;
+        assert!(matches!(
+            load(&old),
+            Err(ArtifactError::Version { found: 99, .. })
+        ));
+        let cut = &bytes[..bytes.len() - 3];
+        assert!(matches!(load(cut), Err(ArtifactError::Corrupt(_))));
+    }
+}
