@@ -4,7 +4,7 @@
 //! its external address is an ordinary outside address (seed 001).
 
 use crate::model::{Address, Member, Recipient, RecipientKind};
-use std::collections::{HashMap, HashSet};
+use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 
 /// The compiled recipients.
 #[derive(Debug, Default)]
@@ -108,8 +108,8 @@ impl Directory {
     /// addresses, nested groups are expanded once each, other addresses are kept as they are.
     pub fn expand(&self, group: usize) -> Expansion {
         let mut out = Expansion::default();
-        let mut seen_groups = HashSet::new();
-        let mut seen_addresses = HashSet::new();
+        let mut seen_groups = HashSet::default();
+        let mut seen_addresses = HashSet::default();
         self.expand_into(group, &mut out, &mut seen_groups, &mut seen_addresses);
         out
     }

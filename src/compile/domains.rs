@@ -1,7 +1,7 @@
 //! Accepted domains as lookups: exact names first, then wildcard parents by suffix.
 
 use crate::model::{AcceptedDomain, DomainKind, DomainPattern};
-use std::collections::HashMap;
+use rustc_hash::FxHashMap as HashMap;
 
 /// The compiled accepted domains.
 #[derive(Debug, Default)]

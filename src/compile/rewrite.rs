@@ -3,7 +3,7 @@
 //! (longest first). Outbound maps internal to external; inbound reverses bidirectional entries.
 
 use crate::model::{Address, RewriteEntry, RewriteFrom, RewriteTo, is_subdomain_or_same};
-use std::collections::HashMap;
+use rustc_hash::FxHashMap as HashMap;
 
 /// The compiled rewrite entries.
 #[derive(Debug, Default)]

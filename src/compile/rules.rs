@@ -9,7 +9,7 @@
 
 use crate::model::{Action, IpRange, Predicate, RuleMode, Scope, TextOp, TransportRule};
 use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
-use std::collections::{HashMap, HashSet};
+use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 use std::net::IpAddr;
 use std::sync::OnceLock;
 
@@ -254,10 +254,10 @@ impl RuleIndex {
     pub fn new(rules: &[TransportRule]) -> Result<Self, RuleCompileError> {
         let mut b = Builder {
             patterns: Vec::new(),
-            pattern_ids: HashMap::new(),
+            pattern_ids: HashMap::default(),
             pattern_slots: Vec::new(),
             slots: Vec::new(),
-            header_names: HashSet::new(),
+            header_names: HashSet::default(),
         };
         let mut index = RuleIndex::default();
         for (source, r) in rules.iter().enumerate().filter(|(_, r)| !r.partial) {
@@ -330,6 +330,11 @@ impl RuleIndex {
         &self.rules
     }
 
+    /// Whether some rule tests this header (by any name case).
+    pub fn tests_header(&self, name: &str) -> bool {
+        !self.header_names.is_empty() && self.header_names.contains(&name.to_ascii_lowercase())
+    }
+
     /// Bytes the word automaton uses.
     pub fn automaton_memory(&self) -> usize {
         self.automaton.as_ref().map_or(0, AhoCorasick::memory_usage)
@@ -337,7 +342,7 @@ impl RuleIndex {
 
     /// The slots hit by the message's text, one automaton pass per field value.
     fn scan(&self, facts: &Facts<'_>) -> HashSet<u32> {
-        let mut hits = HashSet::new();
+        let mut hits = HashSet::default();
         let Some(ac) = &self.automaton else {
             return hits;
         };

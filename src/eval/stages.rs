@@ -7,6 +7,16 @@ use crate::model::{
     Action, Address, AuthAs, AuthLevel, DomainKind, InboundTls, ReceiveConnector, RuleMode, Scope,
 };
 
+/// Adds a line to the trace, formatting it only when the trace is wanted: the relay's path
+/// evaluates without one and must not pay for the words.
+macro_rules! trace {
+    ($run:expr, $stage:expr, $($fmt:tt)+) => {
+        if $run.explain {
+            $run.step($stage, format!($($fmt)+));
+        }
+    };
+}
+
 /// Headers an outbound rewrite changes (never Received, Return-Path, Message-ID, ...).
 const OUTBOUND_HEADERS: &[&str] = &[
     "From",
@@ -90,6 +100,7 @@ impl Run<'_> {
         mut f: impl FnMut(&Address) -> Option<(Address, String)>,
     ) {
         let mut notes = Vec::new();
+        let explain = self.explain;
         for h in &mut self.message.headers {
             if !names.iter().any(|n| h.name.eq_ignore_ascii_case(n)) {
                 continue;
@@ -98,7 +109,9 @@ impl Run<'_> {
             let (value, changes) = rewrite_addresses(&h.value, |a| {
                 let addr = parse_address(a)?;
                 let (new, entry) = f(&addr)?;
-                notes.push(format!("{}: {a} -> {new} (entry `{entry}`)", h.name));
+                if explain {
+                    notes.push(format!("{}: {a} -> {new} (entry `{entry}`)", h.name));
+                }
                 Some(new.to_string())
             });
             if !changes.is_empty() {
@@ -192,9 +205,10 @@ pub fn evaluate(
         let who = env
             .client_ip
             .map_or("this client".to_string(), |ip| ip.to_string());
-        run.step(
+        trace!(
+            run,
             Stage::Connector,
-            format!("no receive connector accepts {who}: every recipient is refused"),
+            "no receive connector accepts {who}: every recipient is refused"
         );
         let fate = reject(
             550,
@@ -220,21 +234,23 @@ pub fn evaluate(
         );
     };
     let auth = auth_of(connector);
-    run.step(
-        Stage::Connector,
-        match (env.connector.is_some(), env.client_ip) {
-            (false, Some(ip)) => format!(
-                "client {ip} arrives on `{}` (its most specific remote range): AuthAs {}",
-                connector.name.value,
-                auth_word(auth)
-            ),
-            _ => format!(
-                "arrives on `{}`: AuthAs {}",
-                connector.name.value,
-                auth_word(auth)
-            ),
-        },
-    );
+    if run.explain {
+        run.step(
+            Stage::Connector,
+            match (env.connector.is_some(), env.client_ip) {
+                (false, Some(ip)) => format!(
+                    "client {ip} arrives on `{}` (its most specific remote range): AuthAs {}",
+                    connector.name.value,
+                    auth_word(auth)
+                ),
+                _ => format!(
+                    "arrives on `{}`: AuthAs {}",
+                    connector.name.value,
+                    auth_word(auth)
+                ),
+            },
+        );
+    }
 
     // Header firewall: organization headers are trusted only from a trusted connector.
     if auth != AuthAs::Internal {
@@ -243,30 +259,30 @@ pub fn evaluate(
             .headers
             .iter()
             .filter(|h| {
-                h.name.to_ascii_lowercase().starts_with(ORG_HEADER_PREFIX)
+                h.name
+                    .get(..ORG_HEADER_PREFIX.len())
+                    .is_some_and(|p| p.eq_ignore_ascii_case(ORG_HEADER_PREFIX))
                     || h.name.eq_ignore_ascii_case("X-OriginatorOrg")
             })
             .map(|h| h.name.clone())
             .collect();
         for name in stripped {
             if run.remove_header(&name) {
-                run.step(
+                trace!(
+                    run,
                     Stage::HeaderFirewall,
-                    format!(
-                        "removed `{name}`: organization headers are not accepted from {} senders",
-                        auth_word(auth).to_lowercase()
-                    ),
+                    "removed `{name}`: organization headers are not accepted from {} senders",
+                    auth_word(auth).to_lowercase(),
                 );
             }
         }
     }
     run.set_header("X-MS-Exchange-Organization-AuthAs", auth_word(auth));
-    run.step(
+    trace!(
+        run,
         Stage::HeaderFirewall,
-        format!(
-            "stamped X-MS-Exchange-Organization-AuthAs: {}",
-            auth_word(auth)
-        ),
+        "stamped X-MS-Exchange-Organization-AuthAs: {}",
+        auth_word(auth),
     );
 
     // Tenant attribution.
@@ -279,7 +295,12 @@ pub fn evaluate(
     });
     let originating_org = match (&env.xoorg, trusted_peer) {
         (Some(org), Some(peer)) => {
-            run.step(Stage::Attribution, format!("XOORG={org} trusted: the client's certificate `{peer}` is accepted for tenant attribution on `{}`", connector.name.value));
+            trace!(
+                run,
+                Stage::Attribution,
+                "XOORG={org} trusted: the client's certificate `{peer}` is accepted for tenant attribution on `{}`",
+                connector.name.value
+            );
             run.set_header("X-OriginatorOrg", org);
             Some(org.to_ascii_lowercase())
         }
@@ -291,7 +312,7 @@ pub fn evaluate(
                     connector.name.value
                 ),
             };
-            run.step(Stage::Attribution, format!("XOORG={org} ignored: {why}"));
+            trace!(run, Stage::Attribution, "XOORG={org} ignored: {why}");
             None
         }
         (None, _) => None,
@@ -302,13 +323,12 @@ pub fn evaluate(
     for a in &env.rcpt_to {
         let address = match table.rewrites.inbound(a) {
             Some(r) => {
-                run.step(
+                trace!(
+                    run,
                     Stage::InboundRewrite,
-                    format!(
-                        "RCPT TO {a} -> {} (entry `{}`)",
-                        r.address,
-                        table.rewrites.name(r.entry)
-                    ),
+                    "RCPT TO {a} -> {} (entry `{}`)",
+                    r.address,
+                    table.rewrites.name(r.entry),
                 );
                 r.address
             }
@@ -335,21 +355,27 @@ pub fn evaluate(
         let kind = table.domains.kind(&p.address.domain);
         let Some(kind) = kind else {
             if may_relay {
-                run.step(
+                trace!(
+                    run,
                     Stage::Resolve,
-                    format!(
-                        "{}: not an accepted domain; relayed ({})",
-                        p.address,
-                        if auth == AuthAs::Internal {
-                            "the sender is internal"
-                        } else {
-                            "the connector accepts any recipient"
-                        }
-                    ),
+                    "{}: not an accepted domain; relayed ({})",
+                    p.address,
+                    if auth == AuthAs::Internal {
+                        "the sender is internal"
+                    } else {
+                        "the connector accepts any recipient"
+                    }
                 );
                 resolved.push(p);
             } else {
-                run.step(Stage::Resolve, format!("{}: not an accepted domain, and `{}` does not relay for {} senders: 550 5.7.54", p.address, connector.name.value, auth_word(auth).to_lowercase()));
+                trace!(
+                    run,
+                    Stage::Resolve,
+                    "{}: not an accepted domain, and `{}` does not relay for {} senders: 550 5.7.54",
+                    p.address,
+                    connector.name.value,
+                    auth_word(auth).to_lowercase()
+                );
                 resolved.push(Pending {
                     fate: Some(reject(
                         550,
@@ -370,9 +396,11 @@ pub fn evaluate(
                     .directory
                     .get(recipient)
                     .map_or("", |r| r.name.value.as_str());
-                run.step(
+                trace!(
+                    run,
                     Stage::Resolve,
-                    format!("{}: `{name}` forwards to {external}", p.address),
+                    "{}: `{name}` forwards to {external}",
+                    p.address
                 );
                 resolved.push(Pending {
                     address: external,
@@ -384,12 +412,12 @@ pub fn evaluate(
                     continue;
                 };
                 if group.authenticated_senders_only && auth == AuthAs::Anonymous {
-                    run.step(
+                    trace!(
+                        run,
                         Stage::Resolve,
-                        format!(
-                            "{}: group `{}` accepts only authenticated senders: 550 5.7.1",
-                            p.address, group.name.value
-                        ),
+                        "{}: group `{}` accepts only authenticated senders: 550 5.7.1",
+                        p.address,
+                        group.name.value
                     );
                     resolved.push(Pending {
                         fate: Some(reject(
@@ -402,18 +430,17 @@ pub fn evaluate(
                     continue;
                 }
                 let e = table.directory.expand(recipient);
-                run.step(
+                trace!(
+                    run,
                     Stage::Resolve,
-                    format!(
-                        "{}: group `{}` expands to {}",
-                        p.address,
-                        group.name.value,
-                        e.addresses
-                            .iter()
-                            .map(ToString::to_string)
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    ),
+                    "{}: group `{}` expands to {}",
+                    p.address,
+                    group.name.value,
+                    e.addresses
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join(", "),
                 );
                 for a in e.addresses {
                     resolved.push(Pending {
@@ -429,12 +456,11 @@ pub fn evaluate(
                     .directory
                     .get(recipient)
                     .map_or("", |r| r.name.value.as_str());
-                run.step(
+                trace!(
+                    run,
                     Stage::Resolve,
-                    format!(
-                        "{}: the recipient `{name}` was deleted: 550 5.1.1",
-                        p.address
-                    ),
+                    "{}: the recipient `{name}` was deleted: 550 5.1.1",
+                    p.address
                 );
                 resolved.push(Pending {
                     fate: Some(reject(
@@ -447,12 +473,12 @@ pub fn evaluate(
             }
             Lookup::Unknown | Lookup::Deleted { .. } => {
                 if kind == DomainKind::Authoritative {
-                    run.step(
+                    trace!(
+                        run,
                         Stage::Resolve,
-                        format!(
-                            "{}: no such recipient in the authoritative domain {}: 550 5.1.1",
-                            p.address, p.address.domain
-                        ),
+                        "{}: no such recipient in the authoritative domain {}: 550 5.1.1",
+                        p.address,
+                        p.address.domain
                     );
                     resolved.push(Pending {
                         fate: Some(reject(
@@ -463,17 +489,16 @@ pub fn evaluate(
                         ..p
                     });
                 } else {
-                    run.step(
+                    trace!(
+                        run,
                         Stage::Resolve,
-                        format!(
-                            "{}: {} is {}; relayed",
-                            p.address,
-                            p.address.domain,
-                            match kind {
-                                DomainKind::InternalRelay => "an internal-relay domain",
-                                _ => "an external-relay domain",
-                            }
-                        ),
+                        "{}: {} is {}; relayed",
+                        p.address,
+                        p.address.domain,
+                        match kind {
+                            DomainKind::InternalRelay => "an internal-relay domain",
+                            _ => "an external-relay domain",
+                        }
                     );
                     resolved.push(p);
                 }
@@ -497,22 +522,20 @@ pub fn evaluate(
         if let Some(from) = &env.mail_from {
             match table.rewrites.outbound(from) {
                 Outbound::Rewritten(r) => {
-                    run.step(
+                    trace!(
+                        run,
                         Stage::OutboundRewrite,
-                        format!(
-                            "MAIL FROM {from} -> {} (entry `{}`)",
-                            r.address,
-                            table.rewrites.name(r.entry)
-                        ),
+                        "MAIL FROM {from} -> {} (entry `{}`)",
+                        r.address,
+                        table.rewrites.name(r.entry),
                     );
                     mail_from = Some(r.address);
                 }
-                Outbound::Excepted { entry, exception } => run.step(
+                Outbound::Excepted { entry, exception } => trace!(
+                    run,
                     Stage::OutboundRewrite,
-                    format!(
-                        "MAIL FROM {from} kept: {exception} is an exception of entry `{}`",
-                        table.rewrites.name(entry)
-                    ),
+                    "MAIL FROM {from} kept: {exception} is an exception of entry `{}`",
+                    table.rewrites.name(entry),
                 ),
                 Outbound::Unchanged => {}
             }
@@ -526,12 +549,11 @@ pub fn evaluate(
             }
         });
     } else if !table.rewrites.is_empty() {
-        run.step(
+        trace!(
+            run,
             Stage::OutboundRewrite,
-            format!(
-                "skipped: only internal mail is rewritten outbound (this message is {})",
-                auth_word(auth).to_lowercase()
-            ),
+            "skipped: only internal mail is rewritten outbound (this message is {})",
+            auth_word(auth).to_lowercase(),
         );
     }
 
@@ -544,21 +566,18 @@ pub fn evaluate(
                 .and_then(|i| table.send_connectors.get(i))
             {
                 Some(c) => {
-                    run.step(
-                        Stage::Route,
-                        format!("{} via `{}`", p.address, c.name.value),
-                    );
+                    trace!(run, Stage::Route, "{} via `{}`", p.address, c.name.value);
                     Fate::Deliver {
                         connector: c.name.value.clone(),
                     }
                 }
                 None => {
-                    run.step(
+                    trace!(
+                        run,
                         Stage::Route,
-                        format!(
-                            "{}: no send connector's address space covers {}: 550 5.4.4",
-                            p.address, p.address.domain
-                        ),
+                        "{}: no send connector's address space covers {}: 550 5.4.4",
+                        p.address,
+                        p.address.domain
                     );
                     reject(
                         550,
@@ -626,9 +645,10 @@ fn transport_rules(
         return (Vec::new(), false);
     }
     if recipients.iter().all(|p| p.fate.is_some()) {
-        run.step(
+        trace!(
+            run,
             Stage::Rules,
-            "not run: no recipient was accepted, so the message is refused before its data is sent",
+            "not run: no recipient was accepted, so the message is refused before its data is sent"
         );
         return (Vec::new(), false);
     }
@@ -651,33 +671,34 @@ fn transport_rules(
     } else {
         Scope::Outside
     };
-    run.step(
+    trace!(
+        run,
         Stage::Rules,
-        format!(
-            "the sender {} is {} the organization ({})",
-            if sender_text.is_empty() {
-                "<>"
-            } else {
-                &sender_text
-            },
-            if scope == Scope::Inside {
-                "inside"
-            } else {
-                "outside"
-            },
-            match (auth == AuthAs::Internal, sender_domain_internal) {
-                (true, true) => "internal connector, sender domain accepted".to_string(),
-                (false, _) => format!("AuthAs {}", auth_word(auth)),
-                (true, false) =>
-                    "the sender's domain is not authoritative or internal-relay".to_string(),
-            }
-        ),
+        "the sender {} is {} the organization ({})",
+        if sender_text.is_empty() {
+            "<>"
+        } else {
+            &sender_text
+        },
+        if scope == Scope::Inside {
+            "inside"
+        } else {
+            "outside"
+        },
+        match (auth == AuthAs::Internal, sender_domain_internal) {
+            (true, true) => "internal connector, sender domain accepted".to_string(),
+            (false, _) => format!("AuthAs {}", auth_word(auth)),
+            (true, false) =>
+                "the sender's domain is not authoritative or internal-relay".to_string(),
+        }
     );
     let subject = run.message.get("Subject");
+    // Only the headers some rule tests are unfolded.
     let unfolded: Vec<(String, String)> = run
         .message
         .headers
         .iter()
+        .filter(|h| table.rules.tests_header(&h.name))
         .map(|h| (h.name.clone(), h.unfolded()))
         .collect();
     let facts = Facts {
@@ -726,12 +747,11 @@ fn transport_rules(
             run.step(Stage::Rules, text);
         }
         if all.len() < index.rules().len() {
-            run.step(
+            trace!(
+                run,
                 Stage::Rules,
-                format!(
-                    "{} later rule(s) not run: rule processing stopped",
-                    index.rules().len() - all.len()
-                ),
+                "{} later rule(s) not run: rule processing stopped",
+                index.rules().len() - all.len(),
             );
         }
         all.into_iter()
@@ -752,9 +772,12 @@ fn transport_rules(
         let audit = rule.mode == RuleMode::Audit;
         for action in &rule.actions {
             if audit {
-                run.step(
+                trace!(
+                    run,
                     Stage::Rules,
-                    format!("`{}` (audit mode) would: {}", rule.name, describe(action)),
+                    "`{}` (audit mode) would: {}",
+                    rule.name,
+                    describe(action),
                 );
                 continue;
             }
@@ -799,7 +822,7 @@ fn apply(
     recipients: &mut Vec<Pending>,
     disconnect: &mut bool,
 ) {
-    run.step(Stage::Rules, format!("`{rule}`: {}", describe(action)));
+    trace!(run, Stage::Rules, "`{rule}`: {}", describe(action));
     let open = |recipients: &mut Vec<Pending>, fate: Fate| {
         for p in recipients.iter_mut().filter(|p| p.fate.is_none()) {
             p.fate = Some(fate.clone());
