@@ -15,6 +15,23 @@ pub struct Header {
 }
 
 impl Header {
+    /// The value as text: unfolded, with RFC 2047 encoded words (`=?UTF-8?B?...?=`) decoded
+    /// by mail-parser. This is what rules compare against.
+    pub fn text(&self) -> String {
+        if !self.value.contains("=?") {
+            return self.unfolded();
+        }
+        // Any header is decoded as unstructured text, which is how Subject is parsed.
+        let mut raw = Vec::with_capacity(self.value.len() + 16);
+        raw.extend_from_slice(b"Subject:");
+        raw.extend_from_slice(self.value.as_bytes());
+        raw.extend_from_slice(b"\r\n\r\n");
+        mail_parser::MessageParser::default()
+            .parse_headers(&raw)
+            .and_then(|m| m.subject().map(str::to_string))
+            .unwrap_or_else(|| self.unfolded())
+    }
+
     /// The value unfolded and trimmed.
     pub fn unfolded(&self) -> String {
         let mut out = String::with_capacity(self.value.len());
@@ -99,6 +116,14 @@ impl Message {
             .iter()
             .find(|h| h.name.eq_ignore_ascii_case(name))
             .map(Header::unfolded)
+    }
+
+    /// The first field with this name as text, encoded words decoded (see [`Header::text`]).
+    pub fn text(&self, name: &str) -> Option<String> {
+        self.headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case(name))
+            .map(Header::text)
     }
 
     /// Size in bytes as it would be sent.
@@ -341,6 +366,12 @@ mod tests {
         assert_eq!(m.get("subject").as_deref(), Some("a folded"));
         assert_eq!(m.to_bytes(), raw.to_vec());
         assert_eq!(m.size(), raw.len() as u64);
+        let encoded = Message::parse(b"Subject: =?UTF-8?B?UmVjaG51bmcgZsO8ciBNw6Ryeg==?=\r\nX-Plain: =?iso-8859-1?q?caf=E9?=\r\n  au lait\r\n\r\n");
+        assert_eq!(
+            encoded.text("subject").as_deref(),
+            Some("Rechnung f\u{fc}r M\u{e4}rz")
+        );
+        assert_eq!(encoded.headers[1].text(), "caf\u{e9} au lait");
         let lf = Message::parse(b"From: a@x.com\nSubject: s\n\nbody\n");
         assert_eq!(lf.get("From").as_deref(), Some("a@x.com"));
         assert_eq!(lf.body, b"body\n");

@@ -692,14 +692,14 @@ fn transport_rules(
                 "the sender's domain is not authoritative or internal-relay".to_string(),
         }
     );
-    let subject = run.message.get("Subject");
+    let subject = run.message.text("Subject");
     // Only the headers some rule tests are unfolded.
     let unfolded: Vec<(String, String)> = run
         .message
         .headers
         .iter()
         .filter(|h| table.rules.tests_header(&h.name))
-        .map(|h| (h.name.clone(), h.unfolded()))
+        .map(|h| (h.name.clone(), h.text()))
         .collect();
     let facts = Facts {
         // Rules see the recipients as addressed (after inbound rewriting), as on an Edge
