@@ -38,7 +38,34 @@ pub struct Address {
 impl Address {
     /// The lookup key: the whole address in ASCII lowercase.
     pub fn key(&self) -> String {
-        format!("{}@{}", self.local.to_ascii_lowercase(), self.domain)
+        let mut k = String::with_capacity(self.local.len() + 1 + self.domain.len());
+        k.push_str(&self.local);
+        k.make_ascii_lowercase();
+        k.push('@');
+        k.push_str(&self.domain);
+        k
+    }
+}
+
+impl Address {
+    /// Calls `f` with the lookup key, built in a reused buffer instead of a new string: the
+    /// evaluator looks addresses up several times per message.
+    pub fn with_key<R>(&self, f: impl FnOnce(&str) -> R) -> R {
+        thread_local! {
+            static BUF: std::cell::RefCell<String> = std::cell::RefCell::new(String::with_capacity(256));
+        }
+        BUF.with(|cell| match cell.try_borrow_mut() {
+            Ok(mut buf) => {
+                buf.clear();
+                buf.push_str(&self.local);
+                buf.make_ascii_lowercase();
+                buf.push('@');
+                buf.push_str(&self.domain);
+                f(&buf)
+            }
+            // Re-entered from inside `f`: fall back to a fresh string.
+            Err(_) => f(&self.key()),
+        })
     }
 }
 

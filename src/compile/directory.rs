@@ -84,8 +84,13 @@ impl Directory {
 
     /// What `a` is.
     pub fn lookup(&self, a: &Address) -> Lookup {
-        let key = a.key();
-        if let Some(&i) = self.by_address.get(&key) {
+        let (live, tomb) = a.with_key(|key| {
+            (
+                self.by_address.get(key).copied(),
+                self.tombstones.get(key).copied(),
+            )
+        });
+        if let Some(i) = live {
             let Some(r) = self.recipients.get(i) else {
                 return Lookup::Unknown;
             };
@@ -98,8 +103,8 @@ impl Directory {
                 (_, None) => Lookup::Unknown,
             };
         }
-        match self.tombstones.get(&key) {
-            Some(&i) => Lookup::Deleted { recipient: i },
+        match tomb {
+            Some(i) => Lookup::Deleted { recipient: i },
             None => Lookup::Unknown,
         }
     }

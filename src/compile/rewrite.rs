@@ -134,7 +134,7 @@ impl RewriteTable {
     /// Internal to external: the closest entry (address, then domain, then the wildcard with
     /// the longest matching suffix), applied once.
     pub fn outbound(&self, a: &Address) -> Outbound {
-        if let Some(&i) = self.by_address.get(&a.key()) {
+        if let Some(i) = a.with_key(|k| self.by_address.get(k).copied()) {
             return self
                 .target(i, a)
                 .map_or(Outbound::Unchanged, Outbound::Rewritten);
@@ -170,7 +170,7 @@ impl RewriteTable {
 
     /// External to internal, for bidirectional entries: address, then domain.
     pub fn inbound(&self, a: &Address) -> Option<Rewritten> {
-        if let Some(&i) = self.inbound_address.get(&a.key()) {
+        if let Some(i) = a.with_key(|k| self.inbound_address.get(k).copied()) {
             return match self.sources.get(i as usize)? {
                 RewriteFrom::Address(int) => Some(Rewritten {
                     address: int.clone(),

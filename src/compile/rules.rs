@@ -34,6 +34,15 @@ pub enum RuleCompileError {
     },
 }
 
+/// The slots a message hit, sorted and without repeats.
+struct Hits(Vec<u32>);
+
+impl Hits {
+    fn contains(&self, s: &u32) -> bool {
+        self.0.binary_search(s).is_ok()
+    }
+}
+
 /// What part of the message a text condition reads.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Field {
@@ -341,10 +350,11 @@ impl RuleIndex {
     }
 
     /// The slots hit by the message's text, one automaton pass per field value.
-    fn scan(&self, facts: &Facts<'_>) -> HashSet<u32> {
-        let mut hits = HashSet::default();
+    /// The slots hit, sorted (a message hits few, so a vector beats a set).
+    fn scan(&self, facts: &Facts<'_>) -> Hits {
+        let mut hits = Vec::new();
         let Some(ac) = &self.automaton else {
-            return hits;
+            return Hits(hits);
         };
         let mut scan_one = |field: &Field, text: &str| {
             for m in ac.find_overlapping_iter(text) {
@@ -360,7 +370,7 @@ impl RuleIndex {
                     {
                         continue;
                     }
-                    hits.insert(sid);
+                    hits.push(sid);
                 }
             }
         };
@@ -379,10 +389,12 @@ impl RuleIndex {
                 }
             }
         }
-        hits
+        hits.sort_unstable();
+        hits.dedup();
+        Hits(hits)
     }
 
-    fn holds(&self, c: &Cond, facts: &Facts<'_>, hits: &HashSet<u32>) -> bool {
+    fn holds(&self, c: &Cond, facts: &Facts<'_>, hits: &Hits) -> bool {
         match c {
             Cond::Words { slots, .. } => slots.iter().any(|s| hits.contains(s)),
             Cond::Pattern { field, patterns } => {
@@ -411,7 +423,7 @@ impl RuleIndex {
         }
     }
 
-    fn outcome(&self, rule: &CompiledRule, facts: &Facts<'_>, hits: &HashSet<u32>) -> Outcome {
+    fn outcome(&self, rule: &CompiledRule, facts: &Facts<'_>, hits: &Hits) -> Outcome {
         if let Some(i) = rule
             .conditions
             .iter()
@@ -439,7 +451,7 @@ impl RuleIndex {
     pub fn run(&self, facts: &Facts<'_>) -> Vec<usize> {
         let hits = self.scan(facts);
         let mut candidates: Vec<u32> = self.always.clone();
-        for s in &hits {
+        for s in &hits.0 {
             if let Some(rs) = self.by_slot.get(s) {
                 candidates.extend(rs);
             }

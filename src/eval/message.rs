@@ -164,32 +164,25 @@ pub fn addresses(value: &str) -> Vec<(Range<usize>, String)> {
     let mut element: Vec<Range<usize>> = Vec::new();
     let mut in_angle: Option<usize> = None;
     let mut saw_angle = false;
-    let flush = |element: &mut Vec<Range<usize>>,
-                 saw_angle: bool,
-                 out: &mut Vec<(Range<usize>, String)>| {
-        if !saw_angle {
-            // A bare addr-spec: the run of adjacent text outside comments, without white
-            // space, that holds the `@`.
-            let mut runs: Vec<Range<usize>> = Vec::new();
-            for r in element.iter() {
-                let blank = value.get(r.clone()).is_some_and(|t| t.trim().is_empty());
-                match runs.last_mut() {
-                    _ if blank => runs.push(r.end..r.end),
-                    Some(last) if last.end == r.start => last.end = r.end,
-                    _ => runs.push(r.clone()),
+    // The current mailbox's text outside comments, as runs of adjacent non-blank bytes; a
+    // bare addr-spec is the one run that holds an `@`.
+    let flush =
+        |runs: &mut Vec<Range<usize>>, saw_angle: bool, out: &mut Vec<(Range<usize>, String)>| {
+            if !saw_angle {
+                let mut with_at = runs
+                    .iter()
+                    .filter(|r| value.get((*r).clone()).is_some_and(|t| t.contains('@')));
+                if let (Some(r), None) = (with_at.next(), with_at.next()) {
+                    if let Some(t) = value.get(r.clone()) {
+                        out.push((r.clone(), t.to_string()));
+                    }
                 }
             }
-            let with_at: Vec<&Range<usize>> = runs
-                .iter()
-                .filter(|r| value.get((*r).clone()).is_some_and(|t| t.contains('@')))
-                .collect();
-            if let [r] = with_at.as_slice() {
-                if let Some(t) = value.get((*r).clone()) {
-                    out.push(((*r).clone(), t.to_string()));
-                }
-            }
-        }
-        element.clear();
+            runs.clear();
+        };
+    let extend = |runs: &mut Vec<Range<usize>>, r: Range<usize>| match runs.last_mut() {
+        Some(last) if last.end == r.start => last.end = r.end,
+        _ => runs.push(r),
     };
     while let Some(&b) = bytes.get(i) {
         match b {
@@ -207,7 +200,7 @@ pub fn addresses(value: &str) -> Vec<(Range<usize>, String)> {
                     }
                 }
                 if in_angle.is_none() {
-                    element.push(start..i.min(bytes.len()));
+                    extend(&mut element, start..i.min(bytes.len()));
                 }
                 continue;
             }
@@ -262,7 +255,8 @@ pub fn addresses(value: &str) -> Vec<(Range<usize>, String)> {
                 element.clear();
                 saw_angle = false;
             }
-            _ if in_angle.is_none() => element.push(i..i + 1),
+            b' ' | b'\t' | b'\r' | b'\n' => {}
+            _ if in_angle.is_none() => extend(&mut element, i..i + 1),
             _ => {}
         }
         i += 1;

@@ -705,12 +705,13 @@ fn transport_rules(
         // Rules see the recipients as addressed (after inbound rewriting), as on an Edge
         // server, not what contacts and groups resolve them to.
         recipients: {
-            let mut seen = std::collections::HashSet::new();
-            recipients
-                .iter()
-                .filter(|p| p.fate.is_none() && seen.insert(p.addressed.key()))
-                .map(|p| p.addressed.to_string())
-                .collect()
+            let mut seen: Vec<&Address> = Vec::with_capacity(recipients.len());
+            for p in recipients.iter().filter(|p| p.fate.is_none()) {
+                if !seen.contains(&&p.addressed) {
+                    seen.push(&p.addressed);
+                }
+            }
+            seen.iter().map(ToString::to_string).collect()
         },
         sender: &sender_text,
         subject: subject.as_deref(),
