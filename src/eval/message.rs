@@ -266,13 +266,13 @@ pub fn addresses(value: &str) -> Vec<(Range<usize>, String)> {
 }
 
 /// Replaces the addr-specs for which `rewrite` returns a new address; returns the new value
-/// and what changed. A replacement with a CR or LF in it is refused, so no rewrite can add a
-/// header line.
+/// and what changed, or `None` when nothing did. A replacement with a CR or LF in it is
+/// refused, so no rewrite can add a header line.
 pub fn rewrite_addresses(
     value: &str,
     mut rewrite: impl FnMut(&str) -> Option<String>,
-) -> (String, Vec<(String, String)>) {
-    let mut out = String::with_capacity(value.len());
+) -> Option<(String, Vec<(String, String)>)> {
+    let mut out = String::new();
     let mut changes = Vec::new();
     let mut last = 0;
     for (range, addr) in addresses(value) {
@@ -282,13 +282,19 @@ pub fn rewrite_addresses(
         if new.contains(['\r', '\n']) || new == addr {
             continue;
         }
+        if out.is_empty() {
+            out.reserve(value.len() + new.len());
+        }
         out.push_str(value.get(last..range.start).unwrap_or(""));
         out.push_str(&new);
         last = range.end;
         changes.push((addr, new));
     }
+    if changes.is_empty() {
+        return None;
+    }
     out.push_str(value.get(last..).unwrap_or(""));
-    (out, changes)
+    Some((out, changes))
 }
 
 #[cfg(test)]
@@ -329,7 +335,8 @@ mod tests {
         let (new, changes) = rewrite_addresses(v, |a| {
             a.strip_suffix("@tenant1.example.com")
                 .map(|l| format!("{l}@example.com"))
-        });
+        })
+        .unwrap();
         assert_eq!(
             new,
             " \"Smith, John\" <John.Smith@example.com> (work),\r\n\tMary <mary@tenant2.example.com>"
@@ -345,10 +352,8 @@ mod tests {
 
     #[test]
     fn a_rewrite_can_never_inject_a_header() {
-        let (new, changes) =
-            rewrite_addresses(" a@x.com", |_| Some("b@y.com\r\nBcc: evil@z.com".into()));
-        assert_eq!(new, " a@x.com");
-        assert!(changes.is_empty());
+        let result = rewrite_addresses(" a@x.com", |_| Some("b@y.com\r\nBcc: evil@z.com".into()));
+        assert!(result.is_none(), "{result:?}");
     }
 
     #[test]

@@ -105,8 +105,7 @@ impl Run<'_> {
             if !names.iter().any(|n| h.name.eq_ignore_ascii_case(n)) {
                 continue;
             }
-            let before = h.unfolded();
-            let (value, changes) = rewrite_addresses(&h.value, |a| {
+            let rewritten = rewrite_addresses(&h.value, |a| {
                 let addr = parse_address(a)?;
                 let (new, entry) = f(&addr)?;
                 if explain {
@@ -114,7 +113,8 @@ impl Run<'_> {
                 }
                 Some(new.to_string())
             });
-            if !changes.is_empty() {
+            if let Some((value, _)) = rewritten {
+                let before = h.unfolded();
                 h.value = value;
                 self.header_changes
                     .push((h.name.clone(), Some(before), Some(h.unfolded())));
