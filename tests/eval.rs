@@ -7,7 +7,6 @@ use mailflow::check::check_file;
 use mailflow::compile::compile;
 use mailflow::diagnostic::{Severity, render};
 use mailflow::testing::run_tests;
-use std::path::Path;
 
 #[test]
 fn every_evaluator_fixture_passes() {
@@ -16,7 +15,7 @@ fn every_evaluator_fixture_passes() {
         let rel = path
             .strip_prefix(env!("CARGO_MANIFEST_DIR"))
             .unwrap_or(path);
-        let report = check_file(Path::new(rel)).unwrap();
+        let report = check_file(std::path::Path::new(rel)).unwrap();
         let errors: Vec<_> = report
             .diagnostics
             .iter()
