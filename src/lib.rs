@@ -16,5 +16,6 @@ pub mod load;
 pub mod model;
 pub mod parse;
 pub mod resolve;
+pub mod smtp;
 pub mod source;
 pub mod testing;

@@ -1,0 +1,466 @@
+//! The message-transfer phase, sans I/O: [`DataReceiver`] for `DATA` (ends only at a real
+//! CRLF.CRLF, undoes dot-stuffing) and [`BdatReceiver`] for `BDAT` chunks, both normalising
+//! bare CR and LF to CRLF under a size cap; [`dot_stuff`] for the outbound side.
+//!
+//! Why normalise rather than pass through: a stored message without bare CR or LF cannot
+//! carry an end-of-data marker that some next hop reads differently (SMTP smuggling), and
+//! no hop can disagree with us about where a line ends. After a bare line ending the next
+//! line is *not* a real line start: a `.` there neither ends the data nor is unstuffed, so
+//! the bytes are kept literally and [`dot_stuff`] re-protects them when relaying.
+
+/// What one [`DataReceiver::feed`] call did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DataProgress {
+    /// Bytes of the input consumed; any rest belongs to the next command (pipelining).
+    pub consumed: usize,
+    /// Whether the end-of-data marker has been seen.
+    pub done: bool,
+}
+
+/// Why a received message is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DataError {
+    /// Larger than the limit after normalisation.
+    #[error("message size exceeds the limit of {limit} octets")]
+    TooLarge {
+        /// The limit the receiver was created with.
+        limit: u64,
+    },
+    /// `finish` was called before the end-of-data marker.
+    #[error("message data ended before the end-of-data marker")]
+    Incomplete,
+}
+
+impl DataError {
+    /// The reply for the client: code, enhanced code, text.
+    pub fn reply(&self) -> (u16, &'static str, String) {
+        match self {
+            DataError::TooLarge { limit } => (
+                552,
+                "5.3.4",
+                format!("message size exceeds fixed maximum message size of {limit} octets"),
+            ),
+            DataError::Incomplete => (451, "4.3.0", "message data incomplete".to_string()),
+        }
+    }
+}
+
+/// The message buffer with its cap: past the limit, bytes are counted but not kept, and
+/// what was kept is freed, so a huge message costs no memory.
+#[derive(Debug)]
+struct Sink {
+    buf: Vec<u8>,
+    size: u64,
+    limit: u64,
+    over: bool,
+}
+
+impl Sink {
+    fn new(limit: u64) -> Self {
+        Sink {
+            buf: Vec::new(),
+            size: 0,
+            limit,
+            over: false,
+        }
+    }
+
+    fn push(&mut self, bytes: &[u8]) {
+        self.size = self.size.saturating_add(bytes.len() as u64);
+        if self.over {
+            return;
+        }
+        if self.size > self.limit {
+            self.over = true;
+            self.buf = Vec::new();
+        } else {
+            self.buf.extend_from_slice(bytes);
+        }
+    }
+
+    fn finish(self) -> Result<Vec<u8>, DataError> {
+        if self.over {
+            Err(DataError::TooLarge { limit: self.limit })
+        } else {
+            Ok(self.buf)
+        }
+    }
+}
+
+/// Where the `DATA` state machine stands after the bytes seen so far.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// After a real CRLF (or at the start): a `.` here is special.
+    LineStart,
+    /// Inside a line, or after a bare CR/LF.
+    Mid,
+    /// After a CR not yet known to be part of a CRLF.
+    Cr,
+    /// After a `.` at a real line start.
+    Dot,
+    /// After `.` CR at a real line start: LF ends the data.
+    DotCr,
+    /// The end-of-data marker has been consumed.
+    Done,
+}
+
+/// Receives the bytes after `DATA`'s 354 reply, incrementally: feed it whatever was read,
+/// in any split, until [`DataProgress::done`].
+#[derive(Debug)]
+pub struct DataReceiver {
+    sink: Sink,
+    state: State,
+    bare: u64,
+}
+
+impl DataReceiver {
+    /// A receiver keeping at most `max_size` octets (after normalisation and unstuffing);
+    /// `u64::MAX` for no limit.
+    pub fn new(max_size: u64) -> Self {
+        DataReceiver {
+            sink: Sink::new(max_size),
+            state: State::LineStart,
+            bare: 0,
+        }
+    }
+
+    /// Consumes bytes of the DATA stream; returns how many were consumed (all of them unless
+    /// the end-of-data marker was reached) and whether the end (CRLF.CRLF) was seen.
+    pub fn feed(&mut self, input: &[u8]) -> DataProgress {
+        let mut i = 0;
+        // Each arm either advances `i` or changes the state to one that will.
+        while let Some(&b) = input.get(i) {
+            match self.state {
+                State::Done => break,
+                State::Mid => {
+                    let rest = input.get(i..).unwrap_or_default();
+                    let run = rest
+                        .iter()
+                        .position(|&c| c == b'\r' || c == b'\n')
+                        .unwrap_or(rest.len());
+                    if run > 0 {
+                        self.sink.push(rest.get(..run).unwrap_or_default());
+                        i += run;
+                        continue;
+                    }
+                    if b == b'\r' {
+                        self.state = State::Cr;
+                    } else {
+                        self.bare_ending();
+                    }
+                    i += 1;
+                }
+                State::Cr => {
+                    if b == b'\n' {
+                        self.sink.push(b"\r\n");
+                        self.state = State::LineStart;
+                        i += 1;
+                    } else {
+                        // The pending CR was bare; `b` is looked at again as mid-line.
+                        self.bare_ending();
+                        self.state = State::Mid;
+                    }
+                }
+                State::LineStart => {
+                    if b == b'.' {
+                        self.state = State::Dot;
+                        i += 1;
+                    } else {
+                        self.state = State::Mid;
+                    }
+                }
+                State::Dot => match b {
+                    b'.' => {
+                        self.sink.push(b".");
+                        self.state = State::Mid;
+                        i += 1;
+                    }
+                    b'\r' => {
+                        self.state = State::DotCr;
+                        i += 1;
+                    }
+                    _ => {
+                        self.sink.push(b".");
+                        self.state = State::Mid;
+                    }
+                },
+                State::DotCr => {
+                    if b == b'\n' {
+                        self.state = State::Done;
+                        i += 1;
+                    } else {
+                        // `.` then a bare CR: body, not the end.
+                        self.sink.push(b".");
+                        self.bare_ending();
+                        self.state = State::Mid;
+                    }
+                }
+            }
+        }
+        DataProgress {
+            consumed: i,
+            done: self.state == State::Done,
+        }
+    }
+
+    fn bare_ending(&mut self) {
+        self.bare += 1;
+        self.sink.push(b"\r\n");
+    }
+
+    /// Whether the end-of-data marker has been seen.
+    pub fn is_done(&self) -> bool {
+        self.state == State::Done
+    }
+
+    /// Bare CRs and LFs seen (each stored as CRLF), for the log.
+    pub fn bare_line_endings(&self) -> u64 {
+        self.bare
+    }
+
+    /// Octets of message so far, normalised, including any not kept past the limit.
+    pub fn size(&self) -> u64 {
+        self.sink.size
+    }
+
+    /// Whether the limit has been passed (the session may note it early; it still has to
+    /// read to the end of the data before replying).
+    pub fn is_too_large(&self) -> bool {
+        self.sink.over
+    }
+
+    /// The unstuffed message (ending with CRLF unless empty), or why it is refused.
+    pub fn finish(self) -> Result<Vec<u8>, DataError> {
+        if self.state != State::Done {
+            return Err(DataError::Incomplete);
+        }
+        self.sink.finish()
+    }
+}
+
+/// Assembles a message from `BDAT` chunks. Chunks are exact byte counts, so there is no
+/// end marker and no dot-unstuffing, but line endings are normalised as for `DATA`, also
+/// across chunk boundaries, under the same size cap. Because of the normalisation the
+/// session must not advertise `BINARYMIME`.
+#[derive(Debug)]
+pub struct BdatReceiver {
+    sink: Sink,
+    pending_cr: bool,
+    bare: u64,
+}
+
+impl BdatReceiver {
+    /// A receiver keeping at most `max_size` octets; `u64::MAX` for no limit.
+    pub fn new(max_size: u64) -> Self {
+        BdatReceiver {
+            sink: Sink::new(max_size),
+            pending_cr: false,
+            bare: 0,
+        }
+    }
+
+    /// Appends bytes of a chunk (a chunk may be fed in any number of pieces). Past the
+    /// limit bytes are only counted; the session still reads and discards the whole chunk.
+    pub fn feed(&mut self, mut bytes: &[u8]) {
+        if self.pending_cr {
+            if let Some(&first) = bytes.first() {
+                self.pending_cr = false;
+                if first == b'\n' {
+                    self.sink.push(b"\r\n");
+                    bytes = bytes.get(1..).unwrap_or_default();
+                } else {
+                    self.bare_ending();
+                }
+            }
+        }
+        while !bytes.is_empty() {
+            let run = bytes
+                .iter()
+                .position(|&c| c == b'\r' || c == b'\n')
+                .unwrap_or(bytes.len());
+            self.sink.push(bytes.get(..run).unwrap_or_default());
+            let rest = bytes.get(run..).unwrap_or_default();
+            bytes = match rest {
+                [] => rest,
+                [b'\r', b'\n', tail @ ..] => {
+                    self.sink.push(b"\r\n");
+                    tail
+                }
+                [b'\r'] => {
+                    self.pending_cr = true;
+                    &[]
+                }
+                [_, tail @ ..] => {
+                    self.bare_ending();
+                    tail
+                }
+            };
+        }
+    }
+
+    fn bare_ending(&mut self) {
+        self.bare += 1;
+        self.sink.push(b"\r\n");
+    }
+
+    /// Bare CRs and LFs seen so far (each stored as CRLF), for the log.
+    pub fn bare_line_endings(&self) -> u64 {
+        self.bare
+    }
+
+    /// Octets of message so far, normalised, including any not kept past the limit.
+    pub fn size(&self) -> u64 {
+        self.sink.size
+    }
+
+    /// Whether the limit has been passed.
+    pub fn is_too_large(&self) -> bool {
+        self.sink.over
+    }
+
+    /// After the `LAST` chunk: the message, given a final CRLF if it lacks one (as a DATA
+    /// message always has), or why it is refused.
+    pub fn finish(mut self) -> Result<Vec<u8>, DataError> {
+        if self.pending_cr {
+            self.pending_cr = false;
+            self.bare_ending();
+        }
+        if !self.sink.over && !self.sink.buf.is_empty() && !self.sink.buf.ends_with(b"\r\n") {
+            self.sink.push(b"\r\n");
+        }
+        self.sink.finish()
+    }
+}
+
+/// Prepares a message for `DATA` on the outbound side: every bare CR or LF becomes CRLF,
+/// lines starting with `.` get another, the message is made to end with CRLF (unless
+/// empty), and the end marker `.\r\n` is appended.
+pub fn dot_stuff(message: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(message.len() + message.len() / 32 + 5);
+    let mut line_start = true;
+    let mut rest = message;
+    while !rest.is_empty() {
+        let run = rest
+            .iter()
+            .position(|&c| c == b'\r' || c == b'\n')
+            .unwrap_or(rest.len());
+        if run > 0 {
+            if line_start && rest.first() == Some(&b'.') {
+                out.push(b'.');
+            }
+            out.extend_from_slice(rest.get(..run).unwrap_or_default());
+            line_start = false;
+        }
+        let tail = rest.get(run..).unwrap_or_default();
+        rest = match tail {
+            [] => tail,
+            [b'\r', b'\n', more @ ..] | [_, more @ ..] => {
+                out.extend_from_slice(b"\r\n");
+                line_start = true;
+                more
+            }
+        };
+    }
+    if !line_start {
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b".\r\n");
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::*;
+
+    fn receive(input: &[u8]) -> (DataProgress, Result<Vec<u8>, DataError>, u64) {
+        let mut r = DataReceiver::new(1 << 20);
+        let p = r.feed(input);
+        let bare = r.bare_line_endings();
+        (p, r.finish(), bare)
+    }
+
+    #[test]
+    fn end_marker_and_unstuffing() {
+        let (p, m, bare) = receive(b".\r\nQUIT\r\n");
+        assert_eq!(
+            p,
+            DataProgress {
+                consumed: 3,
+                done: true
+            }
+        );
+        assert_eq!(m.unwrap(), b"");
+        assert_eq!(bare, 0);
+        let (p, m, _) = receive(b"a\r\n..b\r\n.c\r\n..\r\n.\r\nRSET\r\n");
+        assert_eq!(p.consumed, 19);
+        assert_eq!(m.unwrap(), b"a\r\n.b\r\n.c\r\n.\r\n");
+    }
+
+    #[test]
+    fn bare_endings_are_normalised_and_do_not_end() {
+        let (p, m, bare) = receive(b"a\nb\rc\r\r\n.\n.\r\r\n.\r\n");
+        assert!(p.done);
+        assert_eq!(m.unwrap(), b"a\r\nb\r\nc\r\n\r\n.\r\n.\r\n\r\n");
+        assert_eq!(bare, 5);
+        let (p, m, _) = receive(b"x\r\n.\r");
+        assert!(!p.done);
+        assert_eq!(m, Err(DataError::Incomplete));
+    }
+
+    #[test]
+    fn too_large_keeps_consuming() {
+        let mut r = DataReceiver::new(4);
+        assert_eq!(r.feed(b"abc\r\n").consumed, 5);
+        assert!(r.is_too_large());
+        let p = r.feed(b"more\r\n.\r\nQUIT");
+        assert_eq!(
+            p,
+            DataProgress {
+                consumed: 9,
+                done: true
+            }
+        );
+        assert_eq!(r.size(), 11);
+        assert_eq!(
+            r.feed(b".\r\n"),
+            DataProgress {
+                consumed: 0,
+                done: true
+            }
+        );
+        let e = r.finish().unwrap_err();
+        assert_eq!(e, DataError::TooLarge { limit: 4 });
+        assert_eq!(e.reply().0, 552);
+        assert_eq!(e.reply().1, "5.3.4");
+        let mut r = DataReceiver::new(5);
+        r.feed(b"abc\r\n.\r\n");
+        assert_eq!(r.finish().unwrap(), b"abc\r\n");
+    }
+
+    #[test]
+    fn bdat_normalises_across_chunks() {
+        let mut b = BdatReceiver::new(100);
+        b.feed(b"a\r");
+        b.feed(b"\nb\r");
+        b.feed(b"c\n");
+        b.feed(b"d\r");
+        assert_eq!(b.bare_line_endings(), 2);
+        assert_eq!(b.finish().unwrap(), b"a\r\nb\r\nc\r\nd\r\n");
+        let mut b = BdatReceiver::new(100);
+        b.feed(b"no end");
+        assert_eq!(b.finish().unwrap(), b"no end\r\n");
+        let mut b = BdatReceiver::new(3);
+        b.feed(b"abcd");
+        assert_eq!(b.finish(), Err(DataError::TooLarge { limit: 3 }));
+        assert_eq!(BdatReceiver::new(0).finish().unwrap(), b"");
+    }
+
+    #[test]
+    fn stuffing() {
+        assert_eq!(dot_stuff(b""), b".\r\n");
+        assert_eq!(dot_stuff(b"a"), b"a\r\n.\r\n");
+        assert_eq!(dot_stuff(b".\n.a\r\r\n"), b"..\r\n..a\r\n\r\n.\r\n");
+        assert_eq!(dot_stuff(b"a\r\n.\r\n"), b"a\r\n..\r\n.\r\n");
+    }
+}

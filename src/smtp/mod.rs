@@ -1,0 +1,15 @@
+//! The SMTP protocol, without I/O: command lines to [`Command`]s ([`command`]), the DATA and
+//! BDAT receivers and outbound dot-stuffing ([`data`]), and replies both ways ([`reply`]).
+//! The relay's session drives these with the bytes it reads; nothing here blocks or panics.
+
+pub mod command;
+pub mod data;
+pub mod reply;
+
+pub use command::{
+    Body, Command, CommandError, LineEnd, MAX_COMMAND_LINE, MAX_DOMAIN, MAX_LOCAL_PART,
+    MAX_MAIL_RCPT_LINE, MAX_PATH, MailParams, Notify, RcptParams, Ret, find_line, is_ascii,
+    parse_command, parse_domain, xtext_decode, xtext_encode,
+};
+pub use data::{BdatReceiver, DataError, DataProgress, DataReceiver, dot_stuff};
+pub use reply::{MAX_REPLY_LINE, Reply, ReplyError, parse_reply, parse_reply_line, split_enhanced};
