@@ -1091,7 +1091,7 @@ mod tests {
 
     #[test]
     fn reply_lines() {
-        assert_eq!(parse_reply_line(b"250-PIPELINING").unwrap().1, true);
+        assert!(parse_reply_line(b"250-PIPELINING").unwrap().1);
         assert_eq!(parse_reply_line(b"250").unwrap().0, 250);
         assert!(parse_reply_line(b"25").is_err());
         assert!(parse_reply_line(b"250xok").is_err());

@@ -8,6 +8,8 @@ use hickory_resolver::config::{
     LookupIpStrategy, NameServerConfigGroup, ResolveHosts, ResolverConfig,
 };
 use hickory_resolver::name_server::TokioConnectionProvider;
+use hickory_resolver::proto::op::ResponseCode;
+use hickory_resolver::proto::{ProtoError, ProtoErrorKind};
 use hickory_resolver::{ResolveError, TokioResolver};
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
@@ -152,11 +154,11 @@ pub async fn next_hops(
             .iter()
             .map(|r| (r.preference(), r.exchange().to_ascii()))
             .collect(),
-        Err(e) if e.is_nx_domain() => {
-            return Err(no_address(&domain, "domain does not exist"));
-        }
-        Err(e) if e.is_no_records_found() => Vec::new(),
-        Err(e) => return Err(classify(&domain, &e)),
+        Err(e) => match answer(&e) {
+            Answer::NxDomain => return Err(no_address(&domain, "domain does not exist")),
+            Answer::NoData => Vec::new(),
+            Answer::Failed => return Err(classify(&domain, &e)),
+        },
     };
 
     if mx.is_empty() {
@@ -281,14 +283,35 @@ fn no_address(name: &str, message: &str) -> DeliverError {
     }
 }
 
+/// What a failed lookup says about the name.
+enum Answer {
+    /// The name does not exist.
+    NxDomain,
+    /// The name exists, without records of the type asked for.
+    NoData,
+    /// No answer worth believing (timeout, SERVFAIL, REFUSED...): try again later.
+    Failed,
+}
+
+fn answer(e: &ResolveError) -> Answer {
+    // hickory reports SERVFAIL and REFUSED as "no records found" too: look at the code.
+    match e.proto().map(ProtoError::kind) {
+        Some(ProtoErrorKind::NoRecordsFound { response_code, .. }) => match *response_code {
+            ResponseCode::NXDomain => Answer::NxDomain,
+            ResponseCode::NoError => Answer::NoData,
+            _ => Answer::Failed,
+        },
+        _ => Answer::Failed,
+    }
+}
+
 fn classify(name: &str, e: &ResolveError) -> DeliverError {
-    if e.is_nx_domain() || e.is_no_records_found() {
-        no_address(name, &e.to_string())
-    } else {
-        DeliverError::DnsTemporary {
+    match answer(e) {
+        Answer::NxDomain | Answer::NoData => no_address(name, &e.to_string()),
+        Answer::Failed => DeliverError::DnsTemporary {
             name: name.to_string(),
             message: e.to_string(),
-        }
+        },
     }
 }
 
