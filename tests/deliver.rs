@@ -961,3 +961,89 @@ fn dsn_full_returns_the_whole_message() {
             .contains("Subject: Delayed Mail")
     );
 }
+
+#[tokio::test]
+async fn a_silent_hop_times_out_and_the_next_is_used() {
+    // Accepts connections and never says a word.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let silent_addr = silent.local_addr().unwrap();
+    let holder = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((tcp, _)) = silent.accept().await {
+            held.push(tcp);
+        }
+    });
+    let good = Sink::start(SinkOptions::default()).await;
+    let cfg = ClientConfig {
+        command_timeout: Duration::from_millis(300),
+        ..config(OutboundTls::Off)
+    };
+    let r = rcpts(&["b@example.test"]);
+    let started = std::time::Instant::now();
+    let a = deliver::deliver(
+        &cfg,
+        &[hop("silent.test", silent_addr), hop("good.test", good.addr)],
+        &message(&r, BODY),
+    )
+    .await;
+    assert!(delivered(&a), "{a:?}");
+    assert_eq!(a.host, "good.test");
+    assert!(started.elapsed() < Duration::from_secs(3));
+
+    let a = deliver::deliver(&cfg, &[hop("silent.test", silent_addr)], &message(&r, BODY)).await;
+    match &a.outcomes[0] {
+        RcptOutcome::Temporary { text, .. } => assert!(text.contains("timed out"), "{text}"),
+        other => panic!("{other:?}"),
+    }
+    holder.abort();
+}
+
+/// A server that offers STARTTLS, agrees to it, then speaks no TLS at all.
+async fn broken_starttls_server() -> (SocketAddr, tokio::task::JoinHandle<()>) {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut r = BufReader::new(tcp);
+                let mut line = String::new();
+                r.get_mut().write_all(b"220 broken.test\r\n").await.unwrap();
+                r.read_line(&mut line).await.unwrap();
+                r.get_mut()
+                    .write_all(b"250-broken.test\r\n250 STARTTLS\r\n")
+                    .await
+                    .unwrap();
+                line.clear();
+                r.read_line(&mut line).await.unwrap();
+                r.get_mut()
+                    .write_all(b"220 go ahead\r\nthis is not TLS\r\n\r\n")
+                    .await
+                    .unwrap();
+                let _ = r.read_line(&mut line).await;
+            });
+        }
+    });
+    (addr, task)
+}
+
+#[tokio::test]
+async fn opportunistic_handshake_failure_moves_on_without_plaintext() {
+    let (broken, task) = broken_starttls_server().await;
+    let good = Sink::start(SinkOptions::default()).await;
+    let r = rcpts(&["b@example.test"]);
+    let cfg = config(OutboundTls::Opportunistic);
+
+    let a = deliver::deliver(&cfg, &[hop("broken.test", broken)], &message(&r, BODY)).await;
+    assert_eq!(temporary(&a.outcomes[0]), (454, "4.7.5"));
+
+    let a = deliver::deliver(
+        &cfg,
+        &[hop("broken.test", broken), hop("good.test", good.addr)],
+        &message(&r, BODY),
+    )
+    .await;
+    assert!(delivered(&a), "{a:?}");
+    assert_eq!(a.host, "good.test");
+    task.abort();
+}
