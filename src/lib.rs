@@ -9,6 +9,7 @@
 pub mod ast;
 pub mod check;
 pub mod compile;
+pub mod deliver;
 pub mod diagnostic;
 pub mod eval;
 pub mod lint;

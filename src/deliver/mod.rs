@@ -1,0 +1,87 @@
+//! The relay's outbound side: where a message goes next ([`hop`]: smart hosts or MX), the
+//! SMTP client that hands one message to that hop ([`client`], STARTTLS with rustls), and the
+//! bounce the relay writes when it cannot ([`dsn`], RFC 3464).
+
+pub mod client;
+pub mod dsn;
+pub mod hop;
+mod tls;
+
+pub use client::{
+    Attempt, ClientConfig, OutboundMessage, OutboundRcpt, RcptOutcome, deliver, load_roots,
+    webpki_roots,
+};
+pub use dsn::{DsnAction, DsnInput, FailedRecipient, compose, should_bounce};
+pub use hop::{Hop, Resolver, next_hops};
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// What can go wrong on the outbound side before a remote server answers. Remote replies are
+/// never errors: [`deliver`] turns them into [`RcptOutcome`]s.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum DeliverError {
+    /// The resolver could not be set up from the system configuration.
+    #[error("resolver configuration: {0}")]
+    ResolverConfig(String),
+    /// A DNS lookup failed for a reason that may go away (timeout, SERVFAIL, refused).
+    #[error("DNS lookup of {name} failed: {message}")]
+    DnsTemporary {
+        /// The name looked up.
+        name: String,
+        /// What the resolver said.
+        message: String,
+    },
+    /// The domain does not exist, or neither it nor any of its MX hosts has an address.
+    #[error("no address for {name}: {message}")]
+    NoAddress {
+        /// The name looked up.
+        name: String,
+        /// What the resolver said.
+        message: String,
+    },
+    /// The domain publishes a null MX (RFC 7505): it accepts no mail.
+    #[error("{domain} does not accept mail (null MX)")]
+    NullMx {
+        /// The domain.
+        domain: String,
+    },
+    /// The next hop is this relay itself.
+    #[error("mail for {domain} loops back to myself ({host} at {addr})")]
+    Loop {
+        /// The recipient domain.
+        domain: String,
+        /// The hop's name.
+        host: String,
+        /// The local address it resolved to.
+        addr: SocketAddr,
+    },
+    /// A certificate, key or CA file could not be read or used.
+    #[error("{path}: {message}")]
+    Certificate {
+        /// The file.
+        path: PathBuf,
+        /// What was wrong.
+        message: String,
+    },
+}
+
+impl DeliverError {
+    /// The reply the relay reports for this error: (code, enhanced status), e.g.
+    /// `(556, "5.1.10")` for a null MX.
+    pub fn reply(&self) -> (u16, &'static str) {
+        match self {
+            DeliverError::ResolverConfig(_) => (451, "4.3.5"),
+            DeliverError::DnsTemporary { .. } => (451, "4.4.3"),
+            DeliverError::NoAddress { .. } => (550, "5.1.2"),
+            DeliverError::NullMx { .. } => (556, "5.1.10"),
+            DeliverError::Loop { .. } => (554, "5.4.4"),
+            DeliverError::Certificate { .. } => (451, "4.3.5"),
+        }
+    }
+
+    /// Whether retrying later cannot help (a 5xx reply).
+    pub fn is_permanent(&self) -> bool {
+        self.reply().0 >= 500
+    }
+}

@@ -1,0 +1,7 @@
+//! Loopback servers for tests: an SMTP sink that records what it receives, a DNS server
+//! answering from a map, and test certificates. Each test crate uses only some of it.
+#![allow(dead_code)]
+
+pub mod dns;
+pub mod sink;
+pub mod tls;
