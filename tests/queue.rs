@@ -624,3 +624,45 @@ fn throughput_20_writers_2k() {
         stats.records as f64 / stats.syncs.max(1) as f64
     );
 }
+
+/// A finished message whose record sits in a segment kept for a big live neighbour: its
+/// Done record must survive compaction of the later segment it is in.
+#[test]
+fn compaction_moves_tombstones_still_needed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let rt = rt();
+    let options = || small_segments(16 << 10);
+    let (spool, _) = open(dir, options());
+    let big = rt.block_on(spool.store(message(1), body(1, 6000))).unwrap();
+    let small = rt.block_on(spool.store(message(1), body(2, 500))).unwrap();
+    let first_segment = segments(dir)[0].clone();
+    let mut fillers = Vec::new();
+    let mut store_and_finish = |n: u64, fillers: &mut Vec<QueueId>| {
+        for k in 0..n {
+            let m = rt
+                .block_on(spool.store(message(1), body(100 + k, 3000)))
+                .unwrap();
+            fillers.push(m.id);
+        }
+    };
+    store_and_finish(8, &mut fillers);
+    rt.block_on(spool.update(&small.id, vec![(0, delivered())]))
+        .unwrap();
+    store_and_finish(8, &mut fillers);
+    for id in &fillers {
+        rt.block_on(spool.update(id, vec![(0, delivered())]))
+            .unwrap();
+    }
+    store_and_finish(8, &mut Vec::new());
+    rt.block_on(spool.compact()).unwrap();
+    assert!(
+        segments(dir).contains(&first_segment),
+        "the dense first segment is kept"
+    );
+    rt.block_on(spool.close()).unwrap();
+    let (spool, live) = open(dir, options());
+    assert!(live.iter().any(|m| m.id == big.id));
+    assert!(spool.get(&small.id).is_none(), "finished message came back");
+    assert!(fillers.iter().all(|id| spool.get(id).is_none()));
+}
