@@ -16,6 +16,7 @@ pub mod lint;
 pub mod load;
 pub mod model;
 pub mod parse;
+pub mod queue;
 pub mod resolve;
 pub mod smtp;
 pub mod source;

@@ -1,0 +1,262 @@
+//! The journal's bytes: segment headers, record framing and checksums, and reading records
+//! back (with resynchronisation past damage). Knows nothing of what a record means.
+
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::FileExt;
+
+use serde::{Deserialize, Serialize};
+
+use super::crc::{Crc32, crc32};
+use super::{NewMessage, QueueId, RecipientState};
+
+/// `MFSPOOL\0`, then version (u32 LE) and salt (u32 LE).
+pub(crate) const SEG_MAGIC: [u8; 8] = *b"MFSPOOL\0";
+pub(crate) const SEG_VERSION: u32 = 1;
+pub(crate) const SEG_HEADER_LEN: u64 = 16;
+/// Every record starts with these four bytes, so a reader can find the next record after
+/// damage.
+pub(crate) const REC_MAGIC: [u8; 4] = *b"MFR1";
+pub(crate) const REC_HEADER_LEN: u64 = 24;
+/// A head is metadata (addresses, states); anything bigger is damage, not data.
+const MAX_HEAD_LEN: u32 = 64 << 20;
+
+/// What a record says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Kind {
+    /// A whole message: head [`MessageHead`], body the message bytes.
+    Message = 1,
+    /// Recipient state changes: head [`RecipientsHead`], no body.
+    Recipients = 2,
+    /// The message is finished: head [`DoneHead`], no body.
+    Done = 3,
+}
+
+impl Kind {
+    fn from_u8(b: u8) -> Option<Kind> {
+        match b {
+            1 => Some(Kind::Message),
+            2 => Some(Kind::Recipients),
+            3 => Some(Kind::Done),
+            _ => None,
+        }
+    }
+}
+
+/// Head of a [`Kind::Message`] record. `states` lets compaction copy a message forward with
+/// its progress.
+#[derive(Serialize, Deserialize)]
+pub(crate) struct MessageHead {
+    pub(crate) id: QueueId,
+    pub(crate) received_at: u64,
+    pub(crate) meta: NewMessage,
+    pub(crate) states: Vec<RecipientState>,
+}
+
+/// Borrowing twin of [`MessageHead`] (same encoding), so storing does not clone the metadata.
+#[derive(Serialize)]
+pub(crate) struct MessageHeadRef<'a> {
+    pub(crate) id: &'a QueueId,
+    pub(crate) received_at: u64,
+    pub(crate) meta: &'a NewMessage,
+    pub(crate) states: &'a [RecipientState],
+}
+
+#[derive(Serialize, Deserialize)]
+pub(crate) struct RecipientsHead {
+    pub(crate) id: QueueId,
+    pub(crate) updates: Vec<(u32, RecipientState)>,
+}
+
+#[derive(Serialize, Deserialize)]
+pub(crate) struct DoneHead {
+    pub(crate) id: QueueId,
+}
+
+/// A record ready to append, checksums computed by the caller (off the writer thread); only
+/// the segment salt is mixed in at write time.
+pub(crate) struct Encoded {
+    pub(crate) kind: Kind,
+    pub(crate) head: Vec<u8>,
+    pub(crate) body: Vec<u8>,
+    head_crc: u32,
+    pub(crate) body_crc: u32,
+}
+
+impl Encoded {
+    pub(crate) fn new(kind: Kind, head: Vec<u8>, body: Vec<u8>) -> Encoded {
+        let body_crc = crc32(&body);
+        Self::with_body_crc(kind, head, body, body_crc)
+    }
+
+    /// For a body whose checksum is already known (compaction re-reads and verifies it).
+    pub(crate) fn with_body_crc(kind: Kind, head: Vec<u8>, body: Vec<u8>, body_crc: u32) -> Self {
+        let mut c = Crc32::new();
+        c.update(&frame_fields(
+            kind as u8,
+            head.len() as u32,
+            body.len() as u32,
+        ));
+        c.update(&head);
+        Encoded {
+            kind,
+            head_crc: c.finish(),
+            head,
+            body,
+            body_crc,
+        }
+    }
+
+    /// Bytes on disk.
+    pub(crate) fn len(&self) -> u64 {
+        REC_HEADER_LEN + self.head.len() as u64 + self.body.len() as u64
+    }
+
+    /// Offset of the body from the record's start.
+    pub(crate) fn body_offset(&self) -> u64 {
+        REC_HEADER_LEN + self.head.len() as u64
+    }
+
+    pub(crate) fn header(&self, salt: u32) -> [u8; REC_HEADER_LEN as usize] {
+        let mut h = [0u8; REC_HEADER_LEN as usize];
+        h[0..4].copy_from_slice(&REC_MAGIC);
+        h[4..16].copy_from_slice(&frame_fields(
+            self.kind as u8,
+            self.head.len() as u32,
+            self.body.len() as u32,
+        ));
+        h[16..20].copy_from_slice(&(self.head_crc ^ salt).to_le_bytes());
+        h[20..24].copy_from_slice(&self.body_crc.to_le_bytes());
+        h
+    }
+}
+
+/// kind, three zero bytes, head length, body length: the part of the header the head
+/// checksum covers.
+fn frame_fields(kind: u8, head_len: u32, body_len: u32) -> [u8; 12] {
+    let mut f = [0u8; 12];
+    f[0] = kind;
+    f[4..8].copy_from_slice(&head_len.to_le_bytes());
+    f[8..12].copy_from_slice(&body_len.to_le_bytes());
+    f
+}
+
+pub(crate) fn segment_header(salt: u32) -> [u8; SEG_HEADER_LEN as usize] {
+    let mut h = [0u8; SEG_HEADER_LEN as usize];
+    h[0..8].copy_from_slice(&SEG_MAGIC);
+    h[8..12].copy_from_slice(&SEG_VERSION.to_le_bytes());
+    h[12..16].copy_from_slice(&salt.to_le_bytes());
+    h
+}
+
+/// The salt of a segment, or `None` when its header is not ours.
+pub(crate) fn read_segment_header(file: &File, len: u64) -> io::Result<Option<u32>> {
+    if len < SEG_HEADER_LEN {
+        return Ok(None);
+    }
+    let mut h = [0u8; SEG_HEADER_LEN as usize];
+    file.read_exact_at(&mut h, 0)?;
+    if h[0..8] != SEG_MAGIC || h[8..12] != SEG_VERSION.to_le_bytes() {
+        return Ok(None);
+    }
+    Ok(Some(u32::from_le_bytes([h[12], h[13], h[14], h[15]])))
+}
+
+/// A record read back and verified; the body stays on disk.
+pub(crate) struct RawRecord {
+    pub(crate) kind: Kind,
+    pub(crate) head: Vec<u8>,
+    pub(crate) body_offset: u64,
+    pub(crate) body_len: u64,
+    pub(crate) body_crc: u32,
+    pub(crate) end: u64,
+}
+
+/// Reads and verifies records of one segment by position.
+pub(crate) struct SegmentReader<'a> {
+    pub(crate) file: &'a File,
+    pub(crate) len: u64,
+    pub(crate) salt: u32,
+}
+
+impl SegmentReader<'_> {
+    /// The verified record at `pos`, or `None` if there is no whole, intact record there.
+    pub(crate) fn record_at(&self, pos: u64) -> io::Result<Option<RawRecord>> {
+        if pos.saturating_add(REC_HEADER_LEN) > self.len {
+            return Ok(None);
+        }
+        let mut h = [0u8; REC_HEADER_LEN as usize];
+        self.file.read_exact_at(&mut h, pos)?;
+        let word = |i: usize| u32::from_le_bytes([h[i], h[i + 1], h[i + 2], h[i + 3]]);
+        if h[0..4] != REC_MAGIC || h[5..8] != [0, 0, 0] {
+            return Ok(None);
+        }
+        let Some(kind) = Kind::from_u8(h[4]) else {
+            return Ok(None);
+        };
+        let (head_len, body_len) = (word(8), word(12));
+        let end = pos + REC_HEADER_LEN + u64::from(head_len) + u64::from(body_len);
+        if head_len > MAX_HEAD_LEN || end > self.len || (kind != Kind::Message && body_len != 0) {
+            return Ok(None);
+        }
+        let mut head = vec![0u8; head_len as usize];
+        self.file.read_exact_at(&mut head, pos + REC_HEADER_LEN)?;
+        let mut c = Crc32::new();
+        c.update(&h[4..16]);
+        c.update(&head);
+        if c.finish() ^ self.salt != word(16) {
+            return Ok(None);
+        }
+        let body_offset = pos + REC_HEADER_LEN + u64::from(head_len);
+        let body_crc = word(20);
+        if crc_of_range(self.file, body_offset, u64::from(body_len))? != body_crc {
+            return Ok(None);
+        }
+        Ok(Some(RawRecord {
+            kind,
+            head,
+            body_offset,
+            body_len: u64::from(body_len),
+            body_crc,
+            end,
+        }))
+    }
+
+    /// The first intact record strictly after `pos`, found by its magic bytes. The salt in
+    /// the checksum means a record-shaped string inside a message body is not taken for a
+    /// record unless its author guessed this segment's salt.
+    pub(crate) fn resync(&self, pos: u64) -> io::Result<Option<(u64, RawRecord)>> {
+        const WINDOW: usize = 64 << 10;
+        let mut buf = vec![0u8; WINDOW];
+        let mut start = pos + 1;
+        while start + REC_HEADER_LEN <= self.len {
+            let n = (self.len - start).min(WINDOW as u64) as usize;
+            self.file.read_exact_at(&mut buf[..n], start)?;
+            for i in 0..n.saturating_sub(3) {
+                if buf[i..i + 4] == REC_MAGIC {
+                    let at = start + i as u64;
+                    if let Some(r) = self.record_at(at)? {
+                        return Ok(Some((at, r)));
+                    }
+                }
+            }
+            // Overlap by three bytes so a magic split across windows is still seen.
+            start += (n as u64).saturating_sub(3).max(1);
+        }
+        Ok(None)
+    }
+}
+
+/// CRC-32 of `len` bytes of `file` from `offset`, read in bounded chunks.
+pub(crate) fn crc_of_range(file: &File, offset: u64, len: u64) -> io::Result<u32> {
+    let mut c = Crc32::new();
+    let mut buf = vec![0u8; len.min(256 << 10) as usize];
+    let mut done = 0u64;
+    while done < len {
+        let n = (len - done).min(buf.len() as u64) as usize;
+        file.read_exact_at(&mut buf[..n], offset + done)?;
+        c.update(&buf[..n]);
+        done += n as u64;
+    }
+    Ok(c.finish())
+}
