@@ -17,6 +17,7 @@ pub mod load;
 pub mod model;
 pub mod parse;
 pub mod queue;
+pub mod relay;
 pub mod resolve;
 pub mod smtp;
 pub mod source;

@@ -638,7 +638,7 @@ fn compaction_moves_tombstones_still_needed() {
     let small = rt.block_on(spool.store(message(1), body(2, 500))).unwrap();
     let first_segment = segments(dir)[0].clone();
     let mut fillers = Vec::new();
-    let mut store_and_finish = |n: u64, fillers: &mut Vec<QueueId>| {
+    let store_and_finish = |n: u64, fillers: &mut Vec<QueueId>| {
         for k in 0..n {
             let m = rt
                 .block_on(spool.store(message(1), body(100 + k, 3000)))

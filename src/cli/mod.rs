@@ -4,6 +4,7 @@ mod check;
 mod compile;
 mod dry_run;
 mod explain;
+mod relay;
 mod test;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -50,6 +51,96 @@ enum Command {
     DryRun(DryRunArgs),
     /// Check a rule set and write it as a compiled table the relay can start from.
     Compile(CompileArgs),
+    /// Run the SMTP relay: receive, evaluate, queue durably and deliver.
+    Relay(RelayArgs),
+    /// Make a running relay recompile its rules (the old rules stay on any error).
+    Reload(ReloadArgs),
+    /// Search the message tracking log.
+    Track(TrackArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct RelayArgs {
+    /// The rule set's root file, or a table written by `mailflow compile`.
+    #[arg(value_name = "RULES")]
+    rules: PathBuf,
+    /// The spool folder: the queue, the tracking log and the pid file.
+    #[arg(long, default_value = "spool")]
+    spool: PathBuf,
+    /// The relay's own name (Received headers, DSNs); default: the machine's host name.
+    #[arg(long)]
+    hostname: Option<String>,
+    /// Listen addresses for a receive connector instead of its `listen`: CONNECTOR=ADDR:PORT[,...].
+    #[arg(long, value_name = "CONNECTOR=ADDR")]
+    listen: Vec<String>,
+    /// Remote ranges for a receive connector instead of its `remote`: CONNECTOR=RANGE[,...].
+    #[arg(long, value_name = "CONNECTOR=RANGE")]
+    remote: Vec<String>,
+    /// Smart hosts for a send connector instead of its `smart-host`: CONNECTOR=HOST[:PORT][,...].
+    #[arg(long, value_name = "CONNECTOR=HOST")]
+    smart_host: Vec<String>,
+    /// DNS server for MX lookups (default: /etc/resolv.conf).
+    #[arg(long, value_name = "ADDR:PORT")]
+    dns: Option<std::net::SocketAddr>,
+    /// The port MX hosts are contacted on (Postfix's smtp_tcp_port).
+    #[arg(long, default_value_t = 25)]
+    mx_port: u16,
+    /// Trust anchors (PEM) for next hops and client certificates (default: Mozilla's roots).
+    #[arg(long, value_name = "PEM")]
+    ca_file: Option<PathBuf>,
+    /// Admin port serving /metrics and /reload.
+    #[arg(long, value_name = "ADDR:PORT")]
+    admin: Option<std::net::SocketAddr>,
+    /// First retry delay (doubles up to --retry-max).
+    #[arg(long, default_value = "300s", value_parser = relay::parse_duration)]
+    retry_min: std::time::Duration,
+    /// Longest retry delay.
+    #[arg(long, default_value = "4000s", value_parser = relay::parse_duration)]
+    retry_max: std::time::Duration,
+    /// How long a message may stay queued before it is bounced.
+    #[arg(long, default_value = "5d", value_parser = relay::parse_duration)]
+    lifetime: std::time::Duration,
+    /// How often the queue is scanned for messages due.
+    #[arg(long, default_value = "30s", value_parser = relay::parse_duration)]
+    queue_interval: std::time::Duration,
+    /// Log filter (RUST_LOG syntax), when RUST_LOG is unset.
+    #[arg(long, default_value = "info")]
+    log: String,
+}
+
+#[derive(Debug, clap::Args)]
+struct ReloadArgs {
+    /// The relay's admin port (reports the outcome).
+    #[arg(long, value_name = "ADDR:PORT")]
+    admin: Option<std::net::SocketAddr>,
+    /// The relay's spool folder (SIGHUP to the pid there).
+    #[arg(long, default_value = "spool")]
+    spool: PathBuf,
+}
+
+#[derive(Debug, clap::Args)]
+struct TrackArgs {
+    /// The tracking log (default: SPOOL/tracking.log).
+    #[arg(long, value_name = "FILE")]
+    log: Option<PathBuf>,
+    /// The relay's spool folder.
+    #[arg(long, default_value = "spool")]
+    spool: PathBuf,
+    /// Events of the message with this Message-ID.
+    #[arg(long)]
+    message_id: Option<String>,
+    /// Events with this envelope sender.
+    #[arg(long)]
+    sender: Option<String>,
+    /// Events about this recipient.
+    #[arg(long)]
+    recipient: Option<String>,
+    /// Only this event (RECEIVE, SEND, DEFER, FAIL, DSN, ...).
+    #[arg(long)]
+    event: Option<String>,
+    /// One JSON object per line.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -174,6 +265,32 @@ pub fn run(cli: Cli) -> Exit {
             oorg: a.oorg,
             message: a.message,
             format: a.format,
+        }),
+        Command::Relay(a) => relay::run(relay::RelayArgs {
+            rules: a.rules,
+            spool: a.spool,
+            hostname: a.hostname,
+            listen: a.listen,
+            remote: a.remote,
+            smart_host: a.smart_host,
+            dns: a.dns,
+            mx_port: a.mx_port,
+            ca_file: a.ca_file,
+            admin: a.admin,
+            retry_min: a.retry_min,
+            retry_max: a.retry_max,
+            lifetime: a.lifetime,
+            queue_interval: a.queue_interval,
+            log: a.log,
+        }),
+        Command::Reload(a) => relay::reload(a.admin, &a.spool),
+        Command::Track(a) => relay::track(relay::TrackArgs {
+            log: a.log.unwrap_or_else(|| a.spool.join("tracking.log")),
+            message_id: a.message_id,
+            sender: a.sender,
+            recipient: a.recipient,
+            event: a.event,
+            json: a.json,
         }),
     }
 }

@@ -8,7 +8,7 @@ pub mod message;
 mod stages;
 
 pub use message::{Header, Message};
-pub use stages::evaluate;
+pub use stages::{evaluate, evaluate_recipients};
 
 use crate::model::{Address, AuthAs};
 use serde::Serialize;

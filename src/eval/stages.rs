@@ -182,6 +182,25 @@ pub fn evaluate(
     message: Option<&Message>,
     explain: bool,
 ) -> Verdict {
+    evaluate_inner(table, env, message, explain, true)
+}
+
+/// What is known at RCPT time, before the message exists: connector, attribution, inbound
+/// rewriting, recipient resolution, relay permission and routing, without transport rules
+/// or outbound rewriting. The relay answers RCPT TO from this, so an unknown recipient or a
+/// relay attempt is refused before any data is sent; the full [`evaluate`] at end of data
+/// decides the rest.
+pub fn evaluate_recipients(table: &Table, env: &Envelope) -> Verdict {
+    evaluate_inner(table, env, None, false, false)
+}
+
+fn evaluate_inner(
+    table: &Table,
+    env: &Envelope,
+    message: Option<&Message>,
+    explain: bool,
+    with_rules: bool,
+) -> Verdict {
     let mut run = Run {
         table,
         explain,
@@ -507,18 +526,22 @@ pub fn evaluate(
     }
 
     // Transport rules.
-    let (fired, disconnect) = transport_rules(
-        &mut run,
-        env,
-        auth,
-        originating_org.as_deref(),
-        connector,
-        &mut resolved,
-    );
+    let (fired, disconnect) = if with_rules {
+        transport_rules(
+            &mut run,
+            env,
+            auth,
+            originating_org.as_deref(),
+            connector,
+            &mut resolved,
+        )
+    } else {
+        (Vec::new(), false)
+    };
 
     // Outbound rewriting, for internal mail only.
     let mut mail_from = env.mail_from.clone();
-    if auth == AuthAs::Internal {
+    if with_rules && auth == AuthAs::Internal {
         if let Some(from) = &env.mail_from {
             match table.rewrites.outbound(from) {
                 Outbound::Rewritten(r) => {
@@ -548,7 +571,7 @@ pub fn evaluate(
                 _ => None,
             }
         });
-    } else if !table.rewrites.is_empty() {
+    } else if with_rules && !table.rewrites.is_empty() {
         trace!(
             run,
             Stage::OutboundRewrite,

@@ -112,7 +112,24 @@ pub struct Sink {
 impl Sink {
     /// Starts a sink on 127.0.0.1, on a free port.
     pub async fn start(options: SinkOptions) -> Sink {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Sink::start_on(0, options).await
+    }
+
+    /// Starts a sink on 127.0.0.1:`port` (a next hop that was down comes back); retries
+    /// for a moment while the port is still in TIME_WAIT or held by a test.
+    pub async fn start_on(port: u16, options: SinkOptions) -> Sink {
+        let mut tries = 0;
+        let listener = loop {
+            match TcpListener::bind(("127.0.0.1", port)).await {
+                Ok(l) => break l,
+                Err(e) if tries < 50 => {
+                    tries += 1;
+                    let _ = e;
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+                Err(e) => panic!("binding 127.0.0.1:{port}: {e}"),
+            }
+        };
         let addr = listener.local_addr().unwrap();
         let messages = Arc::new(Mutex::new(Vec::new()));
         let connections = Arc::new(AtomicUsize::new(0));

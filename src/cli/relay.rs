@@ -1,0 +1,300 @@
+//! `mailflow relay`, `mailflow reload` and `mailflow track`.
+
+use super::Exit;
+use mailflow::queue::RetryPolicy;
+use mailflow::relay::Relay;
+use mailflow::relay::config::{
+    Overrides, RelayOptions, parse_range, parse_smart_host, split_override,
+};
+use mailflow::relay::track::{self, EventId, Query};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// `30s`, `5m`, `4h`, `5d`, or plain seconds.
+pub(super) fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, unit) = match s.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
+        Some((i, _)) => s.split_at(i),
+        None => (s, "s"),
+    };
+    let n: u64 = num.parse().map_err(|_| format!("`{s}`: not a duration"))?;
+    let mult = match unit {
+        "ms" => return Ok(Duration::from_millis(n)),
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(format!("`{s}`: use s, m, h or d")),
+    };
+    Ok(Duration::from_secs(n.saturating_mul(mult)))
+}
+
+/// Everything the relay subcommand takes.
+pub(super) struct RelayArgs {
+    pub rules: PathBuf,
+    pub spool: PathBuf,
+    pub hostname: Option<String>,
+    pub listen: Vec<String>,
+    pub remote: Vec<String>,
+    pub smart_host: Vec<String>,
+    pub dns: Option<SocketAddr>,
+    pub mx_port: u16,
+    pub ca_file: Option<PathBuf>,
+    pub admin: Option<SocketAddr>,
+    pub retry_min: Duration,
+    pub retry_max: Duration,
+    pub lifetime: Duration,
+    pub queue_interval: Duration,
+    pub log: String,
+}
+
+fn overrides(a: &RelayArgs) -> Result<Overrides, String> {
+    let mut o = Overrides::default();
+    for s in &a.listen {
+        let (name, vals) = split_override(s)?;
+        let addrs = vals
+            .iter()
+            .map(|v| {
+                v.parse::<SocketAddr>()
+                    .map_err(|_| format!("`{v}`: not ADDRESS:PORT"))
+            })
+            .collect::<Result<_, _>>()?;
+        o.listen.push((name, addrs));
+    }
+    for s in &a.remote {
+        let (name, vals) = split_override(s)?;
+        let ranges = vals
+            .iter()
+            .map(|v| parse_range(v))
+            .collect::<Result<_, _>>()?;
+        o.remote.push((name, ranges));
+    }
+    for s in &a.smart_host {
+        let (name, vals) = split_override(s)?;
+        let hosts = vals
+            .iter()
+            .map(|v| parse_smart_host(v))
+            .collect::<Result<_, _>>()?;
+        o.smart_host.push((name, hosts));
+    }
+    Ok(o)
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".to_string())
+}
+
+pub(super) fn run(a: RelayArgs) -> Exit {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&a.log));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+    let overrides = match overrides(&a) {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Exit::Error;
+        }
+    };
+    let options = RelayOptions {
+        rules: a.rules.clone(),
+        overrides,
+        spool: a.spool.clone(),
+        hostname: a.hostname.clone().unwrap_or_else(hostname),
+        dns: a.dns,
+        mx_port: a.mx_port,
+        ca_file: a.ca_file.clone(),
+        admin: a.admin,
+        retry: RetryPolicy {
+            min_backoff: a.retry_min,
+            max_backoff: a.retry_max,
+            lifetime: a.lifetime,
+        },
+        queue_interval: a.queue_interval,
+        drain_timeout: Duration::from_secs(30),
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Exit::Error;
+        }
+    };
+    runtime.block_on(serve(options))
+}
+
+async fn serve(options: RelayOptions) -> Exit {
+    use tokio::signal::unix::{SignalKind, signal};
+    let pid_file = options.spool.join("mailflow.pid");
+    let relay = match Relay::start(options).await {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Exit::Error;
+        }
+    };
+    let _ = std::fs::write(&pid_file, format!("{}\n", std::process::id()));
+    // One JSON line on stdout says where everything listens: tests and scripts read it.
+    let ready = serde_json::json!({
+        "ready": true,
+        "pid": std::process::id(),
+        "listeners": relay.listeners,
+        "admin": relay.admin,
+    });
+    println!("{ready}");
+    for l in &relay.listeners {
+        tracing::info!("listening on {} for {}", l.address, l.connectors.join(", "));
+    }
+    let (Ok(mut hup), Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::hangup()),
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        eprintln!("error: cannot install signal handlers");
+        return Exit::Error;
+    };
+    loop {
+        tokio::select! {
+            _ = hup.recv() => { let _ = relay.reload().await; }
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+        }
+    }
+    tracing::info!("stopping: draining sessions");
+    relay.shutdown().await;
+    let _ = std::fs::remove_file(&pid_file);
+    Exit::Clean
+}
+
+/// `mailflow reload`: through the admin port when given (the answer carries the
+/// diagnostics), else SIGHUP to the pid in the spool.
+pub(super) fn reload(admin: Option<SocketAddr>, spool: &Path) -> Exit {
+    if let Some(addr) = admin {
+        use std::io::{Read, Write};
+        let mut tcp = match std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5)) {
+            Ok(t) => t,
+            Err(e) => {
+                eprintln!("error: {addr}: {e}");
+                return Exit::Error;
+            }
+        };
+        let _ = tcp.set_read_timeout(Some(Duration::from_secs(120)));
+        let req = format!(
+            "POST /reload HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        );
+        let mut resp = String::new();
+        if tcp.write_all(req.as_bytes()).is_err() || tcp.read_to_string(&mut resp).is_err() {
+            eprintln!("error: no answer from {addr}");
+            return Exit::Error;
+        }
+        let ok = resp.starts_with("HTTP/1.1 200");
+        let body = resp.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+        print!("{body}");
+        return if ok { Exit::Clean } else { Exit::Findings };
+    }
+    let pid_file = spool.join("mailflow.pid");
+    let pid = std::fs::read_to_string(&pid_file)
+        .ok()
+        .and_then(|s| s.trim().parse::<i32>().ok())
+        .and_then(rustix::process::Pid::from_raw);
+    let Some(pid) = pid else {
+        eprintln!("error: {}: no running relay", pid_file.display());
+        return Exit::Error;
+    };
+    match rustix::process::kill_process(pid, rustix::process::Signal::HUP) {
+        Ok(()) => {
+            println!(
+                "sent SIGHUP to {}; the relay logs the outcome",
+                pid.as_raw_nonzero()
+            );
+            Exit::Clean
+        }
+        Err(e) => {
+            eprintln!("error: signalling {}: {e}", pid.as_raw_nonzero());
+            Exit::Error
+        }
+    }
+}
+
+/// What `mailflow track` searches for.
+pub(super) struct TrackArgs {
+    pub log: PathBuf,
+    pub message_id: Option<String>,
+    pub sender: Option<String>,
+    pub recipient: Option<String>,
+    pub event: Option<String>,
+    pub json: bool,
+}
+
+pub(super) fn track(a: TrackArgs) -> Exit {
+    let event_id = match a.event.as_deref() {
+        None => None,
+        Some(e) => match serde_json::from_value::<EventId>(serde_json::Value::String(
+            e.to_ascii_uppercase(),
+        )) {
+            Ok(id) => Some(id),
+            Err(_) => {
+                eprintln!(
+                    "error: `{e}` is not an event id (RECEIVE, RESOLVE, EXPAND, REDIRECT, AGENTINFO, DROP, SEND, DEFER, FAIL, DSN)"
+                );
+                return Exit::Error;
+            }
+        },
+    };
+    let q = Query {
+        message_id: a.message_id,
+        sender: a.sender,
+        recipient: a.recipient,
+        event_id,
+    };
+    let found = match track::search(&a.log, &q) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("error: {}: {e}", a.log.display());
+            return Exit::Error;
+        }
+    };
+    for e in &found {
+        if a.json {
+            if let Ok(line) = serde_json::to_string(e) {
+                println!("{line}");
+            }
+        } else {
+            let id = e
+                .event_id
+                .and_then(|i| serde_json::to_value(i).ok())
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default();
+            println!(
+                "{}  {:<9} {:<8} {}  from {}  to {}{}",
+                e.date_time,
+                id,
+                e.source,
+                e.internal_message_id.as_deref().unwrap_or("-"),
+                e.sender_address.as_deref().unwrap_or("<>"),
+                e.recipient_address.join(", "),
+                match (&e.recipient_status.first(), &e.source_context) {
+                    (Some(s), _) => format!("  [{s}]"),
+                    (None, Some(c)) => format!("  [{c}]"),
+                    _ => String::new(),
+                }
+            );
+        }
+    }
+    if found.is_empty() {
+        eprintln!("no matching events");
+        Exit::Findings
+    } else {
+        Exit::Clean
+    }
+}

@@ -1,0 +1,219 @@
+//! What the relay runs with: a rule set (checked and compiled, or a table from `mailflow
+//! compile`), the site overrides that adapt a rule set to one machine (listen addresses,
+//! remote ranges, smart hosts), and the relay's own options (spool, resolver, ports).
+
+use crate::check::check_file;
+use crate::compile::{Table, artifact, compile};
+use crate::diagnostic::{Severity, render};
+use crate::model::{IpRange, RuleSet, SmartHost};
+use crate::queue::RetryPolicy;
+use crate::source::Span;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Replacements for settings of named connectors, so a rule set written for production
+/// (`listen 0.0.0.0:25`, EOP's ranges, Microsoft's smart hosts) runs unchanged on a test
+/// machine or in staging.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    /// Receive connector name → listen addresses.
+    pub listen: Vec<(String, Vec<SocketAddr>)>,
+    /// Receive connector name → remote ranges.
+    pub remote: Vec<(String, Vec<IpRange>)>,
+    /// Send connector name → smart hosts.
+    pub smart_host: Vec<(String, Vec<SmartHost>)>,
+}
+
+/// Why a rule set could not be loaded; `message` is ready to print or log.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+pub struct LoadFailure {
+    /// The rendered diagnostics or the I/O error.
+    pub message: String,
+}
+
+fn failure(message: impl Into<String>) -> LoadFailure {
+    LoadFailure {
+        message: message.into(),
+    }
+}
+
+/// A loaded rule set: the compiled table and the warnings found on the way.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    /// The table every session evaluates with.
+    pub table: Arc<Table>,
+    /// Warnings, rendered (empty when clean).
+    pub warnings: String,
+}
+
+/// Reads, checks, adapts and compiles a rule set. Any error leaves the caller's current table
+/// in place: the relay never runs half a rule set.
+pub fn load(path: &Path, overrides: &Overrides) -> Result<Loaded, LoadFailure> {
+    let bytes =
+        std::fs::read(path).or_else(|e| match std::fs::metadata(path).map(|m| m.is_dir()) {
+            Ok(true) => Ok(Vec::new()),
+            _ => Err(failure(format!("{}: {e}", path.display()))),
+        })?;
+    let (mut set, warnings) = if artifact::is_artifact(&bytes) {
+        let set = artifact::rule_set_from_bytes(&bytes)
+            .map_err(|e| failure(format!("{}: {e}", path.display())))?;
+        (set, String::new())
+    } else {
+        let mut report = check_file(path).map_err(|e| failure(e.to_string()))?;
+        if report.has_errors() {
+            return Err(failure(render::human(
+                &report.diagnostics,
+                &report.sources,
+                false,
+            )));
+        }
+        let warnings: Vec<_> = report
+            .diagnostics
+            .iter()
+            .filter(|d| d.severity() == Severity::Warning)
+            .cloned()
+            .collect();
+        let warnings = if warnings.is_empty() {
+            String::new()
+        } else {
+            render::human(&warnings, &report.sources, false)
+        };
+        if report.rule_sets.len() != 1 {
+            return Err(failure(format!(
+                "{}: the relay runs one rule set, found {}: name its root file",
+                path.display(),
+                report.rule_sets.len()
+            )));
+        }
+        (report.rule_sets.remove(0).rules, warnings)
+    };
+    apply(&mut set, overrides)?;
+    let table = compile(&set).map_err(|e| failure(e.to_string()))?;
+    Ok(Loaded {
+        table: Arc::new(table),
+        warnings,
+    })
+}
+
+/// Applies the overrides; an unknown connector name is an error, not a silent no-op.
+pub fn apply(set: &mut RuleSet, o: &Overrides) -> Result<(), LoadFailure> {
+    use crate::model::Spanned;
+    let span = Span::new(crate::source::FileId(0), 0, 0);
+    for (name, addrs) in &o.listen {
+        let c = set
+            .receive_connectors
+            .iter_mut()
+            .find(|c| &c.name.value == name)
+            .ok_or_else(|| failure(format!("--listen: no receive connector named `{name}`")))?;
+        c.listen = addrs.iter().map(|a| Spanned::new(*a, span)).collect();
+    }
+    for (name, ranges) in &o.remote {
+        let c = set
+            .receive_connectors
+            .iter_mut()
+            .find(|c| &c.name.value == name)
+            .ok_or_else(|| failure(format!("--remote: no receive connector named `{name}`")))?;
+        c.remote = ranges.iter().map(|r| Spanned::new(*r, span)).collect();
+    }
+    for (name, hosts) in &o.smart_host {
+        let c = set
+            .send_connectors
+            .iter_mut()
+            .find(|c| &c.name.value == name)
+            .ok_or_else(|| failure(format!("--smart-host: no send connector named `{name}`")))?;
+        c.smart_hosts = hosts
+            .iter()
+            .map(|h| Spanned::new(h.clone(), span))
+            .collect();
+    }
+    Ok(())
+}
+
+/// Parses `NAME=VALUE[,VALUE...]` as given on the command line.
+pub fn split_override(s: &str) -> Result<(String, Vec<String>), String> {
+    let (name, values) = s
+        .rsplit_once('=')
+        .ok_or_else(|| format!("`{s}`: expected CONNECTOR=VALUE[,VALUE...]"))?;
+    let values: Vec<String> = values
+        .split(',')
+        .map(|v| v.trim().to_string())
+        .filter(|v| !v.is_empty())
+        .collect();
+    if name.is_empty() || values.is_empty() {
+        return Err(format!("`{s}`: expected CONNECTOR=VALUE[,VALUE...]"));
+    }
+    Ok((name.to_string(), values))
+}
+
+/// An address, a CIDR block or a `first-last` range.
+pub fn parse_range(s: &str) -> Result<IpRange, String> {
+    if let Some((a, b)) = s.split_once('-') {
+        let first: IpAddr = a.trim().parse().map_err(|_| format!("`{a}`: not an ip"))?;
+        let last: IpAddr = b.trim().parse().map_err(|_| format!("`{b}`: not an ip"))?;
+        return Ok(IpRange { first, last });
+    }
+    if let Ok(ip) = s.parse::<IpAddr>() {
+        return Ok(IpRange {
+            first: ip,
+            last: ip,
+        });
+    }
+    let net: ipnet::IpNet = s
+        .parse()
+        .map_err(|_| format!("`{s}`: not an ip address, block or range"))?;
+    Ok(IpRange {
+        first: net.network(),
+        last: net.broadcast(),
+    })
+}
+
+/// `host[:port]` (port 25 by default; `[v6]:port` for IPv6).
+pub fn parse_smart_host(s: &str) -> Result<SmartHost, String> {
+    if let Ok(sa) = s.parse::<SocketAddr>() {
+        return Ok(SmartHost {
+            host: sa.ip().to_string(),
+            port: sa.port(),
+        });
+    }
+    match s.rsplit_once(':') {
+        Some((h, p)) if !h.contains(':') => Ok(SmartHost {
+            host: h.to_string(),
+            port: p.parse().map_err(|_| format!("`{p}`: not a port"))?,
+        }),
+        _ => Ok(SmartHost {
+            host: s.trim_matches(['[', ']']).to_string(),
+            port: 25,
+        }),
+    }
+}
+
+/// Everything `mailflow relay` is started with.
+#[derive(Debug, Clone)]
+pub struct RelayOptions {
+    /// The rule set's root file, or a compiled table.
+    pub rules: PathBuf,
+    /// Site overrides.
+    pub overrides: Overrides,
+    /// The spool folder (queue, tracking log, pid file).
+    pub spool: PathBuf,
+    /// The name this relay gives itself (Received headers, DSNs, default EHLO).
+    pub hostname: String,
+    /// DNS server for MX lookups (tests: a loopback server); `None`: /etc/resolv.conf.
+    pub dns: Option<SocketAddr>,
+    /// The port MX hosts are contacted on (25; Postfix's `smtp_tcp_port`).
+    pub mx_port: u16,
+    /// Extra trust anchors (PEM) for verifying next hops and client certificates; `None`:
+    /// the Mozilla roots.
+    pub ca_file: Option<PathBuf>,
+    /// Admin port for `/metrics` and `/reload`.
+    pub admin: Option<SocketAddr>,
+    /// Retry schedule.
+    pub retry: RetryPolicy,
+    /// How often the queue is scanned for messages due (the scheduler also wakes on arrival).
+    pub queue_interval: Duration,
+    /// How long SIGTERM waits for sessions to finish.
+    pub drain_timeout: Duration,
+}

@@ -1,0 +1,469 @@
+//! `mailflow relay`: listeners for the receive connectors, one session per connection
+//! ([`session`]), the durable spool ([`crate::queue`]), the delivery scheduler
+//! ([`scheduler`]), the tracking log ([`track`]), metrics and reload. Every decision about a
+//! message is the evaluator's; this module only moves bytes and keeps promises about them.
+
+pub mod config;
+pub mod metrics;
+mod scheduler;
+mod session;
+pub mod tls;
+pub mod track;
+
+use crate::compile::Table;
+use crate::compile::select_receive;
+use crate::deliver::Resolver;
+use crate::queue::{QueuedMessage, Spool, SpoolOptions};
+use config::{LoadFailure, RelayOptions, load};
+use metrics::Metrics;
+use rustls::RootCertStore;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex, RwLock};
+use tokio::net::TcpListener;
+use tokio::sync::{Notify, watch};
+use tokio::task::JoinSet;
+use track::Tracker;
+
+/// Why the relay could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum RelayError {
+    /// The rule set did not load.
+    #[error("{0}")]
+    Rules(#[from] LoadFailure),
+    /// TLS could not be set up.
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+    /// The spool could not be opened.
+    #[error("spool: {0}")]
+    Spool(#[from] crate::queue::QueueError),
+    /// A listener could not be bound, or another I/O failure at start.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// The resolver could not be set up.
+    #[error("resolver: {0}")]
+    Resolver(String),
+}
+
+fn io_error(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> RelayError {
+    let what = what.into();
+    move |source| RelayError::Io { what, source }
+}
+
+type TlsConfigs = HashMap<String, Arc<rustls::ServerConfig>>;
+
+/// What every session and the scheduler share.
+pub(crate) struct Shared {
+    table: RwLock<Arc<Table>>,
+    tls: RwLock<Arc<TlsConfigs>>,
+    roots: Arc<RootCertStore>,
+    pub(crate) spool: Spool,
+    pub(crate) tracker: Tracker,
+    pub(crate) metrics: Metrics,
+    pub(crate) hostname: String,
+    pub(crate) wake: Notify,
+    pub(crate) shutdown: watch::Receiver<bool>,
+    options: RelayOptions,
+    resolver: Resolver,
+    /// The addresses the listeners are bound to, for loop detection.
+    local: Vec<SocketAddr>,
+    per_ip: Mutex<HashMap<IpAddr, u32>>,
+    reload_lock: tokio::sync::Mutex<()>,
+}
+
+impl Shared {
+    /// The current table; a session keeps the one it got for a whole message.
+    pub(crate) fn table(&self) -> Arc<Table> {
+        match self.table.read() {
+            Ok(t) => Arc::clone(&t),
+            Err(poisoned) => Arc::clone(&poisoned.into_inner()),
+        }
+    }
+
+    pub(crate) fn tls_config(&self, connector: &str) -> Option<Arc<rustls::ServerConfig>> {
+        let configs = match self.tls.read() {
+            Ok(t) => Arc::clone(&t),
+            Err(poisoned) => Arc::clone(&poisoned.into_inner()),
+        };
+        configs.get(connector).cloned()
+    }
+
+    /// Recompiles the rules; on any error the current table stays. The swap is one pointer
+    /// store: sessions in the middle of a message finish with the table they started with.
+    pub(crate) async fn reload(&self) -> Result<String, LoadFailure> {
+        let _one_at_a_time = self.reload_lock.lock().await;
+        let result = load(&self.options.rules, &self.options.overrides).and_then(|loaded| {
+            let configs = tls_configs(&loaded.table, &self.roots).map_err(|e| LoadFailure {
+                message: e.to_string(),
+            })?;
+            Ok((loaded, configs))
+        });
+        match result {
+            Ok((loaded, configs)) => {
+                let listen_before = listen_set(&self.table());
+                if listen_set(&loaded.table) != listen_before {
+                    tracing::warn!(
+                        "reload: listen addresses changed; they take effect at the next restart"
+                    );
+                }
+                if let Ok(mut t) = self.tls.write() {
+                    *t = Arc::new(configs);
+                }
+                if let Ok(mut t) = self.table.write() {
+                    *t = loaded.table;
+                }
+                Metrics::inc(&self.metrics.reloads_ok);
+                tracing::info!("rules reloaded from {}", self.options.rules.display());
+                if !loaded.warnings.is_empty() {
+                    tracing::warn!("rule warnings:\n{}", loaded.warnings);
+                }
+                self.wake.notify_one();
+                Ok(loaded.warnings)
+            }
+            Err(e) => {
+                Metrics::inc(&self.metrics.reloads_failed);
+                tracing::error!("reload refused; the current rules stay:\n{}", e.message);
+                Err(e)
+            }
+        }
+    }
+}
+
+fn listen_set(t: &Table) -> Vec<SocketAddr> {
+    let mut v: Vec<SocketAddr> = t
+        .receive_connectors
+        .iter()
+        .flat_map(|c| c.listen.iter().map(|l| l.value))
+        .collect();
+    v.sort();
+    v.dedup();
+    v
+}
+
+fn tls_configs(t: &Table, roots: &Arc<RootCertStore>) -> Result<TlsConfigs, tls::TlsError> {
+    let mut out = HashMap::new();
+    for c in &t.receive_connectors {
+        if let Some(cfg) = tls::server_config(c, roots)? {
+            out.insert(c.name.value.clone(), cfg);
+        }
+    }
+    Ok(out)
+}
+
+/// One bound listener and the connectors that listen on its address.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Listener {
+    /// The address as configured (port 0 allowed).
+    pub configured: SocketAddr,
+    /// The address actually bound.
+    pub address: SocketAddr,
+    /// Receive connectors on it.
+    pub connectors: Vec<String>,
+}
+
+/// A running relay.
+pub struct Relay {
+    /// The listeners.
+    pub listeners: Vec<Listener>,
+    /// The admin port, when enabled.
+    pub admin: Option<SocketAddr>,
+    shared: Arc<Shared>,
+    shutdown: watch::Sender<bool>,
+    tasks: JoinSet<()>,
+    sessions: Arc<Mutex<JoinSet<()>>>,
+}
+
+impl Relay {
+    /// Loads the rules, opens the spool (recovering what a crash left), binds every listener
+    /// and starts the scheduler.
+    pub async fn start(options: RelayOptions) -> Result<Relay, RelayError> {
+        let loaded = load(&options.rules, &options.overrides)?;
+        if !loaded.warnings.is_empty() {
+            tracing::warn!("rule warnings:\n{}", loaded.warnings);
+        }
+        let roots = Arc::new(tls::roots(options.ca_file.as_deref())?);
+        let configs = tls_configs(&loaded.table, &roots)?;
+        std::fs::create_dir_all(&options.spool)
+            .map_err(io_error(format!("{}", options.spool.display())))?;
+        let largest = loaded
+            .table
+            .receive_connectors
+            .iter()
+            .map(|c| c.limits.max_message_size)
+            .max()
+            .unwrap_or(36 << 20);
+        let spool_options = SpoolOptions {
+            retry: options.retry,
+            min_free_bytes: largest.saturating_mul(3) / 2,
+            ..SpoolOptions::default()
+        };
+        let (spool, recovered) = Spool::open(&options.spool.join("queue"), spool_options)?;
+        if !recovered.is_empty() {
+            tracing::info!(
+                "{} queued messages recovered from the spool",
+                recovered.len()
+            );
+        }
+        let tracker =
+            Tracker::open(&options.spool.join("tracking.log")).map_err(io_error("tracking log"))?;
+        let resolver = match options.dns {
+            Some(addr) => Resolver::with_nameserver(addr),
+            None => Resolver::system().map_err(|e| RelayError::Resolver(e.to_string()))?,
+        };
+
+        // One listener per distinct address; connectors sharing it are told apart by range.
+        let mut by_addr: Vec<(SocketAddr, Vec<String>)> = Vec::new();
+        for c in &loaded.table.receive_connectors {
+            for l in &c.listen {
+                match by_addr.iter_mut().find(|(a, _)| *a == l.value) {
+                    Some((_, names)) => names.push(c.name.value.clone()),
+                    None => by_addr.push((l.value, vec![c.name.value.clone()])),
+                }
+            }
+        }
+        let mut bound = Vec::new();
+        let mut listeners = Vec::new();
+        for (addr, connectors) in by_addr {
+            let l = TcpListener::bind(addr)
+                .await
+                .map_err(io_error(format!("listen on {addr}")))?;
+            let address = l.local_addr().map_err(io_error("local address"))?;
+            listeners.push(Listener {
+                configured: addr,
+                address,
+                connectors,
+            });
+            bound.push((addr, l));
+        }
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let shared = Arc::new(Shared {
+            table: RwLock::new(loaded.table),
+            tls: RwLock::new(Arc::new(configs)),
+            roots,
+            spool,
+            tracker,
+            metrics: Metrics::default(),
+            hostname: options.hostname.clone(),
+            wake: Notify::new(),
+            shutdown: shutdown_rx,
+            resolver,
+            local: listeners.iter().map(|l| l.address).collect(),
+            per_ip: Mutex::new(HashMap::new()),
+            reload_lock: tokio::sync::Mutex::new(()),
+            options,
+        });
+        let mut tasks = JoinSet::new();
+        let sessions = Arc::new(Mutex::new(JoinSet::new()));
+        for (configured, l) in bound {
+            tasks.spawn(accept_loop(
+                Arc::clone(&shared),
+                l,
+                configured,
+                Arc::clone(&sessions),
+            ));
+        }
+        tasks.spawn(scheduler::run(Arc::clone(&shared), recovered));
+        let admin = match shared.options.admin {
+            Some(addr) => {
+                let l = TcpListener::bind(addr)
+                    .await
+                    .map_err(io_error(format!("admin port {addr}")))?;
+                let a = l.local_addr().map_err(io_error("local address"))?;
+                tasks.spawn(admin_loop(Arc::clone(&shared), l));
+                Some(a)
+            }
+            None => None,
+        };
+        Ok(Relay {
+            listeners,
+            admin,
+            shared,
+            shutdown: shutdown_tx,
+            tasks,
+            sessions,
+        })
+    }
+
+    /// Recompiles the rules (SIGHUP, `mailflow reload`).
+    pub async fn reload(&self) -> Result<String, LoadFailure> {
+        self.shared.reload().await
+    }
+
+    /// Messages in the queue.
+    pub fn queued(&self) -> Vec<QueuedMessage> {
+        self.shared.spool.live()
+    }
+
+    /// The metrics text.
+    pub fn metrics(&self) -> String {
+        self.shared.metrics.render(self.shared.spool.len())
+    }
+
+    /// Stops accepting, tells sessions to finish (they answer 421 at their next command),
+    /// waits up to the drain timeout, then closes the spool.
+    pub async fn shutdown(mut self) {
+        let _ = self.shutdown.send(true);
+        self.tasks.abort_all();
+        while self.tasks.join_next().await.is_some() {}
+        let drain = self.shared.options.drain_timeout;
+        let sessions = match self.sessions.lock() {
+            Ok(mut s) => std::mem::take(&mut *s),
+            Err(p) => std::mem::take(&mut *p.into_inner()),
+        };
+        let mut sessions = sessions;
+        let _ = tokio::time::timeout(drain, async {
+            while sessions.join_next().await.is_some() {}
+        })
+        .await;
+        sessions.abort_all();
+        let shared = self.shared;
+        // The spool's writer stops when its last handle goes; close it explicitly when this
+        // is the last one so every record is flushed.
+        let spool = shared.spool.clone();
+        drop(shared);
+        if let Err(e) = spool.close().await {
+            tracing::warn!("closing the spool: {e}");
+        }
+    }
+}
+
+/// Decrements the per-IP connection count when a session ends.
+struct IpSlot {
+    shared: Arc<Shared>,
+    ip: IpAddr,
+}
+
+impl Drop for IpSlot {
+    fn drop(&mut self) {
+        if let Ok(mut m) = self.shared.per_ip.lock() {
+            if let Some(n) = m.get_mut(&self.ip) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    m.remove(&self.ip);
+                }
+            }
+        }
+        self.shared
+            .metrics
+            .sessions
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+async fn accept_loop(
+    shared: Arc<Shared>,
+    listener: TcpListener,
+    configured: SocketAddr,
+    sessions: Arc<Mutex<JoinSet<()>>>,
+) {
+    loop {
+        let (tcp, peer) = match listener.accept().await {
+            Ok(x) => x,
+            Err(e) => {
+                // Out of file descriptors and the like: back off instead of spinning.
+                tracing::warn!("accept on {configured}: {e}");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        Metrics::inc(&shared.metrics.connections);
+        let _ = tcp.set_nodelay(true);
+        let table = shared.table();
+        let limits = select_receive(&table.receive_connectors, Some(configured), peer.ip())
+            .and_then(|i| table.receive_connectors.get(i))
+            .map(|c| c.limits.clone())
+            .unwrap_or_default();
+        let total = shared
+            .metrics
+            .sessions
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let from_ip = {
+            let mut m = match shared.per_ip.lock() {
+                Ok(m) => m,
+                Err(p) => p.into_inner(),
+            };
+            let n = m.entry(peer.ip()).or_insert(0);
+            *n += 1;
+            *n
+        };
+        let slot = IpSlot {
+            shared: Arc::clone(&shared),
+            ip: peer.ip(),
+        };
+        let too_many = if total >= i64::from(limits.max_connections) {
+            Some("too many connections")
+        } else if from_ip > limits.max_connections_per_source {
+            Some("too many connections from your address")
+        } else {
+            None
+        };
+        let shared2 = Arc::clone(&shared);
+        let task = async move {
+            let _slot = slot;
+            if let Some(why) = too_many {
+                use tokio::io::AsyncWriteExt;
+                let mut tcp = tcp;
+                Metrics::inc(&shared2.metrics.rejected);
+                let reply = crate::smtp::reply::Reply::new(421, "4.7.0", why);
+                let _ = tcp.write_all(&reply.to_bytes()).await;
+                return;
+            }
+            session::serve(shared2, tcp, peer, configured).await;
+        };
+        if let Ok(mut s) = sessions.lock() {
+            // Finished sessions are reaped here so the set does not grow without bound.
+            while s.try_join_next().is_some() {}
+            s.spawn(task);
+        }
+    }
+}
+
+/// `GET /metrics` and `POST /reload` on the admin port.
+async fn admin_loop(shared: Arc<Shared>, listener: TcpListener) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    loop {
+        let Ok((mut tcp, _)) = listener.accept().await else {
+            continue;
+        };
+        let shared = Arc::clone(&shared);
+        tokio::spawn(async move {
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 1024];
+            let read = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+                while !buf.windows(4).any(|w| w == b"\r\n\r\n") && buf.len() < 8192 {
+                    match tcp.read(&mut chunk).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+            })
+            .await;
+            if read.is_err() {
+                return;
+            }
+            let head = String::from_utf8_lossy(&buf);
+            let first = head.lines().next().unwrap_or_default().to_string();
+            let (status, body) = if first.starts_with("GET /metrics ") {
+                ("200 OK", shared.metrics.render(shared.spool.len()))
+            } else if first.starts_with("POST /reload ") {
+                match shared.reload().await {
+                    Ok(w) => ("200 OK", format!("reloaded\n{w}")),
+                    Err(e) => ("422 Unprocessable Entity", e.message),
+                }
+            } else {
+                ("404 Not Found", "not found\n".to_string())
+            };
+            let resp = format!(
+                "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = tcp.write_all(resp.as_bytes()).await;
+            let _ = tcp.shutdown().await;
+        });
+    }
+}

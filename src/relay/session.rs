@@ -1,0 +1,1048 @@
+//! One inbound SMTP session: the command loop over a plain or TLS stream, STARTTLS, the
+//! transaction state, recipients answered at RCPT time from the evaluator, and at the end of
+//! data the full evaluation, the durable spool write, and the one reply that acknowledges it.
+
+use super::Shared;
+use super::tls::{peer_name, trusted_for_oorg};
+use super::track::{Event, EventId};
+use crate::compile::Table;
+use crate::eval::{Envelope, Fate, Message, Verdict, evaluate, evaluate_recipients};
+use crate::model::{Address, InboundTls, ReceiveConnector};
+use crate::queue::{NewMessage, NewRecipient, QueueError};
+use crate::relay::metrics::Metrics;
+use crate::smtp::command::{
+    Body, Command, LineEnd, MailParams, RcptParams, find_line, parse_command,
+};
+use crate::smtp::data::{BdatReceiver, DataReceiver};
+use crate::smtp::reply::Reply;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_rustls::server::TlsStream;
+
+/// Errors before the session gives up on a client (Postfix's hard error limit).
+const MAX_ERRORS: u32 = 20;
+/// The longest command line read before it is refused; MAIL and RCPT with parameters.
+const MAX_LINE: usize = 1024;
+
+enum Stream {
+    Plain(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
+    /// Moved out for the TLS handshake.
+    Closed,
+}
+
+impl Stream {
+    async fn read(&mut self, buf: &mut Vec<u8>) -> std::io::Result<usize> {
+        let mut chunk = [0u8; 16 * 1024];
+        let n = match self {
+            Stream::Plain(s) => s.read(&mut chunk).await?,
+            Stream::Tls(s) => s.read(&mut chunk).await?,
+            Stream::Closed => 0,
+        };
+        buf.extend_from_slice(&chunk[..n]);
+        Ok(n)
+    }
+
+    async fn write_all(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        match self {
+            Stream::Plain(s) => write_flush(s, bytes).await,
+            Stream::Tls(s) => write_flush(s.as_mut(), bytes).await,
+            Stream::Closed => Err(std::io::ErrorKind::NotConnected.into()),
+        }
+    }
+}
+
+async fn write_flush<S: AsyncWrite + Unpin>(s: &mut S, bytes: &[u8]) -> std::io::Result<()> {
+    s.write_all(bytes).await?;
+    s.flush().await
+}
+
+/// Where the session is in a transaction.
+#[derive(Default)]
+struct Transaction {
+    mail_from: Option<Option<Address>>,
+    params: Option<MailParams>,
+    rcpts: Vec<(Address, RcptParams)>,
+    bdat: Option<BdatReceiver>,
+    bdat_failed: bool,
+}
+
+/// How a session ended, for the log.
+enum End {
+    Quit,
+    Closed,
+    Timeout,
+    TooManyErrors,
+    Shutdown,
+    Disconnect,
+}
+
+struct Session {
+    shared: Arc<Shared>,
+    stream: Stream,
+    buf: Vec<u8>,
+    peer: SocketAddr,
+    /// The configured listen address (port 0 included), which connector selection compares.
+    listen: SocketAddr,
+    table: Arc<Table>,
+    connector: usize,
+    helo: Option<String>,
+    esmtp: bool,
+    tls_peer: Option<String>,
+    tls_active: bool,
+    tx: Transaction,
+    errors: u32,
+    started: Instant,
+}
+
+/// Serves one connection until QUIT, a timeout, too many errors, or shutdown.
+pub(super) async fn serve(
+    shared: Arc<Shared>,
+    tcp: TcpStream,
+    peer: SocketAddr,
+    listen: SocketAddr,
+) {
+    let table = shared.table();
+    let connector =
+        crate::compile::select_receive(&table.receive_connectors, Some(listen), peer.ip());
+    let mut stream = Stream::Plain(tcp);
+    let Some(connector) = connector else {
+        Metrics::inc(&shared.metrics.rejected);
+        let _ = stream
+            .write_all(
+                &Reply::new(554, "5.7.1", "no receive connector accepts mail from you").to_bytes(),
+            )
+            .await;
+        tracing::info!(client = %peer, "refused: no receive connector accepts this client");
+        return;
+    };
+    let mut s = Session {
+        shared,
+        stream,
+        buf: Vec::with_capacity(4096),
+        peer,
+        listen,
+        table,
+        connector,
+        helo: None,
+        esmtp: false,
+        tls_peer: None,
+        tls_active: false,
+        tx: Transaction::default(),
+        errors: 0,
+        started: Instant::now(),
+    };
+    let end = s.run().await;
+    let why = match end {
+        End::Quit => "quit",
+        End::Closed => "client closed the connection",
+        End::Timeout => "timeout",
+        End::TooManyErrors => "too many errors",
+        End::Shutdown => "shutting down",
+        End::Disconnect => "disconnected by a transport rule",
+    };
+    tracing::debug!(client = %s.peer, connector = %s.conn().name.value, "session ended: {why}");
+}
+
+enum Read {
+    Line(Vec<u8>),
+    BareLf,
+    TooLong,
+    Closed,
+    Timeout,
+    Shutdown,
+}
+
+impl Session {
+    fn conn(&self) -> &ReceiveConnector {
+        // The index was chosen from this very table, which the session keeps for its life.
+        &self.table.receive_connectors[self.connector.min(self.table.receive_connectors.len() - 1)]
+    }
+
+    fn fqdn(&self) -> String {
+        self.conn()
+            .fqdn
+            .clone()
+            .unwrap_or_else(|| self.shared.hostname.clone())
+    }
+
+    async fn reply(&mut self, r: Reply) -> bool {
+        if r.code >= 400 {
+            Metrics::inc(&self.shared.metrics.rejected);
+        }
+        self.stream.write_all(&r.to_bytes()).await.is_ok()
+    }
+
+    /// Fills the buffer until `want` says it holds enough, under the inactivity timeout and
+    /// the overall connection limit. Returns false when the client went away or time ran out.
+    async fn fill(&mut self) -> Result<(), Read> {
+        let limits = &self.conn().limits;
+        let idle = limits.inactivity_timeout;
+        let left = limits
+            .connection_timeout
+            .checked_sub(self.started.elapsed())
+            .unwrap_or(Duration::ZERO);
+        let wait = idle.min(left);
+        let mut shutdown = self.shared.shutdown.clone();
+        tokio::select! {
+            r = tokio::time::timeout(wait, self.stream.read(&mut self.buf)) => match r {
+                Ok(Ok(0)) | Ok(Err(_)) => Err(Read::Closed),
+                Ok(Ok(_)) => Ok(()),
+                Err(_) => Err(Read::Timeout),
+            },
+            _ = shutdown.changed() => Err(Read::Shutdown),
+        }
+    }
+
+    async fn read_line(&mut self) -> Read {
+        loop {
+            match find_line(&self.buf, MAX_LINE) {
+                LineEnd::Complete(n) => {
+                    let line: Vec<u8> = self.buf.drain(..n).collect();
+                    return Read::Line(line[..n.saturating_sub(2)].to_vec());
+                }
+                LineEnd::BareLf(n) => {
+                    self.buf.drain(..n);
+                    return Read::BareLf;
+                }
+                LineEnd::TooLong => {
+                    // Skip to the end of the over-long line (or drop what we have).
+                    match self.buf.windows(2).position(|w| w == b"\r\n") {
+                        Some(p) => {
+                            self.buf.drain(..p + 2);
+                        }
+                        None => self.buf.clear(),
+                    }
+                    return Read::TooLong;
+                }
+                LineEnd::Incomplete => {
+                    if let Err(r) = self.fill().await {
+                        return r;
+                    }
+                }
+            }
+        }
+    }
+
+    async fn run(&mut self) -> End {
+        let banner = Reply::new(220, "", format!("{} ESMTP mailflow ready", self.fqdn()));
+        if !self.reply(banner).await {
+            return End::Closed;
+        }
+        loop {
+            let line = match self.read_line().await {
+                Read::Line(l) => l,
+                Read::BareLf => {
+                    if !self
+                        .error(Reply::new(
+                            500,
+                            "5.5.2",
+                            "bare <LF> received; lines end with <CR><LF>",
+                        ))
+                        .await
+                    {
+                        return End::TooManyErrors;
+                    }
+                    continue;
+                }
+                Read::TooLong => {
+                    if !self.error(Reply::new(500, "5.5.2", "line too long")).await {
+                        return End::TooManyErrors;
+                    }
+                    continue;
+                }
+                Read::Closed => return End::Closed,
+                Read::Timeout => {
+                    let _ = self
+                        .reply(Reply::new(
+                            421,
+                            "4.4.2",
+                            format!("{} timeout, closing", self.fqdn()),
+                        ))
+                        .await;
+                    return End::Timeout;
+                }
+                Read::Shutdown => {
+                    let _ = self
+                        .reply(Reply::new(
+                            421,
+                            "4.3.2",
+                            format!("{} shutting down", self.fqdn()),
+                        ))
+                        .await;
+                    return End::Shutdown;
+                }
+            };
+            let cmd = match parse_command(&line) {
+                Ok(c) => c,
+                Err(e) => {
+                    if !self
+                        .error(Reply::new(e.code, e.enhanced, e.message.clone()))
+                        .await
+                    {
+                        return End::TooManyErrors;
+                    }
+                    continue;
+                }
+            };
+            match self.command(cmd).await {
+                Ok(()) => {}
+                Err(end) => return end,
+            }
+        }
+    }
+
+    /// Sends an error reply and counts it; false once the client has made too many.
+    async fn error(&mut self, r: Reply) -> bool {
+        self.errors += 1;
+        if self.errors >= MAX_ERRORS {
+            let _ = self
+                .reply(Reply::new(
+                    421,
+                    "4.7.0",
+                    "too many errors, closing the connection",
+                ))
+                .await;
+            return false;
+        }
+        self.reply(r).await
+    }
+
+    async fn ok_or_close(&mut self, r: Reply) -> Result<(), End> {
+        let failed = r.code >= 400;
+        if failed {
+            if self.error(r).await {
+                Ok(())
+            } else {
+                Err(End::TooManyErrors)
+            }
+        } else if self.reply(r).await {
+            Ok(())
+        } else {
+            Err(End::Closed)
+        }
+    }
+
+    fn xoorg_offered(&self) -> bool {
+        self.tls_active && trusted_for_oorg(self.tls_peer.as_deref(), self.conn())
+    }
+
+    fn tls_offered(&self) -> bool {
+        !self.tls_active
+            && self.conn().tls.value != InboundTls::Off
+            && self.shared.tls_config(&self.conn().name.value).is_some()
+    }
+
+    fn ehlo_reply(&self, name: &str) -> Reply {
+        let mut lines = vec![format!("{} Hello {name} [{}]", self.fqdn(), self.peer.ip())];
+        lines.push("PIPELINING".into());
+        lines.push(format!("SIZE {}", self.conn().limits.max_message_size));
+        lines.push("8BITMIME".into());
+        lines.push("ENHANCEDSTATUSCODES".into());
+        if self.tls_offered() {
+            lines.push("STARTTLS".into());
+        }
+        lines.push("CHUNKING".into());
+        lines.push("SMTPUTF8".into());
+        lines.push("DSN".into());
+        if self.xoorg_offered() {
+            lines.push("XOORG".into());
+        }
+        Reply::multi(250, "", lines)
+    }
+
+    async fn command(&mut self, cmd: Command) -> Result<(), End> {
+        // A client that must use TLS gets nothing but the greeting, STARTTLS, NOOP, RSET and QUIT.
+        let tls_required = self.conn().tls.value == InboundTls::Required && !self.tls_active;
+        match cmd {
+            Command::Ehlo(name) | Command::Helo(name) if name.is_empty() => {
+                self.ok_or_close(Reply::new(
+                    501,
+                    "5.5.4",
+                    "a domain name or address literal is needed",
+                ))
+                .await
+            }
+            Command::Ehlo(name) => {
+                self.tx = Transaction::default();
+                let r = self.ehlo_reply(&name);
+                self.helo = Some(name);
+                self.esmtp = true;
+                self.ok_or_close(r).await
+            }
+            Command::Helo(name) => {
+                self.tx = Transaction::default();
+                let r = Reply::new(250, "", format!("{} Hello {name}", self.fqdn()));
+                self.helo = Some(name);
+                self.esmtp = false;
+                self.ok_or_close(r).await
+            }
+            Command::StartTls => self.starttls().await,
+            Command::Noop => self.ok_or_close(Reply::new(250, "2.0.0", "OK")).await,
+            Command::Rset => {
+                self.tx = Transaction::default();
+                self.ok_or_close(Reply::new(250, "2.0.0", "OK")).await
+            }
+            Command::Quit => {
+                let _ = self
+                    .reply(Reply::new(
+                        221,
+                        "2.0.0",
+                        format!("{} closing connection", self.fqdn()),
+                    ))
+                    .await;
+                Err(End::Quit)
+            }
+            Command::Help => {
+                self.ok_or_close(Reply::new(214, "2.0.0", "see RFC 5321"))
+                    .await
+            }
+            Command::Vrfy(_) => {
+                self.ok_or_close(Reply::new(
+                    252,
+                    "2.5.0",
+                    "cannot verify the user; send some mail",
+                ))
+                .await
+            }
+            Command::Expn(_) => {
+                self.ok_or_close(Reply::new(502, "5.5.1", "EXPN is not offered"))
+                    .await
+            }
+            Command::Auth(_) => {
+                self.ok_or_close(Reply::new(502, "5.5.1", "AUTH is not offered"))
+                    .await
+            }
+            _ if tls_required => {
+                self.ok_or_close(Reply::new(
+                    530,
+                    "5.7.0",
+                    "must issue a STARTTLS command first",
+                ))
+                .await
+            }
+            Command::Mail { from, params } => self.mail(from, params).await,
+            Command::Rcpt { to, params } => self.rcpt(to, params).await,
+            Command::Data => self.data().await,
+            Command::Bdat { size, last } => self.bdat(size, last).await,
+        }
+    }
+
+    async fn starttls(&mut self) -> Result<(), End> {
+        if self.tls_active {
+            return self
+                .ok_or_close(Reply::new(503, "5.5.1", "TLS is already active"))
+                .await;
+        }
+        let config = if self.conn().tls.value == InboundTls::Off {
+            None
+        } else {
+            self.shared.tls_config(&self.conn().name.value)
+        };
+        let Some(config) = config else {
+            return self
+                .ok_or_close(Reply::new(502, "5.5.1", "STARTTLS is not offered"))
+                .await;
+        };
+        if !self
+            .reply(Reply::new(220, "2.0.0", "ready to start TLS"))
+            .await
+        {
+            return Err(End::Closed);
+        }
+        // Anything the client sent after STARTTLS in the clear is thrown away (CVE-2011-0411):
+        // it must not be read as if it came over TLS.
+        self.buf.clear();
+        let Stream::Plain(plain) = std::mem::replace(&mut self.stream, Stream::Closed) else {
+            return Err(End::Closed);
+        };
+        let acceptor = tokio_rustls::TlsAcceptor::from(config);
+        let handshake = tokio::time::timeout(
+            self.conn().limits.inactivity_timeout,
+            acceptor.accept(plain),
+        )
+        .await;
+        match handshake {
+            Ok(Ok(tls)) => {
+                let (_, conn) = tls.get_ref();
+                self.tls_peer = conn
+                    .peer_certificates()
+                    .and_then(|certs| peer_name(certs, self.conn()));
+                self.stream = Stream::Tls(Box::new(tls));
+                self.tls_active = true;
+                self.helo = None;
+                self.esmtp = false;
+                self.tx = Transaction::default();
+                tracing::debug!(client = %self.peer, peer = ?self.tls_peer, "tls established");
+                Ok(())
+            }
+            Ok(Err(e)) => {
+                tracing::info!(client = %self.peer, "tls handshake failed: {e}");
+                Err(End::Closed)
+            }
+            Err(_) => Err(End::Timeout),
+        }
+    }
+
+    async fn mail(&mut self, from: Option<Address>, params: MailParams) -> Result<(), End> {
+        if self.helo.is_none() {
+            return self
+                .ok_or_close(Reply::new(503, "5.5.1", "send EHLO or HELO first"))
+                .await;
+        }
+        if self.tx.mail_from.is_some() {
+            return self
+                .ok_or_close(Reply::new(503, "5.5.1", "nested MAIL command"))
+                .await;
+        }
+        let limits = &self.conn().limits;
+        if let Some(size) = params.size {
+            if size > limits.max_message_size {
+                return self
+                    .ok_or_close(Reply::new(
+                        552,
+                        "5.3.4",
+                        format!(
+                            "message size exceeds the limit of {} bytes",
+                            limits.max_message_size
+                        ),
+                    ))
+                    .await;
+            }
+        }
+        let needed = params.size.unwrap_or(0).max(limits.max_message_size);
+        if !self.shared.spool.has_room(needed) {
+            return self
+                .ok_or_close(Reply::new(452, "4.3.1", "insufficient system storage"))
+                .await;
+        }
+        if params.xoorg.is_some() && !self.xoorg_offered() {
+            // XOORG is never trusted from a peer it was not offered to: refuse, don't ignore,
+            // so a misconfigured tenant connector shows up at once.
+            return self
+                .ok_or_close(Reply::new(
+                    555,
+                    "5.5.4",
+                    "XOORG is not accepted from this client",
+                ))
+                .await;
+        }
+        if !self.esmtp
+            && (params.size.is_some()
+                || params.body.is_some()
+                || params.smtputf8
+                || params.xoorg.is_some())
+        {
+            return self
+                .ok_or_close(Reply::new(555, "5.5.4", "parameters need EHLO"))
+                .await;
+        }
+        if from.as_ref().is_some_and(|a| !is_ascii(a)) && !params.smtputf8 {
+            return self
+                .ok_or_close(Reply::new(
+                    553,
+                    "5.6.7",
+                    "non-ASCII address without SMTPUTF8",
+                ))
+                .await;
+        }
+        self.tx = Transaction {
+            mail_from: Some(from),
+            params: Some(params),
+            ..Transaction::default()
+        };
+        self.ok_or_close(Reply::new(250, "2.1.0", "sender OK"))
+            .await
+    }
+
+    fn envelope(&self, rcpts: Vec<Address>) -> Envelope {
+        Envelope {
+            connector: None,
+            local: Some(self.listen),
+            client_ip: Some(self.peer.ip()),
+            tls_peer: self.tls_peer.clone(),
+            xoorg: self.tx.params.as_ref().and_then(|p| p.xoorg.clone()),
+            mail_from: self.tx.mail_from.clone().flatten(),
+            rcpt_to: rcpts,
+        }
+    }
+
+    async fn rcpt(&mut self, to: Address, params: RcptParams) -> Result<(), End> {
+        let Some(_) = &self.tx.mail_from else {
+            return self
+                .ok_or_close(Reply::new(503, "5.5.1", "send MAIL first"))
+                .await;
+        };
+        if self.tx.rcpts.len() >= self.conn().limits.max_recipients as usize {
+            return self
+                .ok_or_close(Reply::new(452, "4.5.3", "too many recipients"))
+                .await;
+        }
+        let smtputf8 = self.tx.params.as_ref().is_some_and(|p| p.smtputf8);
+        if !is_ascii(&to) && !smtputf8 {
+            return self
+                .ok_or_close(Reply::new(
+                    553,
+                    "5.6.7",
+                    "non-ASCII address without SMTPUTF8",
+                ))
+                .await;
+        }
+        if to.domain.is_empty() {
+            // `RCPT TO:<postmaster>`: RFC 5321 requires it; it belongs to this host, which
+            // keeps no mailboxes, so it is the postmaster of the first authoritative domain.
+            return self
+                .ok_or_close(Reply::new(
+                    550,
+                    "5.1.1",
+                    "no local mailboxes; write to postmaster@ an accepted domain",
+                ))
+                .await;
+        }
+        let verdict = evaluate_recipients(&self.table, &self.envelope(vec![to.clone()]));
+        let refused = verdict.recipients.iter().find_map(|r| match &r.fate {
+            Fate::Reject {
+                code,
+                enhanced,
+                text,
+            } => Some(Reply::new(*code, enhanced, text.clone())),
+            _ => None,
+        });
+        if let Some(r) = refused {
+            let mut e = Event::new(EventId::Fail, "SMTP");
+            e.client_ip = Some(self.peer.ip().to_string());
+            e.connector_id = Some(self.conn().name.value.clone());
+            e.sender_address = self.tx.mail_from.clone().flatten().map(|a| a.to_string());
+            e.recipient_address = vec![to.to_string()];
+            e.recipient_status = vec![format!(
+                "{} {} {}",
+                r.code,
+                r.enhanced.as_deref().unwrap_or_default(),
+                r.lines.join(" ")
+            )];
+            self.shared.tracker.log(e);
+            return self.ok_or_close(r).await;
+        }
+        self.tx.rcpts.push((to, params));
+        self.ok_or_close(Reply::new(250, "2.1.5", "recipient OK"))
+            .await
+    }
+
+    async fn data(&mut self) -> Result<(), End> {
+        if self.tx.mail_from.is_none() {
+            return self
+                .ok_or_close(Reply::new(503, "5.5.1", "send MAIL first"))
+                .await;
+        }
+        if self.tx.rcpts.is_empty() {
+            return self
+                .ok_or_close(Reply::new(554, "5.5.1", "no valid recipients"))
+                .await;
+        }
+        if self
+            .tx
+            .params
+            .as_ref()
+            .is_some_and(|p| p.body == Some(Body::BinaryMime))
+        {
+            return self
+                .ok_or_close(Reply::new(503, "5.5.1", "BODY=BINARYMIME needs BDAT"))
+                .await;
+        }
+        if !self
+            .reply(Reply::new(354, "", "end data with <CR><LF>.<CR><LF>"))
+            .await
+        {
+            return Err(End::Closed);
+        }
+        let mut rx = DataReceiver::new(self.conn().limits.max_message_size);
+        loop {
+            let progress = rx.feed(&self.buf);
+            self.buf.drain(..progress.consumed);
+            if progress.done {
+                break;
+            }
+            // RFC 5321's data block timeout is 3 minutes; the connector's idle limit applies.
+            if let Err(r) = self.fill().await {
+                return Err(match r {
+                    Read::Timeout => End::Timeout,
+                    Read::Shutdown => End::Shutdown,
+                    _ => End::Closed,
+                });
+            }
+        }
+        let bare = rx.bare_line_endings();
+        if bare > 0 {
+            tracing::info!(client = %self.peer, "{bare} bare CR or LF line endings normalised to CRLF");
+        }
+        match rx.finish() {
+            Ok(bytes) => self.message(bytes).await,
+            Err(e) => {
+                let (code, enhanced, text) = e.reply();
+                self.tx = Transaction::default();
+                self.ok_or_close(Reply::new(code, enhanced, text)).await
+            }
+        }
+    }
+
+    async fn bdat(&mut self, size: u64, last: bool) -> Result<(), End> {
+        // The chunk is read whatever happens: its bytes are data, not commands.
+        let usable = self.tx.mail_from.is_some() && !self.tx.rcpts.is_empty();
+        let max = self.conn().limits.max_message_size;
+        let mut left = size;
+        let mut chunk = Vec::new();
+        while left > 0 {
+            if self.buf.is_empty() {
+                if let Err(r) = self.fill().await {
+                    return Err(match r {
+                        Read::Timeout => End::Timeout,
+                        Read::Shutdown => End::Shutdown,
+                        _ => End::Closed,
+                    });
+                }
+            }
+            let take = (self.buf.len() as u64).min(left) as usize;
+            if usable && !self.tx.bdat_failed {
+                chunk.extend_from_slice(&self.buf[..take]);
+            }
+            self.buf.drain(..take);
+            left -= take as u64;
+        }
+        if !usable {
+            return self
+                .ok_or_close(Reply::new(503, "5.5.1", "send MAIL and RCPT first"))
+                .await;
+        }
+        let rx = self.tx.bdat.get_or_insert_with(|| BdatReceiver::new(max));
+        if !self.tx.bdat_failed {
+            rx.feed(&chunk);
+        }
+        if !last {
+            return self
+                .ok_or_close(Reply::new(250, "2.0.0", format!("{size} octets received")))
+                .await;
+        }
+        let Some(rx) = self.tx.bdat.take() else {
+            return self.ok_or_close(Reply::new(503, "5.5.1", "no data")).await;
+        };
+        match rx.finish() {
+            Ok(bytes) => self.message(bytes).await,
+            Err(e) => {
+                let (code, enhanced, text) = e.reply();
+                self.tx = Transaction::default();
+                self.ok_or_close(Reply::new(code, enhanced, text)).await
+            }
+        }
+    }
+
+    /// The end of data: loop and size checks, the full evaluation, the spool write, one reply.
+    async fn message(&mut self, bytes: Vec<u8>) -> Result<(), End> {
+        let tx = std::mem::take(&mut self.tx);
+        // A reload since RCPT is taken now: the message is judged by one table, start to end.
+        self.table = self.shared.table();
+        let connector_index = crate::compile::select_receive(
+            &self.table.receive_connectors,
+            Some(self.listen),
+            self.peer.ip(),
+        );
+        let Some(ci) = connector_index else {
+            return self
+                .ok_or_close(Reply::new(
+                    554,
+                    "5.7.1",
+                    "no receive connector accepts mail from you",
+                ))
+                .await;
+        };
+        self.connector = ci;
+        let limits = self.conn().limits.clone();
+        let message = Message::parse(&bytes);
+        let hops = message
+            .headers
+            .iter()
+            .filter(|h| h.name.eq_ignore_ascii_case("Received"))
+            .count();
+        if hops as u64 >= u64::from(limits.max_hop_count) {
+            return self
+                .ok_or_close(Reply::new(
+                    554,
+                    "5.4.6",
+                    format!("hop count exceeded ({hops} Received headers): possible mail loop"),
+                ))
+                .await;
+        }
+        let head: u64 = message
+            .headers
+            .iter()
+            .map(|h| (h.name.len() + h.value.len() + 3) as u64)
+            .sum();
+        if head > limits.max_header_size {
+            return self
+                .ok_or_close(Reply::new(
+                    552,
+                    "5.3.4",
+                    format!(
+                        "header exceeds the limit of {} bytes",
+                        limits.max_header_size
+                    ),
+                ))
+                .await;
+        }
+        let rcpts: Vec<Address> = tx.rcpts.iter().map(|(a, _)| a.clone()).collect();
+        self.tx.mail_from = tx.mail_from.clone();
+        self.tx.params = tx.params.clone();
+        let env = self.envelope(rcpts);
+        self.tx = Transaction::default();
+        let verdict = evaluate(&self.table, &env, Some(&message), false);
+        self.shared.metrics.rules_fired(&verdict.rules_fired);
+        let params = tx.params.clone().unwrap_or_default();
+        if verdict.disconnect {
+            self.track_rules(&verdict, &message);
+            let _ = self
+                .reply(Reply::new(421, "4.7.0", "connection closed by policy"))
+                .await;
+            return Err(End::Disconnect);
+        }
+        let delivered: Vec<usize> = verdict
+            .recipients
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| matches!(r.fate, Fate::Deliver { .. }))
+            .map(|(i, _)| i)
+            .collect();
+        let rejected: Vec<&crate::eval::RecipientVerdict> = verdict
+            .recipients
+            .iter()
+            .filter(|r| matches!(r.fate, Fate::Reject { .. }))
+            .collect();
+        // Every recipient refused (a rule's reject, say): the client gets the refusal itself,
+        // and nothing is queued or bounced by us.
+        if delivered.is_empty()
+            && !rejected.is_empty()
+            && rejected.len() == verdict.recipients.len()
+        {
+            self.track_rules(&verdict, &message);
+            let r = match &rejected[0].fate {
+                Fate::Reject {
+                    code,
+                    enhanced,
+                    text,
+                } => Reply::new(*code, enhanced, text.clone()),
+                _ => Reply::new(550, "5.7.1", "refused"),
+            };
+            return self.ok_or_close(r).await;
+        }
+        let body = self.stamp(&verdict, &bytes, &message, &params);
+        let message_id = message.get("Message-ID");
+        let new = NewMessage {
+            mail_from: verdict.mail_from.as_ref().map(ToString::to_string),
+            envid: params.envid.clone(),
+            ret_full: params
+                .ret
+                .map(|r| matches!(r, crate::smtp::command::Ret::Full)),
+            message_id: message_id.clone(),
+            client_ip: Some(self.peer.ip()),
+            connector: Some(self.conn().name.value.clone()),
+            recipients: delivered
+                .iter()
+                .filter_map(|&i| verdict.recipients.get(i))
+                .map(|r| {
+                    let p = tx
+                        .rcpts
+                        .iter()
+                        .find(|(a, _)| a.key() == r.original.key())
+                        .map(|(_, p)| p);
+                    NewRecipient {
+                        address: r.address.to_string(),
+                        original: r.original.to_string(),
+                        send_connector: match &r.fate {
+                            Fate::Deliver { connector } => connector.clone(),
+                            _ => String::new(),
+                        },
+                        notify: p.and_then(|p| p.notify.as_ref()).map(notify_text),
+                        orcpt: p.and_then(|p| p.orcpt.clone()),
+                    }
+                })
+                .collect(),
+            smtputf8: params.smtputf8,
+            eight_bit: matches!(params.body, Some(Body::EightBitMime | Body::BinaryMime))
+                || !bytes.is_ascii(),
+        };
+        let stored = if new.recipients.is_empty() {
+            None
+        } else {
+            match self.shared.spool.store(new, body).await {
+                Ok(q) => Some(q),
+                Err(QueueError::NoSpace { .. }) => {
+                    return self
+                        .ok_or_close(Reply::new(452, "4.3.1", "insufficient system storage"))
+                        .await;
+                }
+                Err(e) => {
+                    tracing::error!("spool write failed: {e}");
+                    return self
+                        .ok_or_close(Reply::new(
+                            451,
+                            "4.3.0",
+                            "local error in processing; try again later",
+                        ))
+                        .await;
+                }
+            }
+        };
+        let id = stored.as_ref().map(|q| q.id.to_string());
+        Metrics::inc(&self.shared.metrics.received);
+        self.track_received(&verdict, &message, id.as_deref(), bytes.len() as u64);
+        // Recipients refused after data while others were accepted get a DSN from us.
+        if !rejected.is_empty() {
+            self.shared
+                .bounce_refused(&verdict, &rejected, &bytes, &params)
+                .await;
+        }
+        if stored.is_some() {
+            self.shared.wake.notify_one();
+        }
+        let text = match &id {
+            Some(id) => format!("queued as {id}"),
+            None => "accepted".to_string(),
+        };
+        self.ok_or_close(Reply::new(250, "2.6.0", text)).await
+    }
+
+    /// The bytes to queue: a Received header, then the message with the verdict's header
+    /// changes, or the original bytes untouched when there were none.
+    fn stamp(
+        &self,
+        verdict: &Verdict,
+        original: &[u8],
+        message: &Message,
+        params: &MailParams,
+    ) -> Vec<u8> {
+        let _ = message;
+        let with = match (self.tls_active, self.esmtp) {
+            (true, _) => "ESMTPS",
+            (false, true) => "ESMTP",
+            (false, false) => "SMTP",
+        };
+        let with = if params.smtputf8 {
+            format!("UTF8{with}")
+        } else {
+            with.to_string()
+        };
+        let helo = self.helo.clone().unwrap_or_default();
+        let received = format!(
+            "Received: from {} ({} [{}])\r\n\tby {} (mailflow) with {with};\r\n\t{}\r\n",
+            sanitize(&helo),
+            self.peer.ip(),
+            self.peer.ip(),
+            self.fqdn(),
+            mail_builder::headers::date::Date::now().to_rfc822()
+        );
+        let rest = if verdict.header_changes.is_empty() {
+            original.to_vec()
+        } else {
+            verdict.message.to_bytes()
+        };
+        let mut out = Vec::with_capacity(received.len() + rest.len());
+        out.extend_from_slice(received.as_bytes());
+        out.extend_from_slice(&rest);
+        out
+    }
+
+    fn base_event(&self, id: EventId, source: &str, verdict: &Verdict, message: &Message) -> Event {
+        let mut e = Event::new(id, source);
+        e.client_ip = Some(self.peer.ip().to_string());
+        e.server_ip = Some(self.listen.ip().to_string());
+        e.connector_id = verdict.connector.clone();
+        e.message_id = message.get("Message-ID");
+        e.sender_address = verdict.mail_from.as_ref().map(ToString::to_string);
+        e.message_subject = message.text("Subject");
+        e.tenant_id = verdict.originating_org.clone();
+        e.directionality = Some(
+            if verdict.auth_as == crate::model::AuthAs::Internal {
+                "Originating"
+            } else {
+                "Incoming"
+            }
+            .to_string(),
+        );
+        e
+    }
+
+    fn track_rules(&self, verdict: &Verdict, message: &Message) {
+        for rule in &verdict.rules_fired {
+            let mut e = self.base_event(EventId::AgentInfo, "AGENT", verdict, message);
+            e.source_context = Some(format!("transport rule `{rule}`"));
+            e.recipient_address = verdict
+                .recipients
+                .iter()
+                .map(|r| r.address.to_string())
+                .collect();
+            self.shared.tracker.log(e);
+        }
+    }
+
+    fn track_received(&self, verdict: &Verdict, message: &Message, id: Option<&str>, size: u64) {
+        let mut e = self.base_event(EventId::Receive, "SMTP", verdict, message);
+        e.internal_message_id = id.map(str::to_string);
+        e.total_bytes = Some(size);
+        e.recipient_address = verdict
+            .recipients
+            .iter()
+            .map(|r| r.original.to_string())
+            .collect();
+        e.recipient_count = Some(verdict.recipients.len());
+        self.shared.tracker.log(e);
+        self.track_rules(verdict, message);
+        for r in &verdict.recipients {
+            if r.address.key() != r.original.key() {
+                let mut e = self.base_event(EventId::Resolve, "ROUTING", verdict, message);
+                e.internal_message_id = id.map(str::to_string);
+                e.recipient_address = vec![r.address.to_string()];
+                e.related_recipient_address = Some(r.original.to_string());
+                self.shared.tracker.log(e);
+            }
+            if let Fate::Drop { reason } = &r.fate {
+                Metrics::inc(&self.shared.metrics.dropped);
+                let mut e = self.base_event(EventId::Drop, "AGENT", verdict, message);
+                e.internal_message_id = id.map(str::to_string);
+                e.recipient_address = vec![r.address.to_string()];
+                e.source_context = Some(reason.clone());
+                self.shared.tracker.log(e);
+            }
+        }
+    }
+}
+
+fn notify_text(n: &crate::smtp::command::Notify) -> String {
+    if n.never {
+        return "NEVER".into();
+    }
+    let mut v = Vec::new();
+    if n.success {
+        v.push("SUCCESS");
+    }
+    if n.failure {
+        v.push("FAILURE");
+    }
+    if n.delay {
+        v.push("DELAY");
+    }
+    v.join(",")
+}
+
+fn is_ascii(a: &Address) -> bool {
+    a.local.is_ascii() && a.domain.is_ascii()
+}
+
+/// Client-supplied text going into a header: printable ASCII only, so a HELO name can never
+/// break the header or inject a line.
+fn sanitize(s: &str) -> String {
+    s.chars()
+        .map(|c| if c.is_ascii_graphic() { c } else { '?' })
+        .take(255)
+        .collect()
+}
