@@ -3,5 +3,6 @@
 #![allow(dead_code)]
 
 pub mod dns;
+pub mod relay;
 pub mod sink;
 pub mod tls;

@@ -1,0 +1,154 @@
+//! Running the `mailflow relay` binary for end-to-end tests: start it on free ports, read its
+//! ready line, drive it with Python's smtplib (`smtp_client.py`), search its tracking log.
+
+use super::sink::Received;
+use super::tls::Pem;
+use serde_json::Value;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_mailflow");
+
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A relay process; killed when dropped.
+pub struct Relay {
+    pub child: Child,
+    pub addr: SocketAddr,
+    pub admin: Option<SocketAddr>,
+    pub spool: PathBuf,
+}
+
+impl Relay {
+    pub fn start(rules: &Path, spool: &Path, args: &[String]) -> Relay {
+        let mut child = Command::new(BIN)
+            .arg("relay")
+            .arg(rules)
+            .arg("--spool")
+            .arg(spool)
+            .args(["--hostname", "relay.test", "--log", "error"])
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let ready: Value = serde_json::from_str(&line)
+            .unwrap_or_else(|_| panic!("the relay did not start: {line:?}"));
+        let addr = ready["listeners"][0]["address"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        let admin = ready["admin"].as_str().map(|a| a.parse().unwrap());
+        Relay {
+            child,
+            addr,
+            admin,
+            spool: spool.to_path_buf(),
+        }
+    }
+
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub fn track(&self, args: &[&str]) -> Vec<Value> {
+        let out = Command::new(BIN)
+            .arg("track")
+            .arg("--spool")
+            .arg(&self.spool)
+            .arg("--json")
+            .args(args)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// Runs the Python client; returns its JSON summary.
+pub async fn client(args: Vec<String>) -> Value {
+    tokio::task::spawn_blocking(move || {
+        let out = Command::new("python3")
+            .arg(root().join("tests/support/smtp_client.py"))
+            .args(&args)
+            .output()
+            .expect("python3 is needed for the relay tests");
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        let last = text.lines().last().unwrap_or_default().to_string();
+        serde_json::from_str(&last).unwrap_or_else(|_| {
+            panic!(
+                "client output: {text}\nstderr: {}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        })
+    })
+    .await
+    .unwrap()
+}
+
+pub fn s(v: &str) -> String {
+    v.to_string()
+}
+
+pub fn port_args(relay: &Relay) -> Vec<String> {
+    vec![s("--port"), relay.addr.port().to_string()]
+}
+
+/// Waits until `f` holds, for up to `secs` seconds.
+pub async fn wait_until(secs: u64, mut f: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + Duration::from_secs(secs);
+    while Instant::now() < end {
+        if f() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    f()
+}
+
+pub fn data_text(m: &Received) -> String {
+    String::from_utf8_lossy(&m.data).to_string()
+}
+
+pub fn header<'a>(m: &'a str, name: &str) -> Option<&'a str> {
+    let head = m.split("\r\n\r\n").next().unwrap_or_default();
+    head.split("\r\n")
+        .find(|l| {
+            l.len() > name.len()
+                && l[..name.len()].eq_ignore_ascii_case(name)
+                && l.as_bytes()[name.len()] == b':'
+        })
+        .map(|l| l[name.len() + 1..].trim())
+}
+
+/// Writes a PEM pair into `dir`.
+pub fn write_pem(pem: &Pem, dir: &Path, name: &str) -> (String, String) {
+    let (c, k) = pem.write(dir, name);
+    (c.display().to_string(), k.display().to_string())
+}
+
+/// The free port of a listener that is closed again: a next hop that is down.
+pub fn dead_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
