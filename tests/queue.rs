@@ -585,12 +585,17 @@ fn kill_9_loses_nothing_acknowledged() {
     );
 }
 
-/// `cargo test --release --test queue -- --ignored --nocapture throughput`
+/// `cargo test --release --test queue -- --ignored --nocapture throughput` (`SPOOL_BENCH_DIR`
+/// picks the file system). Measured: about 15,000-18,000 messages/s, ~10.5 per fsync, on
+/// the ext4 virtual disk of the 2-core development machine.
 #[test]
 #[ignore]
 fn throughput_20_writers_2k() {
-    let tmp = tempfile::tempdir_in(std::env::var("SPOOL_BENCH_DIR").unwrap_or_else(|_| ".".into()))
-        .unwrap();
+    let tmp = tempfile::tempdir_in(
+        std::env::var("SPOOL_BENCH_DIR")
+            .unwrap_or_else(|_| std::env::temp_dir().display().to_string()),
+    )
+    .unwrap();
     let rt = rt();
     let (spool, _) = open(tmp.path(), SpoolOptions::default());
     let secs = 5.0;
@@ -638,7 +643,7 @@ fn compaction_moves_tombstones_still_needed() {
     let small = rt.block_on(spool.store(message(1), body(2, 500))).unwrap();
     let first_segment = segments(dir)[0].clone();
     let mut fillers = Vec::new();
-    let store_and_finish = |n: u64, fillers: &mut Vec<QueueId>| {
+    let store_some = |n: u64, fillers: &mut Vec<QueueId>| {
         for k in 0..n {
             let m = rt
                 .block_on(spool.store(message(1), body(100 + k, 3000)))
@@ -646,15 +651,15 @@ fn compaction_moves_tombstones_still_needed() {
             fillers.push(m.id);
         }
     };
-    store_and_finish(8, &mut fillers);
+    store_some(8, &mut fillers);
     rt.block_on(spool.update(&small.id, vec![(0, delivered())]))
         .unwrap();
-    store_and_finish(8, &mut fillers);
+    store_some(8, &mut fillers);
     for id in &fillers {
         rt.block_on(spool.update(id, vec![(0, delivered())]))
             .unwrap();
     }
-    store_and_finish(8, &mut Vec::new());
+    store_some(8, &mut Vec::new());
     rt.block_on(spool.compact()).unwrap();
     assert!(
         segments(dir).contains(&first_segment),
