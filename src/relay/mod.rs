@@ -267,7 +267,7 @@ impl Relay {
                 Arc::clone(&sessions),
             ));
         }
-        tasks.spawn(scheduler::run(Arc::clone(&shared), recovered));
+        tasks.spawn(scheduler::run(Arc::clone(&shared)));
         let admin = match shared.options.admin {
             Some(addr) => {
                 let l = TcpListener::bind(addr)
@@ -333,7 +333,7 @@ impl Relay {
 }
 
 /// Decrements the per-IP connection count when a session ends.
-struct IpSlot {
+pub(crate) struct IpSlot {
     shared: Arc<Shared>,
     ip: IpAddr,
 }
@@ -404,8 +404,8 @@ async fn accept_loop(
         };
         let shared2 = Arc::clone(&shared);
         let task = async move {
-            let _slot = slot;
             if let Some(why) = too_many {
+                let _slot = slot;
                 use tokio::io::AsyncWriteExt;
                 let mut tcp = tcp;
                 Metrics::inc(&shared2.metrics.rejected);
@@ -413,7 +413,7 @@ async fn accept_loop(
                 let _ = tcp.write_all(&reply.to_bytes()).await;
                 return;
             }
-            session::serve(shared2, tcp, peer, configured).await;
+            session::serve(shared2, tcp, peer, configured, slot).await;
         };
         if let Ok(mut s) = sessions.lock() {
             // Finished sessions are reaped here so the set does not grow without bound.

@@ -38,8 +38,9 @@ struct Job {
 
 type InFlight = Arc<Mutex<HashSet<(QueueId, usize)>>>;
 
-pub(super) async fn run(shared: Arc<Shared>, recovered: Vec<QueuedMessage>) {
-    let _ = recovered; // the spool's live set already holds them
+/// Runs until shutdown. Messages recovered from the spool at start are in its live set, so
+/// the first pass picks them up.
+pub(super) async fn run(shared: Arc<Shared>) {
     let permits = Arc::new(Semaphore::new(CONCURRENCY));
     let in_flight: InFlight = Arc::new(Mutex::new(HashSet::new()));
     let mut shutdown = shared.shutdown.clone();
@@ -179,7 +180,7 @@ async fn attempt(shared: &Shared, job: Job) {
                 }
                 match ClientConfig::for_connector(c, &shared.hostname, Arc::clone(&shared.roots)) {
                     Err(e) => all(temporary(451, "4.7.5", e.to_string())),
-                    Ok(cfg) => match shared.spool.read_body(&job.message.id) {
+                    Ok(cfg) => match read_body(shared, &job.message.id).await {
                         Err(e) => all(temporary(451, "4.3.0", format!("spool: {e}"))),
                         Ok(body) => {
                             let rcpts: Vec<OutboundRcpt> = job
@@ -334,7 +335,7 @@ async fn record(shared: &Shared, job: &Job, result: Attempt) {
             })
             .collect();
         if !wanted.is_empty() {
-            let original = shared.spool.read_body(&m.id).unwrap_or_default();
+            let original = read_body(shared, &m.id).await.unwrap_or_default();
             queue_dsn(
                 shared,
                 m.meta.mail_from.as_deref(),
@@ -348,6 +349,15 @@ async fn record(shared: &Shared, job: &Job, result: Attempt) {
             .await;
         }
     }
+}
+
+/// The spool reads bodies with blocking file I/O: off the async workers.
+async fn read_body(shared: &Shared, id: &QueueId) -> Result<Vec<u8>, crate::queue::QueueError> {
+    let spool = shared.spool.clone();
+    let id = id.clone();
+    tokio::task::spawn_blocking(move || spool.read_body(&id))
+        .await
+        .unwrap_or(Err(crate::queue::QueueError::Closed))
 }
 
 fn failed_rcpt(

@@ -96,6 +96,9 @@ struct Session {
     tx: Transaction,
     errors: u32,
     started: Instant,
+    /// This connection's place in the per-address count, given back as QUIT is answered:
+    /// a client that reconnects at once must not find its old session still counted.
+    slot: Option<super::IpSlot>,
 }
 
 /// Serves one connection until QUIT, a timeout, too many errors, or shutdown.
@@ -104,6 +107,7 @@ pub(super) async fn serve(
     tcp: TcpStream,
     peer: SocketAddr,
     listen: SocketAddr,
+    slot: super::IpSlot,
 ) {
     let table = shared.table();
     let connector =
@@ -134,6 +138,7 @@ pub(super) async fn serve(
         tx: Transaction::default(),
         errors: 0,
         started: Instant::now(),
+        slot: Some(slot),
     };
     let end = s.run().await;
     let why = match end {
@@ -387,6 +392,7 @@ impl Session {
                 self.ok_or_close(Reply::new(250, "2.0.0", "OK")).await
             }
             Command::Quit => {
+                self.slot = None;
                 let _ = self
                     .reply(Reply::new(
                         221,
