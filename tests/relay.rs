@@ -362,6 +362,54 @@ async fn seed_000_contacts_and_groups_forward_to_the_cloud() {
         header(&data_text(officers), "X-MS-Exchange-Organization-AuthAs"),
         Some("Anonymous")
     );
+    // The tracking log names the group expansion and the contact's forwarding.
+    let expand = relay.track(&["--event", "EXPAND"]);
+    assert_eq!(expand.len(), 1, "{expand:?}");
+    assert_eq!(expand[0]["related-recipient-address"], "board@domain.org");
+    assert_eq!(
+        expand[0]["recipient-address"][0],
+        "board@domain.mail.onmicrosoft.com"
+    );
+    let resolve = relay.track(&["--event", "RESOLVE"]);
+    assert_eq!(resolve.len(), 1, "{resolve:?}");
+    assert_eq!(
+        resolve[0]["related-recipient-address"],
+        "officers@domain.org"
+    );
+}
+
+/// SIGTERM stops the relay cleanly: exit status 0 and the pid file gone.
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_stops_cleanly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut relay = Relay::start(
+        &root().join("tests/fixtures/relay/forward.mailflow"),
+        &tmp.path().join("spool"),
+        &forward_args(dead_port(), dead_port()),
+    );
+    let pid_file = relay.spool.join("mailflow.pid");
+    assert!(pid_file.exists());
+    let pid = relay.child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let t0 = Instant::now();
+    let status = loop {
+        if let Some(st) = relay.child.try_wait().unwrap() {
+            break st;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(40),
+            "still running after SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(status.success(), "{status:?}");
+    assert!(!pid_file.exists());
 }
 
 /// Seed 001: mail from the tenant to the external address a deleted user used to forward to

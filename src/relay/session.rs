@@ -991,6 +991,24 @@ impl Session {
         }
     }
 
+    /// Exchange's word for why a recipient's address changed: EXPAND for a group's
+    /// members, RESOLVE for a rewrite entry or a contact's forwarding, REDIRECT for what a
+    /// transport rule sent elsewhere.
+    fn change_kind(&self, r: &crate::eval::RecipientVerdict) -> EventId {
+        use crate::compile::Lookup;
+        let addressed = self
+            .table
+            .rewrites
+            .inbound(&r.original)
+            .map_or_else(|| r.original.clone(), |w| w.address);
+        match self.table.directory.lookup(&addressed) {
+            Lookup::Group { .. } => EventId::Expand,
+            Lookup::Forward { .. } => EventId::Resolve,
+            _ if addressed.key() == r.address.key() => EventId::Resolve,
+            _ => EventId::Redirect,
+        }
+    }
+
     fn track_received(&self, verdict: &Verdict, message: &Message, id: Option<&str>, size: u64) {
         let mut e = self.base_event(EventId::Receive, "SMTP", verdict, message);
         e.internal_message_id = id.map(str::to_string);
@@ -1005,7 +1023,7 @@ impl Session {
         self.track_rules(verdict, message);
         for r in &verdict.recipients {
             if r.address.key() != r.original.key() {
-                let mut e = self.base_event(EventId::Resolve, "ROUTING", verdict, message);
+                let mut e = self.base_event(self.change_kind(r), "ROUTING", verdict, message);
                 e.internal_message_id = id.map(str::to_string);
                 e.recipient_address = vec![r.address.to_string()];
                 e.related_recipient_address = Some(r.original.to_string());
