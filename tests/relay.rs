@@ -132,21 +132,17 @@ async fn seed_002_shared_domain_end_to_end() {
     );
 
     // A reply from the internet goes back to tenant 1, rewritten, over verified TLS.
-    let reply = client({
-        let mut a = port_args(&relay);
-        a.extend(
-            [
-                "--from",
-                "alex.wilber@fabrikam.com",
-                "--to",
-                "John.Smith@myexchlab.com",
-                "--message",
-                root().join("examples/inbound-reply.eml").to_str().unwrap(),
-            ]
-            .map(s),
-        );
-        a
-    })
+    let reply = client(with_port(
+        &relay,
+        &[
+            "--from",
+            "alex.wilber@fabrikam.com",
+            "--to",
+            "John.Smith@myexchlab.com",
+            "--message",
+            root().join("examples/inbound-reply.eml").to_str().unwrap(),
+        ],
+    ))
     .await;
     assert_eq!(reply["messages"][0]["data"][0], 250, "{reply}");
     assert!(wait_until(10, || !eop.messages().is_empty()).await);
@@ -173,19 +169,15 @@ async fn seed_002_shared_domain_end_to_end() {
     .await;
     assert_eq!(attempt["messages"][0]["data"][0], 250, "{attempt}");
     // The anonymous internet connector refuses the same relay attempt at RCPT.
-    let open = client({
-        let mut a = port_args(&relay);
-        a.extend(
-            [
-                "--from",
-                "lee.gu@contoso.com",
-                "--to",
-                "victim@fabrikam.com",
-            ]
-            .map(s),
-        );
-        a
-    })
+    let open = client(with_port(
+        &relay,
+        &[
+            "--from",
+            "lee.gu@contoso.com",
+            "--to",
+            "victim@fabrikam.com",
+        ],
+    ))
     .await;
     assert_eq!(open["messages"][0]["rcpt"][0][0], 550, "{open}");
     assert!(
@@ -208,41 +200,33 @@ async fn seed_002_shared_domain_end_to_end() {
     assert_eq!(drops[0]["recipient-address"][0], "victim@fabrikam.com");
 
     // EOP's connector requires TLS, and XOORG needs a trusted certificate.
-    let plain = client({
-        let mut a = port_args(&relay);
-        a.extend(
-            [
-                "--source",
-                "127.0.0.2",
-                "--from",
-                "John.Smith@tenant1.myexchlab.com",
-                "--to",
-                "alex.wilber@fabrikam.com",
-            ]
-            .map(s),
-        );
-        a
-    })
+    let plain = client(with_port(
+        &relay,
+        &[
+            "--source",
+            "127.0.0.2",
+            "--from",
+            "John.Smith@tenant1.myexchlab.com",
+            "--to",
+            "alex.wilber@fabrikam.com",
+        ],
+    ))
     .await;
     assert_eq!(plain["messages"][0]["mail"][0], 530, "{plain}");
-    let no_cert = client({
-        let mut a = port_args(&relay);
-        a.extend(
-            [
-                "--source",
-                "127.0.0.2",
-                "--starttls",
-                "--from",
-                "John.Smith@tenant1.myexchlab.com",
-                "--to",
-                "alex.wilber@fabrikam.com",
-                "--mail-option",
-                "XOORG=tenant1.myexchlab.com",
-            ]
-            .map(s),
-        );
-        a
-    })
+    let no_cert = client(with_port(
+        &relay,
+        &[
+            "--source",
+            "127.0.0.2",
+            "--starttls",
+            "--from",
+            "John.Smith@tenant1.myexchlab.com",
+            "--to",
+            "alex.wilber@fabrikam.com",
+            "--mail-option",
+            "XOORG=tenant1.myexchlab.com",
+        ],
+    ))
     .await;
     assert!(
         !no_cert["ehlo_tls"]
@@ -296,41 +280,33 @@ async fn seed_000_contacts_and_groups_forward_to_the_cloud() {
             s("1s"),
         ],
     );
-    let app = client({
-        let mut a = port_args(&relay);
-        a.extend(
-            [
-                "--source",
-                "127.0.0.3",
-                "--starttls",
-                "--from",
-                "Administrator@domain.org",
-                "--to",
-                "board@domain.org",
-            ]
-            .map(s),
-        );
-        a
-    })
+    let app = client(with_port(
+        &relay,
+        &[
+            "--source",
+            "127.0.0.3",
+            "--starttls",
+            "--from",
+            "Administrator@domain.org",
+            "--to",
+            "board@domain.org",
+        ],
+    ))
     .await;
     assert_eq!(app["messages"][0]["data"][0], 250, "{app}");
-    let internet = client({
-        let mut a = port_args(&relay);
-        a.extend(
-            [
-                "--from",
-                "dana.reyes@contoso.com",
-                "--to",
-                "officers@domain.org",
-                "--to",
-                "leadership@domain.org",
-                "--message",
-                root().join("examples/to-officers.eml").to_str().unwrap(),
-            ]
-            .map(s),
-        );
-        a
-    })
+    let internet = client(with_port(
+        &relay,
+        &[
+            "--from",
+            "dana.reyes@contoso.com",
+            "--to",
+            "officers@domain.org",
+            "--to",
+            "leadership@domain.org",
+            "--message",
+            root().join("examples/to-officers.eml").to_str().unwrap(),
+        ],
+    ))
     .await;
     // Leadership accepts only authenticated senders: refused at RCPT.
     assert_eq!(internet["messages"][0]["rcpt"][0][0], 250, "{internet}");
@@ -451,33 +427,29 @@ async fn seed_001_deleted_user_is_delivered_not_bounced() {
         tmp.path(),
         "eop-client",
     );
-    let out = client({
-        let mut a = port_args(&relay);
-        a.extend(
-            [
-                "--source",
-                "127.0.0.2",
-                "--starttls",
-                "--cert",
-                &cert,
-                "--key",
-                &key,
-                "--from",
-                "DevUser@servicedomain.onmicrosoft.com",
-                "--to",
-                "user@microsoft.com",
-                "--mail-option",
-                "XOORG=servicedomain.onmicrosoft.com",
-                "--message",
-                root()
-                    .join("examples/to-deleted-user.eml")
-                    .to_str()
-                    .unwrap(),
-            ]
-            .map(s),
-        );
-        a
-    })
+    let out = client(with_port(
+        &relay,
+        &[
+            "--source",
+            "127.0.0.2",
+            "--starttls",
+            "--cert",
+            &cert,
+            "--key",
+            &key,
+            "--from",
+            "DevUser@servicedomain.onmicrosoft.com",
+            "--to",
+            "user@microsoft.com",
+            "--mail-option",
+            "XOORG=servicedomain.onmicrosoft.com",
+            "--message",
+            root()
+                .join("examples/to-deleted-user.eml")
+                .to_str()
+                .unwrap(),
+        ],
+    ))
     .await;
     assert_eq!(out["messages"][0]["rcpt"][0][0], 250, "{out}");
     assert_eq!(out["messages"][0]["data"][0], 250, "{out}");
@@ -513,11 +485,10 @@ async fn a_dead_next_hop_that_recovers_gets_the_message() {
         &tmp.path().join("spool"),
         &forward_args(dead_port(), port),
     );
-    let out = client({
-        let mut a = port_args(&relay);
-        a.extend(["--from", "app@origin.example", "--to", "user@dead.example"].map(s));
-        a
-    })
+    let out = client(with_port(
+        &relay,
+        &["--from", "app@origin.example", "--to", "user@dead.example"],
+    ))
     .await;
     assert_eq!(out["messages"][0]["data"][0], 250, "{out}");
     assert!(
@@ -551,11 +522,10 @@ async fn expiry_produces_a_dsn_to_the_sender() {
         &tmp.path().join("spool"),
         &args,
     );
-    let out = client({
-        let mut a = port_args(&relay);
-        a.extend(["--from", "app@origin.example", "--to", "user@dead.example"].map(s));
-        a
-    })
+    let out = client(with_port(
+        &relay,
+        &["--from", "app@origin.example", "--to", "user@dead.example"],
+    ))
     .await;
     assert_eq!(out["messages"][0]["data"][0], 250, "{out}");
     assert!(
@@ -695,11 +665,10 @@ async fn reload_keeps_the_old_rules_on_error_and_metrics_count() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stdout).contains("E030"));
     // Still relaying with the old rules.
-    let sent = client({
-        let mut a = port_args(&relay);
-        a.extend(["--from", "app@origin.example", "--to", "user@example.net"].map(s));
-        a
-    })
+    let sent = client(with_port(
+        &relay,
+        &["--from", "app@origin.example", "--to", "user@example.net"],
+    ))
     .await;
     assert_eq!(sent["messages"][0]["data"][0], 250, "{sent}");
     assert!(wait_until(10, || sink.messages().len() == 1).await);
@@ -723,11 +692,10 @@ async fn reload_keeps_the_old_rules_on_error_and_metrics_count() {
         .await,
         "SIGHUP did not reload"
     );
-    let again = client({
-        let mut a = port_args(&relay);
-        a.extend(["--from", "app@origin.example", "--to", "user@example.net"].map(s));
-        a
-    })
+    let again = client(with_port(
+        &relay,
+        &["--from", "app@origin.example", "--to", "user@example.net"],
+    ))
     .await;
     assert_eq!(again["messages"][0]["data"][0], 250, "{again}");
     assert!(

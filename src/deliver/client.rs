@@ -698,55 +698,17 @@ fn safe_path(p: &str) -> bool {
     !p.chars().any(|c| c.is_control() || c == '<' || c == '>')
 }
 
-/// RFC 3461 4: xtext (`+` and `=` and anything outside `!`..`~` as `+HH`).
+/// RFC 3461 4: xtext, as the server side decodes it.
 fn xtext(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if (33..=126).contains(&b) && b != b'+' && b != b'=' {
-            out.push(char::from(b));
-        } else {
-            let _ = write!(out, "+{b:02X}");
-        }
-    }
-    out
+    crate::smtp::command::xtext_encode(s)
 }
 
 /// The DATA payload: every line ending CRLF (bare CR and bare LF become CRLF, so no
 /// variant of `<CR><LF>.<CR><LF>` can end the message early at the next hop), lines
-/// starting with `.` doubled, and the terminating `.` line. Long lines go as they are.
+/// starting with `.` doubled, and the terminating `.` line; the same encoder the server
+/// side's tests round-trip through its DATA receiver.
 pub(crate) fn encode_data(body: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(body.len() + body.len() / 50 + 5);
-    let mut at_line_start = true;
-    let mut i = 0;
-    while i < body.len() {
-        let b = body[i];
-        match b {
-            b'\r' => {
-                out.extend_from_slice(b"\r\n");
-                if body.get(i + 1) == Some(&b'\n') {
-                    i += 1;
-                }
-                at_line_start = true;
-            }
-            b'\n' => {
-                out.extend_from_slice(b"\r\n");
-                at_line_start = true;
-            }
-            _ => {
-                if at_line_start && b == b'.' {
-                    out.push(b'.');
-                }
-                out.push(b);
-                at_line_start = false;
-            }
-        }
-        i += 1;
-    }
-    if !at_line_start {
-        out.extend_from_slice(b"\r\n");
-    }
-    out.extend_from_slice(b".\r\n");
-    out
+    crate::smtp::data::dot_stuff(body)
 }
 
 /// One SMTP reply.

@@ -109,6 +109,13 @@ pub fn s(v: &str) -> String {
     v.to_string()
 }
 
+/// The client's arguments: the relay's port, then `extra`.
+pub fn with_port(relay: &Relay, extra: &[&str]) -> Vec<String> {
+    let mut a = port_args(relay);
+    a.extend(extra.iter().map(|x| x.to_string()));
+    a
+}
+
 pub fn port_args(relay: &Relay) -> Vec<String> {
     vec![s("--port"), relay.addr.port().to_string()]
 }
