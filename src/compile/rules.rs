@@ -341,7 +341,19 @@ impl RuleIndex {
 
     /// Whether some rule tests this header (by any name case).
     pub fn tests_header(&self, name: &str) -> bool {
-        !self.header_names.is_empty() && self.header_names.contains(&name.to_ascii_lowercase())
+        if self.header_names.is_empty() {
+            return false;
+        }
+        // Lowercased on the stack: this runs for every header of every message.
+        let mut buf = [0u8; 96];
+        match buf.get_mut(..name.len()) {
+            Some(b) => {
+                b.copy_from_slice(name.as_bytes());
+                b.make_ascii_lowercase();
+                std::str::from_utf8(b).is_ok_and(|n| self.header_names.contains(n))
+            }
+            None => self.header_names.contains(&name.to_ascii_lowercase()),
+        }
     }
 
     /// Bytes the word automaton uses.

@@ -1,5 +1,6 @@
 //! The stages of [`evaluate`], one function each.
 
+use std::borrow::Cow;
 use super::message::{Header, Message, rewrite_addresses};
 use super::{Envelope, Fate, RecipientVerdict, Stage, Step, Verdict};
 use crate::compile::{Facts, Lookup, Outbound, Outcome, RuleIndex, Table, route, select_receive};
@@ -163,11 +164,11 @@ fn reject(code: u16, enhanced: &str, text: &str) -> Fate {
 }
 
 /// A recipient on its way through the stages.
-struct Pending {
-    /// RCPT TO as received.
-    original: Address,
+struct Pending<'a> {
+    /// RCPT TO as received (borrowed from the envelope: most are never copied).
+    original: Cow<'a, Address>,
     /// As addressed after inbound rewriting (what transport rules see).
-    addressed: Address,
+    addressed: Cow<'a, Address>,
     /// The final address (after forwarding and expansion).
     address: Address,
     fate: Option<Fate>,
@@ -338,7 +339,7 @@ fn evaluate_inner(
     };
 
     // Inbound rewriting: RCPT TO, To and Cc.
-    let mut pending: Vec<Pending> = Vec::new();
+    let mut pending: Vec<Pending> = Vec::with_capacity(env.rcpt_to.len());
     for a in &env.rcpt_to {
         let address = match table.rewrites.inbound(a) {
             Some(r) => {
@@ -349,14 +350,14 @@ fn evaluate_inner(
                     r.address,
                     table.rewrites.name(r.entry),
                 );
-                r.address
+                Cow::Owned(r.address)
             }
-            None => a.clone(),
+            None => Cow::Borrowed(a),
         };
         pending.push(Pending {
-            original: a.clone(),
-            addressed: address.clone(),
-            address,
+            original: Cow::Borrowed(a),
+            address: address.as_ref().clone(),
+            addressed: address,
             fate: None,
         });
     }
@@ -369,7 +370,7 @@ fn evaluate_inner(
 
     // Recipient resolution and relay permission.
     let may_relay = auth == AuthAs::Internal || connector.accept_any_recipient.is_some();
-    let mut resolved: Vec<Pending> = Vec::new();
+    let mut resolved: Vec<Pending> = Vec::with_capacity(pending.len());
     for p in pending {
         let kind = table.domains.kind(&p.address.domain);
         let Some(kind) = kind else {
@@ -611,7 +612,7 @@ fn evaluate_inner(
             },
         };
         verdicts.push(RecipientVerdict {
-            original: p.original,
+            original: p.original.into_owned(),
             address: p.address,
             fate,
         });
@@ -730,8 +731,9 @@ fn transport_rules(
         recipients: {
             let mut seen: Vec<&Address> = Vec::with_capacity(recipients.len());
             for p in recipients.iter().filter(|p| p.fate.is_none()) {
-                if !seen.contains(&&p.addressed) {
-                    seen.push(&p.addressed);
+                let a: &Address = &p.addressed;
+                if !seen.contains(&a) {
+                    seen.push(a);
                 }
             }
             seen.iter().map(ToString::to_string).collect()
@@ -855,8 +857,8 @@ fn apply(
     let add = |recipients: &mut Vec<Pending>, list: &[Address]| {
         for a in list {
             recipients.push(Pending {
-                original: a.clone(),
-                addressed: a.clone(),
+                original: Cow::Owned(a.clone()),
+                addressed: Cow::Owned(a.clone()),
                 address: a.clone(),
                 fate: None,
             });
