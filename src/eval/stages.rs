@@ -1,12 +1,12 @@
 //! The stages of [`evaluate`], one function each.
 
-use std::borrow::Cow;
 use super::message::{Header, Message, rewrite_addresses};
 use super::{Envelope, Fate, RecipientVerdict, Stage, Step, Verdict};
 use crate::compile::{Facts, Lookup, Outbound, Outcome, RuleIndex, Table, route, select_receive};
 use crate::model::{
     Action, Address, AuthAs, AuthLevel, DomainKind, InboundTls, ReceiveConnector, RuleMode, Scope,
 };
+use std::borrow::Cow;
 
 /// Adds a line to the trace, formatting it only when the trace is wanted: the relay's path
 /// evaluates without one and must not pay for the words.
@@ -153,6 +153,12 @@ fn auth_word(a: AuthAs) -> &'static str {
         AuthAs::Anonymous => "Anonymous",
         AuthAs::Partner => "Partner",
     }
+}
+
+/// Whether the local part carries a route of its own: `%` and `!` paths, or an `@` inside
+/// a quoted local part.
+fn routes(a: &Address) -> bool {
+    a.local.bytes().any(|b| matches!(b, b'%' | b'!' | b'@'))
 }
 
 fn reject(code: u16, enhanced: &str, text: &str) -> Fate {
@@ -372,6 +378,27 @@ fn evaluate_inner(
     let may_relay = auth == AuthAs::Internal || connector.accept_any_recipient.is_some();
     let mut resolved: Vec<Pending> = Vec::with_capacity(pending.len());
     for p in pending {
+        // Sender-specified routing (`user%dom@here`, `dom!user@here`, `"user@dom"@here`) is
+        // how an open relay is found: the next hop may route on the local part. From a
+        // client that may not relay it is refused whatever the domain, and checked on the
+        // address as written and as rewritten (Postfix's allow_untrusted_routing = no).
+        if !may_relay && (routes(&p.original) || routes(&p.address)) {
+            trace!(
+                run,
+                Stage::Resolve,
+                "{}: the local part routes to another host (`%`, `!` or `@`): 550 5.7.1",
+                p.original
+            );
+            resolved.push(Pending {
+                fate: Some(reject(
+                    550,
+                    "5.7.1",
+                    "sender-specified routing is not accepted",
+                )),
+                ..p
+            });
+            continue;
+        }
         let kind = table.domains.kind(&p.address.domain);
         let Some(kind) = kind else {
             if may_relay {

@@ -26,6 +26,10 @@ use tokio_rustls::server::TlsStream;
 const MAX_ERRORS: u32 = 20;
 /// The longest command line read before it is refused; MAIL and RCPT with parameters.
 const MAX_LINE: usize = 1024;
+/// Recipients over the connector's limit answered 452 without counting as errors, so a
+/// pipelining client learns the limit and sends the rest in a new transaction (Postfix's
+/// smtpd_recipient_overshoot_limit); past it every refusal counts.
+const RECIPIENT_OVERSHOOT: usize = 1000;
 
 enum Stream {
     Plain(TcpStream),
@@ -44,6 +48,14 @@ impl Stream {
         };
         buf.extend_from_slice(&chunk[..n]);
         Ok(n)
+    }
+
+    async fn shutdown(&mut self) {
+        let _ = match self {
+            Stream::Plain(s) => s.shutdown().await,
+            Stream::Tls(s) => s.shutdown().await,
+            Stream::Closed => Ok(()),
+        };
     }
 
     async fn write_all(&mut self, bytes: &[u8]) -> std::io::Result<()> {
@@ -68,6 +80,8 @@ struct Transaction {
     rcpts: Vec<(Address, RcptParams)>,
     bdat: Option<BdatReceiver>,
     bdat_failed: bool,
+    /// RCPTs refused for the recipient limit.
+    overshoot: usize,
 }
 
 /// How a session ended, for the log.
@@ -78,6 +92,7 @@ enum End {
     TooManyErrors,
     Shutdown,
     Disconnect,
+    Unsynchronized,
 }
 
 struct Session {
@@ -95,6 +110,8 @@ struct Session {
     tls_active: bool,
     tx: Transaction,
     errors: u32,
+    /// The rest of an over-long line is being thrown away.
+    skipping: bool,
     started: Instant,
     /// This connection's place in the per-address count, given back as QUIT is answered:
     /// a client that reconnects at once must not find its old session still counted.
@@ -137,10 +154,14 @@ pub(super) async fn serve(
         tls_active: false,
         tx: Transaction::default(),
         errors: 0,
+        skipping: false,
         started: Instant::now(),
         slot: Some(slot),
     };
     let end = s.run().await;
+    if matches!(end, End::TooManyErrors | End::Unsynchronized) {
+        s.linger().await;
+    }
     let why = match end {
         End::Quit => "quit",
         End::Closed => "client closed the connection",
@@ -148,6 +169,7 @@ pub(super) async fn serve(
         End::TooManyErrors => "too many errors",
         End::Shutdown => "shutting down",
         End::Disconnect => "disconnected by a transport rule",
+        End::Unsynchronized => "commands sent ahead of the replies (protocol synchronization)",
     };
     tracing::debug!(client = %s.peer, connector = %s.conn().name.value, "session ended: {why}");
 }
@@ -204,6 +226,24 @@ impl Session {
 
     async fn read_line(&mut self) -> Read {
         loop {
+            if self.skipping {
+                // The tail of an over-long line: drop it as it comes, holding no more than one
+                // read, and answer the line once, at its end.
+                match self.buf.iter().position(|&b| b == b'\n') {
+                    Some(p) => {
+                        self.buf.drain(..=p);
+                        self.skipping = false;
+                        return Read::TooLong;
+                    }
+                    None => {
+                        self.buf.clear();
+                        if let Err(r) = self.fill().await {
+                            return r;
+                        }
+                        continue;
+                    }
+                }
+            }
             match find_line(&self.buf, MAX_LINE) {
                 LineEnd::Complete(n) => {
                     let line: Vec<u8> = self.buf.drain(..n).collect();
@@ -214,14 +254,7 @@ impl Session {
                     return Read::BareLf;
                 }
                 LineEnd::TooLong => {
-                    // Skip to the end of the over-long line (or drop what we have).
-                    match self.buf.windows(2).position(|w| w == b"\r\n") {
-                        Some(p) => {
-                            self.buf.drain(..p + 2);
-                        }
-                        None => self.buf.clear(),
-                    }
-                    return Read::TooLong;
+                    self.skipping = true;
                 }
                 LineEnd::Incomplete => {
                     if let Err(r) = self.fill().await {
@@ -293,9 +326,56 @@ impl Session {
                     continue;
                 }
             };
+            if self.unsynchronized(&cmd) {
+                tracing::info!(client = %self.peer, "commands sent ahead of the replies; disconnecting");
+                let _ = self
+                    .reply(Reply::new(
+                        554,
+                        "5.5.0",
+                        "protocol synchronization error: commands sent before the reply",
+                    ))
+                    .await;
+                return End::Unsynchronized;
+            }
             match self.command(cmd).await {
                 Ok(()) => {}
                 Err(end) => return end,
+            }
+        }
+    }
+
+    /// Whether the client sent more input where it had to wait for this command's reply
+    /// (RFC 2920): after EHLO, HELO or DATA, or after anything when PIPELINING was not
+    /// offered. Spammers and smuggling attempts write ahead; real MTAs do not (Postfix's
+    /// smtpd_forbid_unauth_pipelining). STARTTLS discards what follows instead, and QUIT
+    /// ends the session anyway; a BDAT chunk follows its command by design.
+    fn unsynchronized(&self, cmd: &Command) -> bool {
+        if self.buf.is_empty() {
+            return false;
+        }
+        match cmd {
+            Command::StartTls | Command::Quit | Command::Bdat { .. } => false,
+            Command::Ehlo(_) | Command::Helo(_) | Command::Data => true,
+            _ => !self.esmtp,
+        }
+    }
+
+    /// Closes after a parting reply to a client that is still writing: closing with its
+    /// input unread would reset the connection and could destroy the reply in flight, so
+    /// the write side is shut and input read and dropped for a moment, bounded in time
+    /// and bytes.
+    async fn linger(&mut self) {
+        const LINGER: Duration = Duration::from_secs(2);
+        const LINGER_BYTES: usize = 4 * 1024 * 1024;
+        self.stream.shutdown().await;
+        let deadline = Instant::now() + LINGER;
+        let mut seen = 0;
+        while seen < LINGER_BYTES {
+            self.buf.clear();
+            let left = deadline.saturating_duration_since(Instant::now());
+            match tokio::time::timeout(left, self.stream.read(&mut self.buf)).await {
+                Ok(Ok(n)) if n > 0 => seen += n,
+                _ => break,
             }
         }
     }
@@ -583,9 +663,17 @@ impl Session {
                 .await;
         };
         if self.tx.rcpts.len() >= self.conn().limits.max_recipients as usize {
-            return self
-                .ok_or_close(Reply::new(452, "4.5.3", "too many recipients"))
-                .await;
+            let r = Reply::new(452, "4.5.3", "too many recipients");
+            self.tx.overshoot += 1;
+            if self.tx.overshoot <= RECIPIENT_OVERSHOOT {
+                Metrics::inc(&self.shared.metrics.rejected);
+                return if self.stream.write_all(&r.to_bytes()).await.is_ok() {
+                    Ok(())
+                } else {
+                    Err(End::Closed)
+                };
+            }
+            return self.ok_or_close(r).await;
         }
         let smtputf8 = self.tx.params.as_ref().is_some_and(|p| p.smtputf8);
         if !is_ascii(&to) && !smtputf8 {

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod dns;
+pub mod raw;
 pub mod relay;
 pub mod sink;
 pub mod tls;

@@ -20,6 +20,8 @@ pub fn root() -> PathBuf {
 pub struct Relay {
     pub child: Child,
     pub addr: SocketAddr,
+    /// Every listener: its address and the connectors it serves.
+    pub listeners: Vec<(SocketAddr, Vec<String>)>,
     pub admin: Option<SocketAddr>,
     pub spool: PathBuf,
 }
@@ -49,12 +51,37 @@ impl Relay {
             .parse()
             .unwrap();
         let admin = ready["admin"].as_str().map(|a| a.parse().unwrap());
+        let listeners = ready["listeners"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| {
+                let names = l["connectors"].as_array().unwrap();
+                (
+                    l["address"].as_str().unwrap().parse().unwrap(),
+                    names
+                        .iter()
+                        .map(|n| n.as_str().unwrap().to_string())
+                        .collect(),
+                )
+            })
+            .collect();
         Relay {
             child,
             addr,
+            listeners,
             admin,
             spool: spool.to_path_buf(),
         }
+    }
+
+    /// The address the named receive connector listens on.
+    pub fn listener(&self, connector: &str) -> SocketAddr {
+        self.listeners
+            .iter()
+            .find(|(_, names)| names.iter().any(|n| n == connector))
+            .map(|(a, _)| *a)
+            .unwrap_or_else(|| panic!("no listener for {connector}: {:?}", self.listeners))
     }
 
     pub fn kill9(&mut self) {
