@@ -103,6 +103,10 @@ struct RelayArgs {
     /// How often the queue is scanned for messages due.
     #[arg(long, default_value = "30s", value_parser = relay::parse_duration)]
     queue_interval: std::time::Duration,
+    /// How long a next hop may take to answer a command (RFC 5321's 5 minutes; the final
+    /// dot gets twice as long) before the attempt is given up and retried.
+    #[arg(long, default_value = "300s", value_parser = relay::parse_duration)]
+    smtp_timeout: std::time::Duration,
     /// Log filter (RUST_LOG syntax), when RUST_LOG is unset.
     #[arg(long, default_value = "info")]
     log: String,
@@ -281,6 +285,7 @@ pub fn run(cli: Cli) -> Exit {
             retry_max: a.retry_max,
             lifetime: a.lifetime,
             queue_interval: a.queue_interval,
+            smtp_timeout: a.smtp_timeout,
             log: a.log,
         }),
         Command::Reload(a) => relay::reload(a.admin, &a.spool),

@@ -46,6 +46,7 @@ pub(super) struct RelayArgs {
     pub retry_max: Duration,
     pub lifetime: Duration,
     pub queue_interval: Duration,
+    pub smtp_timeout: Duration,
     pub log: String,
 }
 
@@ -118,6 +119,7 @@ pub(super) fn run(a: RelayArgs) -> Exit {
             lifetime: a.lifetime,
         },
         queue_interval: a.queue_interval,
+        smtp_timeout: a.smtp_timeout,
         drain_timeout: Duration::from_secs(30),
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()

@@ -214,6 +214,8 @@ pub struct RelayOptions {
     pub retry: RetryPolicy,
     /// How often the queue is scanned for messages due (the scheduler also wakes on arrival).
     pub queue_interval: Duration,
+    /// How long a next hop may take to answer a command; the final dot gets twice this.
+    pub smtp_timeout: Duration,
     /// How long SIGTERM waits for sessions to finish.
     pub drain_timeout: Duration,
 }

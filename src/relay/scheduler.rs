@@ -178,7 +178,16 @@ async fn attempt(shared: &Shared, job: Job) {
                         }
                     }
                 }
-                match ClientConfig::for_connector(c, &shared.hostname, Arc::clone(&shared.roots)) {
+                let t = shared.options.smtp_timeout;
+                let cfg =
+                    ClientConfig::for_connector(c, &shared.hostname, Arc::clone(&shared.roots))
+                        .map(|mut cfg| {
+                            cfg.command_timeout = t;
+                            cfg.data_timeout = t.saturating_mul(2);
+                            cfg.connect_timeout = cfg.connect_timeout.min(t);
+                            cfg
+                        });
+                match cfg {
                     Err(e) => all(temporary(451, "4.7.5", e.to_string())),
                     Ok(cfg) => match read_body(shared, &job.message.id).await {
                         Err(e) => all(temporary(451, "4.3.0", format!("spool: {e}"))),

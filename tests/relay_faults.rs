@@ -1,0 +1,203 @@
+//! The relay against broken next hops and a damaged spool, over real TCP on 127.0.0.1: a hop
+//! that closes at once, greets with 421, refuses the data with 421, or says nothing at all
+//! defers the message, which is kept and delivered once the hop is well; a spool segment
+//! damaged on disk is copied aside and the rest of the queue goes out.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+
+mod support;
+
+use std::time::Duration;
+use support::raw::Raw;
+use support::relay::*;
+use support::sink::{Sink, SinkOptions};
+use tokio::net::TcpListener;
+
+fn args(hop: u16) -> Vec<String> {
+    vec![
+        s("--listen"),
+        s("Loopback=127.0.0.1:0"),
+        s("--smart-host"),
+        format!("Out=127.0.0.1:{hop}"),
+        s("--smart-host"),
+        format!("Dead=127.0.0.1:{hop}"),
+        s("--retry-min"),
+        s("1s"),
+        s("--retry-max"),
+        s("1s"),
+        s("--queue-interval"),
+        s("1s"),
+        s("--smtp-timeout"),
+        s("1s"),
+    ]
+}
+
+fn start(tmp: &std::path::Path, hop: u16) -> Relay {
+    Relay::start(
+        &root().join("tests/fixtures/relay/forward.mailflow"),
+        &tmp.join("spool"),
+        &args(hop),
+    )
+}
+
+/// Sends one message and asserts it was acknowledged.
+async fn send(relay: &Relay, subject: &str) {
+    let (mut c, _) = Raw::connect(relay.addr).await;
+    assert_eq!(c.cmd("EHLO c.test").await.code, 250);
+    assert_eq!(c.cmd("MAIL FROM:<app@origin.example>").await.code, 250);
+    assert_eq!(c.cmd("RCPT TO:<user@elsewhere.example>").await.code, 250);
+    assert_eq!(c.cmd("DATA").await.code, 354);
+    c.send(format!(
+        "Subject: {subject}\r\n\r\nbody of {subject}\r\n.\r\n"
+    ))
+    .await;
+    let r = c.reply().await.unwrap();
+    assert_eq!(r.code, 250, "{subject}: {r:?}");
+    assert_eq!(c.cmd("QUIT").await.code, 221);
+}
+
+/// How a broken next hop behaves on each connection.
+#[derive(Clone, Copy, Debug)]
+enum Broken {
+    /// Accepts and closes at once.
+    Drops,
+    /// Accepts and never says a word.
+    Stalls,
+}
+
+/// A next hop that misbehaves until dropped (its connections with it).
+async fn broken_hop(port: u16, how: Broken) -> tokio::task::JoinHandle<()> {
+    let listener = TcpListener::bind(("127.0.0.1", port)).await.unwrap();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((tcp, _)) = listener.accept().await {
+            match how {
+                Broken::Drops => drop(tcp),
+                Broken::Stalls => held.push(tcp),
+            }
+        }
+    })
+}
+
+/// Each broken behaviour defers (a DEFER in the tracking log, the message still queued);
+/// when a working hop takes the port, the message is delivered, once.
+#[tokio::test(flavor = "multi_thread")]
+async fn broken_next_hops_defer_and_the_message_is_kept() {
+    for how in [Broken::Drops, Broken::Stalls] {
+        let tmp = tempfile::tempdir().unwrap();
+        let port = dead_port();
+        let hop = broken_hop(port, how).await;
+        let relay = start(tmp.path(), port);
+        send(&relay, &format!("{how:?}")).await;
+        assert!(
+            wait_until(15, || relay.track(&["--event", "DEFER"]).len() >= 2).await,
+            "{how:?}: not deferred (twice)"
+        );
+        assert!(relay.track(&["--event", "SEND"]).is_empty());
+        hop.abort();
+        let _ = hop.await;
+        let sink = Sink::start_on(port, SinkOptions::default()).await;
+        assert!(
+            wait_until(15, || !sink.messages().is_empty()).await,
+            "{how:?}: not delivered after the hop recovered"
+        );
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        assert_eq!(sink.messages().len(), 1, "{how:?}: delivered twice");
+        assert!(data_text(&sink.messages()[0]).contains(&format!("body of {how:?}")));
+    }
+}
+
+/// 421 at the greeting, and 421 after the data: both are temporary, the message is kept.
+#[tokio::test(flavor = "multi_thread")]
+async fn next_hop_421_defers_and_the_message_is_kept() {
+    let bad = [
+        SinkOptions {
+            greeting: 421,
+            ..SinkOptions::default()
+        },
+        SinkOptions {
+            data_reply: "421 4.3.0 out of resources, closing".into(),
+            ..SinkOptions::default()
+        },
+    ];
+    for (i, options) in bad.into_iter().enumerate() {
+        let tmp = tempfile::tempdir().unwrap();
+        let port = dead_port();
+        let broken = Sink::start_on(port, options).await;
+        let relay = start(tmp.path(), port);
+        send(&relay, &format!("case {i}")).await;
+        assert!(
+            wait_until(15, || relay.track(&["--event", "DEFER"]).len() >= 2).await,
+            "case {i}: not deferred"
+        );
+        assert!(broken.connections() >= 2);
+        assert!(broken.messages().is_empty());
+        drop(broken);
+        let sink = Sink::start_on(port, SinkOptions::default()).await;
+        assert!(
+            wait_until(15, || !sink.messages().is_empty()).await,
+            "case {i}: not delivered after the hop recovered"
+        );
+        assert!(relay.track(&["--event", "FAIL"]).is_empty());
+        assert!(relay.track(&["--event", "DSN"]).is_empty());
+    }
+}
+
+/// Damage in the middle of a spool segment, found at restart: the segment is copied to
+/// `corrupt/`, the relay starts and serves, and every message whose record survived is
+/// delivered.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_damaged_spool_is_set_aside_and_the_rest_delivered() {
+    let tmp = tempfile::tempdir().unwrap();
+    let port = dead_port();
+    let mut relay = start(tmp.path(), port);
+    for i in 0..10 {
+        send(&relay, &format!("queued {i}")).await;
+    }
+    relay.kill9();
+    let journal = tmp.path().join("spool/queue/journal");
+    let segment = std::fs::read_dir(&journal)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "seg"))
+        .expect("a spool segment");
+    let mut bytes = std::fs::read(&segment).unwrap();
+    let middle = bytes.len() / 2;
+    for b in &mut bytes[middle..middle + 64] {
+        *b ^= 0xA5;
+    }
+    std::fs::write(&segment, &bytes).unwrap();
+
+    let sink = Sink::start_on(port, SinkOptions::default()).await;
+    let relay = start(tmp.path(), port);
+    let corrupt: Vec<_> = std::fs::read_dir(tmp.path().join("spool/queue/corrupt"))
+        .unwrap()
+        .collect();
+    assert_eq!(corrupt.len(), 1, "the damaged segment is copied aside");
+    // The relay still takes new mail.
+    send(&relay, "after the damage").await;
+    assert!(
+        wait_until(20, || sink.messages().len() >= 10).await,
+        "delivered: {}",
+        sink.messages().len()
+    );
+    let subjects: Vec<String> = sink
+        .messages()
+        .iter()
+        .map(|m| {
+            header(&data_text(m), "Subject")
+                .unwrap_or_default()
+                .to_string()
+        })
+        .collect();
+    assert!(subjects.contains(&"after the damage".to_string()));
+    // At most the one record the damage hit is lost; everything delivered is whole.
+    assert!(subjects.len() >= 10, "{subjects:?}");
+    for m in sink.messages() {
+        let text = data_text(&m);
+        let subject = header(&text, "Subject").unwrap().to_string();
+        assert!(
+            text.contains(&format!("body of {subject}")),
+            "{subject}: {text:?}"
+        );
+    }
+}
