@@ -641,3 +641,61 @@ async fn full_disk_refuses_at_mail() {
     assert_eq!(r.status(), "452 4.3.1", "the spool is shared: {r:?}");
     assert!(sink.messages().is_empty());
 }
+
+/// Header forms through the relay, rewritten inbound (example.com -> tenant.example): only
+/// the addr-specs change, folding, groups, comments, quoted and encoded text are kept, and a
+/// bare CR in a display name never becomes a line of its own.
+#[tokio::test(flavor = "multi_thread")]
+async fn header_forms_round_trip_through_rewriting() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (relay, sink, _) = edge(tmp.path(), |t| t).await;
+    let dir = root().join("tests/fixtures/eval/header-forms");
+    let table: &[(&str, &str)] = &[
+        (
+            "folded.eml",
+            "To: \"Smith, John\"\r\n <john@tenant.example>,\r\n\tmary@tenant.example\r\n",
+        ),
+        (
+            "group.eml",
+            "To: Team: john@tenant.example, \"Mary Smith\" <mary@tenant.example>;\r\n\
+             Cc: undisclosed-recipients:;\r\n",
+        ),
+        (
+            "comments.eml",
+            "To: john@tenant.example (John (the boss) Smith), <mary@tenant.example> (Mary)\r\n",
+        ),
+        (
+            "quoted.eml",
+            "To: \"john@example.com\" <mary@tenant.example>, \"john smith\"@tenant.example\r\n",
+        ),
+        (
+            "encoded.eml",
+            "To: =?UTF-8?B?SsO2cmcgU23DtnRo?= <john@tenant.example>\r\n\
+             Subject: =?UTF-8?Q?caf=C3=A9?=\r\n",
+        ),
+    ];
+    for (file, _) in table {
+        let mut c = transaction(&relay, "sender@outside.example", "john@example.com").await;
+        assert_eq!(c.cmd("DATA").await.code, 354);
+        let mut m = std::fs::read(dir.join(file)).unwrap();
+        m.extend_from_slice(b".\r\n");
+        c.send(&m).await;
+        assert_eq!(c.reply().await.unwrap().code, 250, "{file}");
+        assert_eq!(c.cmd("QUIT").await.code, 221);
+    }
+    assert!(wait_until(20, || sink.messages().len() == table.len()).await);
+    for (file, want) in table {
+        let m = sink
+            .messages()
+            .into_iter()
+            .find(|m| {
+                let stem = file.trim_end_matches(".eml");
+                String::from_utf8_lossy(&m.data).contains(&format!("Subject: {stem}"))
+                    || (stem == "encoded" && m.data.windows(5).any(|w| w == b"caf=C"))
+            })
+            .unwrap_or_else(|| panic!("{file} not delivered"));
+        let text = data_text(&m);
+        assert!(text.contains(want), "{file}: {text:?}");
+        assert!(only_crlf(&m.raw), "{file}");
+    }
+}
