@@ -198,12 +198,20 @@ fn ip_to_u128(ip: IpAddr) -> u128 {
 }
 
 impl fmt::Display for IpRange {
+    /// One address, a CIDR block when the range is one, else `first-last`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.first == self.last {
-            write!(f, "{}", self.first)
-        } else {
-            write!(f, "{}-{}", self.first, self.last)
+            return write!(f, "{}", self.first);
         }
+        let (v4, lo, hi) = self.bounds();
+        let bits: u32 = if v4 { 32 } else { 128 };
+        let width = hi - lo;
+        // A block: the width is 2^n - 1 and the start is aligned to it.
+        if width & width.wrapping_add(1) == 0 && lo & width == 0 {
+            let host_bits = 128 - width.leading_zeros();
+            return write!(f, "{}/{}", self.first, bits.saturating_sub(host_bits));
+        }
+        write!(f, "{}-{}", self.first, self.last)
     }
 }
 
@@ -749,6 +757,38 @@ impl fmt::Display for TextMatch {
             TextOp::Matches => "matches",
         };
         write!(f, "{op} {}", quoted_list(&self.values))
+    }
+}
+
+impl fmt::Display for Action {
+    /// The action as it would be written in a rule file.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let list = |v: &[Address]| {
+            v.iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let q = |t: &str| format!("\"{}\"", t.replace('\\', "\\\\").replace('"', "\\\""));
+        match self {
+            Action::Stop => f.write_str("stop"),
+            Action::Delete => f.write_str("delete"),
+            Action::Reject {
+                code,
+                enhanced,
+                text,
+            } => write!(f, "reject {code} {enhanced} {}", q(text)),
+            Action::RedirectTo(v) => write!(f, "redirect-to {}", list(v)),
+            Action::AddRecipient(v) => write!(f, "add-recipient {}", list(v)),
+            Action::CopyTo(v) => write!(f, "copy-to {}", list(v)),
+            Action::BlindCopyTo(v) => write!(f, "blind-copy-to {}", list(v)),
+            Action::SetHeader { name, value } => write!(f, "set-header {} {}", q(name), q(value)),
+            Action::RemoveHeader(n) => write!(f, "remove-header {}", q(n)),
+            Action::PrependSubject(t) => write!(f, "prepend-subject {}", q(t)),
+            Action::Quarantine(a) => write!(f, "quarantine {a}"),
+            Action::Disconnect => f.write_str("disconnect"),
+            Action::Log(t) => write!(f, "log {}", q(t)),
+        }
     }
 }
 

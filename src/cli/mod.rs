@@ -4,6 +4,7 @@ mod check;
 mod compile;
 mod dry_run;
 mod explain;
+mod graph;
 mod relay;
 mod test;
 
@@ -57,6 +58,24 @@ enum Command {
     Reload(ReloadArgs),
     /// Search the message tracking log.
     Track(TrackArgs),
+    /// Draw a rule set's mail flow (Mermaid or Graphviz DOT).
+    Graph(GraphArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct GraphArgs {
+    /// The rule set's root file.
+    #[arg(value_name = "RULES")]
+    rules: PathBuf,
+    /// Output language: `mermaid` (GitHub renders it in Markdown) or `dot` (Graphviz).
+    #[arg(long, value_enum, default_value_t = GraphFormat::Mermaid)]
+    format: GraphFormat,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum GraphFormat {
+    Mermaid,
+    Dot,
 }
 
 #[derive(Debug, clap::Args)]
@@ -257,6 +276,13 @@ pub fn run(cli: Cli) -> Exit {
     match cli.command {
         Command::Check(a) => check::run(&a.paths, a.format, a.deny_warnings, a.color),
         Command::Explain(a) => explain::run(a.code.as_deref(), a.list, a.markdown),
+        Command::Graph(a) => graph::run(
+            &a.rules,
+            match a.format {
+                GraphFormat::Mermaid => mailflow::graph::Format::Mermaid,
+                GraphFormat::Dot => mailflow::graph::Format::Dot,
+            },
+        ),
         Command::Test(a) => test::run(&a.paths, a.verbose),
         Command::Compile(a) => compile::run(&a.rules, &a.output),
         Command::DryRun(a) => dry_run::run(dry_run::DryRun {

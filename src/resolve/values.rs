@@ -457,6 +457,23 @@ mod tests {
         assert!(ip_range(&t("300.0.0.1")).is_err());
         assert!(ip_range(&t("2001:db8::/32")).is_ok());
         assert!(ip_range(&t("0.0.0.0/0")).unwrap().is_everything());
+        // Written back as a block when it is one, else as a range.
+        for (written, shown) in [
+            ("192.168.1.0/24", "192.168.1.0/24"),
+            ("10.0.0.0-10.255.255.255", "10.0.0.0/8"),
+            ("0.0.0.0/0", "0.0.0.0/0"),
+            ("::/0", "::/0"),
+            ("2001:db8::/32", "2001:db8::/32"),
+            ("10.0.0.1-10.0.0.2", "10.0.0.1-10.0.0.2"),
+            ("10.0.0.2-10.0.0.3", "10.0.0.2/31"),
+            ("203.0.113.9", "203.0.113.9"),
+        ] {
+            assert_eq!(
+                ip_range(&t(written)).unwrap().to_string(),
+                shown,
+                "{written}"
+            );
+        }
     }
 
     #[test]
