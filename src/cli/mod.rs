@@ -4,6 +4,7 @@ mod check;
 mod compile;
 mod dry_run;
 mod explain;
+mod generate;
 mod graph;
 mod relay;
 mod test;
@@ -60,6 +61,24 @@ enum Command {
     Track(TrackArgs),
     /// Draw a rule set's mail flow (Mermaid or Graphviz DOT).
     Graph(GraphArgs),
+    /// Print a shell completion script (`source <(mailflow completions bash)`).
+    Completions(CompletionsArgs),
+    /// Print the man page, or write one per subcommand into a folder.
+    Man(ManArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct CompletionsArgs {
+    /// The shell.
+    #[arg(value_enum)]
+    shell: clap_complete::Shell,
+}
+
+#[derive(Debug, clap::Args)]
+struct ManArgs {
+    /// Write mailflow.1 and mailflow-SUBCOMMAND.1 into this folder instead.
+    #[arg(long, value_name = "DIR")]
+    dir: Option<PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -276,6 +295,8 @@ pub fn run(cli: Cli) -> Exit {
     match cli.command {
         Command::Check(a) => check::run(&a.paths, a.format, a.deny_warnings, a.color),
         Command::Explain(a) => explain::run(a.code.as_deref(), a.list, a.markdown),
+        Command::Completions(a) => generate::completions(a.shell),
+        Command::Man(a) => generate::man(a.dir.as_deref()),
         Command::Graph(a) => graph::run(
             &a.rules,
             match a.format {
