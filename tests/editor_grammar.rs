@@ -1091,3 +1091,73 @@ fn real_rule_files_have_no_unscoped_words() {
         unscoped.into_iter().collect::<Vec<_>>().join("\n")
     );
 }
+
+/// The extension's own grammar tests, run by `vscode-tmgrammar-test` from npm (the tool
+/// VS Code grammar authors use, with the real Oniguruma engine): every line of
+/// `editor/vscode/tests/*.test.mailflow` asserts the scopes of its tokens. The npm package
+/// is installed from the lock file on first use (`.ci/run` does it up front).
+#[test]
+fn vscode_tmgrammar_test_passes() {
+    let dir = extension();
+    let tool = dir.join("node_modules/.bin/vscode-tmgrammar-test");
+    if !tool.exists() {
+        let status = std::process::Command::new("npm")
+            .args(["ci", "--no-audit", "--no-fund"])
+            .current_dir(&dir)
+            .status()
+            .expect("npm is needed to install vscode-tmgrammar-test");
+        assert!(status.success(), "npm ci failed in editor/vscode");
+    }
+    let mut cases: Vec<PathBuf> = std::fs::read_dir(dir.join("tests"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.to_string_lossy().ends_with(".test.mailflow"))
+        .collect();
+    cases.sort();
+    assert!(!cases.is_empty());
+    let out = std::process::Command::new(&tool)
+        .args(&cases)
+        .current_dir(&dir)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{text}");
+    assert!(!text.contains('✖'), "{text}");
+}
+
+/// Every scope the grammar can give a token is asserted somewhere in those tests, so a token
+/// class cannot be added (or renamed) without a test saying where it appears.
+#[test]
+fn every_scope_is_asserted_by_a_grammar_test() {
+    fn scopes(v: &Value, out: &mut BTreeSet<String>) {
+        match v {
+            Value::Object(m) => {
+                for (k, v) in m {
+                    if k == "name" {
+                        if let Some(s) = v.as_str() {
+                            out.insert(s.to_string());
+                        }
+                    }
+                    scopes(v, out);
+                }
+            }
+            Value::Array(a) => a.iter().for_each(|v| scopes(v, out)),
+            _ => {}
+        }
+    }
+    let mut all = BTreeSet::new();
+    scopes(&grammar_json()["repository"], &mut all);
+    let mut asserted = String::new();
+    for e in std::fs::read_dir(extension().join("tests")).unwrap() {
+        asserted.push_str(&std::fs::read_to_string(e.unwrap().path()).unwrap());
+    }
+    let missing: Vec<_> = all
+        .iter()
+        .filter(|s| !asserted.contains(&format!(" {s}")))
+        .collect();
+    assert!(missing.is_empty(), "scopes without a test: {missing:?}");
+}
