@@ -20,6 +20,7 @@ use support::tls::TestCa;
 async fn edge(tmp: &Path, edit: impl Fn(String) -> String) -> (Relay, Sink, TestCa) {
     let ca = TestCa::new();
     ca.issue(&["mx.example.com"]).write(tmp, "edge");
+    std::fs::write(tmp.join("ca.pem"), &ca.cert_pem).unwrap();
     let text = std::fs::read_to_string(root().join("tests/fixtures/relay/edge.mailflow")).unwrap();
     let rules = tmp.join("edge.mailflow");
     std::fs::write(&rules, edit(text)).unwrap();
@@ -32,6 +33,10 @@ async fn edge(tmp: &Path, edit: impl Fn(String) -> String) -> (Relay, Sink, Test
             s("Internet=127.0.0.1:0"),
             s("--listen"),
             s("Slow=127.0.0.1:0"),
+            s("--listen"),
+            s("Tenant=127.0.0.1:0"),
+            s("--ca-file"),
+            tmp.join("ca.pem").display().to_string(),
             s("--smart-host"),
             format!("Out={}", sink.addr),
             s("--retry-min"),
@@ -697,5 +702,68 @@ async fn header_forms_round_trip_through_rewriting() {
         let text = data_text(&m);
         assert!(text.contains(want), "{file}: {text:?}");
         assert!(only_crlf(&m.raw), "{file}");
+    }
+}
+
+/// XOORG is offered, and its value believed, only over TLS to a client whose certificate
+/// verifies against the trust anchors and names a host the connector lists in `accept-oorg`.
+#[tokio::test(flavor = "multi_thread")]
+async fn xoorg_is_trusted_only_from_a_verified_listed_certificate() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (relay, _sink, ca) = edge(tmp.path(), |t| t).await;
+    let stranger = TestCa::new();
+    let table: &[(&str, Option<support::tls::Pem>, Option<&str>)] = &[
+        ("no certificate", None, Some("555 5.5.4")),
+        (
+            "listed name from the trusted CA",
+            Some(ca.issue_client("gw.tenant.example")),
+            Some("250 2.1.0"),
+        ),
+        (
+            "another name from the trusted CA",
+            Some(ca.issue_client("gw.other.example")),
+            Some("555 5.5.4"),
+        ),
+        (
+            "listed name from an unknown CA",
+            Some(stranger.issue_client("gw.tenant.example")),
+            None,
+        ),
+    ];
+    for (what, cert, want) in table {
+        let (mut c, _) = Raw::connect_from(relay.listener("Tenant"), "127.0.0.4").await;
+        assert_eq!(c.cmd("EHLO gw.test").await.code, 250);
+        assert_eq!(
+            c.cmd("MAIL FROM:<a@tenant.example> XOORG=tenant.example")
+                .await
+                .status(),
+            "530 5.7.0",
+            "{what}: before TLS"
+        );
+        assert_eq!(c.cmd("STARTTLS").await.status(), "220 2.0.0");
+        let tls = c
+            .starttls_as(ca.roots(), "mx.example.com", cert.as_ref())
+            .await;
+        let Some(want) = want else {
+            // The handshake fails or the server hangs up: never a trusted session.
+            if let Ok((mut tls, _)) = tls {
+                let _ = tls.try_send("EHLO gw.test\r\n").await;
+                assert!(tls.reply().await.is_none(), "{what}: a session was served");
+            }
+            continue;
+        };
+        let (mut tls, _) = tls.unwrap_or_else(|e| panic!("{what}: {e}"));
+        let ehlo = tls.cmd("EHLO gw.test").await;
+        assert_eq!(ehlo.code, 250);
+        assert_eq!(
+            ehlo.text.lines().any(|l| l == "XOORG"),
+            *want == "250 2.1.0",
+            "{what}: {ehlo:?}"
+        );
+        let r = tls
+            .cmd("MAIL FROM:<a@tenant.example> XOORG=tenant.example")
+            .await;
+        assert_eq!(r.status(), *want, "{what}: {r:?}");
+        let _ = tls.try_send("QUIT\r\n").await;
     }
 }

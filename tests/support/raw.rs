@@ -53,32 +53,59 @@ impl Raw<TcpStream> {
         (raw, greeting)
     }
 
-    /// Sends STARTTLS bytes (as given), expects 220, and shakes hands trusting `roots`.
+    /// After the server's 220 to STARTTLS: shakes hands trusting `roots`; returns the TLS
+    /// connection and any bytes the server had sent in the clear after its 220.
     pub async fn starttls(
-        mut self,
+        self,
         roots: rustls::RootCertStore,
         name: &str,
     ) -> (Raw<tokio_rustls::client::TlsStream<TcpStream>>, Vec<u8>) {
-        let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        let (raw, leftover) = self.starttls_as(roots, name, None).await.unwrap();
+        (raw, leftover)
+    }
+
+    /// As [`Raw::starttls`], presenting a client certificate when given; the handshake's
+    /// error when the server refuses it.
+    pub async fn starttls_as(
+        mut self,
+        roots: rustls::RootCertStore,
+        name: &str,
+        client: Option<&super::tls::Pem>,
+    ) -> std::io::Result<(Raw<tokio_rustls::client::TlsStream<TcpStream>>, Vec<u8>)> {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let builder = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
             rustls::crypto::ring::default_provider(),
         ))
         .with_safe_default_protocol_versions()
         .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+        .with_root_certificates(roots);
+        let config = match client {
+            None => builder.with_no_client_auth(),
+            Some(pem) => builder
+                .with_client_auth_cert(
+                    CertificateDer::pem_slice_iter(pem.cert.as_bytes())
+                        .collect::<Result<Vec<_>, _>>()
+                        .unwrap(),
+                    PrivateKeyDer::from_pem_slice(pem.key.as_bytes()).unwrap(),
+                )
+                .unwrap(),
+        };
         let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
         let leftover = std::mem::take(&mut self.buf);
-        let tls = connector
+        let mut tls = connector
             .connect(name.to_string().try_into().unwrap(), self.stream)
-            .await
-            .unwrap();
-        (
+            .await?;
+        // TLS 1.3 reports a refused client certificate only at the first read.
+        use tokio::io::AsyncWriteExt;
+        tls.flush().await?;
+        Ok((
             Raw {
                 stream: tls,
                 buf: Vec::new(),
             },
             leftover,
-        )
+        ))
     }
 }
 
