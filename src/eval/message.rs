@@ -74,13 +74,20 @@ impl Message {
                 }
                 continue;
             }
+            // Blanks before the colon are obsolete syntax (RFC 5322 §4.5.3) and dropped;
+            // nothing else is (`Bcc\u{a0}:` must not become `Bcc:`).
             match line.split_once(':') {
-                Some((name, value)) => headers.push(Header {
-                    name: name.trim_end().to_string(),
-                    value: value.to_string(),
-                }),
-                // Not a header field: keep it rather than lose it, as a nameless field.
-                None => headers.push(Header {
+                Some((name, value)) if !name.trim_end_matches([' ', '\t']).is_empty() => {
+                    headers.push(Header {
+                        name: name.trim_end_matches([' ', '\t']).to_string(),
+                        value: value.to_string(),
+                    });
+                }
+                // Not a header field (no colon, or nothing before it): keep the line as it
+                // is, as a nameless field, rather than lose it. Kept with an empty name and
+                // the rest as value, `: x` would be written back as ` x`, a continuation of
+                // the field before it.
+                _ => headers.push(Header {
                     name: String::new(),
                     value: line.to_string(),
                 }),
@@ -137,20 +144,63 @@ impl Message {
     }
 }
 
+/// The longest header line RFC 5322 §2.1.1 allows, CRLF excluded.
+pub const MAX_LINE: usize = 998;
+
+/// Folds a field value (everything after the colon) so that no line of `name:value` is longer
+/// than [`MAX_LINE`] octets: a line break goes in before the last space or tab that fits (or,
+/// failing that, the first one after), never where a line would be left blank. Unfolding
+/// removes the break again, so the value means what it meant. Lines that fit are left alone;
+/// a run with no blank in it cannot be folded and stays as long as it is.
+pub fn fold(name: &str, value: &str) -> String {
+    let blank = |b: &u8| *b == b' ' || *b == b'\t';
+    let mut out = String::with_capacity(value.len() + 8);
+    for (i, line) in value.split("\r\n").enumerate() {
+        if i > 0 {
+            out.push_str("\r\n");
+        }
+        let mut used = if i == 0 { name.len() + 1 } else { 0 };
+        let mut rest = line;
+        while used + rest.len() > MAX_LINE {
+            let b = rest.as_bytes();
+            let Some(first) = b.iter().position(|c| !blank(c)) else {
+                break;
+            };
+            let Some(last) = b.iter().rposition(|c| !blank(c)) else {
+                break;
+            };
+            // Blanks with text before them (on this line) and after them.
+            let mut at = (first + 1..last).filter(|&p| b.get(p).is_some_and(blank));
+            let fits = at.clone().take_while(|&p| used + p <= MAX_LINE).last();
+            let Some(p) = fits.or_else(|| at.find(|&p| used + p > MAX_LINE)) else {
+                break;
+            };
+            out.push_str(rest.get(..p).unwrap_or_default());
+            out.push_str("\r\n");
+            rest = rest.get(p..).unwrap_or_default();
+            used = 0;
+        }
+        out.push_str(rest);
+    }
+    out
+}
+
+/// The header ends at the first empty line, CRLF or bare LF (RFC 5322 §2.1). Looking for the
+/// first `\n\n` or `\r\n\r\n` instead would miss an empty line at the very start (no header
+/// at all) or one after a bare LF, and read body lines as header fields.
 fn split_head(raw: &[u8]) -> (&[u8], &[u8]) {
-    for (i, w) in raw.windows(2).enumerate() {
-        if w == b"\n\n" {
+    let mut start = 0;
+    while let Some(rest) = raw.get(start..) {
+        let Some(lf) = rest.iter().position(|&b| b == b'\n') else {
+            break;
+        };
+        if matches!(rest.get(..lf), Some(b"" | b"\r")) {
             return (
-                raw.get(..i + 1).unwrap_or(raw),
-                raw.get(i + 2..).unwrap_or(&[]),
+                raw.get(..start).unwrap_or(raw),
+                rest.get(lf + 1..).unwrap_or(&[]),
             );
         }
-        if w == b"\r\n" && raw.get(i + 2..i + 4) == Some(b"\r\n") {
-            return (
-                raw.get(..i + 2).unwrap_or(raw),
-                raw.get(i + 4..).unwrap_or(&[]),
-            );
-        }
+        start += lf + 1;
     }
     (raw, &[])
 }
@@ -357,6 +407,24 @@ mod tests {
     }
 
     #[test]
+    fn folding_keeps_lines_legal_and_the_value_unchanged() {
+        let short = " a@x.example, b@y.example";
+        assert_eq!(fold("To", short), short);
+        let long = format!(" {}", vec!["word"; 400].join(" "));
+        let folded = fold("Subject", &long);
+        let field = format!("Subject:{folded}");
+        assert!(field.split("\r\n").all(|l| l.len() <= MAX_LINE));
+        assert!(field.split("\r\n").count() > 1);
+        assert!(folded.split("\r\n").skip(1).all(|l| l.starts_with(' ')));
+        assert_eq!(folded.replace("\r\n", ""), long);
+        // Nothing to fold at: left as it is; a blank only at the end is no place either.
+        let run = format!(" {}  ", "x".repeat(1200));
+        assert_eq!(fold("To", &run), run);
+        let late = format!(" {} y", "x".repeat(1200));
+        assert_eq!(fold("To", &late), format!(" {}\r\n y", "x".repeat(1200)));
+    }
+
+    #[test]
     fn parse_and_serialise_round_trip() {
         let raw =
             b"From: John <j@x.com>\r\nSubject: a\r\n  folded\r\nX-Empty:\r\n\r\nbody\r\n.\r\n";
@@ -374,5 +442,19 @@ mod tests {
         let lf = Message::parse(b"From: a@x.com\nSubject: s\n\nbody\n");
         assert_eq!(lf.get("From").as_deref(), Some("a@x.com"));
         assert_eq!(lf.body, b"body\n");
+        // An empty first line: no header at all, whatever the body looks like.
+        let none = Message::parse(b"\r\nBcc: x@y.example\r\n\r\nbody\r\n");
+        assert!(none.headers.is_empty());
+        assert_eq!(none.body, b"Bcc: x@y.example\r\n\r\nbody\r\n");
+        let mixed = Message::parse(b"A: b\n\r\nBcc: x@y.example\r\n\r\n");
+        assert_eq!(mixed.headers.len(), 1);
+        assert_eq!(mixed.body, b"Bcc: x@y.example\r\n\r\n");
+        // Lines that are not fields are written back as they were, never as something else.
+        let raw =
+            "To: a@x.example\r\n: b@y.example\r\nBcc\u{a0}: c@z.example\r\nX-Ok \t: d\r\n\r\n";
+        let odd = Message::parse(raw.as_bytes());
+        let names: Vec<&str> = odd.headers.iter().map(|h| h.name.as_str()).collect();
+        assert_eq!(names, ["To", "", "Bcc\u{a0}", "X-Ok"]);
+        assert_eq!(odd.to_bytes(), raw.replace("X-Ok \t:", "X-Ok:").as_bytes());
     }
 }

@@ -1,6 +1,6 @@
 //! The stages of [`evaluate`], one function each.
 
-use super::message::{Header, Message, rewrite_addresses};
+use super::message::{Header, Message, fold, rewrite_addresses};
 use super::{Envelope, Fate, RecipientVerdict, Stage, Step, Verdict};
 use crate::compile::{Facts, Lookup, Outbound, Outcome, RuleIndex, Table, route, select_receive};
 use crate::model::{
@@ -51,11 +51,13 @@ impl Run<'_> {
     }
 
     /// Sets a header where it stands (or at the end when absent); later copies are removed.
+    /// The value is folded to keep lines within the limit (it is often an unfolded one, made
+    /// longer).
     fn set_header(&mut self, name: &str, value: &str) {
         let before = self.message.get(name);
         let new = Header {
             name: name.to_string(),
-            value: format!(" {value}"),
+            value: fold(name, &format!(" {value}")),
         };
         match self
             .message
@@ -116,7 +118,7 @@ impl Run<'_> {
             });
             if let Some((value, _)) = rewritten {
                 let before = h.unfolded();
-                h.value = value;
+                h.value = fold(&h.name, &value);
                 self.header_changes
                     .push((h.name.clone(), Some(before), Some(h.unfolded())));
             }
