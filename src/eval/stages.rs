@@ -1,12 +1,12 @@
 //! The stages of [`evaluate`], one function each.
 
-use std::borrow::Cow;
 use super::message::{Header, Message, rewrite_addresses};
 use super::{Envelope, Fate, RecipientVerdict, Stage, Step, Verdict};
 use crate::compile::{Facts, Lookup, Outbound, Outcome, RuleIndex, Table, route, select_receive};
 use crate::model::{
     Action, Address, AuthAs, AuthLevel, DomainKind, InboundTls, ReceiveConnector, RuleMode, Scope,
 };
+use std::borrow::Cow;
 
 /// Adds a line to the trace, formatting it only when the trace is wanted: the relay's path
 /// evaluates without one and must not pay for the words.
