@@ -53,6 +53,64 @@ pub struct Workspace {
 /// The extension of rule files.
 pub const EXTENSION: &str = "mailflow";
 
+/// The largest rule file, `import rewrites` CSV file or compiled artifact mailflow reads:
+/// 128 MiB. A CSV of 1,000,000 rewrite entries is about 75 MB (`Entry 123456,user123456@
+/// tenant12.example.com,user123456@example.com,,False`), so it fits with room to spare, while
+/// a runaway file (a log written into the rules folder, `/dev/zero`) is refused before it is
+/// read: checking holds about 18 bytes per byte of rule text (BENCHMARKS.md).
+pub const FILE_SIZE_LIMIT: u64 = 128 * 1024 * 1024;
+
+/// Reads a whole file, refusing one larger than [`FILE_SIZE_LIMIT`] (by its size on disk,
+/// and by what is actually read, for files that grow or report no size).
+pub fn read_limited(path: &Path) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let too_large = |size: u64| {
+        std::io::Error::new(
+            std::io::ErrorKind::FileTooLarge,
+            format!(
+                "the file is {}, more than the {} MiB limit for rule and csv files",
+                human_size(size),
+                FILE_SIZE_LIMIT / (1024 * 1024)
+            ),
+        )
+    };
+    let file = std::fs::File::open(path)?;
+    let on_disk = file.metadata()?.len();
+    if on_disk > FILE_SIZE_LIMIT {
+        return Err(too_large(on_disk));
+    }
+    let mut bytes = Vec::with_capacity(usize::try_from(on_disk).unwrap_or(0));
+    file.take(FILE_SIZE_LIMIT + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > FILE_SIZE_LIMIT {
+        return Err(too_large(bytes.len() as u64));
+    }
+    Ok(bytes)
+}
+
+/// [`read_limited`] for text: a file that is not UTF-8 is an error too.
+pub fn read_limited_string(path: &Path) -> std::io::Result<String> {
+    String::from_utf8(read_limited(path)?).map_err(|_| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "the file is not valid UTF-8",
+        )
+    })
+}
+
+/// `1.5 GiB`, `200.0 MiB`, `12 KiB`: sizes in error messages.
+fn human_size(bytes: u64) -> String {
+    const MIB: f64 = 1024.0 * 1024.0;
+    #[allow(clippy::cast_precision_loss)]
+    let b = bytes as f64;
+    if b >= 1024.0 * MIB {
+        format!("{:.1} GiB", b / (1024.0 * MIB))
+    } else if b >= MIB {
+        format!("{:.1} MiB", b / MIB)
+    } else {
+        format!("{} KiB", bytes / 1024)
+    }
+}
+
 impl Workspace {
     /// Loads every rule set named by `paths`: a file is a rule set; in a folder, every
     /// `.mailflow` file (recursively) that no other file there includes is one.
@@ -137,10 +195,7 @@ impl Workspace {
         if let Some((id, _)) = self.parsed.get(&key) {
             return Ok(*id);
         }
-        let text = std::fs::read_to_string(path).map_err(|e| match e.kind() {
-            std::io::ErrorKind::InvalidData => "the file is not valid UTF-8".to_string(),
-            _ => crate::resolve::io_reason(&e),
-        })?;
+        let text = read_limited_string(path).map_err(|e| crate::resolve::io_reason(&e))?;
         let id = self.sources.add(path.to_path_buf(), text);
         let text = self.sources.get(id).map(|f| f.text.as_str()).unwrap_or("");
         let (file, diags) = parse_file(id, text);
@@ -201,7 +256,7 @@ impl Workspace {
                 }
                 Item::ImportRewrites(t) => {
                     let target = base.join(&t.value);
-                    match std::fs::read_to_string(&target) {
+                    match read_limited_string(&target) {
                         Ok(text) => {
                             let id = self.sources.add(target.clone(), text);
                             let text = self

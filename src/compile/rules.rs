@@ -13,7 +13,10 @@ use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 use std::net::IpAddr;
 use std::sync::OnceLock;
 
-/// The most memory the word automaton may use.
+/// The most memory the word automaton may use. A rule set that passed `check` stays far
+/// below: its words are held to [`crate::resolve::MAX_WORD_BYTES`] (4 MiB, an automaton of
+/// about 80 MB) and [`crate::resolve::MAX_WORDS`]; [`RuleIndex::new`] tests those limits again
+/// before building, for rule sets that reach it without a check (compiled artifacts).
 pub const AUTOMATON_MEMORY_LIMIT: usize = 512 * 1024 * 1024;
 
 /// Why rules could not be compiled.
@@ -22,6 +25,9 @@ pub enum RuleCompileError {
     /// The automaton could not be built.
     #[error("the words of all `contains` conditions cannot be compiled: {0}")]
     Automaton(String),
+    /// More words, word bytes or patterns than `check` allows (see E045).
+    #[error("{0}; `mailflow check` reports this as E045")]
+    OverLimits(String),
     /// Too many or too long words.
     #[error(
         "the words of all `contains` conditions need {used} bytes, more than the {limit} byte limit"
@@ -184,9 +190,33 @@ struct Builder {
     pattern_slots: Vec<Vec<u32>>,
     slots: Vec<Slot>,
     header_names: HashSet<String>,
+    /// `matches` patterns seen.
+    regexes: usize,
 }
 
 impl Builder {
+    /// The limits `check` holds rule sets to, tested again before anything large is built.
+    fn within_limits(&self) -> Result<(), RuleCompileError> {
+        use crate::resolve::{MAX_MATCHES_PATTERNS, MAX_WORD_BYTES, MAX_WORDS};
+        let words = self.slots.len();
+        let bytes: usize = self.patterns.iter().map(String::len).sum();
+        let over = if words > MAX_WORDS {
+            format!("the rules have {words} `contains` words, more than {MAX_WORDS}")
+        } else if bytes > MAX_WORD_BYTES {
+            format!(
+                "the rules' distinct `contains` words take {bytes} bytes, more than {MAX_WORD_BYTES}"
+            )
+        } else if self.regexes > MAX_MATCHES_PATTERNS {
+            format!(
+                "the rules have {} `matches` patterns, more than {MAX_MATCHES_PATTERNS}",
+                self.regexes
+            )
+        } else {
+            return Ok(());
+        };
+        Err(RuleCompileError::OverLimits(over))
+    }
+
     fn field(&mut self, p: &Predicate) -> Option<Field> {
         Some(match p {
             Predicate::RecipientAddress(_) => Field::Recipient,
@@ -212,6 +242,7 @@ impl Builder {
         };
         if let (Some(field), Some(m)) = (field, matcher) {
             if m.op == TextOp::Matches {
+                self.regexes += m.values.len();
                 return Cond::Pattern {
                     field,
                     patterns: m
@@ -267,6 +298,7 @@ impl RuleIndex {
             pattern_slots: Vec::new(),
             slots: Vec::new(),
             header_names: HashSet::default(),
+            regexes: 0,
         };
         let mut index = RuleIndex::default();
         for (source, r) in rules.iter().enumerate().filter(|(_, r)| !r.partial) {
@@ -284,6 +316,7 @@ impl RuleIndex {
             index.anchor(&rule, id);
             index.rules.push(rule);
         }
+        b.within_limits()?;
         if !b.patterns.is_empty() {
             let ac = AhoCorasickBuilder::new()
                 .ascii_case_insensitive(true)
@@ -546,6 +579,41 @@ rule "Emails from Outside to tenant1.myexchlab.com Inside" { priority 1; if send
 rule "Emails from Outside to tenant2.myexchlab.com Inside" { priority 2; if sender outside; if recipient contains "tenant2.myexchlab.com"; stop }
 rule "Drop email if Outside of Organization" { priority 3; if sender outside; delete }
 "#;
+
+    #[test]
+    fn rules_over_the_check_limits_are_refused_before_building() {
+        use crate::model::{Spanned, TextMatch};
+        use crate::source::{FileId, Span};
+        let span = Span::new(FileId(0), 0, 0);
+        let rule = |values: Vec<String>| TransportRule {
+            partial: false,
+            name: Spanned::new("Unchecked".to_string(), span),
+            span,
+            priority: None,
+            mode: RuleMode::Enforce,
+            conditions: vec![Spanned::new(
+                Predicate::Subject(TextMatch {
+                    op: TextOp::Contains,
+                    values,
+                }),
+                span,
+            )],
+            exceptions: Vec::new(),
+            actions: vec![Spanned::new(Action::Delete, span)],
+        };
+        // As an artifact could carry them, never having been checked.
+        let words = (0..=crate::resolve::MAX_WORDS)
+            .map(|i| format!("w{}", i % 3))
+            .collect();
+        let err = RuleIndex::new(&[rule(words)]).unwrap_err();
+        assert!(matches!(err, RuleCompileError::OverLimits(_)), "{err}");
+        assert!(err.to_string().contains("E045"), "{err}");
+        let long = vec!["x".repeat(crate::resolve::MAX_WORD_BYTES + 1)];
+        assert!(matches!(
+            RuleIndex::new(&[rule(long)]),
+            Err(RuleCompileError::OverLimits(_))
+        ));
+    }
 
     #[test]
     fn seed_002_rules() {

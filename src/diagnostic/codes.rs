@@ -114,7 +114,9 @@ rewrite john@tenant1.example.com -> john@example.com
 include \"connectors.mailflow\"   # no such file next to this one
 ```
 
-Fix the path, or add the file.";
+Fix the path, or add the file.
+
+The same code is reported for a file larger than 128 MiB (rule files, `import rewrites` CSV files and compiled artifacts alike): mailflow refuses it rather than read it whole. A CSV of 1,000,000 rewrite entries is about 75 MB, so real files fit; split a larger one into several `import rewrites` files.";
 
     /// Files include each other in a cycle.
     E003 = "include-cycle", "files include each other in a cycle",
@@ -388,7 +390,7 @@ Give each rule its own priority (rules without `priority` run after all numbered
 
     /// A pattern is not a valid regular expression or is too large.
     E041 = "invalid-pattern", "this pattern is not a valid regular expression",
-"`matches` takes regular expressions in the syntax of Rust's `regex` crate (no look-around or back-references, so matching time is linear). The pattern does not compile, or compiles to more than the size limit.
+"`matches` takes regular expressions in the syntax of Rust's `regex` crate (no look-around or back-references, so matching time is linear). The pattern does not compile, or compiles to more than the size limit (512 KiB for each of its forward and reverse programs; the limits on all patterns together are E045).
 
 ```mailflow
 rule \"Invoices\" {
@@ -434,6 +436,29 @@ rule \"Outside\" {
 ```
 
 Add an action.";
+
+    /// A word, a pattern, or all of them together exceed mailflow's limits.
+    E045 = "rule-set-too-large", "a word, pattern or rule set is larger than the limits",
+"Every `contains` word of every rule is held in one Aho-Corasick automaton, and every `matches` pattern is compiled and kept, for as long as the rule set is in use. So that a rule set that passes `check` can always be compiled without exhausting memory, `check` holds it to these limits:
+
+| what | limit |
+|---|---|
+| one `contains` or `contains-words` word, or one `matches` pattern | 1,000 characters |
+| `contains` and `contains-words` words in the rule set | 200,000 (each time one is written) |
+| distinct `contains` words in the rule set, added up | 4 MiB |
+| `matches` patterns in the rule set | 20,000 |
+| the compiled (forward) programs of all `matches` patterns | 32 MiB |
+
+(One pattern's compiled size has its own limit of 512 KiB, reported as E041.) At 4 MiB of words the automaton takes about 80 MB and a few seconds to build.
+
+```mailflow
+rule \"Known spammers\" {
+  if sender contains \"spam1.example\", \"spam2.example\"   # ... and 250,000 more
+  delete
+}
+```
+
+Match on what the words share (a domain rather than every address in it), use ASCII classes such as `[a-z0-9]` rather than `\\w` (which compiles to all of Unicode) in patterns, or split the rules between relays.";
 
     /// An address is claimed by two recipients.
     E050 = "duplicate-address", "two recipients claim the same address",

@@ -52,11 +52,12 @@ pub struct Loaded {
 /// Reads, checks, adapts and compiles a rule set. Any error leaves the caller's current table
 /// in place: the relay never runs half a rule set.
 pub fn load(path: &Path, overrides: &Overrides) -> Result<Loaded, LoadFailure> {
-    let bytes =
-        std::fs::read(path).or_else(|e| match std::fs::metadata(path).map(|m| m.is_dir()) {
+    let bytes = crate::load::read_limited(path).or_else(|e| {
+        match std::fs::metadata(path).map(|m| m.is_dir()) {
             Ok(true) => Ok(Vec::new()),
             _ => Err(failure(format!("{}: {e}", path.display()))),
-        })?;
+        }
+    })?;
     let (mut set, warnings) = if artifact::is_artifact(&bytes) {
         let set = artifact::rule_set_from_bytes(&bytes)
             .map_err(|e| failure(format!("{}: {e}", path.display())))?;

@@ -10,7 +10,10 @@ mod settings;
 mod test_cases;
 mod values;
 
-pub use rules::{PATTERN_SIZE_LIMIT, compile_pattern};
+pub use rules::{
+    MAX_MATCHES_PATTERNS, MAX_TEXT_CHARS, MAX_WORD_BYTES, MAX_WORDS, PATTERN_CACHE_LIMIT,
+    PATTERN_SIZE_LIMIT, PATTERNS_TOTAL_SIZE_LIMIT, compile_pattern, pattern_problem,
+};
 
 use crate::ast::{BrokenItem, Item, Text};
 use crate::diagnostic::{Code, Diagnostic, Severity, did_you_mean};
@@ -53,6 +56,7 @@ pub(crate) struct Resolver<'a> {
     pub(crate) diags: Vec<Diagnostic>,
     pub(crate) set: RuleSet,
     refs: Vec<(RefKind, Text)>,
+    budget: rules::Budget,
 }
 
 /// Resolves the items of one rule set (all its files). `broken` lists items that did not
@@ -67,6 +71,7 @@ pub fn resolve(
         diags: Vec::new(),
         set: RuleSet::default(),
         refs: Vec::new(),
+        budget: rules::Budget::default(),
     };
     for item in items {
         match item {

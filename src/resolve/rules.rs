@@ -7,42 +7,102 @@ use crate::ast::{self, ActionKind, PredicateKind, RuleStatement, Text};
 use crate::diagnostic::{Code, Diagnostic};
 use crate::model::{Action, Predicate, RuleMode, Scope, Spanned, TextMatch, TextOp, TransportRule};
 
-/// The largest compiled program one pattern may produce; patterns are administrator input
-/// evaluated on every message, so they are kept small.
-pub const PATTERN_SIZE_LIMIT: usize = 1 << 20;
+// Limits on what a rule set may ask the evaluator to hold in memory, reported by `check` as
+// E045 (E041 for one pattern's compiled size). The measurements behind each number are in
+// BENCHMARKS.md, "Rule-set limits".
 
-/// Headers a rule may not set or remove: mailflow's loop detection, bounces and tracking
-/// depend on them.
-const PROTECTED_HEADERS: &[&str] = &["received", "return-path", "message-id"];
+/// The longest `contains` word or `matches` pattern, in characters. Real words are addresses,
+/// domains and phrases (tens of characters); a 1,000-character pattern of `\w` already compiles
+/// to 8.8 MB, past [`PATTERN_SIZE_LIMIT`].
+pub const MAX_TEXT_CHARS: usize = 1_000;
 
-/// Why a `matches` pattern cannot be used, if it cannot. Parsing is enough to find syntax
-/// errors and is far cheaper than compiling (a rule set may hold thousands of patterns);
-/// only counted repetitions (`{n,m}`), the way a small pattern grows into a huge program,
-/// are compiled to hold them to the size limit.
-pub fn pattern_problem(p: &str) -> Option<String> {
-    let parsed = regex_syntax::ParserBuilder::new()
-        .case_insensitive(true)
-        .build()
-        .parse(p);
-    if let Err(e) = parsed {
-        return Some(match &e {
+/// The most `contains`/`contains-words` words, counted every time one is written, across the
+/// rule set. Each costs a slot and a table entry, and short words cost the automaton about
+/// 400 bytes each while it is built (216,000 three-letter words: an 88 MB intermediate NFA).
+pub const MAX_WORDS: usize = 200_000;
+
+/// The most bytes of distinct `contains` words (ASCII-lowercased, as the automaton holds
+/// them) across the rule set. The automaton takes 13-20 bytes per byte of words once built and
+/// 26-56 while it is built: 4 MiB of words gives 69-80 MB (peak RSS 265 MB, about 9 s to build),
+/// far below [`crate::compile::AUTOMATON_MEMORY_LIMIT`].
+pub const MAX_WORD_BYTES: usize = 4 * 1024 * 1024;
+
+/// The most `matches` patterns across the rule set. The 10,000-rule benchmark has 10,000.
+pub const MAX_MATCHES_PATTERNS: usize = 20_000;
+
+/// The largest compiled program (Thompson NFA, forward or reverse) one pattern may produce;
+/// patterns are administrator input evaluated on every message, so they are kept small. Real
+/// patterns stay far below: `\w+@example\.com` is 18 KB forward and 39 KB reverse, `\w{10}` 176
+/// and 385 KB; 512 KiB still admits those.
+pub const PATTERN_SIZE_LIMIT: usize = 512 * 1024;
+
+/// The lazy DFA cache of one compiled pattern.
+pub const PATTERN_CACHE_LIMIT: usize = 1024 * 1024;
+
+/// The most the forward programs of all `matches` patterns may take together. A compiled
+/// `regex` holds about three times its forward program (forward and reverse NFAs, prefilters),
+/// so 32 MiB keeps the patterns of a rule set to about 100 MB once all are in use; the
+/// 10,000 patterns of the benchmark take 9.4 MB.
+pub const PATTERNS_TOTAL_SIZE_LIMIT: usize = 32 * 1024 * 1024;
+
+/// Running totals of one rule set against the limits above; each total is reported once, at
+/// the word or pattern that passes it.
+#[derive(Debug, Default)]
+pub(super) struct Budget {
+    words: usize,
+    distinct: rustc_hash::FxHashSet<String>,
+    word_bytes: usize,
+    patterns: usize,
+    pattern_bytes: usize,
+    words_over: bool,
+    patterns_over: bool,
+}
+
+/// Why a `matches` pattern cannot be used, if it cannot; otherwise the size of its forward
+/// program, which counts toward [`PATTERNS_TOTAL_SIZE_LIMIT`]. Building the forward NFA alone
+/// is cheap (about 4 µs for `^\[ok1\]`, 200 µs for a `\w` pattern); a pattern whose forward
+/// program is over a quarter of the limit is compiled in full, as the evaluator will, because
+/// its reverse program is 2-3 times larger and must fit too.
+pub fn pattern_problem(p: &str) -> Result<usize, String> {
+    thread_local! {
+        // Reused: a fresh parser and compiler per pattern cost three times as much.
+        static PARSER: std::cell::RefCell<regex_syntax::Parser> = std::cell::RefCell::new(
+            regex_syntax::ParserBuilder::new().case_insensitive(true).build(),
+        );
+        static NFA: regex_automata::nfa::thompson::Compiler = {
+            let mut c = regex_automata::nfa::thompson::Compiler::new();
+            c.configure(
+                regex_automata::nfa::thompson::Config::new()
+                    .nfa_size_limit(Some(PATTERN_SIZE_LIMIT)),
+            );
+            c
+        };
+    }
+    let hir = PARSER.with_borrow_mut(|parser| {
+        parser.parse(p).map_err(|e| match &e {
             regex_syntax::Error::Parse(e) => e.kind().to_string(),
             regex_syntax::Error::Translate(e) => e.kind().to_string(),
             other => other.to_string(),
-        });
+        })
+    })?;
+    let too_big = || {
+        format!(
+            "the pattern compiles to more than the {} KiB limit",
+            PATTERN_SIZE_LIMIT / 1024
+        )
+    };
+    let forward = NFA.with(|c| match c.build_from_hir(&hir) {
+        Ok(nfa) => Ok(nfa.memory_usage()),
+        Err(e) if e.size_limit().is_some() => Err(too_big()),
+        Err(e) => Err(e.to_string()),
+    })?;
+    if forward > PATTERN_SIZE_LIMIT / 4 {
+        compile_pattern(p).map_err(|e| match e {
+            regex::Error::CompiledTooBig(_) => too_big(),
+            other => other.to_string(),
+        })?;
     }
-    if p.contains('{') {
-        if let Err(e) = compile_pattern(p) {
-            return Some(match e {
-                regex::Error::CompiledTooBig(_) => format!(
-                    "the pattern compiles to more than the {} KiB limit",
-                    PATTERN_SIZE_LIMIT / 1024
-                ),
-                other => other.to_string(),
-            });
-        }
-    }
-    None
+    Ok(forward)
 }
 
 /// Compiles a `matches` pattern the way the evaluator will.
@@ -50,8 +110,16 @@ pub fn compile_pattern(p: &str) -> Result<regex::Regex, regex::Error> {
     regex::RegexBuilder::new(p)
         .case_insensitive(true)
         .size_limit(PATTERN_SIZE_LIMIT)
-        .dfa_size_limit(PATTERN_SIZE_LIMIT)
+        .dfa_size_limit(PATTERN_CACHE_LIMIT)
         .build()
+}
+
+/// Headers a rule may not set or remove: mailflow's loop detection, bounces and tracking
+/// depend on them.
+const PROTECTED_HEADERS: &[&str] = &["received", "return-path", "message-id"];
+
+fn mib(n: usize) -> usize {
+    n / (1024 * 1024)
 }
 
 impl Resolver<'_> {
@@ -138,8 +206,14 @@ impl Resolver<'_> {
             "contains-words" => TextOp::ContainsWords,
             _ => TextOp::Matches,
         };
+        let what = if op == TextOp::Matches {
+            "pattern"
+        } else {
+            "word"
+        };
         let mut ok = true;
         for v in values {
+            let chars = v.value.chars().count();
             if v.value.is_empty() {
                 ok = false;
                 self.diags.push(
@@ -147,24 +221,105 @@ impl Resolver<'_> {
                         .primary(v.span, "empty")
                         .help("remove it, or remove the condition"),
                 );
+            } else if chars > MAX_TEXT_CHARS {
+                ok = false;
+                self.diags.push(
+                    Diagnostic::new(
+                        Code::E045,
+                        format!("this {what} is {chars} characters long, more than the {MAX_TEXT_CHARS} allowed"),
+                    )
+                    .primary(v.span, format!("a {what} of {chars} characters"))
+                    .help(if op == TextOp::Matches {
+                        "split it into several patterns: the condition holds when any of them matches"
+                    } else {
+                        "match a shorter, telling part of it: `contains` finds words inside longer text"
+                    }),
+                );
             } else if op == TextOp::Matches {
-                if let Some(why) = pattern_problem(&v.value) {
-                    ok = false;
-                    self.diags.push(
-                        Diagnostic::new(
-                            Code::E041,
-                            format!("`{}` is not a valid pattern", v.value),
-                        )
-                        .primary(v.span, why)
-                        .help("patterns use Rust regex syntax: no look-around or back-references"),
-                    );
+                match pattern_problem(&v.value) {
+                    Err(why) => {
+                        ok = false;
+                        self.diags.push(
+                            Diagnostic::new(
+                                Code::E041,
+                                format!("`{}` is not a valid pattern", v.value),
+                            )
+                            .primary(v.span, why)
+                            .help(
+                                "patterns use Rust regex syntax: no look-around or back-references",
+                            ),
+                        );
+                    }
+                    Ok(size) => ok &= self.count_pattern(v, size),
                 }
+            } else {
+                ok &= self.count_word(v);
             }
         }
         ok.then(|| TextMatch {
             op,
             values: values.iter().map(|v| v.value.clone()).collect(),
         })
+    }
+
+    /// Adds a `contains` word to the rule set's totals; false once they are over the limits
+    /// (the first word over is reported; later ones are left out quietly).
+    fn count_word(&mut self, v: &Text) -> bool {
+        let b = &mut self.budget;
+        if b.words_over {
+            return false;
+        }
+        b.words += 1;
+        let lower = v.value.to_ascii_lowercase();
+        if !b.distinct.contains(&lower) {
+            b.word_bytes += lower.len();
+            b.distinct.insert(lower);
+        }
+        let message = if b.words > MAX_WORDS {
+            format!("the rule set has more than {MAX_WORDS} `contains` words")
+        } else if b.word_bytes > MAX_WORD_BYTES {
+            format!(
+                "the rule set's `contains` words add up to more than {} MiB",
+                mib(MAX_WORD_BYTES)
+            )
+        } else {
+            return true;
+        };
+        b.words_over = true;
+        b.distinct = Default::default();
+        self.diags.push(
+            Diagnostic::new(Code::E045, message)
+                .primary(v.span, "the words reach the limit here")
+                .help("every `contains` word of every rule is held in one automaton in memory; match on what the words share (the domain rather than each address in it), or split the rules between relays"),
+        );
+        false
+    }
+
+    /// Adds a `matches` pattern (its forward program's size) to the rule set's totals.
+    fn count_pattern(&mut self, v: &Text, size: usize) -> bool {
+        let b = &mut self.budget;
+        if b.patterns_over {
+            return false;
+        }
+        b.patterns += 1;
+        b.pattern_bytes += size;
+        let message = if b.patterns > MAX_MATCHES_PATTERNS {
+            format!("the rule set has more than {MAX_MATCHES_PATTERNS} `matches` patterns")
+        } else if b.pattern_bytes > PATTERNS_TOTAL_SIZE_LIMIT {
+            format!(
+                "the rule set's `matches` patterns compile to more than {} MiB",
+                mib(PATTERNS_TOTAL_SIZE_LIMIT)
+            )
+        } else {
+            return true;
+        };
+        b.patterns_over = true;
+        self.diags.push(
+            Diagnostic::new(Code::E045, message)
+                .primary(v.span, format!("the patterns reach the limit here (this one compiles to {} KiB)", size.div_ceil(1024)))
+                .help("every pattern is compiled and kept for the life of the rule set; use `contains` for fixed text, and ascii classes such as `[a-z0-9]` instead of `\\w`, which compiles to all of Unicode"),
+        );
+        false
     }
 
     fn header_name(&mut self, t: &Text, setting: bool) -> Option<String> {
