@@ -664,6 +664,28 @@ async fn reload_keeps_the_old_rules_on_error_and_metrics_count() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stdout).contains("E030"));
+    // A rule set over the limits (a `contains` word of 2,000 characters) is refused the same
+    // way, before anything is built from it.
+    let huge = std::fs::read_to_string(root().join("tests/fixtures/relay/forward.mailflow"))
+        .unwrap()
+        .replace(
+            "  priority 0\n",
+            &format!(
+                "  priority 0\n  if subject contains \"{}\"\n",
+                "x".repeat(2000)
+            ),
+        );
+    std::fs::write(&rules, huge).unwrap();
+    let out = Command::new(BIN)
+        .args(["reload", "--admin", &admin])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("E045"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     // Still relaying with the old rules.
     let sent = client(with_port(
         &relay,
@@ -709,7 +731,7 @@ async fn reload_keeps_the_old_rules_on_error_and_metrics_count() {
 
     let metrics = http_get(relay.admin.unwrap(), "/metrics");
     assert!(
-        metrics.contains("mailflow_reloads_failed_total 1"),
+        metrics.contains("mailflow_reloads_failed_total 2"),
         "{metrics}"
     );
     assert!(metrics.contains("mailflow_reloads_total 1"), "{metrics}");
