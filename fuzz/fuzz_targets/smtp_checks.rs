@@ -283,7 +283,7 @@ pub fn has_no_bare_endings(msg: &[u8]) -> bool {
 
 /// CRLF, bare CR and bare LF all become CRLF; a non-empty result ends with CRLF (as in
 /// `tests/smtp_protocol.rs`). Also returns how many bare endings there were.
-fn normalise(x: &[u8]) -> (Vec<u8>, u64) {
+pub fn normalise(x: &[u8]) -> (Vec<u8>, u64) {
     let mut out = Vec::new();
     let mut bare = 0;
     let mut i = 0;
@@ -310,11 +310,11 @@ fn normalise(x: &[u8]) -> (Vec<u8>, u64) {
     (out, bare)
 }
 
-/// The naive reference from `tests/smtp_protocol.rs`: the first CRLF.CRLF (with a CRLF
+/// The naive reference (also `tests/smtp_protocol.rs`'s): the first CRLF.CRLF (with a CRLF
 /// assumed before the stream) ends the data; lines before it lose one dot if they start with
 /// two; every CR or LF not part of a CRLF becomes CRLF. (consumed, message, bare count), or
 /// `None` when there is no end.
-fn reference_receive(stream: &[u8]) -> Option<(usize, Vec<u8>, u64)> {
+pub fn reference_receive(stream: &[u8]) -> Option<(usize, Vec<u8>, u64)> {
     let mut p = b"\r\n".to_vec();
     p.extend_from_slice(stream);
     let k = p.windows(5).position(|w| w == b"\r\n.\r\n")?;
