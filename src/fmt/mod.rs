@@ -9,6 +9,7 @@ mod verify;
 
 pub use comments::{Comment, comments};
 pub use print::{INDENT, WIDTH};
+pub use verify::without_spans;
 
 use crate::diagnostic::Diagnostic;
 use crate::parse::parse_file;

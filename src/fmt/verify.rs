@@ -50,8 +50,9 @@ pub(super) fn check(input: &str, tree: &File, output: &str) -> Result<(), String
     Ok(())
 }
 
-/// The items with every span cleared, so that only what was written is compared.
-pub(super) fn without_spans(file: &File) -> Vec<Item> {
+/// A file's items with every span cleared: two texts that say the same thing give equal
+/// results, however they are laid out.
+pub fn without_spans(file: &File) -> Vec<Item> {
     let mut items = file.items.clone();
     for item in &mut items {
         clear_item(item);
