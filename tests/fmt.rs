@@ -56,6 +56,57 @@ fn every_rule_file_formats_idempotently_keeping_tree_and_comments() {
     assert!(formatted >= 60, "only {formatted} files formatted");
 }
 
+/// Each file that parses, mangled in ways that keep it parsing: indentation of tabs and
+/// spaces, a comment at the end of every line, a comment above every line, CRLF endings.
+/// Whatever comes in, the promises hold.
+#[test]
+fn mangled_rule_files_keep_the_promises() {
+    let mut mangled = 0;
+    let mut check = |path: &Path| {
+        let text = std::fs::read_to_string(path).unwrap();
+        if format_source(FileId(0), &text).is_err() {
+            return;
+        }
+        let name = path.display().to_string();
+        let lines: Vec<&str> = text.lines().collect();
+        let indented: Vec<String> = lines
+            .iter()
+            .enumerate()
+            .map(|(i, l)| {
+                let body = l.trim_start();
+                if body.len() == l.len() {
+                    body.to_string()
+                } else {
+                    format!("{}{body}", ["\t", "   ", " \t ", "        "][i % 4])
+                }
+            })
+            .collect();
+        let trailing: Vec<String> = lines
+            .iter()
+            .enumerate()
+            .map(|(i, l)| format!("{l} # t{i}"))
+            .collect();
+        let above: Vec<String> = lines
+            .iter()
+            .enumerate()
+            .map(|(i, l)| format!("# a{i}\n{l}"))
+            .collect();
+        for (what, variant) in [
+            ("indented", indented.join("\n")),
+            ("trailing", trailing.join("\n")),
+            ("above", above.join("\n")),
+            ("crlf", text.replace('\n', "\r\n")),
+        ] {
+            format_checked(&format!("{name} {what}"), &variant)
+                .unwrap_or_else(|| panic!("{name} {what} no longer parses:\n{variant}"));
+            mangled += 1;
+        }
+    };
+    insta::glob!("../rules", "**/*.mailflow", |path| check(path));
+    insta::glob!("fixtures", "**/*.mailflow", |path| check(path));
+    assert!(mangled >= 240, "only {mangled} variants");
+}
+
 #[test]
 fn every_documentation_example_formats_idempotently() {
     for doc in ["README.md", "docs/language.md", "docs/fmt.md"] {
@@ -226,7 +277,7 @@ fn a_folder_formats_its_rule_files() {
     std::fs::write(dir.path().join("rules/a.mailflow"), &messy).unwrap();
     std::fs::write(sub.join("b.mailflow"), &messy).unwrap();
     std::fs::write(sub.join("notes.txt"), &messy).unwrap();
-    let o = mailflow(&["fmt", "rules"], None, dir.path());
+    let o = mailflow(&["fmt", "rules", "rules/a.mailflow"], None, dir.path());
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert!(
         stdout(&o).ends_with("2 files reformatted, 0 already formatted\n"),

@@ -34,6 +34,9 @@ pub(super) fn run(paths: &[PathBuf], check: bool, stdin: bool, color: ColorChoic
             }
         }
     }
+    // A file named twice (itself and through its folder) is formatted once.
+    let mut seen = std::collections::HashSet::new();
+    files.retain(|f| seen.insert(std::fs::canonicalize(f).unwrap_or_else(|_| f.clone())));
     let mut tally = Tally::default();
     for file in &files {
         tally.add(format_file(file, check, color));

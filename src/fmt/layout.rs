@@ -131,7 +131,8 @@ fn item(
         start: offset,
         end: header_end,
     });
-    let comment_inside = comments.iter().any(|c| c.start > open && c.start < close);
+    let first_after = comments.partition_point(|c| c.start <= open);
+    let comment_inside = comments.get(first_after).is_some_and(|c| c.start < close);
     if statements.is_empty() && !comment_inside {
         seg.text.push_str(" {}");
         seg.end = end;
