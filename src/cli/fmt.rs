@@ -51,7 +51,7 @@ pub(super) fn run(paths: &[PathBuf], check: bool, stdin: bool, color: ColorChoic
     println!(
         "{changed} file{} {verb}, {} already formatted{}",
         if changed == 1 { "" } else { "s" },
-        total - changed - tally.failed,
+        total.saturating_sub(changed + tally.failed),
         if tally.failed > 0 {
             format!(", {} left as they are", tally.failed)
         } else {
