@@ -1,6 +1,6 @@
 //! The syntax tree of one rule file, as written: every value is still text with its span.
-//! `resolve` turns it into the typed [`crate::model`]. Equality ignores nothing here; the
-//! model is what later stages compare.
+//! `resolve` turns it into the typed [`crate::model`]. Equality compares spans too;
+//! `fmt` compares trees with their spans cleared.
 
 use crate::source::Span;
 
@@ -35,7 +35,7 @@ pub struct BrokenItem {
 }
 
 /// A top-level construct.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Item {
     /// `include "path"`.
     Include(Text),
@@ -72,7 +72,7 @@ pub enum Item {
 }
 
 /// A named block of generic settings.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Block {
     /// The quoted name.
     pub name: Text,
@@ -83,7 +83,7 @@ pub struct Block {
 }
 
 /// `name value value, value ...`: comma-separated groups of values.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Setting {
     /// The setting's name.
     pub name: Text,
@@ -94,7 +94,7 @@ pub struct Setting {
 }
 
 /// An address rewrite entry.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rewrite {
     /// Optional name.
     pub name: Option<Text>,
@@ -111,7 +111,7 @@ pub struct Rewrite {
 }
 
 /// A transport rule.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rule {
     /// The name.
     pub name: Text,
@@ -122,7 +122,7 @@ pub struct Rule {
 }
 
 /// A line inside a rule.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RuleStatement {
     /// `priority N`.
     Priority(Text),
@@ -137,7 +137,7 @@ pub enum RuleStatement {
 }
 
 /// A predicate with its span.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Predicate {
     /// What it tests.
     pub kind: PredicateKind,
@@ -146,7 +146,7 @@ pub struct Predicate {
 }
 
 /// What a predicate tests.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PredicateKind {
     /// `sender inside|outside`.
     SenderScope(Text),
@@ -186,7 +186,7 @@ pub enum PredicateKind {
 }
 
 /// An action with its span.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Action {
     /// What it does.
     pub kind: ActionKind,
@@ -195,7 +195,7 @@ pub struct Action {
 }
 
 /// What an action does.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ActionKind {
     /// `stop`.
     Stop,
@@ -233,7 +233,7 @@ pub enum ActionKind {
 }
 
 /// A test block.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Test {
     /// The name.
     pub name: Text,
@@ -246,7 +246,7 @@ pub struct Test {
 }
 
 /// An `expect` line.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Expectation {
     /// What is expected.
     pub kind: ExpectationKind,
@@ -255,7 +255,7 @@ pub struct Expectation {
 }
 
 /// What a test expects.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ExpectationKind {
     /// `delivered [addresses] [via "connector"]`.
     Delivered {

@@ -12,6 +12,7 @@ pub mod compile;
 pub mod deliver;
 pub mod diagnostic;
 pub mod eval;
+pub mod fmt;
 pub mod graph;
 pub mod lint;
 pub mod load;

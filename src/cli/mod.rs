@@ -4,6 +4,7 @@ mod check;
 mod compile;
 mod dry_run;
 mod explain;
+mod fmt;
 mod generate;
 mod graph;
 mod relay;
@@ -47,6 +48,8 @@ enum Command {
     Check(CheckArgs),
     /// Explain a diagnostic code (`mailflow explain E012`), or list them all.
     Explain(ExplainArgs),
+    /// Rewrite rule files in the canonical layout (comments kept), or `--check` that they are.
+    Fmt(FmtArgs),
     /// Run the `test` blocks of rule sets, ending with `N passed, N failed`.
     Test(TestArgs),
     /// Send one message through a rule set and explain every decision.
@@ -278,6 +281,23 @@ struct CheckArgs {
 }
 
 #[derive(Debug, clap::Args)]
+struct FmtArgs {
+    /// Rule files, or folders searched for `.mailflow` files; `-` formats standard input to
+    /// standard output.
+    #[arg(required_unless_present = "stdin", value_name = "FILE|DIR")]
+    paths: Vec<PathBuf>,
+    /// Write nothing: list the files that would change, with a diff, and exit 1 if any would.
+    #[arg(long)]
+    check: bool,
+    /// Format standard input to standard output (as `-`).
+    #[arg(long, conflicts_with = "paths")]
+    stdin: bool,
+    /// Color the syntax errors of files that do not parse.
+    #[arg(long, value_enum, default_value_t = ColorChoice::Auto)]
+    color: ColorChoice,
+}
+
+#[derive(Debug, clap::Args)]
 struct ExplainArgs {
     /// A code such as `E012` or a name such as `invalid-address`.
     #[arg(required_unless_present_any = ["list", "markdown"])]
@@ -294,6 +314,7 @@ struct ExplainArgs {
 pub fn run(cli: Cli) -> Exit {
     match cli.command {
         Command::Check(a) => check::run(&a.paths, a.format, a.deny_warnings, a.color),
+        Command::Fmt(a) => fmt::run(&a.paths, a.check, a.stdin, a.color),
         Command::Explain(a) => explain::run(a.code.as_deref(), a.list, a.markdown),
         Command::Completions(a) => generate::completions(a.shell),
         Command::Man(a) => generate::man(a.dir.as_deref()),

@@ -21,7 +21,7 @@ mod grammar {
     #[grammar = "../grammar/mailflow.pest"]
     pub struct Grammar;
 }
-use grammar::{Grammar, Rule};
+pub(crate) use grammar::{Grammar, Rule};
 
 /// The top-level keywords; a line starting with one of them in column 0 starts a chunk.
 pub const TOP_LEVEL_KEYWORDS: &[&str] = &[
@@ -142,7 +142,7 @@ fn collect(
 }
 
 /// Byte ranges of the chunks of a file.
-fn chunks(text: &str) -> Vec<(usize, usize)> {
+pub(crate) fn chunks(text: &str) -> Vec<(usize, usize)> {
     let mut starts = vec![0];
     let mut offset = 0;
     for line in text.split_inclusive('\n') {

@@ -100,7 +100,7 @@ pub fn resolve(
 }
 
 /// A short reason for an I/O error, without the OS error number.
-pub(crate) fn io_reason(e: &std::io::Error) -> String {
+pub fn io_reason(e: &std::io::Error) -> String {
     match e.kind() {
         std::io::ErrorKind::NotFound => "no such file".to_string(),
         std::io::ErrorKind::PermissionDenied => "permission denied".to_string(),
