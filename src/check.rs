@@ -4,6 +4,7 @@
 use crate::diagnostic::{Diagnostic, Severity};
 use crate::load::{LoadError, Workspace};
 use crate::model::RuleSet;
+use crate::resolve::Reference;
 use crate::source::SourceMap;
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -15,6 +16,8 @@ pub struct CheckedRuleSet {
     pub root: PathBuf,
     /// What it resolved to (parts with errors are left out).
     pub rules: RuleSet,
+    /// Every name written where a definition is meant (`connector "X"`, `members "A"`).
+    pub references: Vec<Reference>,
 }
 
 /// The outcome of checking.
@@ -68,12 +71,14 @@ fn check_workspace(ws: Workspace) -> Report {
     let mut all = diagnostics;
     let mut checked = Vec::new();
     for set in rule_sets {
-        let (rules, diags) = crate::resolve::resolve(&sources, &set.items, &set.broken);
+        let (rules, diags, references) =
+            crate::resolve::resolve_with_references(&sources, &set.items, &set.broken);
         all.extend(diags);
         all.extend(crate::lint::lint(&rules));
         checked.push(CheckedRuleSet {
             root: set.root,
             rules,
+            references,
         });
     }
     // A file shared by several rule sets would otherwise be reported once per set.
