@@ -16,6 +16,7 @@ pub mod graph;
 pub mod keywords;
 pub mod lint;
 pub mod load;
+pub mod lsp;
 pub mod model;
 pub mod parse;
 pub mod queue;

@@ -5,6 +5,7 @@ mod compile;
 mod dry_run;
 mod explain;
 mod graph;
+mod lsp;
 mod relay;
 mod test;
 
@@ -60,6 +61,9 @@ enum Command {
     Track(TrackArgs),
     /// Draw a rule set's mail flow (Mermaid or Graphviz DOT).
     Graph(GraphArgs),
+    /// Run the language server on stdin and stdout (for editors: diagnostics while typing,
+    /// hover, go to definition).
+    Lsp,
 }
 
 #[derive(Debug, clap::Args)]
@@ -283,6 +287,7 @@ pub fn run(cli: Cli) -> Exit {
                 GraphFormat::Dot => mailflow::graph::Format::Dot,
             },
         ),
+        Command::Lsp => lsp::run(),
         Command::Test(a) => test::run(&a.paths, a.verbose),
         Command::Compile(a) => compile::run(&a.rules, &a.output),
         Command::DryRun(a) => dry_run::run(dry_run::DryRun {

@@ -1,0 +1,456 @@
+//! What the language server knows about one open file: the `check` report of the rule set
+//! rooted at it (its unsaved text, includes read from disk), and the answers drawn from it:
+//! LSP diagnostics, definitions and hover text. Nothing here speaks the protocol's framing.
+
+use super::position::LineIndex;
+use crate::ast::Item;
+use crate::check::{Report, check_text};
+use crate::diagnostic::{Code, Diagnostic, Severity};
+use crate::keywords;
+use crate::resolve::RefKind;
+use crate::source::{FileId, Span};
+use lsp_types::{
+    DiagnosticRelatedInformation, DiagnosticSeverity, Location, NumberOrString, Position, Range,
+    Url,
+};
+use std::path::{Path, PathBuf};
+
+/// The file the report was made from is always the first one read.
+const ROOT: FileId = FileId(0);
+
+/// One checked open document.
+#[derive(Debug)]
+pub struct Analysis {
+    uri: Url,
+    report: Report,
+    index: LineIndex,
+}
+
+/// Where a name is defined: its name's span and the whole item's.
+#[derive(Debug, Clone, Copy)]
+struct Definition {
+    name: Span,
+    item: Span,
+}
+
+impl Analysis {
+    /// Checks `text` as the root of a rule set; `uri` says where it lives (a `file:` URI
+    /// makes its includes resolve against its folder).
+    pub fn new(uri: &Url, text: &str) -> Analysis {
+        let name = file_path(uri).map_or_else(|| uri.to_string(), |p| p.display().to_string());
+        let report = check_text(&name, text);
+        Analysis {
+            uri: uri.clone(),
+            report,
+            index: LineIndex::new(text),
+        }
+    }
+
+    fn root_text(&self) -> &str {
+        self.report
+            .sources
+            .get(ROOT)
+            .map_or("", |f| f.text.as_str())
+    }
+
+    /// The byte offset of a position in the document.
+    pub fn offset(&self, pos: Position) -> usize {
+        self.index.offset(self.root_text(), pos)
+    }
+
+    /// The LSP range of a span, in whichever file it is.
+    fn range(&self, span: Span) -> Range {
+        if span.file == ROOT {
+            let text = self.root_text();
+            return Range::new(
+                self.index.position(text, span.start as usize),
+                self.index.position(text, span.end as usize),
+            );
+        }
+        let text = self
+            .report
+            .sources
+            .get(span.file)
+            .map_or("", |f| f.text.as_str());
+        let index = LineIndex::new(text);
+        Range::new(
+            index.position(text, span.start as usize),
+            index.position(text, span.end as usize),
+        )
+    }
+
+    fn uri_of(&self, file: FileId) -> Option<Url> {
+        if file == ROOT {
+            return Some(self.uri.clone());
+        }
+        let path = self.report.sources.path(file);
+        let path = if path.is_absolute() {
+            path.to_path_buf()
+        } else {
+            std::env::current_dir().ok()?.join(path)
+        };
+        Url::from_file_path(path).ok()
+    }
+
+    fn location(&self, span: Span) -> Option<Location> {
+        Some(Location::new(self.uri_of(span.file)?, self.range(span)))
+    }
+
+    /// The findings of `check`, as LSP diagnostics of this document. Findings located in an
+    /// included file are shown on the `include` line that brings it in (or on the first line)
+    /// with the real place as related information.
+    pub fn diagnostics(&self) -> Vec<lsp_types::Diagnostic> {
+        self.report
+            .diagnostics
+            .iter()
+            .map(|d| self.convert(d))
+            .collect()
+    }
+
+    fn convert(&self, d: &Diagnostic) -> lsp_types::Diagnostic {
+        let primary = d.primary_span();
+        let mut related = Vec::new();
+        let mut message = d.message.clone();
+        let range = match primary {
+            Some(s) if s.file == ROOT => self.range(s),
+            Some(s) => {
+                let path = self.report.sources.path(s.file);
+                let line = self.range(s).start.line + 1;
+                message = format!("{}: line {line}: {message}", path.display());
+                self.include_of(s.file)
+                    .map_or_else(Range::default, |inc| self.range(inc))
+            }
+            None => Range::default(),
+        };
+        for l in &d.labels {
+            let is_main = Some(l.span) == primary && l.primary;
+            if is_main && l.span.file == ROOT {
+                if !l.message.is_empty() {
+                    message.push_str(&format!("\n{}", l.message));
+                }
+                continue;
+            }
+            if let Some(location) = self.location(l.span) {
+                related.push(DiagnosticRelatedInformation {
+                    location,
+                    message: if l.message.is_empty() {
+                        "here".to_string()
+                    } else {
+                        l.message.clone()
+                    },
+                });
+            }
+        }
+        if let Some(h) = &d.help {
+            message.push_str(&format!("\nhelp: {h}"));
+        }
+        for n in &d.notes {
+            message.push_str(&format!("\nnote: {n}"));
+        }
+        lsp_types::Diagnostic {
+            range,
+            severity: Some(match d.severity() {
+                Severity::Error => DiagnosticSeverity::ERROR,
+                Severity::Warning => DiagnosticSeverity::WARNING,
+            }),
+            code: Some(NumberOrString::String(d.code.id().to_string())),
+            code_description: None,
+            source: Some("mailflow".to_string()),
+            message,
+            related_information: (!related.is_empty()).then_some(related),
+            tags: None,
+            data: None,
+        }
+    }
+
+    /// The span of the `include "..."` of this document that names `file`, if one does.
+    fn include_of(&self, file: FileId) -> Option<Span> {
+        let target = canonical(self.report.sources.path(file));
+        let base = self
+            .report
+            .sources
+            .path(ROOT)
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default();
+        let (parsed, _) = crate::parse::parse_file(ROOT, self.root_text());
+        parsed.items.iter().find_map(|i| match i {
+            Item::Include(t) if canonical(&base.join(&t.value)) == target => Some(t.span),
+            _ => None,
+        })
+    }
+
+    /// The reference (`connector "X"`, `members "A"`, ...) at `offset` in the document.
+    fn reference_at(&self, offset: usize) -> Option<(RefKind, &crate::ast::Text)> {
+        self.report
+            .rule_sets
+            .iter()
+            .flat_map(|s| s.references.iter())
+            .find(|(_, t)| {
+                t.span.file == ROOT
+                    && (t.span.start as usize) <= offset
+                    && offset < t.span.end as usize
+            })
+            .map(|(k, t)| (*k, t))
+    }
+
+    fn definitions(&self, kind: RefKind, name: &str) -> Vec<Definition> {
+        let mut out = Vec::new();
+        for set in &self.report.rule_sets {
+            let r = &set.rules;
+            let mut add = |n: &crate::model::Spanned<String>, item: Span| {
+                if n.value == name {
+                    out.push(Definition { name: n.span, item });
+                }
+            };
+            match kind {
+                RefKind::ReceiveConnector => r
+                    .receive_connectors
+                    .iter()
+                    .for_each(|c| add(&c.name, c.span)),
+                RefKind::SendConnector => {
+                    r.send_connectors.iter().for_each(|c| add(&c.name, c.span))
+                }
+                RefKind::Recipient => r.recipients.iter().for_each(|c| add(&c.name, c.span)),
+                RefKind::Rule => r.rules.iter().for_each(|c| add(&c.name, c.span)),
+            }
+        }
+        out
+    }
+
+    /// Where the name at `pos` is defined (empty when there is no reference there).
+    pub fn definition(&self, pos: Position) -> Vec<Location> {
+        let Some((kind, text)) = self.reference_at(self.offset(pos)) else {
+            return Vec::new();
+        };
+        self.definitions(kind, &text.value)
+            .into_iter()
+            .filter_map(|d| self.location(d.name))
+            .collect()
+    }
+
+    /// Markdown for the thing at `pos`: a name reference, a diagnostic code or a keyword.
+    pub fn hover(&self, pos: Position) -> Option<(String, Range)> {
+        let offset = self.offset(pos);
+        if let Some((kind, text)) = self.reference_at(offset) {
+            return Some((
+                self.reference_hover(kind, &text.value),
+                self.range(text.span),
+            ));
+        }
+        let text = self.root_text();
+        let (start, end) = word_at(text, offset)?;
+        let word = text.get(start..end)?;
+        let range = self.range(Span::new(ROOT, start, end));
+        if let Some(code) = diagnostic_code(word) {
+            let i = code.info();
+            let md = format!(
+                "**{}** `{}`: {}\n\n{}",
+                i.id, i.name, i.summary, i.explanation
+            );
+            return Some((md, range));
+        }
+        if context_at(text, start) != Context::Code {
+            return None;
+        }
+        let k = keywords::lookup(word)?;
+        Some((keywords::hover_markdown(k), range))
+    }
+
+    fn reference_hover(&self, kind: RefKind, name: &str) -> String {
+        let defs = self.definitions(kind, name);
+        let Some(d) = defs.first() else {
+            return format!("no {} is named `{name}`", kind.describe());
+        };
+        let path = self.report.sources.path(d.item.file);
+        let line = self.range(d.name).start.line + 1;
+        let snippet = self.report.sources.snippet(d.item);
+        const MAX_LINES: usize = 12;
+        let mut shown: String = snippet
+            .lines()
+            .take(MAX_LINES)
+            .collect::<Vec<_>>()
+            .join("\n");
+        if snippet.lines().count() > MAX_LINES {
+            shown.push_str("\n  ...");
+        }
+        let file = path.file_name().map_or_else(
+            || path.display().to_string(),
+            |f| f.to_string_lossy().into_owned(),
+        );
+        format!(
+            "{} `{name}`, defined in `{file}` line {line}\n```mailflow\n{shown}\n```",
+            kind.describe()
+        )
+    }
+}
+
+/// The path of a `file:` URI.
+pub fn file_path(uri: &Url) -> Option<PathBuf> {
+    if uri.scheme() == "file" {
+        uri.to_file_path().ok()
+    } else {
+        None
+    }
+}
+
+fn canonical(path: &Path) -> PathBuf {
+    std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf())
+}
+
+fn is_word_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || c == '-' || c == '_'
+}
+
+/// The bounds of the word (letters, digits, `-`, `_`) around `offset`.
+fn word_at(text: &str, offset: usize) -> Option<(usize, usize)> {
+    let offset = offset.min(text.len());
+    let before = text.get(..offset)?;
+    let after = text.get(offset..)?;
+    let start = before
+        .char_indices()
+        .rev()
+        .take_while(|(_, c)| is_word_char(*c))
+        .last()
+        .map_or(offset, |(i, _)| i);
+    let end = offset
+        + after
+            .char_indices()
+            .find(|(_, c)| !is_word_char(*c))
+            .map_or(after.len(), |(i, _)| i);
+    (start < end).then_some((start, end))
+}
+
+/// `E012` or `W030` as a registry code.
+fn diagnostic_code(word: &str) -> Option<Code> {
+    let b = word.as_bytes();
+    let shaped = b.len() == 4
+        && matches!(b.first(), Some(b'E' | b'W'))
+        && b.iter().skip(1).all(u8::is_ascii_digit);
+    if shaped { Code::lookup(word) } else { None }
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Context {
+    Code,
+    String,
+    Comment,
+}
+
+/// Whether `offset` is in a string, a comment or plain code, judged from its line.
+fn context_at(text: &str, offset: usize) -> Context {
+    let line_start = text
+        .get(..offset)
+        .and_then(|t| t.rfind('\n'))
+        .map_or(0, |i| i + 1);
+    let mut in_string = false;
+    let mut escaped = false;
+    for c in text.get(line_start..offset).unwrap_or("").chars() {
+        if in_string {
+            match c {
+                _ if escaped => escaped = false,
+                '\\' => escaped = true,
+                '"' => in_string = false,
+                _ => {}
+            }
+        } else if c == '"' {
+            in_string = true;
+        } else if c == '#' {
+            return Context::Comment;
+        }
+    }
+    if in_string {
+        Context::String
+    } else {
+        Context::Code
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::*;
+
+    const RULES: &str = "\
+receive-connector \"Inbound from Office 365\" { tls off }
+send-connector \"Out\" { address-space * }
+accepted-domain contoso.com
+contact \"Officers\" { address officers@contoso.com; external o@fabrikam.com }
+group \"Board\" { address board@contoso.com; members \"Officers\" }
+# E012 is about addresses
+rule \"Only O365\" {
+  if connector \"Inbound from Office 365\"
+  stop
+}
+";
+
+    fn pos_of(text: &str, needle: &str, extra: usize) -> Position {
+        let off = text.find(needle).unwrap() + extra;
+        LineIndex::new(text).position(text, off)
+    }
+
+    fn analysis(text: &str) -> Analysis {
+        Analysis::new(&Url::parse("untitled:rules.mailflow").unwrap(), text)
+    }
+
+    #[test]
+    fn clean_text_has_no_diagnostics() {
+        assert!(analysis(RULES).diagnostics().is_empty());
+    }
+
+    #[test]
+    fn definition_of_a_connector_and_a_member() {
+        let a = analysis(RULES);
+        let defs = a.definition(pos_of(RULES, "if connector \"Inb", 15));
+        assert_eq!(defs.len(), 1);
+        assert_eq!(defs[0].range.start, Position::new(0, 18));
+        let defs = a.definition(pos_of(RULES, "members \"Off", 10));
+        assert_eq!(defs[0].range.start, Position::new(3, 8));
+        assert!(a.definition(Position::new(2, 3)).is_empty());
+    }
+
+    #[test]
+    fn hover_on_keyword_code_and_reference() {
+        let a = analysis(RULES);
+        let (md, _) = a.hover(pos_of(RULES, "stop", 1)).unwrap();
+        assert!(md.contains("No later rule runs"), "{md}");
+        let (md, range) = a.hover(pos_of(RULES, "E012", 2)).unwrap();
+        assert!(md.starts_with("**E012**"), "{md}");
+        assert_eq!(range.start, Position::new(5, 2));
+        let (md, _) = a.hover(pos_of(RULES, "members \"Off", 10)).unwrap();
+        assert!(md.contains("contact \"Officers\""), "{md}");
+        // A keyword-like word inside a comment or a string is not a keyword.
+        assert!(a.hover(pos_of(RULES, "about", 1)).is_none());
+        assert!(a.hover(pos_of(RULES, "from Office", 1)).is_none());
+    }
+
+    #[test]
+    fn words_and_contexts() {
+        assert_eq!(word_at("ab cd-e", 4), Some((3, 7)));
+        assert_eq!(word_at("ab cd-e", 7), Some((3, 7)));
+        assert_eq!(word_at("a  b", 2), None);
+        assert_eq!(context_at("x \"a # b\" c", 10), Context::Code);
+        assert_eq!(context_at("x \"a # b", 6), Context::String);
+        assert_eq!(context_at("x # \"", 5), Context::Comment);
+        assert_eq!(diagnostic_code("E012"), Some(Code::E012));
+        assert_eq!(diagnostic_code("E9999"), None);
+    }
+
+    #[test]
+    fn an_error_maps_to_its_utf16_range() {
+        let text = "contact \"Zoé😀\" { address not-an-address; external z@fabrikam.com }\n";
+        let d = analysis(text).diagnostics();
+        let e = d
+            .iter()
+            .find(|d| d.code == Some(NumberOrString::String("E012".into())))
+            .unwrap();
+        let col = "contact \"Zoé😀\" { address ".encode_utf16().count() as u32;
+        assert_eq!(e.range.start, Position::new(0, col));
+        assert_eq!(
+            e.range.end,
+            Position::new(0, col + "not-an-address".len() as u32)
+        );
+        assert_eq!(e.severity, Some(DiagnosticSeverity::ERROR));
+        assert_eq!(e.source.as_deref(), Some("mailflow"));
+    }
+}
