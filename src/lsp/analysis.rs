@@ -13,6 +13,7 @@ use lsp_types::{
     DiagnosticRelatedInformation, DiagnosticSeverity, Location, NumberOrString, Position, Range,
     Url,
 };
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 /// The file the report was made from is always the first one read.
@@ -100,31 +101,45 @@ impl Analysis {
     /// included file are shown on the `include` line that brings it in (or on the first line)
     /// with the real place as related information.
     pub fn diagnostics(&self) -> Vec<lsp_types::Diagnostic> {
+        let entry_points = self.entry_points();
         self.report
             .diagnostics
             .iter()
-            .map(|d| self.convert(d))
+            .map(|d| self.convert(d, &entry_points))
             .collect()
     }
 
-    fn convert(&self, d: &Diagnostic) -> lsp_types::Diagnostic {
-        let primary = d.primary_span();
+    fn convert(
+        &self,
+        d: &Diagnostic,
+        entry_points: &HashMap<FileId, Span>,
+    ) -> lsp_types::Diagnostic {
+        // The label `check` places the finding at: the first primary one, else the first.
+        let main = d
+            .labels
+            .iter()
+            .position(|l| l.primary)
+            .or((!d.labels.is_empty()).then_some(0));
+        let primary = main.and_then(|i| d.labels.get(i)).map(|l| l.span);
         let mut related = Vec::new();
         let mut message = d.message.clone();
         let range = match primary {
             Some(s) if s.file == ROOT => self.range(s),
             Some(s) => {
-                let path = self.report.sources.path(s.file);
-                let line = self.range(s).start.line + 1;
-                message = format!("{}: line {line}: {message}", path.display());
-                self.include_of(s.file)
-                    .map_or_else(Range::default, |inc| self.range(inc))
+                let (line, column) = self
+                    .report
+                    .sources
+                    .get(s.file)
+                    .map_or((0, 0), |f| f.line_col(s.start as usize));
+                message = format!("{}:{line}:{column}: {message}", self.display_path(s.file));
+                entry_points
+                    .get(&s.file)
+                    .map_or_else(Range::default, |inc| self.range(*inc))
             }
             None => Range::default(),
         };
-        for l in &d.labels {
-            let is_main = Some(l.span) == primary && l.primary;
-            if is_main && l.span.file == ROOT {
+        for (i, l) in d.labels.iter().enumerate() {
+            if Some(i) == main && l.span.file == ROOT {
                 if !l.message.is_empty() {
                     message.push_str(&format!("\n{}", l.message));
                 }
@@ -163,21 +178,56 @@ impl Analysis {
         }
     }
 
-    /// The span of the `include "..."` of this document that names `file`, if one does.
-    fn include_of(&self, file: FileId) -> Option<Span> {
-        let target = canonical(self.report.sources.path(file));
-        let base = self
-            .report
-            .sources
-            .path(ROOT)
-            .parent()
-            .map(Path::to_path_buf)
-            .unwrap_or_default();
-        let (parsed, _) = crate::parse::parse_file(ROOT, self.root_text());
-        parsed.items.iter().find_map(|i| match i {
-            Item::Include(t) if canonical(&base.join(&t.value)) == target => Some(t.span),
-            _ => None,
-        })
+    /// A file's path as shown in messages: relative to the document's folder when inside it.
+    fn display_path(&self, file: FileId) -> String {
+        let path = self.report.sources.path(file);
+        let root = self.report.sources.path(ROOT);
+        root.parent()
+            .and_then(|base| path.strip_prefix(base).ok())
+            .unwrap_or(path)
+            .display()
+            .to_string()
+    }
+
+    /// For each file read besides the document, the `include` or `import rewrites` in the
+    /// document through which it came in (directly or through other included files).
+    fn entry_points(&self) -> HashMap<FileId, Span> {
+        let sources = &self.report.sources;
+        // Who first names each file; the source map holds files in the order they were read.
+        let mut named_by: HashMap<PathBuf, (FileId, Span)> = HashMap::new();
+        for (id, f) in sources.iter() {
+            if f.path
+                .extension()
+                .is_some_and(|e| e.eq_ignore_ascii_case("csv"))
+            {
+                continue;
+            }
+            let base = f.path.parent().unwrap_or(Path::new(""));
+            let (parsed, _) = crate::parse::parse_file(id, &f.text);
+            for item in &parsed.items {
+                if let Item::Include(t) | Item::ImportRewrites(t) = item {
+                    named_by
+                        .entry(canonical(&base.join(&t.value)))
+                        .or_insert((id, t.span));
+                }
+            }
+        }
+        let mut out = HashMap::new();
+        for (id, f) in sources.iter().filter(|(id, _)| *id != ROOT) {
+            let mut path = canonical(&f.path);
+            // Bounded: include cycles are reported by `check`, not followed here.
+            for _ in 0..=sources.iter().count() {
+                let Some(&(by, span)) = named_by.get(&path) else {
+                    break;
+                };
+                if by == ROOT {
+                    out.insert(id, span);
+                    break;
+                }
+                path = canonical(sources.path(by));
+            }
+        }
+        out
     }
 
     /// The reference (`connector "X"`, `members "A"`, ...) at `offset` in the document.
