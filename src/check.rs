@@ -6,7 +6,7 @@ use crate::load::{LoadError, Workspace};
 use crate::model::RuleSet;
 use crate::resolve::Reference;
 use crate::source::SourceMap;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 /// One rule set after checking.
@@ -49,6 +49,15 @@ impl Report {
 /// Checks the rule sets named by `paths` (files, or folders of `.mailflow` files).
 pub fn check_paths(paths: &[PathBuf]) -> Result<Report, LoadError> {
     Ok(check_workspace(Workspace::load(paths)?))
+}
+
+/// [`check_paths`], with the rule files named in `overlays` read from there instead of from
+/// disk (an editor's unsaved buffers).
+pub fn check_paths_with(
+    paths: &[PathBuf],
+    overlays: HashMap<PathBuf, String>,
+) -> Result<Report, LoadError> {
+    Ok(check_workspace(Workspace::load_with(paths, overlays)?))
 }
 
 /// Checks one rule file.

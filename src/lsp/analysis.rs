@@ -1,6 +1,7 @@
-//! What the language server knows about one open file: the `check` report of the rule set
-//! rooted at it (its unsaved text, includes read from disk), and the answers drawn from it:
-//! LSP diagnostics, definitions and hover text. Nothing here speaks the protocol's framing.
+//! What the language server knows about one open file: the `check` report of its rule set
+//! (rooted at it, or at a nearby file that includes it; its unsaved text, the other files
+//! from disk), and the answers drawn from it: LSP diagnostics, definitions and hover text.
+//! Nothing here speaks the protocol's framing.
 
 use super::position::LineIndex;
 use crate::ast::Item;
@@ -16,14 +17,16 @@ use lsp_types::{
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-/// The file the report was made from is always the first one read.
-const ROOT: FileId = FileId(0);
+/// At most this many rule files near a document are looked at for one that includes it.
+const MAX_CANDIDATES: usize = 64;
 
 /// One checked open document.
 #[derive(Debug)]
 pub struct Analysis {
     uri: Url,
     report: Report,
+    /// The document's file in the report.
+    doc: FileId,
     index: LineIndex,
 }
 
@@ -35,22 +38,42 @@ struct Definition {
 }
 
 impl Analysis {
-    /// Checks `text` as the root of a rule set; `uri` says where it lives (a `file:` URI
-    /// makes its includes resolve against its folder).
+    /// Checks `text` as `mailflow check` would check the file it is the buffer of: as part of
+    /// the rule set of a nearby file that includes it (one in its folder or the folder
+    /// above), else as a rule set of its own. A `file:` URI makes includes resolve against
+    /// the document's folder; other URIs (unsaved buffers) against the current one.
     pub fn new(uri: &Url, text: &str) -> Analysis {
+        if let Some(path) = file_path(uri) {
+            if let Some((report, doc)) = within_including_rule_set(&path, text) {
+                return Analysis {
+                    uri: uri.clone(),
+                    report,
+                    doc,
+                    index: LineIndex::new(text),
+                };
+            }
+        }
         let name = file_path(uri).map_or_else(|| uri.to_string(), |p| p.display().to_string());
-        let report = check_text(&name, text);
         Analysis {
             uri: uri.clone(),
-            report,
+            report: check_text(&name, text),
+            // The text checked is always the first file read.
+            doc: FileId(0),
             index: LineIndex::new(text),
         }
+    }
+
+    /// The path of the rule file that includes the document, when it is part of another's
+    /// rule set (`None` when it is checked on its own).
+    pub fn included_from(&self) -> Option<&Path> {
+        let root = self.report.rule_sets.first()?;
+        (self.doc != FileId(0)).then_some(root.root.as_path())
     }
 
     fn root_text(&self) -> &str {
         self.report
             .sources
-            .get(ROOT)
+            .get(self.doc)
             .map_or("", |f| f.text.as_str())
     }
 
@@ -61,7 +84,7 @@ impl Analysis {
 
     /// The LSP range of a span, in whichever file it is.
     fn range(&self, span: Span) -> Range {
-        if span.file == ROOT {
+        if span.file == self.doc {
             let text = self.root_text();
             return Range::new(
                 self.index.position(text, span.start as usize),
@@ -81,7 +104,7 @@ impl Analysis {
     }
 
     fn uri_of(&self, file: FileId) -> Option<Url> {
-        if file == ROOT {
+        if file == self.doc {
             return Some(self.uri.clone());
         }
         let path = self.report.sources.path(file);
@@ -97,14 +120,19 @@ impl Analysis {
         Some(Location::new(self.uri_of(span.file)?, self.range(span)))
     }
 
-    /// The findings of `check`, as LSP diagnostics of this document. Findings located in an
-    /// included file are shown on the `include` line that brings it in (or on the first line)
-    /// with the real place as related information.
+    /// The findings of `check` that concern the document, as LSP diagnostics. Findings in a
+    /// file the document includes are shown on the `include` line that brings it in, with
+    /// the real place as related information. When the document is part of another file's
+    /// rule set, findings about the rest of that rule set are left to that file.
     pub fn diagnostics(&self) -> Vec<lsp_types::Diagnostic> {
         let entry_points = self.entry_points();
         self.report
             .diagnostics
             .iter()
+            .filter(|d| {
+                d.primary_span()
+                    .is_none_or(|s| s.file == self.doc || entry_points.contains_key(&s.file))
+            })
             .map(|d| self.convert(d, &entry_points))
             .collect()
     }
@@ -124,7 +152,7 @@ impl Analysis {
         let mut related = Vec::new();
         let mut message = d.message.clone();
         let range = match primary {
-            Some(s) if s.file == ROOT => self.range(s),
+            Some(s) if s.file == self.doc => self.range(s),
             Some(s) => {
                 let (line, column) = self
                     .report
@@ -139,7 +167,7 @@ impl Analysis {
             None => Range::default(),
         };
         for (i, l) in d.labels.iter().enumerate() {
-            if Some(i) == main && l.span.file == ROOT {
+            if Some(i) == main && l.span.file == self.doc {
                 if !l.message.is_empty() {
                     message.push_str(&format!("\n{}", l.message));
                 }
@@ -181,7 +209,7 @@ impl Analysis {
     /// A file's path as shown in messages: relative to the document's folder when inside it.
     fn display_path(&self, file: FileId) -> String {
         let path = self.report.sources.path(file);
-        let root = self.report.sources.path(ROOT);
+        let root = self.report.sources.path(self.doc);
         root.parent()
             .and_then(|base| path.strip_prefix(base).ok())
             .unwrap_or(path)
@@ -213,14 +241,14 @@ impl Analysis {
             }
         }
         let mut out = HashMap::new();
-        for (id, f) in sources.iter().filter(|(id, _)| *id != ROOT) {
+        for (id, f) in sources.iter().filter(|(id, _)| *id != self.doc) {
             let mut path = canonical(&f.path);
             // Bounded: include cycles are reported by `check`, not followed here.
             for _ in 0..=sources.iter().count() {
                 let Some(&(by, span)) = named_by.get(&path) else {
                     break;
                 };
-                if by == ROOT {
+                if by == self.doc {
                     out.insert(id, span);
                     break;
                 }
@@ -237,7 +265,7 @@ impl Analysis {
             .iter()
             .flat_map(|s| s.references.iter())
             .find(|(_, t)| {
-                t.span.file == ROOT
+                t.span.file == self.doc
                     && (t.span.start as usize) <= offset
                     && offset < t.span.end as usize
             })
@@ -291,7 +319,7 @@ impl Analysis {
         let text = self.root_text();
         let (start, end) = word_at(text, offset)?;
         let word = text.get(start..end)?;
-        let range = self.range(Span::new(ROOT, start, end));
+        let range = self.range(Span::new(self.doc, start, end));
         if let Some(code) = diagnostic_code(word) {
             let i = code.info();
             let md = format!(
@@ -333,6 +361,55 @@ impl Analysis {
             kind.describe()
         )
     }
+}
+
+/// The report of the largest rule set near `doc` that includes it (with `text` as its
+/// content), and the document's file in it.
+fn within_including_rule_set(doc: &Path, text: &str) -> Option<(Report, FileId)> {
+    let key = canonical(doc);
+    let folder = doc.parent()?;
+    let mut candidates = Vec::new();
+    for dir in [Some(folder), folder.parent()].into_iter().flatten() {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            continue;
+        };
+        let mut files: Vec<PathBuf> = entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|e| e == crate::load::EXTENSION))
+            .filter(|p| p.is_file() && canonical(p) != key)
+            .collect();
+        files.sort();
+        candidates.extend(files);
+    }
+    let mut best: Option<(Report, FileId)> = None;
+    for candidate in candidates.into_iter().take(MAX_CANDIDATES) {
+        // Only a file with an include can bring the document in; most have none.
+        let has_include = std::fs::read_to_string(&candidate)
+            .is_ok_and(|t| t.lines().any(|l| l.trim_start().starts_with("include")));
+        if !has_include {
+            continue;
+        }
+        let overlay = HashMap::from([(doc.to_path_buf(), text.to_string())]);
+        let Ok(report) = crate::check::check_paths_with(&[candidate], overlay) else {
+            continue;
+        };
+        let Some(id) = report
+            .sources
+            .iter()
+            .find(|(_, f)| canonical(&f.path) == key)
+            .map(|(id, _)| id)
+        else {
+            continue;
+        };
+        let files = report.sources.iter().count();
+        if best
+            .as_ref()
+            .is_none_or(|(b, _)| b.sources.iter().count() < files)
+        {
+            best = Some((report, id));
+        }
+    }
+    best
 }
 
 /// The path of a `file:` URI.
