@@ -663,3 +663,22 @@ fn exit_without_shutdown_is_status_1() {
     s.stdin = None;
     assert_eq!(s.wait().code(), Some(1));
 }
+
+/// The VS Code extension starts `mailflow.server.path lsp` and gets a working server: its
+/// activation runs under Node with stand-ins for the modules only VS Code provides.
+#[test]
+fn the_vscode_extension_starts_the_server() {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("editor/vscode/test/activate.js");
+    let out = Command::new("node")
+        .arg(&script)
+        .arg(BIN)
+        .output()
+        .expect("Node.js is needed (.ci/run installs the nodejs package)");
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "ok");
+}
