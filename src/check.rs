@@ -4,8 +4,9 @@
 use crate::diagnostic::{Diagnostic, Severity};
 use crate::load::{LoadError, Workspace};
 use crate::model::RuleSet;
+use crate::resolve::Reference;
 use crate::source::SourceMap;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 /// One rule set after checking.
@@ -15,6 +16,8 @@ pub struct CheckedRuleSet {
     pub root: PathBuf,
     /// What it resolved to (parts with errors are left out).
     pub rules: RuleSet,
+    /// Every name written where a definition is meant (`connector "X"`, `members "A"`).
+    pub references: Vec<Reference>,
 }
 
 /// The outcome of checking.
@@ -48,6 +51,15 @@ pub fn check_paths(paths: &[PathBuf]) -> Result<Report, LoadError> {
     Ok(check_workspace(Workspace::load(paths)?))
 }
 
+/// [`check_paths`], with the rule files named in `overlays` read from there instead of from
+/// disk (an editor's unsaved buffers).
+pub fn check_paths_with(
+    paths: &[PathBuf],
+    overlays: HashMap<PathBuf, String>,
+) -> Result<Report, LoadError> {
+    Ok(check_workspace(Workspace::load_with(paths, overlays)?))
+}
+
 /// Checks one rule file.
 pub fn check_file(path: &Path) -> Result<Report, LoadError> {
     check_paths(&[path.to_path_buf()])
@@ -68,12 +80,14 @@ fn check_workspace(ws: Workspace) -> Report {
     let mut all = diagnostics;
     let mut checked = Vec::new();
     for set in rule_sets {
-        let (rules, diags) = crate::resolve::resolve(&sources, &set.items, &set.broken);
+        let (rules, diags, references) =
+            crate::resolve::resolve_with_references(&sources, &set.items, &set.broken);
         all.extend(diags);
         all.extend(crate::lint::lint(&rules));
         checked.push(CheckedRuleSet {
             root: set.root,
             rules,
+            references,
         });
     }
     // A file shared by several rule sets would otherwise be reported once per set.

@@ -48,6 +48,8 @@ pub struct Workspace {
     /// Problems found while reading (syntax, includes, CSV).
     pub diagnostics: Vec<Diagnostic>,
     parsed: HashMap<PathBuf, (FileId, File)>,
+    /// Texts to use instead of what is on disk, by canonical path (an editor's unsaved buffers).
+    overlays: HashMap<PathBuf, String>,
 }
 
 /// The extension of rule files.
@@ -115,7 +117,22 @@ impl Workspace {
     /// Loads every rule set named by `paths`: a file is a rule set; in a folder, every
     /// `.mailflow` file (recursively) that no other file there includes is one.
     pub fn load(paths: &[PathBuf]) -> Result<Workspace, LoadError> {
-        let mut ws = Workspace::default();
+        Workspace::load_with(paths, HashMap::new())
+    }
+
+    /// [`Workspace::load`], reading the rule files named in `overlays` (keys are paths as
+    /// given or canonical) from there instead of from disk.
+    pub fn load_with(
+        paths: &[PathBuf],
+        overlays: HashMap<PathBuf, String>,
+    ) -> Result<Workspace, LoadError> {
+        let mut ws = Workspace {
+            overlays: overlays
+                .into_iter()
+                .map(|(p, text)| (canonical(&p), text))
+                .collect(),
+            ..Workspace::default()
+        };
         let mut roots = Vec::new();
         for path in paths {
             let md = std::fs::metadata(path).map_err(|e| LoadError::Unreadable {
@@ -195,7 +212,10 @@ impl Workspace {
         if let Some((id, _)) = self.parsed.get(&key) {
             return Ok(*id);
         }
-        let text = read_limited_string(path).map_err(|e| crate::resolve::io_reason(&e))?;
+        let text = match self.overlays.get(&key) {
+            Some(text) => text.clone(),
+            None => read_limited_string(path).map_err(|e| crate::resolve::io_reason(&e))?,
+        };
         let id = self.sources.add(path.to_path_buf(), text);
         let text = self.sources.get(id).map(|f| f.text.as_str()).unwrap_or("");
         let (file, diags) = parse_file(id, text);

@@ -7,6 +7,7 @@ mod explain;
 mod fmt;
 mod generate;
 mod graph;
+mod lsp;
 mod relay;
 mod test;
 
@@ -68,6 +69,9 @@ enum Command {
     Completions(CompletionsArgs),
     /// Print the man page, or write one per subcommand into a folder.
     Man(ManArgs),
+    /// Run the language server on stdin and stdout (for editors: diagnostics while typing,
+    /// hover, go to definition).
+    Lsp,
 }
 
 #[derive(Debug, clap::Args)]
@@ -325,6 +329,7 @@ pub fn run(cli: Cli) -> Exit {
                 GraphFormat::Dot => mailflow::graph::Format::Dot,
             },
         ),
+        Command::Lsp => lsp::run(),
         Command::Test(a) => test::run(&a.paths, a.verbose),
         Command::Compile(a) => compile::run(&a.rules, &a.output),
         Command::DryRun(a) => dry_run::run(dry_run::DryRun {

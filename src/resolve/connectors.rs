@@ -13,7 +13,7 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use std::path::PathBuf;
 
-const RECEIVE: Schema = &[
+pub(super) const RECEIVE: Schema = &[
     ("listen", Arity::List),
     ("remote", Arity::List),
     ("fqdn", Arity::One),
@@ -33,7 +33,7 @@ const RECEIVE: Schema = &[
     ("max-hop-count", Arity::One),
 ];
 
-const SEND: Schema = &[
+pub(super) const SEND: Schema = &[
     ("address-space", Arity::Groups),
     ("smart-host", Arity::List),
     ("tls", Arity::One),

@@ -24,15 +24,23 @@ use std::path::PathBuf;
 
 /// What a name refers to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub(crate) enum RefKind {
+pub enum RefKind {
+    /// A `receive-connector` (rule `connector` conditions, test `connector`).
     ReceiveConnector,
+    /// A `send-connector` (`expect delivered ... via`).
     SendConnector,
+    /// A `contact`, `group` or `mail-user` (group `members`).
     Recipient,
+    /// A `rule` (`expect fired`, `expect not-fired`).
     Rule,
 }
 
+/// A name written where a definition is meant: `connector "X"`, `members "A"`, ...
+pub type Reference = (RefKind, Text);
+
 impl RefKind {
-    fn describe(self) -> &'static str {
+    /// What it is, in words (`receive connector`).
+    pub fn describe(self) -> &'static str {
         match self {
             RefKind::ReceiveConnector => "receive connector",
             RefKind::SendConnector => "send connector",
@@ -66,6 +74,16 @@ pub fn resolve(
     items: &[Item],
     broken: &[BrokenItem],
 ) -> (RuleSet, Vec<Diagnostic>) {
+    let (set, diags, _) = resolve_with_references(sources, items, broken);
+    (set, diags)
+}
+
+/// [`resolve`], also returning every name reference met (for go-to-definition).
+pub fn resolve_with_references(
+    sources: &SourceMap,
+    items: &[Item],
+    broken: &[BrokenItem],
+) -> (RuleSet, Vec<Diagnostic>, Vec<Reference>) {
     let mut r = Resolver {
         sources,
         diags: Vec::new(),
@@ -96,7 +114,22 @@ pub fn resolve(
     r.order_rules();
     r.duplicate_addresses();
     r.test_envelopes();
-    (r.set, r.diags)
+    (r.set, r.diags, r.refs)
+}
+
+/// Every setting name a block accepts (for the keyword documentation's test).
+#[cfg(test)]
+pub(crate) fn setting_names() -> Vec<&'static str> {
+    [
+        connectors::RECEIVE,
+        connectors::SEND,
+        recipients::CONTACT,
+        recipients::GROUP,
+        test_cases::TEST,
+    ]
+    .iter()
+    .flat_map(|s| s.iter().map(|(name, _)| *name))
+    .collect()
 }
 
 /// A short reason for an I/O error, without the OS error number.
@@ -276,7 +309,7 @@ impl Resolver<'_> {
                 RefKind::Rule => set.rules.iter().map(|c| c.name.value.clone()).collect(),
             }
         };
-        let refs = std::mem::take(&mut self.refs);
+        let refs = self.refs.clone();
         let mut cache: HashMap<RefKind, HashSet<String>> = HashMap::new();
         for (kind, t) in refs {
             let known = cache

@@ -8,13 +8,13 @@ use crate::diagnostic::{Code, Diagnostic};
 use crate::model::{Member, Recipient, RecipientKind, Spanned};
 use crate::source::Span;
 
-const CONTACT: Schema = &[
+pub(super) const CONTACT: Schema = &[
     ("address", Arity::List),
     ("external", Arity::One),
     ("hidden", Arity::Flag),
 ];
 
-const GROUP: Schema = &[
+pub(super) const GROUP: Schema = &[
     ("address", Arity::List),
     ("members", Arity::List),
     ("authenticated-senders-only", Arity::Flag),

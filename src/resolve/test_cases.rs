@@ -8,7 +8,7 @@ use crate::ast::{self, ExpectationKind, Text};
 use crate::diagnostic::{Code, Diagnostic};
 use crate::model::{Address, AuthAs, Expect, Spanned, TestCase};
 
-const TEST: Schema = &[
+pub(super) const TEST: Schema = &[
     ("connector", Arity::One),
     ("client-ip", Arity::One),
     ("tls-peer", Arity::One),
