@@ -13,6 +13,7 @@ pub mod deliver;
 pub mod diagnostic;
 pub mod eval;
 pub mod graph;
+pub mod import;
 pub mod lint;
 pub mod load;
 pub mod model;
