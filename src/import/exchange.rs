@@ -56,7 +56,7 @@ pub(super) fn import(
             (items, st.failed)
         },
     );
-    findings.extend(script.diagnostics);
+    findings.extend(script.diagnostics.iter().cloned());
     findings.extend(refused);
     (out, findings)
 }
@@ -599,6 +599,7 @@ impl State<'_> {
                 }
             }
             Body::Pipeline(cmds) => self.pipeline(&mut ctx, s, cmds),
+            Body::Broken(d) => ctx.diags.push((**d).clone()),
         }
         let failed = ctx.has_errors();
         if failed {
@@ -1224,7 +1225,8 @@ impl State<'_> {
                     (&*internal, "InternalAddress"),
                     (&*external, "ExternalAddress"),
                 ] {
-                    if v.is_empty() && target.is_none() {
+                    // A value that failed to resolve is reported already.
+                    if v.is_empty() && target.is_none() && !ctx.has_errors() {
                         ctx.error(missing(c, p, "a required value"));
                     }
                 }
@@ -1309,7 +1311,7 @@ impl State<'_> {
                         }
                     }
                 }
-                if target.is_none() {
+                if target.is_none() && !ctx.has_errors() {
                     if addresses.is_empty() {
                         ctx.error(
                             Diagnostic::new(
@@ -2694,7 +2696,12 @@ fn bad_param(a: &Arg, why: &str) -> Diagnostic {
 }
 
 fn no_effect(a: &Arg, what: &str, why: &str) -> Diagnostic {
-    Diagnostic::new(Code::W041, format!("`{what}` in `-{}` is left out", a.name))
+    let message = if what == a.name {
+        format!("`-{what}` is left out")
+    } else {
+        format!("`{what}` in `-{}` is left out", a.name)
+    };
+    Diagnostic::new(Code::W041, message)
         .primary(
             a.value.as_ref().map_or(a.span, |v| v.span),
             "no mailflow equivalent",

@@ -77,16 +77,18 @@ pub struct Command {
 }
 
 /// What a statement does.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum Body {
     /// `Get-X id | Set-X ...`: one or more commands.
     Pipeline(Vec<Command>),
     /// A value on its own, such as `$group.EmailAddresses` (PowerShell prints it).
     Expression(Value),
+    /// Lines that cannot be read; the finding says why.
+    Broken(Box<Diagnostic>),
 }
 
 /// One statement: a line (or lines joined by continuations) up to `;` or the end.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Statement {
     /// `$x = ...`: the variable assigned.
     pub assign: Option<Token>,
@@ -128,6 +130,8 @@ enum Raw {
 /// A logical line being gathered: its raw tokens and where it came from.
 struct Logical {
     raw: Vec<Raw>,
+    /// The first error met while reading its lines.
+    broken: Option<Diagnostic>,
     start: usize,
     end: usize,
     text: String,
@@ -196,11 +200,23 @@ pub fn parse(file: FileId, text: &str) -> Script {
             continued: false,
         };
         lexer.run();
-        script.diagnostics.append(&mut lexer.diags);
-        let ends_open =
-            lexer.continued || matches!(lexer.out.last(), Some(Raw::Pipe(_) | Raw::Comma(_)));
+        let error = lexer.diags.first().cloned();
+        let next_is_command = text
+            .get(offset..)
+            .and_then(|rest| rest.lines().next())
+            .is_some_and(|next| {
+                starts_with_command(next.get(strip_prompt(next).0..).unwrap_or(""))
+            });
+        // A trailing comma continues a list, unless the next line is plainly a new command
+        // (a list item never looks like `New-Thing`).
+        let ends_open = lexer.continued
+            || matches!(lexer.out.last(), Some(Raw::Pipe(_)))
+            || (matches!(lexer.out.last(), Some(Raw::Comma(_))) && !next_is_command);
         match logical.last_mut() {
             Some(l) if continuing || wrapped => {
+                if l.broken.is_none() {
+                    l.broken = error;
+                }
                 l.raw.append(&mut lexer.out);
                 l.end = at + trimmed.len();
                 l.text.push(' ');
@@ -210,6 +226,7 @@ pub fn parse(file: FileId, text: &str) -> Script {
             }
             _ => logical.push(Logical {
                 raw: lexer.out,
+                broken: error,
                 start: at,
                 end: at + trimmed.len(),
                 text: trimmed.trim_end_matches('`').trim_end().to_string(),
@@ -221,23 +238,27 @@ pub fn parse(file: FileId, text: &str) -> Script {
     }
     for l in logical {
         let span = Span::new(file, l.start, l.end);
+        let mut push = |assign, body| {
+            script.statements.push(Statement {
+                assign,
+                body,
+                span,
+                text: l.text.clone(),
+                lines: l.lines,
+                original: l.original.clone(),
+            })
+        };
+        if let Some(d) = l.broken {
+            push(None, Body::Broken(Box::new(d)));
+            continue;
+        }
         for part in l.raw.split(|r| *r == Raw::Semi) {
             if part.is_empty() {
                 continue;
             }
             match statement(part, span) {
-                Ok(body_and_assign) => {
-                    let (assign, body) = body_and_assign;
-                    script.statements.push(Statement {
-                        assign,
-                        body,
-                        span,
-                        text: l.text.clone(),
-                        lines: l.lines,
-                        original: l.original.clone(),
-                    });
-                }
-                Err(d) => script.diagnostics.push(d),
+                Ok((assign, body)) => push(assign, body),
+                Err(d) => push(None, Body::Broken(Box::new(d))),
             }
         }
     }
@@ -618,6 +639,12 @@ fn not_a_command(part: &[Raw], line: Span) -> Diagnostic {
         .help("keep only command lines in the file; output and prose can go in `#` comments")
 }
 
+/// Whether a line starts with a cmdlet name followed by a space or its end.
+fn starts_with_command(line: &str) -> bool {
+    let first = line.split_whitespace().next().unwrap_or("");
+    first.contains('-') && is_command_name(first)
+}
+
 /// `Verb-Noun`, or one of the formatting aliases people pipe into.
 fn is_command_name(word: &str) -> bool {
     const ALIASES: [&str; 9] = [
@@ -720,7 +747,7 @@ mod tests {
     fn commands(s: &Statement) -> &[Command] {
         match &s.body {
             Body::Pipeline(c) => c,
-            Body::Expression(_) => panic!("not a pipeline"),
+            _ => panic!("not a pipeline"),
         }
     }
 
@@ -765,9 +792,20 @@ mod tests {
             panic!()
         };
         assert_eq!(v.items[0].kind, TokenKind::Placeholder);
-        let s = parse(FileId(0), "New-X -Name \"open\nName Alias\n");
-        assert_eq!(s.diagnostics.len(), 2);
-        assert_eq!(s.diagnostics[0].code, Code::E076);
+        let s = parse(
+            FileId(0),
+            "New-X -Name \"open\nName Alias\nNew-Y -A b,\nNew-Z\n",
+        );
+        let broken: Vec<Code> = s
+            .statements
+            .iter()
+            .filter_map(|s| match &s.body {
+                Body::Broken(d) => Some(d.code),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(broken, [Code::E076, Code::E076, Code::E076]);
+        assert_eq!(s.statements.len(), 4);
     }
 
     #[test]
