@@ -178,7 +178,9 @@ fn render(
     if !failed.is_empty() {
         push(&mut r, "", None);
         push(&mut r, &format!("# {:-<64} not imported", ""), None);
-        for (u, d) in failed {
+        let mut in_order: Vec<(&usize, &Diagnostic)> = failed.iter().collect();
+        in_order.sort_by_key(|(u, _)| units.get(**u).map(|x| x.lines));
+        for (u, d) in in_order {
             let Some(unit) = units.get(*u) else { continue };
             push(&mut r, "", None);
             push(
@@ -378,7 +380,21 @@ fn csv_rows(
             }
         })
         .collect();
+    let mut units = units;
     let mut failed: BTreeMap<usize, Diagnostic> = BTreeMap::new();
+    // Rows the CSV reader could not read at all are kept as comments too.
+    for d in diags.iter().filter(|d| d.severity() == Severity::Error) {
+        if let Some(s) = d.primary_span() {
+            let line = line_of(s);
+            let row = text.lines().nth(line.saturating_sub(1)).unwrap_or("");
+            failed.insert(units.len(), d.clone());
+            units.push(Unit {
+                lines: (line, line),
+                text: row.to_string(),
+                original: vec![row.to_string()],
+            });
+        }
+    }
     for d in resolved.iter().filter(|d| d.severity() == Severity::Error) {
         if let Some(s) = d.primary_span() {
             if let Some(i) = rows
