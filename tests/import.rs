@@ -186,6 +186,26 @@ fn stdout_and_unreadable_files() {
     assert_eq!(text.matches("\nrewrite ").count(), 5, "{text}");
 
     let out = Command::new(BIN)
+        .current_dir(root)
+        .args([
+            "import",
+            "exchange",
+            "tests/fixtures/import/exchange/E070-unsupported-cmdlet.ps1",
+            "--format",
+            "json",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let json: serde_json::Value = serde_json::from_slice(&out.stderr).unwrap();
+    assert!(json.to_string().contains("\"E070\""), "{json}");
+    assert!(
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .contains("accepted-domain contoso.com")
+    );
+
+    let out = Command::new(BIN)
         .args(["import", "exchange", "/nonexistent/file.ps1"])
         .output()
         .unwrap();
@@ -204,4 +224,42 @@ fn stdout_and_unreadable_files() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
+}
+
+/// The importer never panics and its output always passes `check`, whatever part of a
+/// command line it is given: every prefix of each fixture (cut at every 5th character, so
+/// inside strings, brackets, parameters and hashtables).
+#[test]
+fn every_prefix_of_every_fixture_imports_into_a_rule_set_check_accepts() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let options = mailflow::import::Options::default();
+    let dir = root.join("tests/fixtures/import/exchange");
+    let mut cases = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|e| e != "ps1") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        let cuts: Vec<usize> = text
+            .char_indices()
+            .map(|(i, _)| i)
+            .step_by(5)
+            .chain([text.len()])
+            .collect();
+        for cut in cuts {
+            let part = &text[..cut];
+            let result = mailflow::import::exchange(Path::new("cut.ps1"), part, &options);
+            let report = mailflow::check::check_text("imported.mailflow", &result.text);
+            assert!(
+                !report.has_errors(),
+                "{} cut at {cut}:\n{}\n{:#?}",
+                path.display(),
+                result.text,
+                report.diagnostics
+            );
+            cases += 1;
+        }
+    }
+    assert!(cases > 500, "{cases}");
 }

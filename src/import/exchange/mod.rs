@@ -755,7 +755,16 @@ impl State<'_> {
                 .flat_map(|o| o.ids.iter().map(String::as_str))
                 .collect();
             d = match did_you_mean(&want, names) {
-                Some(s) => d.help(format!("did you mean `{s}`?")),
+                Some(s) => {
+                    // Identities are kept in lowercase; show the name as it was written.
+                    let written = self
+                        .objects
+                        .iter()
+                        .flatten()
+                        .find(|o| lower(&o.name) == s)
+                        .map_or(s, |o| o.name.as_str());
+                    d.help(format!("did you mean `{written}`?"))
+                }
                 None => d.help("create it with a `New-` command before this line"),
             };
         }
