@@ -143,9 +143,10 @@ impl State<'_> {
             b.take(p);
         }
         if let Some(a) = b.take("Name") {
-            // Renaming: the old name still finds it in this file.
+            // `Set-X -Name NEW` renames; later commands may use either name.
             if let Some(n) = a.value.as_ref().and_then(|v| self.resolve_one(ctx, v)) {
                 obj.ids.push(lower(&n));
+                obj.name = n;
             }
         }
         if let Some(a) = b.take("Enabled") {
