@@ -14,6 +14,7 @@ pub mod diagnostic;
 pub mod eval;
 pub mod fmt;
 pub mod graph;
+pub mod import;
 pub mod keywords;
 pub mod lint;
 pub mod load;

@@ -7,6 +7,7 @@ mod explain;
 mod fmt;
 mod generate;
 mod graph;
+mod import;
 mod lsp;
 mod relay;
 mod test;
@@ -65,6 +66,9 @@ enum Command {
     Track(TrackArgs),
     /// Draw a rule set's mail flow (Mermaid or Graphviz DOT).
     Graph(GraphArgs),
+    /// Translate Exchange configuration (PowerShell commands, rewrite CSV) into a rule set.
+    #[command(subcommand)]
+    Import(ImportCommand),
     /// Print a shell completion script (`source <(mailflow completions bash)`).
     Completions(CompletionsArgs),
     /// Print the man page, or write one per subcommand into a folder.
@@ -86,6 +90,52 @@ struct ManArgs {
     /// Write mailflow.1 and mailflow-SUBCOMMAND.1 into this folder instead.
     #[arg(long, value_name = "DIR")]
     dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+enum ImportCommand {
+    /// Exchange PowerShell command lines (New-ReceiveConnector, New-TransportRule, ...).
+    Exchange(ImportExchangeArgs),
+    /// An address rewrite CSV (Name,InternalAddress,ExternalAddress,ExceptionList,OutboundOnly).
+    Csv(ImportCsvArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct ImportCommon {
+    /// Write the rule set here instead of standard output (relative paths in it, such as
+    /// certificates, are relative to this file's folder).
+    #[arg(short, long, value_name = "FILE")]
+    output: Option<PathBuf>,
+    /// Format of the findings, written to standard error.
+    #[arg(long, value_enum, default_value_t = Format::Human)]
+    format: Format,
+    /// Color human output.
+    #[arg(long, value_enum, default_value_t = ColorChoice::Auto)]
+    color: ColorChoice,
+}
+
+#[derive(Debug, clap::Args)]
+struct ImportExchangeArgs {
+    /// A file of PowerShell command lines (prompts such as `[PS] C:\>` may stay).
+    #[arg(value_name = "FILE.ps1")]
+    file: PathBuf,
+    /// PEM certificate for connectors that use TLS (Exchange keeps it in the machine store).
+    #[arg(long, value_name = "PEM")]
+    certificate: Option<String>,
+    /// The certificate's PEM private key.
+    #[arg(long, value_name = "KEY")]
+    key: Option<String>,
+    #[command(flatten)]
+    common: ImportCommon,
+}
+
+#[derive(Debug, clap::Args)]
+struct ImportCsvArgs {
+    /// The CSV file (as `Get-AddressRewriteEntry | Export-Csv` writes it).
+    #[arg(value_name = "FILE.csv")]
+    file: PathBuf,
+    #[command(flatten)]
+    common: ImportCommon,
 }
 
 #[derive(Debug, clap::Args)]
@@ -331,6 +381,24 @@ pub fn run(cli: Cli) -> Exit {
         ),
         Command::Lsp => lsp::run(),
         Command::Test(a) => test::run(&a.paths, a.verbose),
+        Command::Import(ImportCommand::Exchange(a)) => import::run(import::Args {
+            source: import::Source::Exchange,
+            file: a.file,
+            output: a.common.output,
+            certificate: a.certificate,
+            key: a.key,
+            format: a.common.format,
+            color: a.common.color,
+        }),
+        Command::Import(ImportCommand::Csv(a)) => import::run(import::Args {
+            source: import::Source::Csv,
+            file: a.file,
+            output: a.common.output,
+            certificate: None,
+            key: None,
+            format: a.common.format,
+            color: a.common.color,
+        }),
         Command::Compile(a) => compile::run(&a.rules, &a.output),
         Command::DryRun(a) => dry_run::run(dry_run::DryRun {
             rules: a.rules,

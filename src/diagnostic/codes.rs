@@ -1,6 +1,7 @@
 //! The registry of diagnostic codes: one place that says what every `E0xx` error and `W0xx`
 //! warning means. Codes are grouped by range (E00x files and syntax, E01x names and values,
-//! E02x rewrites, E03x connectors, E04x rules, E05x recipients, E06x tests; the W ranges
+//! E02x rewrites, E03x connectors, E04x rules, E05x recipients, E06x tests, E07x and W04x
+//! `mailflow import`; the other W ranges
 //! mirror them) and a code is never reused for something else.
 
 use serde::Serialize;
@@ -485,6 +486,98 @@ test \"x\" {
 
 Fix the envelope or the expectation.";
 
+    /// A cmdlet `mailflow import exchange` cannot translate.
+    E070 = "unsupported-cmdlet", "this cmdlet cannot be imported",
+"`mailflow import exchange` translates the cmdlets that configure an Edge Transport server's mail flow: accepted domains, receive and send connectors, address rewrite entries, transport rules, mail contacts, mail users and distribution groups (see docs/import.md). Other cmdlets, such as Exchange Online's `Set-UnifiedGroup` or the MSOnline `Remove-MsolUser`, change things mailflow does not hold, so the command is not imported.
+
+```powershell
+Set-UnifiedGroup Officers -EmailAddresses:@{add=officers@domain.mail.onmicrosoft.com}
+```
+
+Leave the command where it runs (Exchange Online), or write what it means in mailflow by hand.";
+
+    /// A parameter `mailflow import exchange` does not know for this cmdlet.
+    E071 = "unknown-parameter", "this cmdlet has no such parameter that mailflow can import",
+"The parameter is not one of the cmdlet's (PowerShell would refuse the whole command too), or it is one mailflow cannot translate. Parameter names may be shortened as PowerShell allows, as long as only one parameter starts that way. The whole command is left out of the rule set.
+
+```powershell
+New-MailContact -Name Officers -ExternalEmailAddress officers@cloud.example -OrganizatisonalUnit Contacts
+```
+
+Fix the spelling (`-OrganizationalUnit`), or remove the parameter.";
+
+    /// A parameter value without a mailflow equivalent.
+    E072 = "unsupported-value", "a parameter's value has no mailflow equivalent",
+"The parameter is known, but this value asks for something mailflow does not do, such as `AcceptCloudServicesMail` in `-TlsDomainCapabilities` or `-Usage Client` (SMTP AUTH). Importing the rest would change what the object does, so the command is left out.
+
+```powershell
+Set-ReceiveConnector Hybrid -TlsDomainCapabilities mail.protection.outlook.com:AcceptCloudServicesMail
+```
+
+Remove the value, or write the nearest mailflow setting by hand (the help of the finding names it).";
+
+    /// A placeholder or a variable without a value.
+    E073 = "unresolved-placeholder", "a placeholder or variable has no value",
+"The command holds template text from documentation (`[EOP remote Ranges]`, `<ServerName>`), a variable that is never assigned, or the result of a command mailflow does not run (`$cert.Subject`). The importer cannot guess the value.
+
+```powershell
+New-ReceiveConnector -Name \"From EOP\" -RemoteIPRanges [EOP remote Ranges] -Bindings 0.0.0.0:25
+```
+
+Write the real value into the command, here the Exchange Online Protection ranges: `-RemoteIPRanges 40.92.0.0/15, 40.107.0.0/16, 52.100.0.0/14, 104.47.0.0/17`.";
+
+    /// A command changes an object no earlier command created.
+    E074 = "unknown-identity", "the object a command changes is not created earlier in the file",
+"`Set-`, `Add-` and `Remove-` commands change an object by its identity (name, alias, display name or address). The importer knows only the objects created earlier in the same file, so it cannot tell what the command changes: the object is missing, misspelt, or its `New-` command was not imported.
+
+```powershell
+New-MailContact -Name Officers-Contact -ExternalEmailAddress officers@cloud.example -PrimarySmtpAddress officers-contact@example.org
+Set-MailContact Oficers-Contact -HiddenFromAddressListsEnabled $true
+```
+
+Spell the identity as the object was created, or put the command that creates it first.";
+
+    /// A required parameter is missing.
+    E075 = "missing-parameter", "a parameter mailflow needs is missing",
+"The command leaves out a value that Exchange would fill in from its directory (an email address policy, the server's defaults) or that the cmdlet requires, so the importer cannot know it.
+
+```powershell
+Enable-MailUser BlogTest -ExternalEmailAddress user@microsoft.com
+```
+
+Give it in the command: `-PrimarySmtpAddress BlogTest@domain.com`.";
+
+    /// A line that is not a PowerShell command.
+    E076 = "powershell-syntax", "a line cannot be read as a powershell command",
+"The importer reads command lines (with or without a `PS C:\\>` prompt): a cmdlet name, then its parameters and values. The line is output pasted with the commands, has an unclosed quote or bracket, a list that ends with a comma, or a parameter given twice.
+
+```powershell
+New-TransportRule -Name \"Drop external mail -FromScope NotInOrganization
+```
+
+Close the quote; keep output and prose out of the file, or in `#` comments.";
+
+    /// TLS was asked for but no certificate files were given to the importer.
+    E077 = "certificate-not-given", "tls needs a certificate the importer was not given",
+"Exchange keeps the SMTP certificate in the machine's certificate store; mailflow reads a PEM certificate and key from files. A connector that offers or requires TLS (`-RequireTLS $true`, `-AuthMechanism Tls`, `-TlsDomainCapabilities`, `-TlsCertificateName`) cannot be imported without them.
+
+```powershell
+Set-ReceiveConnector \"From EOP\" -RequireTls:$true
+```
+
+Export the certificate (`Export-ExchangeCertificate`, then convert it to PEM) and run `mailflow import exchange FILE.ps1 --certificate edge.pem --key edge.key`.";
+
+    /// `check` refuses what a command was translated to.
+    E078 = "translation-refused", "check refuses what a command was translated to",
+"The command was translated, but the result does not pass `mailflow check`: an address that is not valid, a range that overlaps another connector's, two recipients with the same address. The finding quotes what `check` said; the command is left out, so the imported rule set still passes.
+
+```powershell
+New-MailContact -Name A -ExternalEmailAddress a@cloud.example -PrimarySmtpAddress officers@example.org
+New-DistributionGroup -Name B -PrimarySmtpAddress officers@example.org
+```
+
+Fix the command, or import it and fix the rule set by hand.";
+
     /// A rewrite entry is shadowed by another.
     W001 = "rewrite-shadowed", "a rewrite entry never applies because another covers it",
 "An entry applies only when no closer entry matches (address before domain before wildcard). This entry is identical to another, or a wildcard covers it with the same result, so it changes nothing.
@@ -621,6 +714,37 @@ contact \"Officers\" { address officers@example.org; external officers@cloud.exa
 ```
 
 Add `accepted-domain example.org`, or fix the address.";
+
+    /// A command that only reads configuration.
+    W040 = "read-only-command", "this command only reads configuration; there is nothing to import",
+"`Get-` cmdlets, `Format-List` (`fl`) and values shown on their own (`$group.EmailAddresses`) change nothing, so they translate to nothing. A `Get-` command that feeds a `Set-` command through a pipeline names the object to change and is not reported.
+
+```powershell
+Get-ReceiveConnector | fl Name, TlsDomainCapabilities
+```
+
+Nothing to do; remove the line to silence the warning.";
+
+    /// A parameter that changes nothing mailflow models.
+    W041 = "parameter-without-effect", "a parameter has no equivalent in mailflow and is left out",
+"The parameter does something in Exchange that mailflow does not model, and leaving it out does not weaken the rest: SMTP AUTH permission groups (`ExchangeUsers`), protocol logging, banners. The finding's help says what mailflow does instead.
+
+```powershell
+New-ReceiveConnector -Name Internet -PermissionGroups AnonymousUsers, ExchangeUsers -Bindings 0.0.0.0:25
+```
+
+Nothing to do if that is acceptable; otherwise configure the behaviour outside mailflow.";
+
+    /// A command was continued on the next line without a backtick.
+    W042 = "command-wrapped", "a command continues on the next line without a backtick",
+"A blog or terminal wrapped a long command, so the next line starts with a value or parameter of the line above. PowerShell would run the first line alone; the importer joins them, as was meant.
+
+```powershell
+New-DistributionGroup -Name Officers -PrimarySmtpAddress
+\"officers@domain.org\"
+```
+
+Join the lines, or end the first with a backtick (`).";
 }
 
 /// The whole registry as Markdown: the text of `docs/diagnostics.md`.
