@@ -137,6 +137,16 @@ pub(super) fn run(a: RelayArgs) -> Exit {
 
 async fn serve(options: RelayOptions) -> Exit {
     use tokio::signal::unix::{SignalKind, signal};
+    // Handlers go in before the pid file and the ready line announce us: a SIGHUP or
+    // SIGTERM sent the moment we are announced must reload or drain, not kill.
+    let (Ok(mut hup), Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::hangup()),
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        eprintln!("error: cannot install signal handlers");
+        return Exit::Error;
+    };
     let pid_file = options.spool.join("mailflow.pid");
     let relay = match Relay::start(options).await {
         Ok(r) => r,
@@ -157,14 +167,6 @@ async fn serve(options: RelayOptions) -> Exit {
     for l in &relay.listeners {
         tracing::info!("listening on {} for {}", l.address, l.connectors.join(", "));
     }
-    let (Ok(mut hup), Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::hangup()),
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        eprintln!("error: cannot install signal handlers");
-        return Exit::Error;
-    };
     loop {
         tokio::select! {
             _ = hup.recv() => { let _ = relay.reload().await; }

@@ -636,7 +636,7 @@ impl Spool {
     }
 }
 
-fn lock_dir(dir: &Path) -> Result<File, QueueError> {
+fn lock_dir(dir: &Path) -> Result<SpoolLock, QueueError> {
     let file = OpenOptions::new()
         .read(true)
         .write(true)
@@ -654,7 +654,18 @@ fn lock_dir(dir: &Path) -> Result<File, QueueError> {
             }
         },
     )?;
-    Ok(file)
+    Ok(SpoolLock(file))
+}
+
+/// The spool directory's `flock`, released explicitly when dropped. Closing our descriptor
+/// is not enough: a child process forked meanwhile (by anything in this process) shares the open
+/// file description until it execs, and the lock would outlive `close` for that long.
+pub(crate) struct SpoolLock(File);
+
+impl Drop for SpoolLock {
+    fn drop(&mut self) {
+        let _ = rustix::fs::flock(&self.0, rustix::fs::FlockOperation::Unlock);
+    }
 }
 
 fn free_bytes(dir: &Path) -> Result<u64, QueueError> {

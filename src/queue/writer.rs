@@ -86,7 +86,7 @@ pub(crate) struct Writer {
     rolled: bool,
     changes: u64,
     last_compact: Instant,
-    lock: Option<File>,
+    lock: Option<super::SpoolLock>,
     fail_syncs: u32,
 }
 
@@ -118,7 +118,7 @@ impl Writer {
         journal: PathBuf,
         first_seg: u32,
         damaged: BTreeSet<u32>,
-        lock: File,
+        lock: super::SpoolLock,
     ) -> Result<Writer, QueueError> {
         let (file, salt) = create_segment(&journal, first_seg)?;
         shared.index().segments.insert(first_seg, Arc::clone(&file));
