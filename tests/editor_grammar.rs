@@ -1,7 +1,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 //! The VS Code extension in editor/vscode stays usable and in step with the language:
 //! its manifest points at files that exist and parse, every keyword of
-//! grammar/mailflow.pest is highlighted, and sample lines get the scopes they should.
+//! grammar/mailflow.pest is highlighted and has hover text in `mailflow lsp`, and sample
+//! lines get the scopes they should.
 //!
 //! Highlighting is checked with a small TextMate tokenizer built on the `regex` crate, so
 //! the grammar's regexes must stay in the subset Oniguruma (VS Code) and `regex` share: no
@@ -222,6 +223,18 @@ fn pest_keywords() -> BTreeSet<String> {
         "only {kw_rules} kw_ rules found in mailflow.pest"
     );
     keywords
+}
+
+#[test]
+fn every_pest_keyword_has_hover_text() {
+    let missing: Vec<String> = pest_keywords()
+        .into_iter()
+        .filter(|w| mailflow::keywords::lookup(w).is_none())
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "keywords without hover text in src/keywords.rs: {missing:?}"
+    );
 }
 
 /// Every `match` regex of the TextMate grammar, anywhere in it.
