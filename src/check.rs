@@ -70,6 +70,11 @@ pub fn check_text(name: &str, text: &str) -> Report {
     check_workspace(Workspace::from_text(name, text))
 }
 
+/// [`check_text`], with the files it includes read from `overlays` when named there.
+pub fn check_text_with(name: &str, text: &str, overlays: HashMap<PathBuf, String>) -> Report {
+    check_workspace(Workspace::from_text_with(name, text, overlays))
+}
+
 fn check_workspace(ws: Workspace) -> Report {
     let Workspace {
         sources,

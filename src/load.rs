@@ -189,7 +189,19 @@ impl Workspace {
 
     /// Loads one in-memory text as a rule set (includes resolve against the current folder).
     pub fn from_text(name: &str, text: &str) -> Workspace {
-        let mut ws = Workspace::default();
+        Workspace::from_text_with(name, text, HashMap::new())
+    }
+
+    /// [`Workspace::from_text`], reading the files it includes from `overlays` when named
+    /// there (an editor's other unsaved buffers).
+    pub fn from_text_with(name: &str, text: &str, overlays: HashMap<PathBuf, String>) -> Workspace {
+        let mut ws = Workspace {
+            overlays: overlays
+                .into_iter()
+                .map(|(p, text)| (canonical(&p), text))
+                .collect(),
+            ..Workspace::default()
+        };
         let path = PathBuf::from(name);
         let id = ws.sources.add(path.clone(), text.to_string());
         let (file, diags) = parse_file(id, text);

@@ -682,3 +682,120 @@ fn the_vscode_extension_starts_the_server() {
     );
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "ok");
 }
+
+/// Two open files of one rule set see each other's unsaved text: an edit to the included
+/// file is checked, and published, for the file that includes it; closing the included file
+/// unsaved goes back to the disk's copy.
+#[test]
+fn an_edit_to_an_included_file_rechecks_the_file_that_includes_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let shared_text = "accepted-domain contoso.com\n\
+                       receive-connector \"Internet\" { auth anonymous }\n\
+                       send-connector \"To Internet\" { address-space * }\n";
+    let main_text = "include \"shared.mailflow\"\n\n\
+                     rule \"Only from the internet\" {\n  if connector \"Internet\"\n  stop\n}\n";
+    let shared = tmp.path().join("shared.mailflow");
+    let main = tmp.path().join("main.mailflow");
+    std::fs::write(&shared, shared_text).unwrap();
+    std::fs::write(&main, main_text).unwrap();
+    let shared_uri = Url::from_file_path(&shared).unwrap().to_string();
+    let main_uri = Url::from_file_path(&main).unwrap().to_string();
+    let mut s = Server::start();
+    s.initialize();
+    let open = |s: &mut Server, uri: &str, text: &str| {
+        s.notify(
+            "textDocument/didOpen",
+            json!({"textDocument": {"uri": uri, "languageId": "mailflow", "version": 1, "text": text}}),
+        );
+    };
+    let change = |s: &mut Server, uri: &str, version: i32, text: &str| {
+        s.notify(
+            "textDocument/didChange",
+            json!({"textDocument": {"uri": uri, "version": version},
+                   "contentChanges": [{"text": text}]}),
+        );
+    };
+
+    open(&mut s, &main_uri, main_text);
+    let p = s.published();
+    assert_eq!(
+        (p["uri"].as_str(), &p["diagnostics"]),
+        (Some(main_uri.as_str()), &json!([]))
+    );
+    // Opening the included file publishes for it, and again for the file that reads it.
+    open(&mut s, &shared_uri, shared_text);
+    let p = s.published();
+    assert_eq!(
+        (p["uri"].as_str(), &p["diagnostics"]),
+        (Some(shared_uri.as_str()), &json!([]))
+    );
+    let p = s.published();
+    assert_eq!(
+        (p["uri"].as_str(), &p["version"]),
+        (Some(main_uri.as_str()), &json!(1))
+    );
+
+    // Renaming the connector in the unsaved buffer breaks the reference in main.mailflow.
+    change(
+        &mut s,
+        &shared_uri,
+        2,
+        &shared_text.replace("\"Internet\" {", "\"Outside\" {"),
+    );
+    let p = s.published();
+    assert_eq!(
+        (p["uri"].as_str(), &p["diagnostics"]),
+        (Some(shared_uri.as_str()), &json!([]))
+    );
+    let p = s.published();
+    assert_eq!(p["uri"], main_uri);
+    assert_eq!(
+        p["version"], 1,
+        "main.mailflow's own version: it did not change"
+    );
+    assert_eq!(p["diagnostics"].as_array().unwrap().len(), 1, "{p}");
+    assert_eq!(p["diagnostics"][0]["code"], "E010");
+    assert_eq!(
+        p["diagnostics"][0]["range"]["start"],
+        json!({"line": 3, "character": 15})
+    );
+
+    // Moved down a line in the buffer: go to definition lands where the buffer has it.
+    change(&mut s, &shared_uri, 3, &format!("# moved\n{shared_text}"));
+    assert_eq!(s.published()["uri"], shared_uri);
+    let p = s.published();
+    assert_eq!(
+        (p["uri"].as_str(), &p["diagnostics"]),
+        (Some(main_uri.as_str()), &json!([]))
+    );
+    let def = s.request(
+        "textDocument/definition",
+        json!({"textDocument": {"uri": main_uri}, "position": {"line": 3, "character": 18}}),
+    );
+    assert_eq!(def[0]["uri"], shared_uri);
+    // Line 2, 0-based: the buffer's line, not the disk's line 1; the name's span starts at its quote.
+    assert_eq!(
+        def[0]["range"]["start"],
+        json!({"line": 2, "character": 18})
+    );
+
+    // Break it again, then close without saving: main.mailflow reads the disk's copy.
+    change(&mut s, &shared_uri, 4, "");
+    assert_eq!(s.published()["uri"], shared_uri);
+    assert_eq!(s.published()["diagnostics"][0]["code"], "E010");
+    s.notify(
+        "textDocument/didClose",
+        json!({"textDocument": {"uri": shared_uri}}),
+    );
+    let p = s.published();
+    assert_eq!(
+        (p["uri"].as_str(), &p["diagnostics"]),
+        (Some(shared_uri.as_str()), &json!([]))
+    );
+    let p = s.published();
+    assert_eq!(
+        (p["uri"].as_str(), &p["diagnostics"]),
+        (Some(main_uri.as_str()), &json!([]))
+    );
+    s.finish();
+}

@@ -1,11 +1,12 @@
 //! What the language server knows about one open file: the `check` report of its rule set
-//! (rooted at it, or at a nearby file that includes it; its unsaved text, the other files
-//! from disk), and the answers drawn from it: LSP diagnostics, definitions and hover text.
+//! (rooted at it, or at a nearby file that includes it; open files as their buffers hold
+//! them, the others from disk), and the answers drawn from it: LSP diagnostics, definitions
+//! and hover text.
 //! Nothing here speaks the protocol's framing.
 
 use super::position::LineIndex;
 use crate::ast::Item;
-use crate::check::{Report, check_text};
+use crate::check::{Report, check_text_with};
 use crate::diagnostic::{Code, Diagnostic, Severity};
 use crate::keywords;
 use crate::resolve::RefKind;
@@ -41,10 +42,11 @@ impl Analysis {
     /// Checks `text` as `mailflow check` would check the file it is the buffer of: as part of
     /// the rule set of a nearby file that includes it (one in its folder or the folder
     /// above), else as a rule set of its own. A `file:` URI makes includes resolve against
-    /// the document's folder; other URIs (unsaved buffers) against the current one.
-    pub fn new(uri: &Url, text: &str) -> Analysis {
+    /// the document's folder; other URIs (unsaved buffers) against the current one. `open`
+    /// holds the text of the editor's other open files, read instead of the disk's copy.
+    pub fn new(uri: &Url, text: &str, open: &HashMap<PathBuf, String>) -> Analysis {
         if let Some(path) = file_path(uri) {
-            if let Some((report, doc)) = within_including_rule_set(&path, text) {
+            if let Some((report, doc)) = within_including_rule_set(&path, text, open) {
                 return Analysis {
                     uri: uri.clone(),
                     report,
@@ -56,11 +58,19 @@ impl Analysis {
         let name = file_path(uri).map_or_else(|| uri.to_string(), |p| p.display().to_string());
         Analysis {
             uri: uri.clone(),
-            report: check_text(&name, text),
+            report: check_text_with(&name, text, open.clone()),
             // The text checked is always the first file read.
             doc: FileId(0),
             index: LineIndex::new(text),
         }
+    }
+
+    /// Whether the report read `path` (canonical) as part of the document's rule set.
+    pub fn reads(&self, path: &Path) -> bool {
+        self.report
+            .sources
+            .iter()
+            .any(|(id, f)| id != self.doc && canonical(&f.path) == path)
     }
 
     /// The path of the rule file that includes the document, when it is part of another's
@@ -364,8 +374,12 @@ impl Analysis {
 }
 
 /// The report of the largest rule set near `doc` that includes it (with `text` as its
-/// content), and the document's file in it.
-fn within_including_rule_set(doc: &Path, text: &str) -> Option<(Report, FileId)> {
+/// content, and open files as `open` holds them), and the document's file in it.
+fn within_including_rule_set(
+    doc: &Path,
+    text: &str,
+    open: &HashMap<PathBuf, String>,
+) -> Option<(Report, FileId)> {
     let key = canonical(doc);
     let folder = doc.parent()?;
     let mut candidates = Vec::new();
@@ -384,12 +398,16 @@ fn within_including_rule_set(doc: &Path, text: &str) -> Option<(Report, FileId)>
     let mut best: Option<(Report, FileId)> = None;
     for candidate in candidates.into_iter().take(MAX_CANDIDATES) {
         // Only a file with an include can bring the document in; most have none.
-        let has_include = std::fs::read_to_string(&candidate)
-            .is_ok_and(|t| t.lines().any(|l| l.trim_start().starts_with("include")));
-        if !has_include {
+        let has_include = |t: &str| t.lines().any(|l| l.trim_start().starts_with("include"));
+        let includes = match open.get(&canonical(&candidate)) {
+            Some(t) => has_include(t),
+            None => std::fs::read_to_string(&candidate).is_ok_and(|t| has_include(&t)),
+        };
+        if !includes {
             continue;
         }
-        let overlay = HashMap::from([(doc.to_path_buf(), text.to_string())]);
+        let mut overlay = open.clone();
+        overlay.insert(doc.to_path_buf(), text.to_string());
         let Ok(report) = crate::check::check_paths_with(&[candidate], overlay) else {
             continue;
         };
@@ -421,7 +439,8 @@ pub fn file_path(uri: &Url) -> Option<PathBuf> {
     }
 }
 
-fn canonical(path: &Path) -> PathBuf {
+/// The path `open` and [`Analysis::reads`] use for a file.
+pub fn canonical(path: &Path) -> PathBuf {
     std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf())
 }
 

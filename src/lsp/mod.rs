@@ -1,6 +1,6 @@
 //! `mailflow lsp`: a language server over stdio. It checks every open `.mailflow` buffer as
-//! `mailflow check` would (the unsaved text of the buffer, its includes from disk) and
-//! publishes the findings, answers hover (keywords, diagnostic codes, name references) and
+//! `mailflow check` would (open files as their buffers hold them, the rest from disk),
+//! re-checks the open files an edit concerns, and publishes the findings, answers hover (keywords, diagnostic codes, name references) and
 //! go-to-definition (connector, recipient and rule names, across included files).
 //!
 //! Synchronous by design: one thread handles one message at a time (checking a rule file
@@ -10,7 +10,7 @@ pub mod analysis;
 pub mod position;
 pub mod transport;
 
-use analysis::Analysis;
+use analysis::{Analysis, canonical, file_path};
 use lsp_types::notification::{
     DidChangeTextDocument, DidCloseTextDocument, DidOpenTextDocument, Notification as _,
     PublishDiagnostics,
@@ -26,6 +26,7 @@ use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::io::{BufRead, Write};
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::PathBuf;
 use transport::{Incoming, code};
 
 /// How a session ended.
@@ -121,6 +122,7 @@ fn guarded<T>(method: &str, f: impl FnOnce() -> T) -> Option<T> {
 
 struct Doc {
     text: String,
+    version: i32,
     analysis: Analysis,
 }
 
@@ -246,7 +248,9 @@ impl<W: Write> Server<'_, W> {
                 Ok(p) => {
                     let uri = p.text_document.uri;
                     self.docs.remove(&uri);
-                    self.publish(uri, Vec::new(), None)
+                    self.publish(uri.clone(), Vec::new(), None)?;
+                    // Files that read its buffer read the disk's copy from now on.
+                    self.recheck_related(&uri)
                 }
                 Err(e) => ignored(method, &e),
             },
@@ -256,10 +260,57 @@ impl<W: Write> Server<'_, W> {
     }
 
     fn update(&mut self, uri: Url, text: String, version: i32) -> Sent {
-        let analysis = Analysis::new(&uri, &text);
+        let analysis = Analysis::new(&uri, &text, &self.open_texts(&uri));
         let diagnostics = analysis.diagnostics();
-        self.docs.insert(uri.clone(), Doc { text, analysis });
-        self.publish(uri, diagnostics, Some(version))
+        self.docs.insert(
+            uri.clone(),
+            Doc {
+                text,
+                version,
+                analysis,
+            },
+        );
+        self.publish(uri.clone(), diagnostics, Some(version))?;
+        self.recheck_related(&uri)
+    }
+
+    /// The text of every open file but `except`, by canonical path.
+    fn open_texts(&self, except: &Url) -> HashMap<PathBuf, String> {
+        self.docs
+            .iter()
+            .filter(|(u, _)| *u != except)
+            .filter_map(|(u, d)| Some((canonical(&file_path(u)?), d.text.clone())))
+            .collect()
+    }
+
+    /// After `uri` changed (or closed): checks again, and publishes for, every other open
+    /// file whose rule set read it, or that its own rule set now reads: an edit to an
+    /// included file shows up in the file that includes it, and the other way round.
+    fn recheck_related(&mut self, uri: &Url) -> Sent {
+        let Some(changed) = file_path(uri).map(|p| canonical(&p)) else {
+            return Ok(());
+        };
+        let own = self.docs.get(uri).map(|d| &d.analysis);
+        let related: Vec<Url> = self
+            .docs
+            .iter()
+            .filter(|(u, _)| *u != uri)
+            .filter(|(u, d)| {
+                d.analysis.reads(&changed)
+                    || own.is_some_and(|a| file_path(u).is_some_and(|p| a.reads(&canonical(&p))))
+            })
+            .map(|(u, _)| u.clone())
+            .collect();
+        for u in related {
+            let open = self.open_texts(&u);
+            let Some(doc) = self.docs.get_mut(&u) else {
+                continue;
+            };
+            doc.analysis = Analysis::new(&u, &doc.text, &open);
+            let (diagnostics, version) = (doc.analysis.diagnostics(), doc.version);
+            self.publish(u, diagnostics, Some(version))?;
+        }
+        Ok(())
     }
 
     fn publish(
