@@ -536,7 +536,11 @@ rule \"Only O365\" {
     }
 
     fn analysis(text: &str) -> Analysis {
-        Analysis::new(&Url::parse("untitled:rules.mailflow").unwrap(), text)
+        Analysis::new(
+            &Url::parse("untitled:rules.mailflow").unwrap(),
+            text,
+            &HashMap::new(),
+        )
     }
 
     #[test]
