@@ -77,6 +77,17 @@ fn check_accepts(dir: &Path, label: &str) {
         String::from_utf8_lossy(&out.stdout),
         std::fs::read_to_string(dir.join("imported.mailflow")).unwrap()
     );
+    let out = Command::new(BIN)
+        .current_dir(dir)
+        .args(["fmt", "--check", "imported.mailflow", "--color", "never"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{label}: the imported rule set is not in `mailflow fmt` layout:\n{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
 }
 
 fn expectations(fixture: &Path, run: &Run) {
