@@ -743,7 +743,9 @@ impl State<'_> {
             d = d
                 .help(format!("fix the command on line {line} that creates it"))
                 .secondary(
-                    self.statements.get(*unit).map_or(span, |s| s.span),
+                    // The cmdlet's name, not the whole statement: these run to hundreds of
+                    // characters, and the finding names the line anyway.
+                    self.statements.get(*unit).map_or(span, creating_cmdlet),
                     "this command creates it but failed",
                 );
         } else {
@@ -780,5 +782,17 @@ impl Ctx {
                 .primary(obj.created.span, "for this group")
                 .help("write `-Member NAME`"),
         );
+    }
+}
+
+/// Where a statement that creates an object names its cmdlet (`New-...`), else the statement.
+fn creating_cmdlet(s: &crate::import::powershell::Statement) -> Span {
+    match &s.body {
+        crate::import::powershell::Body::Pipeline(commands) => commands
+            .iter()
+            .find(|c| c.name.to_ascii_lowercase().starts_with("new-"))
+            .or(commands.first())
+            .map_or(s.span, |c| c.name_span),
+        _ => s.span,
     }
 }
