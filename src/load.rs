@@ -99,6 +99,14 @@ pub fn read_limited_string(path: &Path) -> std::io::Result<String> {
     })
 }
 
+/// Overlays keyed as `parse_path` looks them up.
+fn by_canonical_path(overlays: HashMap<PathBuf, String>) -> HashMap<PathBuf, String> {
+    overlays
+        .into_iter()
+        .map(|(p, text)| (canonical(&p), text))
+        .collect()
+}
+
 /// `1.5 GiB`, `200.0 MiB`, `12 KiB`: sizes in error messages.
 fn human_size(bytes: u64) -> String {
     const MIB: f64 = 1024.0 * 1024.0;
@@ -127,10 +135,7 @@ impl Workspace {
         overlays: HashMap<PathBuf, String>,
     ) -> Result<Workspace, LoadError> {
         let mut ws = Workspace {
-            overlays: overlays
-                .into_iter()
-                .map(|(p, text)| (canonical(&p), text))
-                .collect(),
+            overlays: by_canonical_path(overlays),
             ..Workspace::default()
         };
         let mut roots = Vec::new();
@@ -196,10 +201,7 @@ impl Workspace {
     /// there (an editor's other unsaved buffers).
     pub fn from_text_with(name: &str, text: &str, overlays: HashMap<PathBuf, String>) -> Workspace {
         let mut ws = Workspace {
-            overlays: overlays
-                .into_iter()
-                .map(|(p, text)| (canonical(&p), text))
-                .collect(),
+            overlays: by_canonical_path(overlays),
             ..Workspace::default()
         };
         let path = PathBuf::from(name);

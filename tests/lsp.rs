@@ -683,6 +683,16 @@ fn the_vscode_extension_starts_the_server() {
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "ok");
 }
 
+/// The next publication is for `uri` and finds nothing.
+fn published_clean(s: &mut Server, uri: &str) {
+    let p = s.published();
+    assert_eq!(
+        (p["uri"].as_str(), &p["diagnostics"]),
+        (Some(uri), &json!([])),
+        "{p}"
+    );
+}
+
 /// Two open files of one rule set see each other's unsaved text: an edit to the included
 /// file is checked, and published, for the file that includes it; closing the included file
 /// unsaved goes back to the disk's copy.
@@ -717,18 +727,10 @@ fn an_edit_to_an_included_file_rechecks_the_file_that_includes_it() {
     };
 
     open(&mut s, &main_uri, main_text);
-    let p = s.published();
-    assert_eq!(
-        (p["uri"].as_str(), &p["diagnostics"]),
-        (Some(main_uri.as_str()), &json!([]))
-    );
+    published_clean(&mut s, &main_uri);
     // Opening the included file publishes for it, and again for the file that reads it.
     open(&mut s, &shared_uri, shared_text);
-    let p = s.published();
-    assert_eq!(
-        (p["uri"].as_str(), &p["diagnostics"]),
-        (Some(shared_uri.as_str()), &json!([]))
-    );
+    published_clean(&mut s, &shared_uri);
     let p = s.published();
     assert_eq!(
         (p["uri"].as_str(), &p["version"]),
@@ -742,11 +744,7 @@ fn an_edit_to_an_included_file_rechecks_the_file_that_includes_it() {
         2,
         &shared_text.replace("\"Internet\" {", "\"Outside\" {"),
     );
-    let p = s.published();
-    assert_eq!(
-        (p["uri"].as_str(), &p["diagnostics"]),
-        (Some(shared_uri.as_str()), &json!([]))
-    );
+    published_clean(&mut s, &shared_uri);
     let p = s.published();
     assert_eq!(p["uri"], main_uri);
     assert_eq!(
@@ -763,11 +761,7 @@ fn an_edit_to_an_included_file_rechecks_the_file_that_includes_it() {
     // Moved down a line in the buffer: go to definition lands where the buffer has it.
     change(&mut s, &shared_uri, 3, &format!("# moved\n{shared_text}"));
     assert_eq!(s.published()["uri"], shared_uri);
-    let p = s.published();
-    assert_eq!(
-        (p["uri"].as_str(), &p["diagnostics"]),
-        (Some(main_uri.as_str()), &json!([]))
-    );
+    published_clean(&mut s, &main_uri);
     let def = s.request(
         "textDocument/definition",
         json!({"textDocument": {"uri": main_uri}, "position": {"line": 3, "character": 18}}),
@@ -787,15 +781,7 @@ fn an_edit_to_an_included_file_rechecks_the_file_that_includes_it() {
         "textDocument/didClose",
         json!({"textDocument": {"uri": shared_uri}}),
     );
-    let p = s.published();
-    assert_eq!(
-        (p["uri"].as_str(), &p["diagnostics"]),
-        (Some(shared_uri.as_str()), &json!([]))
-    );
-    let p = s.published();
-    assert_eq!(
-        (p["uri"].as_str(), &p["diagnostics"]),
-        (Some(main_uri.as_str()), &json!([]))
-    );
+    published_clean(&mut s, &shared_uri);
+    published_clean(&mut s, &main_uri);
     s.finish();
 }
