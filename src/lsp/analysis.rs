@@ -44,9 +44,15 @@ impl Analysis {
     /// above), else as a rule set of its own. A `file:` URI makes includes resolve against
     /// the document's folder; other URIs (unsaved buffers) against the current one. `open`
     /// holds the text of the editor's other open files, read instead of the disk's copy.
-    pub fn new(uri: &Url, text: &str, open: &HashMap<PathBuf, String>) -> Analysis {
+    /// `nearby` remembers which rule files on disk include others, between calls.
+    pub fn new(
+        uri: &Url,
+        text: &str,
+        open: &HashMap<PathBuf, String>,
+        nearby: &mut IncludeCache,
+    ) -> Analysis {
         if let Some(path) = file_path(uri) {
-            if let Some((report, doc)) = within_including_rule_set(&path, text, open) {
+            if let Some((report, doc)) = within_including_rule_set(&path, text, open, nearby) {
                 return Analysis {
                     uri: uri.clone(),
                     report,
@@ -379,6 +385,7 @@ fn within_including_rule_set(
     doc: &Path,
     text: &str,
     open: &HashMap<PathBuf, String>,
+    nearby: &mut IncludeCache,
 ) -> Option<(Report, FileId)> {
     let key = canonical(doc);
     let folder = doc.parent()?;
@@ -398,10 +405,9 @@ fn within_including_rule_set(
     let mut best: Option<(Report, FileId)> = None;
     for candidate in candidates.into_iter().take(MAX_CANDIDATES) {
         // Only a file with an include can bring the document in; most have none.
-        let has_include = |t: &str| t.lines().any(|l| l.trim_start().starts_with("include"));
         let includes = match open.get(&canonical(&candidate)) {
             Some(t) => has_include(t),
-            None => std::fs::read_to_string(&candidate).is_ok_and(|t| has_include(&t)),
+            None => nearby.has_include(&candidate),
         };
         if !includes {
             continue;
@@ -428,6 +434,41 @@ fn within_including_rule_set(
         }
     }
     best
+}
+
+fn has_include(text: &str) -> bool {
+    text.lines().any(|l| l.trim_start().starts_with("include"))
+}
+
+/// Whether rule files on disk have an `include`, remembered by size and modification time:
+/// without it every keystroke would read every rule file in the folder and the one above.
+#[derive(Debug, Default)]
+pub struct IncludeCache {
+    seen: HashMap<PathBuf, (Option<std::time::SystemTime>, u64, bool)>,
+}
+
+impl IncludeCache {
+    /// At most this many files are remembered; past it the cache starts afresh.
+    const MAX: usize = 4096;
+
+    fn has_include(&mut self, path: &Path) -> bool {
+        let Ok(md) = std::fs::metadata(path) else {
+            return false;
+        };
+        let stamp = (md.modified().ok(), md.len());
+        if let Some(&(modified, len, includes)) = self.seen.get(path) {
+            if (modified, len) == stamp {
+                return includes;
+            }
+        }
+        let includes = std::fs::read_to_string(path).is_ok_and(|t| has_include(&t));
+        if self.seen.len() >= Self::MAX {
+            self.seen.clear();
+        }
+        self.seen
+            .insert(path.to_path_buf(), (stamp.0, stamp.1, includes));
+        includes
+    }
 }
 
 /// The path of a `file:` URI.
@@ -540,7 +581,22 @@ rule \"Only O365\" {
             &Url::parse("untitled:rules.mailflow").unwrap(),
             text,
             &HashMap::new(),
+            &mut IncludeCache::default(),
         )
+    }
+
+    #[test]
+    fn include_cache_sees_a_file_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("root.mailflow");
+        let mut cache = IncludeCache::default();
+        std::fs::write(&path, "accepted-domain contoso.com\n").unwrap();
+        assert!(!cache.has_include(&path));
+        assert!(!cache.has_include(&path), "remembered");
+        std::fs::write(&path, "include \"main.mailflow\"\n").unwrap();
+        assert!(cache.has_include(&path), "a changed file is read again");
+        std::fs::remove_file(&path).unwrap();
+        assert!(!cache.has_include(&path));
     }
 
     #[test]

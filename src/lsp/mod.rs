@@ -10,7 +10,7 @@ pub mod analysis;
 pub mod position;
 pub mod transport;
 
-use analysis::{Analysis, canonical, file_path};
+use analysis::{Analysis, IncludeCache, canonical, file_path};
 use lsp_types::notification::{
     DidChangeTextDocument, DidCloseTextDocument, DidOpenTextDocument, Notification as _,
     PublishDiagnostics,
@@ -70,6 +70,7 @@ pub fn serve(input: &mut impl BufRead, output: &mut impl Write) -> Outcome {
     let mut server = Server {
         output,
         docs: HashMap::new(),
+        nearby: IncludeCache::default(),
         state: State::Uninitialized,
     };
     loop {
@@ -129,6 +130,7 @@ struct Doc {
 struct Server<'a, W: Write> {
     output: &'a mut W,
     docs: HashMap<Url, Doc>,
+    nearby: IncludeCache,
     state: State,
 }
 
@@ -260,7 +262,8 @@ impl<W: Write> Server<'_, W> {
     }
 
     fn update(&mut self, uri: Url, text: String, version: i32) -> Sent {
-        let analysis = Analysis::new(&uri, &text, &self.open_texts(&uri));
+        let open = self.open_texts(&uri);
+        let analysis = Analysis::new(&uri, &text, &open, &mut self.nearby);
         let diagnostics = analysis.diagnostics();
         self.docs.insert(
             uri.clone(),
@@ -306,7 +309,7 @@ impl<W: Write> Server<'_, W> {
             let Some(doc) = self.docs.get_mut(&u) else {
                 continue;
             };
-            doc.analysis = Analysis::new(&u, &doc.text, &open);
+            doc.analysis = Analysis::new(&u, &doc.text, &open, &mut self.nearby);
             let (diagnostics, version) = (doc.analysis.diagnostics(), doc.version);
             self.publish(u, diagnostics, Some(version))?;
         }
