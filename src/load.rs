@@ -320,7 +320,8 @@ impl Workspace {
     }
 }
 
-fn canonical(path: &Path) -> PathBuf {
+/// A path as the loader keys files: canonical when it exists, else as given.
+pub fn canonical(path: &Path) -> PathBuf {
     std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf())
 }
 

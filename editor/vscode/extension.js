@@ -15,14 +15,15 @@ function serverOptions() {
 }
 
 async function start() {
-  client = new LanguageClient("mailflow", "mailflow language server", serverOptions(), {
+  const options = serverOptions();
+  client = new LanguageClient("mailflow", "mailflow language server", options, {
     documentSelector: [{ language: "mailflow" }],
   });
   try {
     await client.start();
   } catch (err) {
     vscode.window.showErrorMessage(
-      `mailflow: could not start \`${serverOptions().command} lsp\` (${err.message || err}). ` +
+      `mailflow: could not start \`${options.command} lsp\` (${err.message || err}). ` +
         "Install mailflow or set mailflow.server.path.",
     );
   }

@@ -87,11 +87,18 @@ impl Diagnostic {
 
     /// The main location, if any.
     pub fn primary_span(&self) -> Option<Span> {
+        self.primary_label()
+            .and_then(|i| self.labels.get(i))
+            .map(|l| l.span)
+    }
+
+    /// The index of the label the finding is placed at: the first primary one, else the
+    /// first.
+    pub fn primary_label(&self) -> Option<usize> {
         self.labels
             .iter()
-            .find(|l| l.primary)
-            .or_else(|| self.labels.first())
-            .map(|l| l.span)
+            .position(|l| l.primary)
+            .or((!self.labels.is_empty()).then_some(0))
     }
 }
 

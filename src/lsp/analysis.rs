@@ -9,13 +9,14 @@ use crate::ast::Item;
 use crate::check::{Report, check_text_with};
 use crate::diagnostic::{Code, Diagnostic, Severity};
 use crate::keywords;
+pub use crate::load::canonical;
 use crate::resolve::RefKind;
 use crate::source::{FileId, Span};
 use lsp_types::{
     DiagnosticRelatedInformation, DiagnosticSeverity, Location, NumberOrString, Position, Range,
     Url,
 };
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 /// At most this many rule files near a document are looked at for one that includes it.
@@ -29,6 +30,8 @@ pub struct Analysis {
     /// The document's file in the report.
     doc: FileId,
     index: LineIndex,
+    /// The other files its rule set read, canonical ([`Analysis::reads`]).
+    read: HashSet<PathBuf>,
 }
 
 /// Where a name is defined: its name's span and the whole item's.
@@ -51,39 +54,37 @@ impl Analysis {
         open: &HashMap<PathBuf, String>,
         nearby: &mut IncludeCache,
     ) -> Analysis {
-        if let Some(path) = file_path(uri) {
-            if let Some((report, doc)) = within_including_rule_set(&path, text, open, nearby) {
-                return Analysis {
-                    uri: uri.clone(),
-                    report,
-                    doc,
-                    index: LineIndex::new(text),
-                };
-            }
-        }
-        let name = file_path(uri).map_or_else(|| uri.to_string(), |p| p.display().to_string());
+        let (report, doc) = file_path(uri)
+            .and_then(|path| within_including_rule_set(&path, text, open, nearby))
+            .unwrap_or_else(|| {
+                let name =
+                    file_path(uri).map_or_else(|| uri.to_string(), |p| p.display().to_string());
+                // The text checked is always the first file read.
+                (check_text_with(&name, text, open.clone()), FileId(0))
+            });
+        let read = report
+            .sources
+            .iter()
+            .filter(|(id, _)| *id != doc)
+            .map(|(_, f)| canonical(&f.path))
+            .collect();
         Analysis {
             uri: uri.clone(),
-            report: check_text_with(&name, text, open.clone()),
-            // The text checked is always the first file read.
-            doc: FileId(0),
+            report,
+            doc,
             index: LineIndex::new(text),
+            read,
         }
     }
 
     /// Whether the report read `path` (canonical) as part of the document's rule set.
     pub fn reads(&self, path: &Path) -> bool {
-        self.report
-            .sources
-            .iter()
-            .any(|(id, f)| id != self.doc && canonical(&f.path) == path)
+        self.read.contains(path)
     }
 
-    /// The path of the rule file that includes the document, when it is part of another's
-    /// rule set (`None` when it is checked on its own).
-    pub fn included_from(&self) -> Option<&Path> {
-        let root = self.report.rule_sets.first()?;
-        (self.doc != FileId(0)).then_some(root.root.as_path())
+    /// The document's text, as checked.
+    pub fn text(&self) -> &str {
+        self.root_text()
     }
 
     fn root_text(&self) -> &str {
@@ -158,13 +159,8 @@ impl Analysis {
         d: &Diagnostic,
         entry_points: &HashMap<FileId, Span>,
     ) -> lsp_types::Diagnostic {
-        // The label `check` places the finding at: the first primary one, else the first.
-        let main = d
-            .labels
-            .iter()
-            .position(|l| l.primary)
-            .or((!d.labels.is_empty()).then_some(0));
-        let primary = main.and_then(|i| d.labels.get(i)).map(|l| l.span);
+        let main = d.primary_label();
+        let primary = d.primary_span();
         let mut related = Vec::new();
         let mut message = d.message.clone();
         let range = match primary {
@@ -478,11 +474,6 @@ pub fn file_path(uri: &Url) -> Option<PathBuf> {
     } else {
         None
     }
-}
-
-/// The path `open` and [`Analysis::reads`] use for a file.
-pub fn canonical(path: &Path) -> PathBuf {
-    std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf())
 }
 
 fn is_word_char(c: char) -> bool {

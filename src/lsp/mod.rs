@@ -122,7 +122,6 @@ fn guarded<T>(method: &str, f: impl FnOnce() -> T) -> Option<T> {
 }
 
 struct Doc {
-    text: String,
     version: i32,
     analysis: Analysis,
 }
@@ -227,7 +226,8 @@ impl<W: Write> Server<'_, W> {
             DidChangeTextDocument::METHOD => match parse::<DidChangeTextDocumentParams>(params) {
                 Ok(p) => {
                     let uri = p.text_document.uri;
-                    let Some(mut text) = self.docs.get(&uri).map(|d| d.text.clone()) else {
+                    let Some(mut text) = self.docs.get(&uri).map(|d| d.analysis.text().to_string())
+                    else {
                         return ignored(method, &format!("`{uri}` is not open"));
                     };
                     for change in p.content_changes {
@@ -265,14 +265,7 @@ impl<W: Write> Server<'_, W> {
         let open = self.open_texts(&uri);
         let analysis = Analysis::new(&uri, &text, &open, &mut self.nearby);
         let diagnostics = analysis.diagnostics();
-        self.docs.insert(
-            uri.clone(),
-            Doc {
-                text,
-                version,
-                analysis,
-            },
-        );
+        self.docs.insert(uri.clone(), Doc { version, analysis });
         self.publish(uri.clone(), diagnostics, Some(version))?;
         self.recheck_related(&uri)
     }
@@ -282,7 +275,7 @@ impl<W: Write> Server<'_, W> {
         self.docs
             .iter()
             .filter(|(u, _)| *u != except)
-            .filter_map(|(u, d)| Some((canonical(&file_path(u)?), d.text.clone())))
+            .filter_map(|(u, d)| Some((canonical(&file_path(u)?), d.analysis.text().to_string())))
             .collect()
     }
 
@@ -309,7 +302,7 @@ impl<W: Write> Server<'_, W> {
             let Some(doc) = self.docs.get_mut(&u) else {
                 continue;
             };
-            doc.analysis = Analysis::new(&u, &doc.text, &open, &mut self.nearby);
+            doc.analysis = Analysis::new(&u, doc.analysis.text(), &open, &mut self.nearby);
             let (diagnostics, version) = (doc.analysis.diagnostics(), doc.version);
             self.publish(u, diagnostics, Some(version))?;
         }
