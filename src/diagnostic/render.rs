@@ -55,6 +55,9 @@ pub fn human(diags: &[Diagnostic], sources: &SourceMap, color: bool) -> String {
         .iter()
         .map(|(_, f)| (f.path.display().to_string(), f.text.clone()))
         .collect();
+    // Built once: ariadne indexes every file's lines when it builds the cache, so building
+    // it per finding made rendering quadratic in the number of findings.
+    let mut cache = ariadne::sources(cache_items);
     let mut out = Vec::new();
     for d in diags {
         let kind = match d.severity() {
@@ -95,9 +98,7 @@ pub fn human(diags: &[Diagnostic], sources: &SourceMap, color: bool) -> String {
         for n in &d.notes {
             b = b.with_note(n);
         }
-        let _ = b
-            .finish()
-            .write(ariadne::sources(cache_items.clone()), &mut out);
+        let _ = b.finish().write(&mut cache, &mut out);
     }
     String::from_utf8_lossy(&out).into_owned()
 }

@@ -220,15 +220,17 @@ pub(crate) fn settle(
         .output
         .clone()
         .unwrap_or_else(|| std::path::PathBuf::from("imported.mailflow"));
-    // Every round leaves out at least one more unit, so this ends.
-    for _ in 0..=units.len() {
+    let check_name = check_name.to_string_lossy();
+    // Every round that does not return leaves out one more unit, so this ends within
+    // `units.len() + 1` rounds.
+    loop {
         let (items, failed) = translate(&refused);
         let mut all_failed = failed;
         for (k, v) in &refused {
             all_failed.insert(*k, v.clone());
         }
         let rendered = render(source, tool, units, &items, &all_failed);
-        let report = crate::check::check_text(&check_name.to_string_lossy(), &rendered.text);
+        let report = crate::check::check_text(&check_name, &rendered.text);
         let mut new = false;
         for d in report
             .diagnostics
@@ -273,11 +275,6 @@ pub(crate) fn settle(
             return (rendered.text, refused.into_values().collect());
         }
     }
-    let (items, failed) = translate(&refused);
-    let mut all_failed = failed;
-    all_failed.extend(refused.clone());
-    let rendered = render(source, tool, units, &items, &all_failed);
-    (rendered.text, refused.into_values().collect())
 }
 
 /// Writes a value as a bare word when the language allows it, else as a string.
@@ -387,10 +384,11 @@ fn csv_rows(
     let mut units = units;
     let mut failed: BTreeMap<usize, Diagnostic> = BTreeMap::new();
     // Rows the CSV reader could not read at all are kept as comments too.
+    let lines: Vec<&str> = text.lines().collect();
     for d in diags.iter().filter(|d| d.severity() == Severity::Error) {
         if let Some(s) = d.primary_span() {
             let line = line_of(s);
-            let row = text.lines().nth(line.saturating_sub(1)).unwrap_or("");
+            let row = lines.get(line.saturating_sub(1)).copied().unwrap_or("");
             failed.insert(units.len(), d.clone());
             units.push(Unit {
                 lines: (line, line),
@@ -401,9 +399,11 @@ fn csv_rows(
     }
     for d in resolved.iter().filter(|d| d.severity() == Severity::Error) {
         if let Some(s) = d.primary_span() {
-            if let Some(i) = rows
-                .iter()
-                .position(|r| r.span.start <= s.start && s.end <= r.span.end)
+            // Rows are in file order: the first that does not end before the span.
+            let i = rows.partition_point(|r| r.span.end < s.start);
+            if rows
+                .get(i)
+                .is_some_and(|r| r.span.start <= s.start && s.end <= r.span.end)
             {
                 failed.entry(i).or_insert_with(|| d.clone());
             }
