@@ -4,7 +4,7 @@
 use super::{ColorChoice, Exit};
 use mailflow::diagnostic::render;
 use mailflow::fmt::{FormatError, format_source};
-use mailflow::source::SourceMap;
+use mailflow::source::{FileId, SourceMap};
 use std::io::{IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
 
@@ -129,17 +129,9 @@ fn expand(path: &Path) -> Result<Vec<PathBuf>, String> {
 }
 
 fn format_file(path: &Path, check: bool, color: bool) -> Outcome {
-    let text = match std::fs::read(path) {
-        Ok(bytes) => match String::from_utf8(bytes) {
-            Ok(t) => t,
-            Err(_) => {
-                eprintln!(
-                    "error: cannot read `{}`: the file is not valid UTF-8",
-                    path.display()
-                );
-                return Outcome::Error;
-            }
-        },
+    // The same reader as `check`: the size limit, and one message for text that is not UTF-8.
+    let text = match mailflow::load::read_limited_string(path) {
+        Ok(t) => t,
         Err(e) => {
             eprintln!(
                 "error: cannot read `{}`: {}",
@@ -179,11 +171,12 @@ fn format_file(path: &Path, check: bool, color: bool) -> Outcome {
 
 /// The formatted text, or why there is none (after reporting it).
 fn format(path: &Path, text: &str, color: bool) -> Result<String, Outcome> {
-    let mut sources = SourceMap::new();
-    let id = sources.add(path, text.to_string());
-    match format_source(id, text) {
+    // A source map (a copy of the text and its line index) only for rendering syntax errors.
+    match format_source(FileId(0), text) {
         Ok(out) => Ok(out),
         Err(FormatError::Syntax(diags)) => {
+            let mut sources = SourceMap::new();
+            sources.add(path, text.to_string());
             eprint!("{}", render::human(&diags, &sources, color));
             eprintln!(
                 "error: `{}` was left as it is: it does not parse ({})",
