@@ -99,11 +99,12 @@ fn build(set: &RuleSet) -> Graph {
         let auth = match c.auth.value {
             AuthLevel::Anonymous => "anonymous",
             AuthLevel::Partner => "partner",
-            AuthLevel::ExternallySecured => "internal",
+            AuthLevel::ExternallySecured if c.accept_oorg.is_empty() => "internal",
+            AuthLevel::ExternallySecured => "internal for our tenants",
         };
         let mut facts = vec![tls.to_string(), auth.to_string()];
         if c.accept_any_recipient.is_some() {
-            facts.push("relays for any recipient".into());
+            facts.push("relays for outside senders".into());
         }
         if !c.accept_oorg.is_empty() {
             facts.push(format!(

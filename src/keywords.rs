@@ -107,11 +107,11 @@ keywords! {
     "key", Setting, "key \"path.key\"",
         "Connector: the PEM private key of `certificate`.";
     "accept-oorg", Setting, "accept-oorg DOMAIN, ...",
-        "Receive connector: TLS peer names whose `XOORG=` parameter is trusted (Exchange `TlsDomainCapabilities ...:AcceptOorgProtocol`).";
+        "Receive connector: TLS peer names whose `XOORG=` parameter is trusted (Exchange `TlsDomainCapabilities ...:AcceptOorgProtocol`). With `auth externally-secured`, a message is Internal only when its trusted XOORG names an accepted domain; otherwise Anonymous.";
     "auth", Setting, "auth anonymous | partner | externally-secured",
-        "Receive connector: the AuthAs of every message on it (default `anonymous`).";
+        "Receive connector: the AuthAs of the messages on it (default `anonymous`); with `accept-oorg`, `externally-secured` is earned per message by a trusted XOORG naming an accepted domain.";
     "accept-any-recipient", Setting, "accept-any-recipient",
-        "Receive connector: may relay to any recipient (`MS-Exch-SMTP-Accept-Any-Recipient`); needs `remote` and `tls required`.";
+        "Receive connector: every client may relay, inside the organization or not (`MS-Exch-SMTP-Accept-Any-Recipient` for anonymous clients); `check` warns (W022). Inside senders relay without it.";
     "max-message-size", Setting, "max-message-size SIZE",
         "Receive connector: largest message accepted (default `36MB`; Exchange `MaxMessageSize`).";
     "max-recipients", Setting, "max-recipients N",
@@ -156,9 +156,9 @@ keywords! {
         "A condition of the rule; all `if` conditions must hold.";
     "except", Statement, "except CONDITION (rule); except DOMAIN, ... (rewrite)",
         "In a rule: an exception; any one cancels the rule. In a wildcard rewrite: subdomains it leaves alone.";
-    "sender", Condition, "sender inside | outside; sender contains | contains-words | matches \"v\", ...",
+    "sender", Condition, "sender inside | outside; sender contains | contains-words | matches \"v\", ...; sender domain-is DOMAIN, ...",
         "The envelope sender: its scope (inside or outside the organization) or its address.";
-    "recipient", Condition, "recipient contains | contains-words | matches \"v\", ...",
+    "recipient", Condition, "recipient contains | contains-words | matches \"v\", ...; recipient domain-is DOMAIN, ...",
         "Any recipient (after inbound rewriting) matches one of the values.";
     "inside", Condition, "sender inside",
         "AuthAs Internal and the sender's domain is authoritative or internal-relay (`-FromScope InOrganization`).";
@@ -170,6 +170,8 @@ keywords! {
         "Whole words or phrases bounded by spaces, punctuation or the ends, ignoring case.";
     "matches", Condition, "... matches \"regex\", ...",
         "A Rust regular expression, case-insensitive, without look-around or back-references.";
+    "domain-is", Condition, "recipient | sender domain-is DOMAIN, ...",
+        "The address's domain is one of the domains or a subdomain of one (`-RecipientDomainIs`); look-alikes such as `victim@example.com.evil.example` do not match.";
     "header", Condition, "header \"Name\" contains | contains-words | matches \"v\", ... (rule); header \"Name\" \"value\" (test)",
         "In a rule: a header's value. In a test: a header of the message, or (after `expect`) its final value.";
     "subject", Condition, "subject contains | contains-words | matches \"v\", ...",

@@ -277,8 +277,20 @@ pub enum AuthLevel {
     Anonymous,
     /// A partner (AuthAs Partner).
     Partner,
-    /// Trusted by the network (ExternalAuthoritative: AuthAs Internal).
+    /// Trusted by the network (ExternalAuthoritative: AuthAs Internal). On a connector with
+    /// `accept-oorg`, only for a trusted XOORG naming one of the organization's domains.
     ExternallySecured,
+}
+
+impl AuthLevel {
+    /// As written in a rule file.
+    pub fn keyword(self) -> &'static str {
+        match self {
+            AuthLevel::Anonymous => "anonymous",
+            AuthLevel::Partner => "partner",
+            AuthLevel::ExternallySecured => "externally-secured",
+        }
+    }
 }
 
 /// Limits of a receive connector, with Exchange Edge's defaults.
@@ -490,6 +502,20 @@ pub enum TextOp {
     ContainsWords,
     /// Regular expression.
     Matches,
+    /// The address's domain is one of these domains or a subdomain of one (addresses only).
+    DomainIs,
+}
+
+impl TextOp {
+    /// As written in a rule file.
+    pub fn keyword(self) -> &'static str {
+        match self {
+            TextOp::Contains => "contains",
+            TextOp::ContainsWords => "contains-words",
+            TextOp::Matches => "matches",
+            TextOp::DomainIs => "domain-is",
+        }
+    }
 }
 
 /// A text test with its values (ORed).
@@ -751,12 +777,7 @@ fn quoted_list(values: &[String]) -> String {
 
 impl fmt::Display for TextMatch {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let op = match self.op {
-            TextOp::Contains => "contains",
-            TextOp::ContainsWords => "contains-words",
-            TextOp::Matches => "matches",
-        };
-        write!(f, "{op} {}", quoted_list(&self.values))
+        write!(f, "{} {}", self.op.keyword(), quoted_list(&self.values))
     }
 }
 

@@ -110,6 +110,11 @@ enum Cond {
         field: Field,
         patterns: Vec<LazyRegex>,
     },
+    /// `domain-is`: the address's domain or one of its parents is listed (lowercase).
+    Domain {
+        field: Field,
+        domains: HashSet<String>,
+    },
     Scope(Scope),
     SizeOver(u64),
     ClientIp(Vec<IpRange>),
@@ -170,6 +175,7 @@ pub struct RuleIndex {
     pattern_slots: Vec<Vec<u32>>,
     slots: Vec<Slot>,
     by_slot: HashMap<u32, Vec<u32>>,
+    by_domain: HashMap<String, Vec<u32>>,
     by_connector: HashMap<String, Vec<u32>>,
     by_org: HashMap<String, Vec<u32>>,
     by_scope: [Vec<u32>; 2],
@@ -241,6 +247,12 @@ impl Builder {
             _ => None,
         };
         if let (Some(field), Some(m)) = (field, matcher) {
+            if m.op == TextOp::DomainIs {
+                return Cond::Domain {
+                    field,
+                    domains: m.values.iter().map(|d| d.to_ascii_lowercase()).collect(),
+                };
+            }
             if m.op == TextOp::Matches {
                 self.regexes += m.values.len();
                 return Cond::Pattern {
@@ -345,6 +357,12 @@ impl RuleIndex {
         {
             for s in slots {
                 self.by_slot.entry(*s).or_default().push(id);
+            }
+        } else if let Some(Cond::Domain { domains, .. }) =
+            conds.iter().find(|c| matches!(c, Cond::Domain { .. }))
+        {
+            for d in domains {
+                self.by_domain.entry(d.clone()).or_default().push(id);
             }
         } else if let Some(Cond::Connector(names)) =
             conds.iter().find(|c| matches!(c, Cond::Connector(_)))
@@ -454,6 +472,15 @@ impl RuleIndex {
                         .any(|(name, v)| name.eq_ignore_ascii_case(n) && test(v)),
                 }
             }
+            Cond::Domain { field, domains } => {
+                let test = |a: &str| in_domains(a, |d| domains.contains(d));
+                match field {
+                    Field::Recipient => facts.recipients.iter().any(|r| test(r)),
+                    Field::Sender => test(facts.sender),
+                    // `check` allows `domain-is` on addresses only.
+                    Field::Subject | Field::Header(_) => false,
+                }
+            }
             Cond::Scope(s) => facts.scope == *s,
             Cond::SizeOver(n) => facts.size > *n,
             Cond::ClientIp(ranges) => facts
@@ -501,6 +528,17 @@ impl RuleIndex {
                 candidates.extend(rs);
             }
         }
+        if !self.by_domain.is_empty() {
+            let sender = std::iter::once(facts.sender);
+            for a in facts.recipients.iter().map(String::as_str).chain(sender) {
+                in_domains(a, |d| {
+                    if let Some(rs) = self.by_domain.get(d) {
+                        candidates.extend(rs);
+                    }
+                    false
+                });
+            }
+        }
         if let Some(rs) = facts.connector.and_then(|c| self.by_connector.get(c)) {
             candidates.extend(rs);
         }
@@ -544,6 +582,26 @@ impl RuleIndex {
             }
         }
         out
+    }
+}
+
+/// Calls `f` with the domain of `address` (lowercase) and then each of its parents, until `f`
+/// says yes. The domain is what follows the last `@`, so a quoted local part such as
+/// `"example.com"@elsewhere` is not in example.com.
+fn in_domains(address: &str, mut f: impl FnMut(&str) -> bool) -> bool {
+    let Some((_, domain)) = address.rsplit_once('@') else {
+        return false;
+    };
+    let domain = domain.trim_end_matches('.').to_ascii_lowercase();
+    let mut rest = domain.as_str();
+    loop {
+        if f(rest) {
+            return true;
+        }
+        match rest.split_once('.') {
+            Some((_, parent)) => rest = parent,
+            None => return false,
+        }
     }
 }
 

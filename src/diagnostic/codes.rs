@@ -657,6 +657,19 @@ rule \"Drop\" { delete }
 
 Add a condition such as `if sender outside`.";
 
+    /// A `contains` word is a bare domain, which look-alike addresses also contain.
+    W013 = "contains-bare-domain", "a domain tested with `contains` also matches look-alike addresses",
+"`contains` and `contains-words` look for text anywhere in the address, so a domain matches addresses that are not in it: `victim@myexchlab.com.evil.example`, `myexchlab.com@evil.example` and `\"myexchlab.com\"@evil.example` all contain `myexchlab.com`, as whole words too. A rule that lets mail through because of such a word (seed 002's `-AnyOfRecipientAddressContains`) lets those through as well.
+
+```mailflow
+rule \"Inside\" {
+  if recipient contains \"myexchlab.com\"
+  stop
+}
+```
+
+Use `domain-is`, which compares the address's domain and matches the domain and its subdomains only: `if recipient domain-is myexchlab.com`.";
+
     /// A receive connector is an open relay.
     W020 = "open-relay", "this receive connector relays for anyone",
 "The connector accepts mail for any recipient (`accept-any-recipient`, or `auth externally-secured`) but does not restrict which clients may connect (`remote` is missing or covers the whole internet) or does not require TLS. Anyone who can reach it can send mail anywhere through you: the worst misconfiguration an edge relay can have.
@@ -681,6 +694,22 @@ receive-connector \"Internet\" {
 ```
 
 Use `tls optional` here, and a separate connector with a `remote` restriction for peers that must use TLS.";
+
+    /// A receive connector relays for senders outside the organization.
+    W022 = "outside-relay", "this receive connector relays for senders outside the organization",
+"`accept-any-recipient` lets every client the connector accepts relay to any domain, whether or not the sender is inside the organization: Exchange's Accept-Any-Recipient permission granted to anonymous clients. Behind a shared service such as Exchange Online Protection, every customer of that service is such a client. Senders inside the organization relay without it: on an `externally-secured` connector, and where the connector has `accept-oorg`, when a trusted XOORG names one of the organization's accepted domains.
+
+```mailflow
+receive-connector \"From EOP\" {
+  remote 40.92.0.0/15, 40.107.0.0/16
+  tls required
+  auth externally-secured
+  accept-oorg mail.protection.outlook.com
+  accept-any-recipient
+}
+```
+
+Remove `accept-any-recipient`. Keep it only on a connector that must relay for senders that cannot be inside (an old application server, say), restricted with `remote` to those hosts.";
 
     /// A deleted recipient's external address is still claimed by another object.
     W030 = "deleted-recipient-shadow", "a deleted recipient's external address is still claimed",
@@ -745,6 +774,16 @@ New-DistributionGroup -Name Officers -PrimarySmtpAddress
 ```
 
 Join the lines, or end the first with a backtick (`).";
+
+    /// A relay permission for anonymous clients is not imported.
+    W043 = "anonymous-relay-not-imported", "relay permission for anonymous clients is left out",
+"`Add-ADPermission -User 'NT AUTHORITY\\Anonymous Logon' -ExtendedRights ms-Exch-SMTP-Accept-Any-Recipient` lets anonymous clients relay. On a connector that also trusts XOORG (`-TlsDomainCapabilities ...:AcceptOorgProtocol` with `ExternalAuthoritative`), the anonymous clients are the shared service's other customers; the organization's own tenants relay as internal without the permission. The importer leaves it out rather than open the relay to every tenant of the service.
+
+```powershell
+Get-ReceiveConnector \"From EOP\" | Add-ADPermission -User 'NT AUTHORITY\\Anonymous Logon' -ExtendedRights MS-Exch-SMTP-Accept-Any-Recipient
+```
+
+Nothing to do if only your tenants relay through the connector. If outside senders must relay too, add `accept-any-recipient` to the connector yourself (`check` warns with W022).";
 }
 
 /// The whole registry as Markdown: the text of `docs/diagnostics.md`.

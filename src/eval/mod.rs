@@ -1,14 +1,16 @@
 //! Step five: evaluating one message against a compiled [`Table`], in the order Exchange
-//! runs its stages: connector and authentication, header firewall, tenant attribution,
+//! runs its stages: connector, tenant attribution and authentication, header firewall,
 //! inbound rewriting, recipient resolution and relay permission, transport rules, outbound
 //! rewriting, routing. No I/O and no panics; the result is a [`Verdict`] per recipient plus a
 //! trace that says, in an administrator's words, why.
 
 pub mod message;
 mod stages;
+mod trust;
 
 pub use message::{Header, Message};
 pub use stages::{evaluate, evaluate_recipients};
+pub use trust::is_trust_header;
 
 use crate::model::{Address, AuthAs};
 use serde::Serialize;

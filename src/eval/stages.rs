@@ -1,11 +1,10 @@
 //! The stages of [`evaluate`], one function each.
 
 use super::message::{Header, Message, fold, rewrite_addresses};
+use super::trust::{attribute, header_firewall};
 use super::{Envelope, Fate, RecipientVerdict, Stage, Step, Verdict};
 use crate::compile::{Facts, Lookup, Outbound, Outcome, RuleIndex, Table, route, select_receive};
-use crate::model::{
-    Action, Address, AuthAs, AuthLevel, DomainKind, InboundTls, ReceiveConnector, RuleMode, Scope,
-};
+use crate::model::{Action, Address, AuthAs, DomainKind, ReceiveConnector, RuleMode, Scope};
 use std::borrow::Cow;
 
 /// Adds a line to the trace, formatting it only when the trace is wanted: the relay's path
@@ -32,18 +31,16 @@ const OUTBOUND_HEADERS: &[&str] = &[
 /// Headers an inbound rewrite changes.
 const INBOUND_HEADERS: &[&str] = &["To", "Cc"];
 
-const ORG_HEADER_PREFIX: &str = "x-ms-exchange-organization-";
-
-struct Run<'t> {
-    table: &'t Table,
-    explain: bool,
+pub(super) struct Run<'t> {
+    pub(super) table: &'t Table,
+    pub(super) explain: bool,
     trace: Vec<Step>,
-    message: Message,
+    pub(super) message: Message,
     header_changes: Vec<(String, Option<String>, Option<String>)>,
 }
 
 impl Run<'_> {
-    fn step(&mut self, stage: Stage, text: impl Into<String>) {
+    pub(super) fn step(&mut self, stage: Stage, text: impl Into<String>) {
         self.trace.push(Step {
             stage,
             text: text.into(),
@@ -53,7 +50,7 @@ impl Run<'_> {
     /// Sets a header where it stands (or at the end when absent); later copies are removed.
     /// The value is folded to keep lines within the limit (it is often an unfolded one, made
     /// longer).
-    fn set_header(&mut self, name: &str, value: &str) {
+    pub(super) fn set_header(&mut self, name: &str, value: &str) {
         let before = self.message.get(name);
         let new = Header {
             name: name.to_string(),
@@ -82,7 +79,7 @@ impl Run<'_> {
             .push((name.to_string(), before, Some(value.to_string())));
     }
 
-    fn remove_header(&mut self, name: &str) -> bool {
+    pub(super) fn remove_header(&mut self, name: &str) -> bool {
         let before = self.message.get(name);
         let n = self.message.headers.len();
         self.message
@@ -141,15 +138,7 @@ fn parse_address(text: &str) -> Option<Address> {
     })
 }
 
-fn auth_of(c: &ReceiveConnector) -> AuthAs {
-    match c.auth.value {
-        AuthLevel::Anonymous => AuthAs::Anonymous,
-        AuthLevel::Partner => AuthAs::Partner,
-        AuthLevel::ExternallySecured => AuthAs::Internal,
-    }
-}
-
-fn auth_word(a: AuthAs) -> &'static str {
+pub(super) fn auth_word(a: AuthAs) -> &'static str {
     match a {
         AuthAs::Internal => "Internal",
         AuthAs::Anonymous => "Anonymous",
@@ -261,90 +250,23 @@ fn evaluate_inner(
             false,
         );
     };
-    let auth = auth_of(connector);
     if run.explain {
+        let how = match (env.connector.is_some(), env.client_ip) {
+            (false, Some(ip)) => format!("client {ip} arrives on"),
+            _ => "arrives on".to_string(),
+        };
+        let range = if env.connector.is_none() && env.client_ip.is_some() {
+            " (its most specific remote range)"
+        } else {
+            ""
+        };
         run.step(
             Stage::Connector,
-            match (env.connector.is_some(), env.client_ip) {
-                (false, Some(ip)) => format!(
-                    "client {ip} arrives on `{}` (its most specific remote range): AuthAs {}",
-                    connector.name.value,
-                    auth_word(auth)
-                ),
-                _ => format!(
-                    "arrives on `{}`: AuthAs {}",
-                    connector.name.value,
-                    auth_word(auth)
-                ),
-            },
+            format!("{how} `{}`{range}", connector.name.value),
         );
     }
-
-    // Header firewall: organization headers are trusted only from a trusted connector.
-    if auth != AuthAs::Internal {
-        let stripped: Vec<String> = run
-            .message
-            .headers
-            .iter()
-            .filter(|h| {
-                h.name
-                    .get(..ORG_HEADER_PREFIX.len())
-                    .is_some_and(|p| p.eq_ignore_ascii_case(ORG_HEADER_PREFIX))
-                    || h.name.eq_ignore_ascii_case("X-OriginatorOrg")
-            })
-            .map(|h| h.name.clone())
-            .collect();
-        for name in stripped {
-            if run.remove_header(&name) {
-                trace!(
-                    run,
-                    Stage::HeaderFirewall,
-                    "removed `{name}`: organization headers are not accepted from {} senders",
-                    auth_word(auth).to_lowercase(),
-                );
-            }
-        }
-    }
-    run.set_header("X-MS-Exchange-Organization-AuthAs", auth_word(auth));
-    trace!(
-        run,
-        Stage::HeaderFirewall,
-        "stamped X-MS-Exchange-Organization-AuthAs: {}",
-        auth_word(auth),
-    );
-
-    // Tenant attribution.
-    let trusted_peer = env.tls_peer.as_ref().filter(|peer| {
-        connector.tls.value != InboundTls::Off
-            && connector
-                .accept_oorg
-                .iter()
-                .any(|p| p.value.matches(&peer.to_ascii_lowercase()))
-    });
-    let originating_org = match (&env.xoorg, trusted_peer) {
-        (Some(org), Some(peer)) => {
-            trace!(
-                run,
-                Stage::Attribution,
-                "XOORG={org} trusted: the client's certificate `{peer}` is accepted for tenant attribution on `{}`",
-                connector.name.value
-            );
-            run.set_header("X-OriginatorOrg", org);
-            Some(org.to_ascii_lowercase())
-        }
-        (Some(org), None) => {
-            let why = match &env.tls_peer {
-                None => "the client presented no certificate".to_string(),
-                Some(p) => format!(
-                    "the certificate `{p}` is not accepted for tenant attribution on `{}`",
-                    connector.name.value
-                ),
-            };
-            trace!(run, Stage::Attribution, "XOORG={org} ignored: {why}");
-            None
-        }
-        (None, _) => None,
-    };
+    let (auth, originating_org) = attribute(&mut run, connector, env);
+    header_firewall(&mut run, auth, originating_org.as_deref());
 
     // Inbound rewriting: RCPT TO, To and Cc.
     let mut pending: Vec<Pending> = Vec::with_capacity(env.rcpt_to.len());
@@ -412,7 +334,7 @@ fn evaluate_inner(
                     if auth == AuthAs::Internal {
                         "the sender is internal"
                     } else {
-                        "the connector accepts any recipient"
+                        "the connector relays for outside senders: `accept-any-recipient`"
                     }
                 );
                 resolved.push(p);

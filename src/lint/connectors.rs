@@ -1,4 +1,5 @@
-//! Lints of connectors: ambiguous remote ranges, open relays, public connectors that demand TLS.
+//! Lints of connectors: ambiguous remote ranges, open relays, relays for outside senders,
+//! public connectors that demand TLS.
 
 use crate::diagnostic::{Code, Diagnostic};
 use crate::model::{AuthLevel, InboundTls, ReceiveConnector, RuleSet};
@@ -6,7 +7,9 @@ use crate::model::{AuthLevel, InboundTls, ReceiveConnector, RuleSet};
 pub(super) fn check(set: &RuleSet, out: &mut Vec<Diagnostic>) {
     overlapping_ranges(set, out);
     for c in &set.receive_connectors {
-        open_relay(c, out);
+        if !open_relay(c, out) {
+            outside_relay(c, out);
+        }
         public_requires_tls(c, out);
     }
 }
@@ -77,7 +80,8 @@ fn overlapping_ranges(set: &RuleSet, out: &mut Vec<Diagnostic>) {
 ///
 /// What it does: flags a receive connector that may relay to any recipient
 /// (`accept-any-recipient`, or `auth externally-secured`) while any client may connect (no
-/// `remote`, or a range covering all addresses) or without `tls required`.
+/// `remote`, or a range covering all addresses) or without `tls required`. Returns whether it
+/// did.
 ///
 /// Why is this bad: anyone who reaches it can send mail anywhere in your name. An open relay is
 /// the worst misconfiguration an edge relay can have: it gets the address block-listed within
@@ -86,10 +90,10 @@ fn overlapping_ranges(set: &RuleSet, out: &mut Vec<Diagnostic>) {
 /// Example: `receive-connector "Relay" { accept-any-recipient }`.
 ///
 /// Use instead: restrict `remote` to the senders' ranges and set `tls required`.
-fn open_relay(c: &ReceiveConnector, out: &mut Vec<Diagnostic>) {
+fn open_relay(c: &ReceiveConnector, out: &mut Vec<Diagnostic>) -> bool {
     let relays = c.accept_any_recipient.is_some() || c.auth.value == AuthLevel::ExternallySecured;
     if !relays {
-        return;
+        return false;
     }
     let relay_span = c.accept_any_recipient.unwrap_or(c.auth.span);
     let unrestricted = c.remote.is_empty() || c.remote.iter().any(|r| r.value.is_everything());
@@ -118,10 +122,53 @@ fn open_relay(c: &ReceiveConnector, out: &mut Vec<Diagnostic>) {
             "but tls is not required, so the peer is unverified and the mail readable",
         )
     } else {
-        return;
+        return false;
     };
     d = d.help("restrict `remote` to your senders' ranges and set `tls required`");
     out.push(d);
+    true
+}
+
+/// W022 outside-relay.
+///
+/// What it does: flags `accept-any-recipient`, which lets every client of the connector relay,
+/// whether or not the sender is inside the organization (W020 covers the connectors that are
+/// open to any client besides).
+///
+/// Why is this bad: behind a shared service (Exchange Online Protection relays for every
+/// Microsoft 365 customer from the same addresses with the same certificate) every customer of
+/// the service can relay through you, and transport rules that look at addresses are easily
+/// fooled. Inside senders relay without it.
+///
+/// Example: seed 002's `From EOP` connector with `accept-any-recipient`.
+///
+/// Use instead: remove it; on a connector with `accept-oorg`, the organization's tenants are
+/// Internal when their XOORG names an accepted domain.
+fn outside_relay(c: &ReceiveConnector, out: &mut Vec<Diagnostic>) {
+    let Some(span) = c.accept_any_recipient else {
+        return;
+    };
+    let mut d = Diagnostic::new(
+        Code::W022,
+        format!(
+            "receive connector `{}` relays for senders outside the organization",
+            c.name.value
+        ),
+    )
+    .primary(
+        span,
+        "every client of this connector may relay, inside or not",
+    );
+    d = match c.accept_oorg.first() {
+        Some(o) => d.secondary(
+            o.span,
+            "your tenants relay without it: a trusted XOORG naming an accepted domain makes them internal",
+        ),
+        None => d,
+    };
+    out.push(d.help(
+        "remove `accept-any-recipient`, unless this connector must relay for senders that cannot be inside; then restrict `remote` to those hosts",
+    ));
 }
 
 /// W021 public-connector-requires-tls.

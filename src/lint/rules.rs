@@ -1,13 +1,14 @@
 //! Lints of transport rules: rules that can never run, never match, or delete everything.
 
 use crate::diagnostic::{Code, Diagnostic};
-use crate::model::{Action, Predicate, RuleMode, RuleSet, TransportRule};
+use crate::model::{Action, Predicate, RuleMode, RuleSet, TextOp, TransportRule};
 
 pub(super) fn check(set: &RuleSet, out: &mut Vec<Diagnostic>) {
     unreachable_rules(set, out);
     for rule in &set.rules {
         never_matches(rule, out);
         delete_without_condition(rule, out);
+        contains_bare_domain(rule, out);
     }
 }
 
@@ -55,6 +56,64 @@ fn unreachable_rules(set: &RuleSet, out: &mut Vec<Diagnostic>) {
             )),
         );
     }
+}
+
+/// W013 contains-bare-domain.
+///
+/// What it does: flags a `recipient` or `sender` condition or exception that tests a domain
+/// (`example.com`, `@example.com`, `.example.com`) with `contains` or `contains-words`.
+///
+/// Why is this bad: the word is found anywhere in the address, so look-alikes match too:
+/// `victim@example.com.evil.example`, `example.com@evil.example`, `"example.com"@evil.example`.
+/// A rule that lets mail through on such a word lets those through.
+///
+/// Example: `if recipient contains "myexchlab.com"` (seed 002).
+///
+/// Use instead: `if recipient domain-is myexchlab.com`, which compares the address's domain
+/// (the domain and its subdomains).
+fn contains_bare_domain(rule: &TransportRule, out: &mut Vec<Diagnostic>) {
+    let tests = rule.conditions.iter().chain(&rule.exceptions);
+    for p in tests {
+        let (field, m) = match &p.value {
+            Predicate::RecipientAddress(m) => ("recipient", m),
+            Predicate::SenderAddress(m) => ("sender", m),
+            _ => continue,
+        };
+        if !matches!(m.op, TextOp::Contains | TextOp::ContainsWords) {
+            continue;
+        }
+        let domains: Vec<&str> = m.values.iter().filter_map(|v| bare_domain(v)).collect();
+        let Some(first) = domains.first() else {
+            continue;
+        };
+        out.push(
+            Diagnostic::new(
+                Code::W013,
+                format!("`{first}` tested with `{}` also matches look-alike addresses", m.op.keyword()),
+            )
+            .primary(
+                p.span,
+                format!("also true for `victim@{first}.evil.example` and `{first}@evil.example`"),
+            )
+            .help(format!(
+                "compare the domain itself: `{field} domain-is {}` matches {} and {} subdomains only",
+                domains.join(", "),
+                if domains.len() == 1 { "that domain" } else { "those domains" },
+                if domains.len() == 1 { "its" } else { "their" },
+            )),
+        );
+    }
+}
+
+/// The domain a word names, when the word is a domain written bare or after `@` or `.`.
+fn bare_domain(word: &str) -> Option<&str> {
+    let d = word.strip_prefix(['@', '.']).unwrap_or(word);
+    let looks_like = d.contains('.')
+        && !d.starts_with('.')
+        && !d.ends_with('.')
+        && d.chars()
+            .all(|c| c.is_alphanumeric() || c == '-' || c == '.');
+    (looks_like && crate::resolve::domain_problem(&d.to_ascii_lowercase()).is_none()).then_some(d)
 }
 
 /// W011 rule-never-matches.

@@ -102,7 +102,7 @@ fn phrase(r: Rule) -> String {
         args | group => "a value".into(),
         setting | setting_name => "a setting".into(),
         scope => "`inside` or `outside`".into(),
-        text_op => "`contains`, `contains-words` or `matches`".into(),
+        text_op => "`contains`, `contains-words`, `matches` or `domain-is`".into(),
         outbound_only => "`outbound-only`".into(),
         exceptions => "`except`".into(),
         EOI => "the end of the file".into(),
@@ -149,7 +149,7 @@ fn describe(positives: &[Rule]) -> (String, Option<String>) {
             ),
             Category::Predicate => (
                 "a condition",
-                "conditions are `sender inside|outside`, `recipient|sender contains|contains-words|matches ...`, `header NAME contains ...`, `subject contains ...`, `size over SIZE`, `client-ip in RANGES`, `connector \"NAME\"`, `originating-org DOMAIN`",
+                "conditions are `sender inside|outside`, `recipient|sender contains|contains-words|matches|domain-is ...`, `header NAME contains ...`, `subject contains ...`, `size over SIZE`, `client-ip in RANGES`, `connector \"NAME\"`, `originating-org DOMAIN`",
             ),
             Category::Expectation => (
                 "an expectation",

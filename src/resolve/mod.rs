@@ -10,6 +10,8 @@ mod settings;
 mod test_cases;
 mod values;
 
+pub(crate) use values::domain_problem;
+
 pub use rules::{
     MAX_MATCHES_PATTERNS, MAX_TEXT_CHARS, MAX_WORD_BYTES, MAX_WORDS, PATTERN_CACHE_LIMIT,
     PATTERN_SIZE_LIMIT, PATTERNS_TOTAL_SIZE_LIMIT, compile_pattern, pattern_problem,

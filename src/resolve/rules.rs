@@ -204,8 +204,12 @@ impl Resolver<'_> {
         let op = match op.value.as_str() {
             "contains" => TextOp::Contains,
             "contains-words" => TextOp::ContainsWords,
+            "domain-is" => TextOp::DomainIs,
             _ => TextOp::Matches,
         };
+        if op == TextOp::DomainIs {
+            return self.domains_match(values);
+        }
         let what = if op == TextOp::Matches {
             "pattern"
         } else {
@@ -259,6 +263,18 @@ impl Resolver<'_> {
         ok.then(|| TextMatch {
             op,
             values: values.iter().map(|v| v.value.clone()).collect(),
+        })
+    }
+
+    /// `domain-is`: each value a plain domain (lowercased).
+    fn domains_match(&mut self, values: &[Text]) -> Option<TextMatch> {
+        let domains: Vec<String> = values
+            .iter()
+            .filter_map(|v| self.check(values::domain(v)))
+            .collect();
+        (domains.len() == values.len()).then_some(TextMatch {
+            op: TextOp::DomainIs,
+            values: domains,
         })
     }
 
@@ -363,6 +379,16 @@ impl Resolver<'_> {
                 } else {
                     Predicate::SenderAddress(m)
                 }
+            }
+            PredicateKind::Header { op, .. } | PredicateKind::Subject { op, .. }
+                if op.value == "domain-is" =>
+            {
+                self.diags.push(
+                    Diagnostic::new(Code::E014, "`domain-is` tests an address's domain")
+                        .primary(op.span, "this text is not an address")
+                        .help("use `domain-is` with `recipient` or `sender`; for text, use `contains` or `matches`"),
+                );
+                return None;
             }
             PredicateKind::Header { name, op, values } => {
                 let name = self.header_name(name, false);

@@ -16,7 +16,7 @@ fn bad(code: Code, t: &Text, message: String, label: &str, help: &str) -> Diagno
 }
 
 /// Why a domain name is not valid, if it is not.
-fn domain_problem(d: &str) -> Option<String> {
+pub(crate) fn domain_problem(d: &str) -> Option<String> {
     if d.is_empty() {
         return Some("the domain is empty".into());
     }

@@ -47,6 +47,38 @@ impl State<'_> {
         }
     }
 
+    /// Leaves out (W043) the anonymous relay right of a connector that trusts XOORG as
+    /// `ExternalAuthoritative`: its anonymous clients are the shared service's other
+    /// customers, and the organization's own tenants relay as internal without the right.
+    pub(super) fn shared_service_relay(&mut self) {
+        let mut left_out = Vec::new();
+        for o in self.objects.iter_mut().flatten() {
+            let Data::Receive(r) = &mut o.data else {
+                continue;
+            };
+            let trusts_tenants = r.oorg.as_ref().is_some_and(|(v, _)| !v.is_empty())
+                && r.mechanisms
+                    .as_ref()
+                    .is_some_and(|(m, _)| m.iter().any(|x| x == "externalauthoritative"));
+            if !trusts_tenants {
+                continue;
+            }
+            if let Some(b) = r.any_recipient.take() {
+                left_out.push((o.name.clone(), b.span));
+            }
+        }
+        for (name, span) in left_out {
+            self.findings.push(
+                Diagnostic::new(
+                    Code::W043,
+                    format!("the anonymous relay right of `{name}` is left out"),
+                )
+                .primary(span, "would let every tenant of the shared service relay through you")
+                .help("your tenants relay as internal when their XOORG names an accepted domain; if outside senders must relay too, add `accept-any-recipient` yourself"),
+            );
+        }
+    }
+
     pub(super) fn receive(&self, ctx: &mut Ctx, c: &Command, b: &mut Bound, r: &mut Receive) {
         for sw in ["Internet", "Internal", "Partner", "Custom", "Client"] {
             if let Some(a) = b.take(sw) {

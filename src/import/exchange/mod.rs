@@ -65,6 +65,7 @@ pub(super) fn import(
                 }
                 st.statement(i, s);
             }
+            st.shared_service_relay();
             let items = st.items();
             findings = std::mem::take(&mut st.findings);
             (items, st.failed)

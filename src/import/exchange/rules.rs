@@ -52,6 +52,9 @@ impl State<'_> {
                     "recipient",
                     "matches",
                 ),
+                // Exchange Online's and the Mailbox role's: the domain and its subdomains.
+                ("RecipientDomainIs", "recipient", "domain-is"),
+                ("SenderDomainIs", "sender", "domain-is"),
                 ("FromAddressContainsWords", "sender", "contains-words"),
                 ("FromAddressMatchesPatterns", "sender", "matches"),
                 ("SubjectContainsWords", "subject", "contains-words"),
