@@ -701,6 +701,43 @@ rule "Drop email if Outside of Organization" { priority 3; if sender outside; de
         assert_eq!(all[3].outcome, Outcome::Matched);
     }
 
+    /// `domain-is` holds for the domain and its subdomains, never for look-alikes that merely
+    /// contain it (the forms that defeated seed 002's `contains`).
+    #[test]
+    fn domain_is_ignores_look_alikes() {
+        let ix = index(
+            r#"rule "Ours" { if recipient domain-is myexchlab.com; stop }
+rule "Contains" { if recipient contains-words "myexchlab.com"; log "x" }
+"#,
+        );
+        let fired = |rcpt: &str| {
+            let f = Facts {
+                recipients: vec![rcpt.to_string()],
+                ..Facts::default()
+            };
+            names(&ix, &ix.run(&f))
+        };
+        for ours in [
+            "John.Smith@myexchlab.com",
+            "a@Tenant1.MyExchLab.COM",
+            "a@deep.tenant2.myexchlab.com",
+        ] {
+            assert_eq!(fired(ours), ["Ours"], "{ours}");
+        }
+        for look_alike in [
+            "victim@myexchlab.com.evil.example",
+            "myexchlab.com@evil.example",
+            "\"myexchlab.com\"@evil.example",
+            "a@notmyexchlab.com",
+            "myexchlab.com",
+        ] {
+            assert!(!fired(look_alike).contains(&"Ours".to_string()), "{look_alike}");
+        }
+        // What the W013 warning says of `contains-words`: the look-alikes pass it.
+        assert_eq!(fired("victim@myexchlab.com.evil.example"), ["Contains"]);
+        assert_eq!(fired("myexchlab.com@evil.example"), ["Contains"]);
+    }
+
     #[test]
     fn words_are_bounded_and_exceptions_win() {
         let ix = index(
@@ -728,12 +765,14 @@ rule "Sizes" { if size over 1MB; if client-ip in 10.0.0.0/8; log "big internal" 
     fn fast_path_agrees_with_every_rule_evaluated() {
         let mut src = String::new();
         for i in 0..300 {
-            let cond = match i % 6 {
+            let cond = match i % 8 {
                 0 => format!("if recipient contains \"w{}\"", i % 17),
                 1 => format!("if subject contains-words \"s{}\"", i % 5),
                 2 => format!("if connector \"C{}\"", i % 3),
                 3 => "if sender inside".to_string(),
                 4 => format!("if originating-org org{}.example", i % 4),
+                5 => format!("if recipient domain-is w{}.example", i % 13),
+                6 => format!("if sender domain-is d{}.example", i % 3),
                 _ => format!("if subject matches \"^re{}\"", i % 7),
             };
             let action = if i % 50 == 49 { "stop" } else { "log \"x\"" };
@@ -757,12 +796,18 @@ rule "Sizes" { if size over 1MB; if client-ip in 10.0.0.0/8; log "big internal" 
         };
         let (mut fired_total, mut stopped) = (0, 0);
         for _ in 0..500 {
-            let rcpt = format!("a@w{}.example", next(20));
+            let rcpt = match next(4) {
+                0 => format!("a@sub.w{}.example", next(20)),
+                1 => format!("w{}.example@evil.example", next(20)),
+                _ => format!("a@w{}.example", next(20)),
+            };
+            let sender = format!("b@d{}.EXAMPLE", next(5));
             let subject = format!("re{} s{} x", next(9), next(6));
             let conn = format!("C{}", next(4));
             let org = format!("org{}.example", next(5));
             let f = Facts {
                 recipients: vec![rcpt],
+                sender: &sender,
                 subject: Some(&subject),
                 connector: Some(&conn),
                 originating_org: Some(&org),
