@@ -731,7 +731,10 @@ rule "Contains" { if recipient contains-words "myexchlab.com"; log "x" }
             "a@notmyexchlab.com",
             "myexchlab.com",
         ] {
-            assert!(!fired(look_alike).contains(&"Ours".to_string()), "{look_alike}");
+            assert!(
+                !fired(look_alike).contains(&"Ours".to_string()),
+                "{look_alike}"
+            );
         }
         // What the W013 warning says of `contains-words`: the look-alikes pass it.
         assert_eq!(fired("victim@myexchlab.com.evil.example"), ["Contains"]);

@@ -251,18 +251,15 @@ fn evaluate_inner(
         );
     };
     if run.explain {
-        let how = match (env.connector.is_some(), env.client_ip) {
-            (false, Some(ip)) => format!("client {ip} arrives on"),
-            _ => "arrives on".to_string(),
-        };
-        let range = if env.connector.is_none() && env.client_ip.is_some() {
-            " (its most specific remote range)"
-        } else {
-            ""
-        };
+        let name = &connector.name.value;
         run.step(
             Stage::Connector,
-            format!("{how} `{}`{range}", connector.name.value),
+            match (env.connector.is_some(), env.client_ip) {
+                (false, Some(ip)) => {
+                    format!("client {ip} arrives on `{name}` (its most specific remote range)")
+                }
+                _ => format!("arrives on `{name}`"),
+            },
         );
     }
     let (auth, originating_org) = attribute(&mut run, connector, env);
