@@ -55,7 +55,7 @@ fn io_error(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> RelayErro
     move |source| RelayError::Io { what, source }
 }
 
-type TlsConfigs = HashMap<String, Arc<rustls::ServerConfig>>;
+type TlsConfigs = HashMap<String, tls::ConnectorTls>;
 
 /// What every session and the scheduler share.
 pub(crate) struct Shared {
@@ -85,7 +85,7 @@ impl Shared {
         }
     }
 
-    pub(crate) fn tls_config(&self, connector: &str) -> Option<Arc<rustls::ServerConfig>> {
+    pub(crate) fn tls_config(&self, connector: &str) -> Option<tls::ConnectorTls> {
         let configs = match self.tls.read() {
             Ok(t) => Arc::clone(&t),
             Err(poisoned) => Arc::clone(&poisoned.into_inner()),

@@ -3,7 +3,7 @@
 //! data the full evaluation, the durable spool write, and the one reply that acknowledges it.
 
 use super::Shared;
-use super::tls::{peer_name, trusted_for_oorg};
+use super::tls::{ClientCert, peer_name, trusted_for_oorg};
 use super::track::{Event, EventId};
 use crate::compile::Table;
 use crate::eval::{Envelope, Fate, Message, Verdict, evaluate, evaluate_recipients};
@@ -545,7 +545,7 @@ impl Session {
         let Stream::Plain(plain) = std::mem::replace(&mut self.stream, Stream::Closed) else {
             return Err(End::Closed);
         };
-        let acceptor = tokio_rustls::TlsAcceptor::from(config);
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::clone(&config.config));
         let handshake = tokio::time::timeout(
             self.conn().limits.inactivity_timeout,
             acceptor.accept(plain),
@@ -554,9 +554,14 @@ impl Session {
         match handshake {
             Ok(Ok(tls)) => {
                 let (_, conn) = tls.get_ref();
-                self.tls_peer = conn
-                    .peer_certificates()
-                    .and_then(|certs| peer_name(certs, self.conn()));
+                self.tls_peer = match config.client_cert(conn.peer_certificates()) {
+                    ClientCert::Verified(certs) => peer_name(&certs, self.conn()),
+                    ClientCert::None => None,
+                    ClientCert::Unverified(why) => {
+                        tracing::info!(client = %self.peer, "client certificate not verified ({why}): treated as no certificate");
+                        None
+                    }
+                };
                 self.stream = Stream::Tls(Box::new(tls));
                 self.tls_active = true;
                 self.helo = None;
