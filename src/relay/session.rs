@@ -115,7 +115,7 @@ struct Session {
     started: Instant,
     /// This connection's place in the per-address count, given back as QUIT is answered:
     /// a client that reconnects at once must not find its old session still counted.
-    slot: Option<super::IpSlot>,
+    slot: Option<super::limits::Slot>,
 }
 
 /// Serves one connection until QUIT, a timeout, too many errors, or shutdown.
@@ -124,7 +124,7 @@ pub(super) async fn serve(
     tcp: TcpStream,
     peer: SocketAddr,
     listen: SocketAddr,
-    slot: super::IpSlot,
+    slot: super::limits::Slot,
 ) {
     let table = shared.table();
     let connector =
