@@ -5,6 +5,7 @@
 //! trace that says, in an administrator's words, why.
 
 pub mod message;
+pub mod organization;
 mod stages;
 
 pub use message::{Header, Message};
