@@ -690,17 +690,27 @@ impl Session {
                 ))
                 .await;
         }
-        if to.domain.is_empty() {
+        let to = if to.domain.is_empty() {
             // `RCPT TO:<postmaster>`: RFC 5321 requires it; it belongs to this host, which
-            // keeps no mailboxes, so it is the postmaster of the first authoritative domain.
-            return self
-                .ok_or_close(Reply::new(
-                    550,
-                    "5.1.1",
-                    "no local mailboxes; write to postmaster@ an accepted domain",
-                ))
-                .await;
-        }
+            // keeps no mailboxes, so it is the postmaster of its default domain.
+            match self.table.domains.postmaster_domain() {
+                Some(domain) => Address {
+                    local: to.local,
+                    domain: domain.to_string(),
+                },
+                None => {
+                    return self
+                        .ok_or_close(Reply::new(
+                            550,
+                            "5.1.1",
+                            "no accepted domain; this relay has no postmaster",
+                        ))
+                        .await;
+                }
+            }
+        } else {
+            to
+        };
         let verdict = evaluate_recipients(&self.table, &self.envelope(vec![to.clone()]));
         let refused = verdict.recipients.iter().find_map(|r| match &r.fate {
             Fate::Reject {
