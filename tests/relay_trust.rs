@@ -128,6 +128,60 @@ async fn organization_headers_never_reach_the_internet() {
     );
 }
 
+/// A DSN to a sender outside the organization returns the message without the
+/// organization's headers: an Internet sender's message (stamped AuthAs Anonymous) is refused
+/// by the tenant's next hop, and the report the sender gets holds the returned header block
+/// without any organization header family.
+#[tokio::test(flavor = "multi_thread")]
+async fn dsns_leave_without_organization_headers() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ca = TestCa::new();
+    ca.issue(&["mx.example.com"]).write(tmp.path(), "edge");
+    std::fs::write(tmp.path().join("ca.pem"), &ca.cert_pem).unwrap();
+    let rules = tmp.path().join("trust.mailflow");
+    std::fs::copy(root().join("tests/fixtures/relay/trust.mailflow"), &rules).unwrap();
+    let tenant = Sink::start(SinkOptions::default().rcpt("gone@", "550 5.1.1 no such user")).await;
+    let internet = Sink::start(SinkOptions::default()).await;
+    let relay = Relay::start(
+        &rules,
+        &tmp.path().join("spool"),
+        &[
+            s("--listen"),
+            s("Internet=127.0.0.1:0"),
+            s("--listen"),
+            s("Tenant=127.0.0.1:0"),
+            s("--ca-file"),
+            tmp.path().join("ca.pem").display().to_string(),
+            s("--smart-host"),
+            format!("Out={}", internet.addr),
+            s("--smart-host"),
+            format!("To Tenant={}", tenant.addr),
+            s("--queue-interval"),
+            s("1s"),
+        ],
+    );
+    let (mut c, _) = Raw::connect(relay.listener("Internet")).await;
+    assert_eq!(c.cmd("EHLO mta.contoso.example").await.code, 250);
+    assert_eq!(c.cmd("MAIL FROM:<lee@contoso.example>").await.code, 250);
+    assert_eq!(c.cmd("RCPT TO:<gone@tenant.example>").await.code, 250);
+    assert_eq!(c.cmd("DATA").await.code, 354);
+    c.send("Subject: hello\r\n\r\nhi\r\n.\r\n").await;
+    assert_eq!(c.reply().await.unwrap().code, 250);
+    assert_eq!(c.cmd("QUIT").await.code, 221);
+    assert!(wait_until(20, || internet.messages().len() == 1).await);
+    let dsn = &internet.messages()[0];
+    assert_eq!(dsn.rcpts, ["lee@contoso.example"]);
+    let text = data_text(dsn);
+    assert!(
+        text.contains("Subject: hello"),
+        "the header block is returned: {text}"
+    );
+    let lower = text.to_ascii_lowercase();
+    for family in ORGANIZATION_FAMILIES {
+        assert!(!lower.contains(family), "{family} left in a DSN:\n{text}");
+    }
+}
+
 /// A self-signed client certificate (as many MTAs present) is no reason to abort STARTTLS:
 /// on the public connector none is asked for; on the connector that asks (`accept-oorg`) it
 /// counts as no certificate, so XOORG is neither offered nor accepted, and the mail is taken.

@@ -337,6 +337,13 @@ async fn record(shared: &Shared, job: &Job, result: Attempt) {
             }
         }
     }
+    // The copy a DSN returns is read first: once every recipient is final, the update lets
+    // the message go from the spool.
+    let original = if failed.is_empty() {
+        Vec::new()
+    } else {
+        read_body(shared, &m.id).await.unwrap_or_default()
+    };
     if let Err(e) = shared.spool.update(&m.id, updates).await {
         tracing::error!("spool update for {}: {e}", m.id);
         return;
@@ -355,7 +362,6 @@ async fn record(shared: &Shared, job: &Job, result: Attempt) {
             })
             .collect();
         if !wanted.is_empty() {
-            let original = read_body(shared, &m.id).await.unwrap_or_default();
             queue_dsn(
                 shared,
                 m.meta.mail_from.as_deref(),
