@@ -345,9 +345,9 @@ pub struct ReceiveLimits {
     pub max_message_size: u64,
     /// Most recipients per message.
     pub max_recipients: u32,
-    /// Most concurrent connections from one IP.
+    /// Most concurrent connections to this connector from one IP.
     pub max_connections_per_source: u32,
-    /// Most concurrent connections in all.
+    /// Most concurrent connections to this connector.
     pub max_connections: u32,
     /// Longest a connection may last.
     pub connection_timeout: Duration,
