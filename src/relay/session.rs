@@ -113,8 +113,9 @@ struct Session {
     /// The rest of an over-long line is being thrown away.
     skipping: bool,
     started: Instant,
-    /// This connection's place in the per-address count, given back as QUIT is answered:
-    /// a client that reconnects at once must not find its old session still counted.
+    /// This connection's places in the connection counts (relay, connector, address), given
+    /// back as QUIT is answered: a client that reconnects at once must not find its old
+    /// session still counted.
     slot: Option<super::limits::Slot>,
 }
 
@@ -661,6 +662,20 @@ impl Session {
         }
     }
 
+    /// `RCPT TO:<postmaster>` (RFC 5321 requires it) belongs to this host, which keeps no
+    /// mailboxes: it is the postmaster of the relay's default domain (`None` without one).
+    /// Every other address is already qualified.
+    fn qualified(&self, to: Address) -> Option<Address> {
+        if !to.domain.is_empty() {
+            return Some(to);
+        }
+        let domain = self.table.domains.postmaster_domain()?;
+        Some(Address {
+            local: to.local,
+            domain: domain.to_string(),
+        })
+    }
+
     async fn rcpt(&mut self, to: Address, params: RcptParams) -> Result<(), End> {
         let Some(_) = &self.tx.mail_from else {
             return self
@@ -690,26 +705,14 @@ impl Session {
                 ))
                 .await;
         }
-        let to = if to.domain.is_empty() {
-            // `RCPT TO:<postmaster>`: RFC 5321 requires it; it belongs to this host, which
-            // keeps no mailboxes, so it is the postmaster of its default domain.
-            match self.table.domains.postmaster_domain() {
-                Some(domain) => Address {
-                    local: to.local,
-                    domain: domain.to_string(),
-                },
-                None => {
-                    return self
-                        .ok_or_close(Reply::new(
-                            550,
-                            "5.1.1",
-                            "no accepted domain; this relay has no postmaster",
-                        ))
-                        .await;
-                }
-            }
-        } else {
-            to
+        let Some(to) = self.qualified(to) else {
+            return self
+                .ok_or_close(Reply::new(
+                    550,
+                    "5.1.1",
+                    "no accepted domain; this relay has no postmaster",
+                ))
+                .await;
         };
         let verdict = evaluate_recipients(&self.table, &self.envelope(vec![to.clone()]));
         let refused = verdict.recipients.iter().find_map(|r| match &r.fate {
