@@ -117,9 +117,9 @@ keywords! {
     "max-recipients", Setting, "max-recipients N",
         "Receive connector: most recipients per message (default `200`; `MaxRecipientsPerMessage`).";
     "max-connections-per-source", Setting, "max-connections-per-source N",
-        "Receive connector: most concurrent connections from one IP (default `20`).";
+        "Receive connector: most concurrent connections to it from one IP (default `20`; `MaxInboundConnectionPerSource`).";
     "max-connections", Setting, "max-connections N",
-        "Receive connector: most concurrent connections in all (default `5000`).";
+        "Receive connector: most concurrent connections to it, counted per connector (default `5000`; `MaxInboundConnection`); the relay's `--max-connections` caps all connectors.";
     "connection-timeout", Setting, "connection-timeout DURATION",
         "Receive connector: longest a connection may last (default `5m`).";
     "inactivity-timeout", Setting, "inactivity-timeout DURATION",

@@ -48,6 +48,52 @@ impl Address {
 }
 
 impl Address {
+    /// A local part in one form for one mailbox (RFC 5321 §4.1.2: a quoted string and a
+    /// dot-string with the same content name the same mailbox): a quoted string whose content
+    /// is a dot-atom loses its quotes (`"John.Smith"` is `John.Smith`); one that needs them
+    /// keeps them, with only `"` and `\` escaped (`"a\ b"` is `"a b"`). A local part that is
+    /// not quoted is returned as it is.
+    pub fn canonical_local(local: &str) -> std::borrow::Cow<'_, str> {
+        use std::borrow::Cow;
+        let Some(inner) = local
+            .strip_prefix('"')
+            .and_then(|l| l.strip_suffix('"'))
+            .filter(|_| local.len() >= 2)
+        else {
+            return Cow::Borrowed(local);
+        };
+        let mut content = String::with_capacity(inner.len());
+        let mut chars = inner.chars();
+        while let Some(c) = chars.next() {
+            match c {
+                '\\' => content.extend(chars.next()),
+                c => content.push(c),
+            }
+        }
+        if is_dot_atom(&content) {
+            return Cow::Owned(content);
+        }
+        let mut quoted = String::with_capacity(content.len() + 2);
+        quoted.push('"');
+        for c in content.chars() {
+            if matches!(c, '"' | '\\') {
+                quoted.push('\\');
+            }
+            quoted.push(c);
+        }
+        quoted.push('"');
+        if quoted == local {
+            Cow::Borrowed(local)
+        } else {
+            Cow::Owned(quoted)
+        }
+    }
+
+    /// Whether this is the postmaster (RFC 5321 §4.5.1: `postmaster` in any case).
+    pub fn is_postmaster(&self) -> bool {
+        self.local.eq_ignore_ascii_case("postmaster")
+    }
+
     /// Calls `f` with the lookup key, built in a reused buffer instead of a new string: the
     /// evaluator looks addresses up several times per message.
     pub fn with_key<R>(&self, f: impl FnOnce(&str) -> R) -> R {
@@ -67,6 +113,17 @@ impl Address {
             Err(_) => f(&self.key()),
         })
     }
+}
+
+/// RFC 5322's dot-atom, with RFC 6531's UTF-8: atoms of atext separated by single dots.
+fn is_dot_atom(s: &str) -> bool {
+    !s.is_empty()
+        && s.split('.').all(|atom| {
+            !atom.is_empty()
+                && atom.chars().all(|c| {
+                    c.is_ascii_alphanumeric() || "!#$%&'*+-/=?^_`{|}~".contains(c) || !c.is_ascii()
+                })
+        })
 }
 
 impl PartialEq for Address {
@@ -300,9 +357,9 @@ pub struct ReceiveLimits {
     pub max_message_size: u64,
     /// Most recipients per message.
     pub max_recipients: u32,
-    /// Most concurrent connections from one IP.
+    /// Most concurrent connections to this connector from one IP.
     pub max_connections_per_source: u32,
-    /// Most concurrent connections in all.
+    /// Most concurrent connections to this connector.
     pub max_connections: u32,
     /// Longest a connection may last.
     pub connection_timeout: Duration,

@@ -202,6 +202,10 @@ struct RelayArgs {
     /// dot gets twice as long) before the attempt is given up and retried.
     #[arg(long, default_value = "300s", value_parser = relay::parse_duration)]
     smtp_timeout: std::time::Duration,
+    /// Connections open at once across all receive connectors; each connector's own
+    /// `max-connections` (Exchange's MaxInboundConnection) applies within it. Over it: 421 4.3.2.
+    #[arg(long, default_value_t = mailflow::relay::limits::DEFAULT_MAX_CONNECTIONS)]
+    max_connections: u32,
     /// Log filter (RUST_LOG syntax), when RUST_LOG is unset.
     #[arg(long, default_value = "info")]
     log: String,
@@ -427,6 +431,7 @@ pub fn run(cli: Cli) -> Exit {
             lifetime: a.lifetime,
             queue_interval: a.queue_interval,
             smtp_timeout: a.smtp_timeout,
+            max_connections: a.max_connections,
             log: a.log,
         }),
         Command::Reload(a) => relay::reload(a.admin, &a.spool),

@@ -47,6 +47,7 @@ pub(super) struct RelayArgs {
     pub lifetime: Duration,
     pub queue_interval: Duration,
     pub smtp_timeout: Duration,
+    pub max_connections: u32,
     pub log: String,
 }
 
@@ -121,6 +122,7 @@ pub(super) fn run(a: RelayArgs) -> Exit {
         queue_interval: a.queue_interval,
         smtp_timeout: a.smtp_timeout,
         drain_timeout: Duration::from_secs(30),
+        max_connections: a.max_connections,
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -8,12 +8,22 @@ use rustc_hash::FxHashMap as HashMap;
 pub struct DomainTable {
     exact: HashMap<String, DomainKind>,
     wildcard: HashMap<String, DomainKind>,
+    /// Where a bare `postmaster` belongs: see [`DomainTable::postmaster_domain`].
+    postmaster: Option<String>,
 }
 
 impl DomainTable {
     /// Builds the maps; the first declaration of a domain wins.
     pub fn new(domains: &[AcceptedDomain]) -> Self {
         let mut t = DomainTable::default();
+        let first = |kinds: &[DomainKind]| {
+            domains.iter().find_map(|d| match &d.domain.value {
+                DomainPattern::Exact(n) if kinds.contains(&d.kind) => Some(n.clone()),
+                _ => None,
+            })
+        };
+        t.postmaster = first(&[DomainKind::Authoritative])
+            .or_else(|| first(&[DomainKind::InternalRelay, DomainKind::ExternalRelay]));
         for d in domains {
             match &d.domain.value {
                 DomainPattern::Exact(n) => {
@@ -25,6 +35,13 @@ impl DomainTable {
             }
         }
         t
+    }
+
+    /// The domain a bare `RCPT TO:<postmaster>` (RFC 5321 §4.5.1) is addressed to: this
+    /// relay's own, the first authoritative domain (Exchange's default domain), else the first
+    /// accepted domain; `None` when there is none.
+    pub fn postmaster_domain(&self) -> Option<&str> {
+        self.postmaster.as_deref()
     }
 
     /// The type of the accepted domain covering `domain` (lowercase), if any: an exact entry,
@@ -61,5 +78,28 @@ mod tests {
             Some(DomainKind::ExternalRelay)
         );
         assert_eq!(t.kind("example.org"), None);
+    }
+
+    #[test]
+    fn a_bare_postmaster_belongs_to_the_first_authoritative_domain() {
+        let table = |text: &str| {
+            let report = crate::check::check_text("t.mailflow", text);
+            DomainTable::new(&report.rule_sets[0].rules.accepted_domains)
+        };
+        let t = table(
+            "accepted-domain tenant.example internal-relay
+accepted-domain *.example.org
+accepted-domain example.com
+accepted-domain example.net
+",
+        );
+        assert_eq!(t.postmaster_domain(), Some("example.com"));
+        let t = table(
+            "accepted-domain *.x.example internal-relay
+accepted-domain tenant.example internal-relay
+",
+        );
+        assert_eq!(t.postmaster_domain(), Some("tenant.example"));
+        assert_eq!(table("").postmaster_domain(), None);
     }
 }

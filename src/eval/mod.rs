@@ -5,12 +5,12 @@
 //! trace that says, in an administrator's words, why.
 
 pub mod message;
+pub mod organization;
 mod stages;
 mod trust;
 
 pub use message::{Header, Message};
 pub use stages::{evaluate, evaluate_recipients};
-pub use trust::is_trust_header;
 
 use crate::model::{Address, AuthAs};
 use serde::Serialize;

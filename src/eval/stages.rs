@@ -126,14 +126,15 @@ impl Run<'_> {
     }
 }
 
-/// Reads `local@domain` from header text (quoted local parts kept as written).
+/// Reads `local@domain` from header text (a quoted local part in its canonical form, as
+/// SMTP's: `"John.Smith"` is `John.Smith`).
 fn parse_address(text: &str) -> Option<Address> {
     let (local, domain) = text.rsplit_once('@')?;
     if local.is_empty() || domain.is_empty() || domain.contains(['<', '>', ' ', '\r', '\n']) {
         return None;
     }
     Some(Address {
-        local: local.to_string(),
+        local: Address::canonical_local(local).into_owned(),
         domain: domain.to_ascii_lowercase(),
     })
 }
@@ -419,7 +420,9 @@ fn evaluate_inner(
                     });
                 }
             }
-            Lookup::Deleted { recipient } if kind == DomainKind::Authoritative => {
+            Lookup::Deleted { recipient }
+                if kind == DomainKind::Authoritative && !p.address.is_postmaster() =>
+            {
                 let name = table
                     .directory
                     .get(recipient)
@@ -440,7 +443,18 @@ fn evaluate_inner(
                 });
             }
             Lookup::Unknown | Lookup::Deleted { .. } => {
-                if kind == DomainKind::Authoritative {
+                if kind == DomainKind::Authoritative && p.address.is_postmaster() {
+                    // RFC 5321 §4.5.1: postmaster is never refused. No recipient or rewrite
+                    // entry claims it here, so it goes where the domain's mail is routed.
+                    trace!(
+                        run,
+                        Stage::Resolve,
+                        "{}: postmaster of the authoritative domain {} is always accepted (RFC 5321); no recipient claims it, so it is routed like the domain's other mail",
+                        p.address,
+                        p.address.domain
+                    );
+                    resolved.push(p);
+                } else if kind == DomainKind::Authoritative {
                     trace!(
                         run,
                         Stage::Resolve,

@@ -10,31 +10,13 @@
 //! FROM or From say (seed 003: "the combination of the EOP TLS certificate, connector setting
 //! and accepted domain").
 
+use super::organization::{is_organization_domain, is_organization_header};
 use super::stages::{Run, auth_word};
 use super::{Envelope, Stage};
-use crate::model::{AuthAs, AuthLevel, DomainKind, InboundTls, ReceiveConnector};
-
-/// Header name prefixes that carry the organization's trust decisions. Exchange and Exchange
-/// Online act on them (`CrossPremises-AuthAs: Internal`, `CrossPremises-SCL: -1`, ...), so only
-/// a client that is Internal may bring them.
-const TRUST_PREFIXES: &[&str] = &[
-    "x-ms-exchange-organization-",
-    "x-ms-exchange-crosspremises-",
-    "x-ms-exchange-forest-",
-    "x-ms-exchange-crosstenant-",
-];
+use crate::model::{AuthAs, AuthLevel, InboundTls, ReceiveConnector};
 
 /// Set from a trusted XOORG only; never taken from the client's headers.
 const ORIGINATOR_ORG: &str = "X-OriginatorOrg";
-
-/// Whether a header asserts the organization's trust (and so is removed from untrusted mail).
-pub fn is_trust_header(name: &str) -> bool {
-    name.eq_ignore_ascii_case(ORIGINATOR_ORG)
-        || TRUST_PREFIXES.iter().any(|p| {
-            name.get(..p.len())
-                .is_some_and(|head| head.eq_ignore_ascii_case(p))
-        })
-}
 
 /// The AuthAs and the trusted originating organization (lowercase) of a message.
 pub(super) fn attribute(
@@ -72,8 +54,7 @@ fn oorg_auth(
 ) -> (AuthAs, Option<String>) {
     let ours = org
         .as_deref()
-        .and_then(|o| run.table.domains.kind(o).map(|k| (o, k)))
-        .filter(|(_, k)| matches!(k, DomainKind::Authoritative | DomainKind::InternalRelay));
+        .filter(|o| is_organization_domain(&run.table.domains, o));
     let auth = if ours.is_some() {
         AuthAs::Internal
     } else {
@@ -81,7 +62,7 @@ fn oorg_auth(
     };
     if run.explain {
         let why = match (&org, ours) {
-            (_, Some((o, _))) => {
+            (_, Some(o)) => {
                 format!("the trusted XOORG={o} is an accepted domain of the organization")
             }
             (Some(o), None) => format!(
@@ -140,7 +121,9 @@ fn trusted_xoorg(
     None
 }
 
-/// Removes the trust headers an untrusted client brought, then stamps what this relay knows:
+/// Removes the trust headers an untrusted client brought (the organization's headers, which
+/// Exchange and Exchange Online act on: `CrossPremises-AuthAs: Internal`,
+/// `CrossPremises-SCL: -1`, ...), then stamps what this relay knows:
 /// `X-MS-Exchange-Organization-AuthAs`, and `X-OriginatorOrg` from a trusted XOORG only.
 pub(super) fn header_firewall(run: &mut Run<'_>, auth: AuthAs, org: Option<&str>) {
     let untrusted = auth != AuthAs::Internal;
@@ -149,7 +132,8 @@ pub(super) fn header_firewall(run: &mut Run<'_>, auth: AuthAs, org: Option<&str>
         .headers
         .iter()
         .filter(|h| {
-            h.name.eq_ignore_ascii_case(ORIGINATOR_ORG) || (untrusted && is_trust_header(&h.name))
+            h.name.eq_ignore_ascii_case(ORIGINATOR_ORG)
+                || (untrusted && is_organization_header(&h.name))
         })
         .map(|h| h.name.clone())
         .collect();

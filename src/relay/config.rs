@@ -219,4 +219,7 @@ pub struct RelayOptions {
     pub smtp_timeout: Duration,
     /// How long SIGTERM waits for sessions to finish.
     pub drain_timeout: Duration,
+    /// Connections open at once across all receive connectors (each connector also has its
+    /// own `max-connections`).
+    pub max_connections: u32,
 }

@@ -4,6 +4,7 @@
 //! message is the evaluator's; this module only moves bytes and keeps promises about them.
 
 pub mod config;
+pub mod limits;
 pub mod metrics;
 mod scheduler;
 mod session;
@@ -18,7 +19,7 @@ use config::{LoadFailure, RelayOptions, load};
 use metrics::Metrics;
 use rustls::RootCertStore;
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, RwLock};
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, watch};
@@ -55,7 +56,7 @@ fn io_error(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> RelayErro
     move |source| RelayError::Io { what, source }
 }
 
-type TlsConfigs = HashMap<String, Arc<rustls::ServerConfig>>;
+type TlsConfigs = HashMap<String, tls::ConnectorTls>;
 
 /// What every session and the scheduler share.
 pub(crate) struct Shared {
@@ -72,7 +73,7 @@ pub(crate) struct Shared {
     resolver: Resolver,
     /// The addresses the listeners are bound to, for loop detection.
     local: Vec<SocketAddr>,
-    per_ip: Mutex<HashMap<IpAddr, u32>>,
+    connections: limits::Connections,
     reload_lock: tokio::sync::Mutex<()>,
 }
 
@@ -85,7 +86,7 @@ impl Shared {
         }
     }
 
-    pub(crate) fn tls_config(&self, connector: &str) -> Option<Arc<rustls::ServerConfig>> {
+    pub(crate) fn tls_config(&self, connector: &str) -> Option<tls::ConnectorTls> {
         let configs = match self.tls.read() {
             Ok(t) => Arc::clone(&t),
             Err(poisoned) => Arc::clone(&poisoned.into_inner()),
@@ -253,7 +254,7 @@ impl Relay {
             shutdown: shutdown_rx,
             resolver,
             local: listeners.iter().map(|l| l.address).collect(),
-            per_ip: Mutex::new(HashMap::new()),
+            connections: limits::Connections::default(),
             reload_lock: tokio::sync::Mutex::new(()),
             options,
         });
@@ -332,29 +333,6 @@ impl Relay {
     }
 }
 
-/// Decrements the per-IP connection count when a session ends.
-pub(crate) struct IpSlot {
-    shared: Arc<Shared>,
-    ip: IpAddr,
-}
-
-impl Drop for IpSlot {
-    fn drop(&mut self) {
-        if let Ok(mut m) = self.shared.per_ip.lock() {
-            if let Some(n) = m.get_mut(&self.ip) {
-                *n = n.saturating_sub(1);
-                if *n == 0 {
-                    m.remove(&self.ip);
-                }
-            }
-        }
-        self.shared
-            .metrics
-            .sessions
-            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-    }
-}
-
 async fn accept_loop(
     shared: Arc<Shared>,
     listener: TcpListener,
@@ -371,46 +349,26 @@ async fn accept_loop(
                 continue;
             }
         };
-        Metrics::inc(&shared.metrics.connections);
         let _ = tcp.set_nodelay(true);
         let table = shared.table();
-        let limits = select_receive(&table.receive_connectors, Some(configured), peer.ip())
-            .and_then(|i| table.receive_connectors.get(i))
-            .map(|c| c.limits.clone())
-            .unwrap_or_default();
-        let total = shared
-            .metrics
-            .sessions
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let from_ip = {
-            let mut m = match shared.per_ip.lock() {
-                Ok(m) => m,
-                Err(p) => p.into_inner(),
-            };
-            let n = m.entry(peer.ip()).or_insert(0);
-            *n += 1;
-            *n
-        };
-        let slot = IpSlot {
-            shared: Arc::clone(&shared),
-            ip: peer.ip(),
-        };
-        let too_many = if total >= i64::from(limits.max_connections) {
-            Some("too many connections")
-        } else if from_ip > limits.max_connections_per_source {
-            Some("too many connections from your address")
-        } else {
-            None
-        };
+        let connector = select_receive(&table.receive_connectors, Some(configured), peer.ip())
+            .and_then(|i| table.receive_connectors.get(i));
+        let (name, limits) = connector.map_or_else(
+            || (String::new(), crate::model::ReceiveLimits::default()),
+            |c| (c.name.value.clone(), c.limits.clone()),
+        );
+        let (slot, too_many) = limits::admit(&shared, &name, &limits, peer.ip());
         let shared2 = Arc::clone(&shared);
         let task = async move {
-            if let Some(why) = too_many {
-                let _slot = slot;
+            if let Some(refusal) = too_many {
                 use tokio::io::AsyncWriteExt;
                 let mut tcp = tcp;
                 Metrics::inc(&shared2.metrics.rejected);
-                let reply = crate::smtp::reply::Reply::new(421, "4.7.0", why);
-                let _ = tcp.write_all(&reply.to_bytes()).await;
+                tracing::info!(client = %peer, connector = %name, "refused: {refusal:?} connection limit");
+                let _ = tcp.write_all(&refusal.reply().to_bytes()).await;
+                // The places are given back before the client sees the close.
+                drop(slot);
+                drop(tcp);
                 return;
             }
             session::serve(shared2, tcp, peer, configured, slot).await;

@@ -11,6 +11,7 @@ use crate::deliver::{
     Attempt, ClientConfig, DeliverError, OutboundMessage, OutboundRcpt, RcptOutcome, deliver,
     next_hops,
 };
+use crate::eval::organization::{leaves_organization, strip_organization_headers};
 use crate::eval::{Fate, RecipientVerdict, Verdict};
 use crate::queue::{NewMessage, NewRecipient, QueueId, QueuedMessage, RecipientState};
 use crate::smtp::command::MailParams;
@@ -192,6 +193,7 @@ async fn attempt(shared: &Shared, job: Job) {
                     Ok(cfg) => match read_body(shared, &job.message.id).await {
                         Err(e) => all(temporary(451, "4.3.0", format!("spool: {e}"))),
                         Ok(body) => {
+                            let body = outbound_body(&table, &job.domain, body);
                             let rcpts: Vec<OutboundRcpt> = job
                                 .indexes
                                 .iter()
@@ -220,6 +222,15 @@ async fn attempt(shared: &Shared, job: Job) {
         },
     };
     record(shared, &job, result).await;
+}
+
+/// The bytes that go to `domain`: without the organization's headers when it is outside the
+/// organization (Exchange's header firewall on send), else as stored.
+fn outbound_body(table: &crate::compile::Table, domain: &str, body: Vec<u8>) -> Vec<u8> {
+    if !leaves_organization(&table.domains, domain) {
+        return body;
+    }
+    strip_organization_headers(&body).unwrap_or(body)
 }
 
 /// Writes the outcomes to the spool, then logs, counts and bounces.
@@ -326,6 +337,13 @@ async fn record(shared: &Shared, job: &Job, result: Attempt) {
             }
         }
     }
+    // The copy a DSN returns is read first: once every recipient is final, the update lets
+    // the message go from the spool.
+    let original = if failed.is_empty() {
+        Vec::new()
+    } else {
+        read_body(shared, &m.id).await.unwrap_or_default()
+    };
     if let Err(e) = shared.spool.update(&m.id, updates).await {
         tracing::error!("spool update for {}: {e}", m.id);
         return;
@@ -344,7 +362,6 @@ async fn record(shared: &Shared, job: &Job, result: Attempt) {
             })
             .collect();
         if !wanted.is_empty() {
-            let original = read_body(shared, &m.id).await.unwrap_or_default();
             queue_dsn(
                 shared,
                 m.meta.mail_from.as_deref(),
@@ -408,6 +425,16 @@ async fn queue_dsn(
     let Some(sender) = sender.filter(|s| dsn::should_bounce(Some(s))) else {
         return;
     };
+    let table = shared.table();
+    let domain = sender
+        .rsplit_once('@')
+        .map(|(_, d)| d.to_ascii_lowercase())
+        .unwrap_or_default();
+    // The returned copy leaves the organization with the report when the sender is outside.
+    let stripped = leaves_organization(&table.domains, &domain)
+        .then(|| strip_organization_headers(original))
+        .flatten();
+    let original = stripped.as_deref().unwrap_or(original);
     let input = DsnInput {
         reporting_mta: &shared.hostname,
         original_sender: sender,
@@ -418,11 +445,6 @@ async fn queue_dsn(
         original,
     };
     let body = dsn::compose(&input);
-    let table = shared.table();
-    let domain = sender
-        .rsplit_once('@')
-        .map(|(_, d)| d.to_ascii_lowercase())
-        .unwrap_or_default();
     let Some(connector) = route(&table.send_connectors, &domain, &table.domains)
         .and_then(|i| table.send_connectors.get(i))
     else {

@@ -3,7 +3,7 @@
 //! data the full evaluation, the durable spool write, and the one reply that acknowledges it.
 
 use super::Shared;
-use super::tls::{peer_name, trusted_for_oorg};
+use super::tls::{ClientCert, peer_name, trusted_for_oorg};
 use super::track::{Event, EventId};
 use crate::compile::Table;
 use crate::eval::{Envelope, Fate, Message, Verdict, evaluate, evaluate_recipients};
@@ -113,9 +113,10 @@ struct Session {
     /// The rest of an over-long line is being thrown away.
     skipping: bool,
     started: Instant,
-    /// This connection's place in the per-address count, given back as QUIT is answered:
-    /// a client that reconnects at once must not find its old session still counted.
-    slot: Option<super::IpSlot>,
+    /// This connection's places in the connection counts (relay, connector, address), given
+    /// back as QUIT is answered: a client that reconnects at once must not find its old
+    /// session still counted.
+    slot: Option<super::limits::Slot>,
 }
 
 /// Serves one connection until QUIT, a timeout, too many errors, or shutdown.
@@ -124,7 +125,7 @@ pub(super) async fn serve(
     tcp: TcpStream,
     peer: SocketAddr,
     listen: SocketAddr,
-    slot: super::IpSlot,
+    slot: super::limits::Slot,
 ) {
     let table = shared.table();
     let connector =
@@ -545,7 +546,7 @@ impl Session {
         let Stream::Plain(plain) = std::mem::replace(&mut self.stream, Stream::Closed) else {
             return Err(End::Closed);
         };
-        let acceptor = tokio_rustls::TlsAcceptor::from(config);
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::clone(&config.config));
         let handshake = tokio::time::timeout(
             self.conn().limits.inactivity_timeout,
             acceptor.accept(plain),
@@ -554,9 +555,14 @@ impl Session {
         match handshake {
             Ok(Ok(tls)) => {
                 let (_, conn) = tls.get_ref();
-                self.tls_peer = conn
-                    .peer_certificates()
-                    .and_then(|certs| peer_name(certs, self.conn()));
+                self.tls_peer = match config.client_cert(conn.peer_certificates()) {
+                    ClientCert::Verified(certs) => peer_name(&certs, self.conn()),
+                    ClientCert::None => None,
+                    ClientCert::Unverified(why) => {
+                        tracing::info!(client = %self.peer, "client certificate not verified ({why}): treated as no certificate");
+                        None
+                    }
+                };
                 self.stream = Stream::Tls(Box::new(tls));
                 self.tls_active = true;
                 self.helo = None;
@@ -656,6 +662,20 @@ impl Session {
         }
     }
 
+    /// `RCPT TO:<postmaster>` (RFC 5321 requires it) belongs to this host, which keeps no
+    /// mailboxes: it is the postmaster of the relay's default domain (`None` without one).
+    /// Every other address is already qualified.
+    fn qualified(&self, to: Address) -> Option<Address> {
+        if !to.domain.is_empty() {
+            return Some(to);
+        }
+        let domain = self.table.domains.postmaster_domain()?;
+        Some(Address {
+            local: to.local,
+            domain: domain.to_string(),
+        })
+    }
+
     async fn rcpt(&mut self, to: Address, params: RcptParams) -> Result<(), End> {
         let Some(_) = &self.tx.mail_from else {
             return self
@@ -685,17 +705,15 @@ impl Session {
                 ))
                 .await;
         }
-        if to.domain.is_empty() {
-            // `RCPT TO:<postmaster>`: RFC 5321 requires it; it belongs to this host, which
-            // keeps no mailboxes, so it is the postmaster of the first authoritative domain.
+        let Some(to) = self.qualified(to) else {
             return self
                 .ok_or_close(Reply::new(
                     550,
                     "5.1.1",
-                    "no local mailboxes; write to postmaster@ an accepted domain",
+                    "no accepted domain; this relay has no postmaster",
                 ))
                 .await;
-        }
+        };
         let verdict = evaluate_recipients(&self.table, &self.envelope(vec![to.clone()]));
         let refused = verdict.recipients.iter().find_map(|r| match &r.fate {
             Fate::Reject {

@@ -8,8 +8,10 @@
 //! - UTF-8 local parts and domains are accepted by the grammar (RFC 6531). `MAIL` refuses a
 //!   non-ASCII sender without the `SMTPUTF8` parameter on the same line (553 5.6.7); for
 //!   `RCPT` the session must check [`is_ascii`] against what the transaction's `MAIL` said.
-//! - Source routes are accepted and dropped (RFC 5321 §4.1.2, appendix C); nothing else is
-//!   rewritten: `%`, `!` and quoted `@` stay in the local part for the relay check to see.
+//! - Source routes are accepted and dropped (RFC 5321 §4.1.2, appendix C). A quoted local
+//!   part that needs no quotes loses them (`"John.Smith"@d` is `John.Smith@d`, one mailbox);
+//!   nothing else is rewritten: `%`, `!` and quoted `@` stay in the local part for the relay
+//!   check to see.
 //! - `RCPT TO:<postmaster>` (any case) gives `Address { local: "postmaster", domain: "" }`.
 //! - The decoded value of `ENVID`, `ORCPT` and `AUTH` must be printable ASCII: a `+0D+0A`
 //!   would otherwise reach a DSN header.
@@ -505,7 +507,9 @@ fn parse_path(toks: &[(PathTok, &str)], kind: PathKind) -> Result<Option<Address
     Ok(Some(Address { local, domain }))
 }
 
-/// A dot-string or a quoted string, kept as written (quotes included).
+/// A dot-string, or a quoted string in its canonical form ([`Address::canonical_local`]:
+/// `"John.Smith"` is `John.Smith`, quotes stay where they are needed). The length limit
+/// applies to the local part as written.
 fn parse_local(toks: &[(PathTok, &str)]) -> Result<String, &'static str> {
     let local = match toks {
         [] => return Err("empty local part"),
@@ -513,7 +517,10 @@ fn parse_local(toks: &[(PathTok, &str)]) -> Result<String, &'static str> {
             if q.len() <= 2 {
                 return Err("empty local part");
             }
-            (*q).to_string()
+            if q.len() > MAX_LOCAL_PART {
+                return Err("local part longer than 64 octets");
+            }
+            Address::canonical_local(q).into_owned()
         }
         _ => {
             if !dot_separated(toks) {
@@ -841,6 +848,32 @@ mod tests {
         assert_eq!(
             rcpt("RCPT TO:<\"a b>c\"@x.y>"),
             ("\"a b>c\"".into(), "x.y".into())
+        );
+        // A quoted local part that needs no quotes is the unquoted one; one that needs
+        // them keeps them, escapes reduced to `"` and `\`.
+        assert_eq!(
+            rcpt("RCPT TO:<\"John.Smith\"@myexchlab.com>"),
+            ("John.Smith".into(), "myexchlab.com".into())
+        );
+        assert_eq!(
+            rcpt("RCPT TO:<\"Jo\\hn\"@d.e>"),
+            ("John".into(), "d.e".into())
+        );
+        assert_eq!(
+            rcpt("RCPT TO:<\"user%host\"@d.e>"),
+            ("user%host".into(), "d.e".into())
+        );
+        assert_eq!(
+            rcpt("RCPT TO:<\"user@host\"@d.e>"),
+            ("\"user@host\"".into(), "d.e".into())
+        );
+        assert_eq!(
+            rcpt("RCPT TO:<\"a\\ b\\\"c\"@d.e>"),
+            ("\"a b\\\"c\"".into(), "d.e".into())
+        );
+        assert_eq!(
+            rcpt("RCPT TO:<\"a..b\"@d.e>"),
+            ("\"a..b\"".into(), "d.e".into())
         );
         assert_eq!(
             rcpt("RCPT TO:<PostMaster>"),
