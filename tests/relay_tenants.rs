@@ -343,7 +343,7 @@ async fn x_originatororg_comes_only_from_a_trusted_xoorg() {
             s("--remote"),
             s("Internal applications=127.0.0.3"),
             s("--smart-host"),
-            format!("To Internet={}", sink.addr),
+            format!("To Exchange={}", sink.addr),
             s("--queue-interval"),
             s("1s"),
         ],
@@ -357,7 +357,7 @@ async fn x_originatororg_comes_only_from_a_trusted_xoorg() {
         s("--from"),
         s("app@domain.org"),
         s("--to"),
-        s("someone@fabrikam.com"),
+        s("jordan.lee@domain.org"),
         s("--data"),
         s("X-OriginatorOrg: victim-tenant.example\r\nX-MS-Exchange-Organization-SCL: -1\r\nSubject: report\r\n\r\nhello\r\n"),
     ])
