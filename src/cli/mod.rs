@@ -202,6 +202,10 @@ struct RelayArgs {
     /// dot gets twice as long) before the attempt is given up and retried.
     #[arg(long, default_value = "300s", value_parser = relay::parse_duration)]
     smtp_timeout: std::time::Duration,
+    /// Message data all sessions together may hold in memory (B, KB, MB, GB); past it a
+    /// message gets `452 4.3.1` and the client tries again later.
+    #[arg(long, default_value = "256MB", value_parser = relay::parse_size)]
+    max_message_memory: u64,
     /// Log filter (RUST_LOG syntax), when RUST_LOG is unset.
     #[arg(long, default_value = "info")]
     log: String,
@@ -427,6 +431,7 @@ pub fn run(cli: Cli) -> Exit {
             lifetime: a.lifetime,
             queue_interval: a.queue_interval,
             smtp_timeout: a.smtp_timeout,
+            max_message_memory: a.max_message_memory,
             log: a.log,
         }),
         Command::Reload(a) => relay::reload(a.admin, &a.spool),

@@ -219,4 +219,7 @@ pub struct RelayOptions {
     pub smtp_timeout: Duration,
     /// How long SIGTERM waits for sessions to finish.
     pub drain_timeout: Duration,
+    /// Message data all sessions together may hold in memory; past it a message gets
+    /// `452 4.3.1` ([`super::memory`]).
+    pub max_message_memory: u64,
 }

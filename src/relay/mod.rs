@@ -4,6 +4,7 @@
 //! message is the evaluator's; this module only moves bytes and keeps promises about them.
 
 pub mod config;
+pub mod memory;
 pub mod metrics;
 mod scheduler;
 mod session;
@@ -68,6 +69,8 @@ pub(crate) struct Shared {
     pub(crate) hostname: String,
     pub(crate) wake: Notify,
     pub(crate) shutdown: watch::Receiver<bool>,
+    /// Message data held in memory by all sessions (`--max-message-memory`).
+    pub(crate) memory: Arc<memory::MemoryBudget>,
     options: RelayOptions,
     resolver: Resolver,
     /// The addresses the listeners are bound to, for loop detection.
@@ -251,6 +254,7 @@ impl Relay {
             hostname: options.hostname.clone(),
             wake: Notify::new(),
             shutdown: shutdown_rx,
+            memory: memory::MemoryBudget::new(options.max_message_memory),
             resolver,
             local: listeners.iter().map(|l| l.address).collect(),
             per_ip: Mutex::new(HashMap::new()),
