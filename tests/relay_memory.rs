@@ -154,6 +154,19 @@ async fn bdat_announced_over_the_limit_is_refused_at_once_and_never_buffered() {
         );
     }
     drop(conns);
+    // Chunks that add up past the limit: the one that would pass it is refused at once,
+    // and the transaction is over (the next chunk is read and refused as well).
+    let mut c = transaction(&relay).await;
+    let first = format!(
+        "Subject: chunks\r\n\r\n{}",
+        String::from_utf8(body(MIB as usize)).unwrap()
+    );
+    c.send(format!("BDAT {}\r\n{first}", first.len())).await;
+    assert_eq!(c.reply().await.unwrap().status(), "250 2.0.0");
+    let r = c.cmd(&format!("BDAT {} LAST", 36 * MIB)).await;
+    assert_eq!(r.status(), "552 5.3.4", "{r:?}");
+    c.send(&block[..]).await;
+    drop(c);
     still_serves(&relay, &sink, "after the 2 GB chunks").await;
 }
 
@@ -204,10 +217,12 @@ async fn endless_header_block_is_refused_while_reading() {
 }
 
 /// Sixteen clients send a 3 MiB message each, all holding it half-sent at the same moment,
-/// against `--max-message-memory 16MB`: what the relay keeps stays under the budget (48
-/// MiB would be held without one), the clients the budget cannot hold get `452 4.3.1` (the
-/// message is read to its end first), the others `250`, and nobody is cut off. Afterwards
-/// the memory is back and a legitimate message is accepted and delivered.
+/// against `--max-message-memory 16MB`. The relay's peak grows by less than the budget and
+/// 20 MiB of slack (sessions' read buffers, and the delivery of what was accepted, read back
+/// from the spool, which the budget does not count); with `1GB` it grew by 92 MiB. The
+/// clients the budget cannot hold get `452 4.3.1` (their message is read to its end
+/// first), the others `250`, and nobody is cut off. Afterwards the memory is back and a
+/// legitimate message is accepted and delivered.
 #[tokio::test(flavor = "multi_thread")]
 async fn concurrent_messages_stay_within_the_memory_budget() {
     let tmp = tempfile::tempdir().unwrap();
@@ -265,7 +280,9 @@ async fn concurrent_messages_stay_within_the_memory_budget() {
         status_kib(pid, "VmRSS:")
     );
     assert_eq!(accepted + refused, CLIENTS, "{got:?}");
-    assert!(accepted >= 1 && refused >= 1, "{got:?}");
+    // The budget holds about one of these at a time, so most are refused. (Which ones is a
+    // race; in principle the last two growing at the same instant can both lose.)
+    assert!(refused >= CLIENTS / 2, "{got:?}");
     assert!(
         grown < 36 * 1024,
         "peak RSS grew by {grown} KiB (from {base} KiB) against a 16 MiB budget"

@@ -202,8 +202,9 @@ struct RelayArgs {
     /// dot gets twice as long) before the attempt is given up and retried.
     #[arg(long, default_value = "300s", value_parser = relay::parse_duration)]
     smtp_timeout: std::time::Duration,
-    /// Message data all sessions together may hold in memory (B, KB, MB, GB); past it a
-    /// message gets `452 4.3.1` and the client tries again later.
+    /// Message data all sessions together may hold in memory (B, KB, MB, GB): a quarter
+    /// for data arriving, the rest for evaluating what has arrived. A message that finds it
+    /// spent gets `452 4.3.1` and the client tries again later.
     #[arg(long, default_value = "256MB", value_parser = relay::parse_size)]
     max_message_memory: u64,
     /// Log filter (RUST_LOG syntax), when RUST_LOG is unset.
