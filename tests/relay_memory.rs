@@ -289,6 +289,13 @@ async fn concurrent_messages_stay_within_the_memory_budget() {
     );
     assert!(wait_until(30, || sink.messages().len() > accepted).await);
     still_serves(&relay, &sink, "after the crowd").await;
+    // And what the messages held is given back: the resident set is near its rest again
+    // (with `1GB` it stayed 85 MiB up).
+    let now = status_kib(pid, "VmRSS:");
+    assert!(
+        now < base + 16 * 1024,
+        "RSS {now} KiB after the crowd, {base} KiB at rest"
+    );
 }
 
 /// Whole lines of printable text adding up to about `len` octets.
