@@ -206,6 +206,11 @@ struct RelayArgs {
     /// `max-connections` (Exchange's MaxInboundConnection) applies within it. Over it: 421 4.3.2.
     #[arg(long, default_value_t = mailflow::relay::limits::DEFAULT_MAX_CONNECTIONS)]
     max_connections: u32,
+    /// Message data all sessions together may hold in memory (B, KB, MB, GB): a quarter
+    /// for data arriving, the rest for evaluating what has arrived. A message that finds it
+    /// spent gets `452 4.3.1` and the client tries again later.
+    #[arg(long, default_value = "256MB", value_parser = relay::parse_size)]
+    max_message_memory: u64,
     /// Log filter (RUST_LOG syntax), when RUST_LOG is unset.
     #[arg(long, default_value = "info")]
     log: String,
@@ -432,6 +437,7 @@ pub fn run(cli: Cli) -> Exit {
             queue_interval: a.queue_interval,
             smtp_timeout: a.smtp_timeout,
             max_connections: a.max_connections,
+            max_message_memory: a.max_message_memory,
             log: a.log,
         }),
         Command::Reload(a) => relay::reload(a.admin, &a.spool),

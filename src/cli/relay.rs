@@ -30,6 +30,24 @@ pub(super) fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs(n.saturating_mul(mult)))
 }
 
+/// `256MB`, `1GB`, `512KB` or plain octets (binary units, as the rule language's sizes).
+pub(super) fn parse_size(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let mult: u64 = match unit.trim().to_ascii_uppercase().as_str() {
+        "" | "B" => 1,
+        "KB" | "K" => 1024,
+        "MB" | "M" => 1024 * 1024,
+        "GB" | "G" => 1024 * 1024 * 1024,
+        _ => return Err(format!("`{s}`: use B, KB, MB or GB")),
+    };
+    num.parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(mult))
+        .ok_or_else(|| format!("`{s}`: not a size"))
+}
+
 /// Everything the relay subcommand takes.
 pub(super) struct RelayArgs {
     pub rules: PathBuf,
@@ -48,6 +66,7 @@ pub(super) struct RelayArgs {
     pub queue_interval: Duration,
     pub smtp_timeout: Duration,
     pub max_connections: u32,
+    pub max_message_memory: u64,
     pub log: String,
 }
 
@@ -123,6 +142,7 @@ pub(super) fn run(a: RelayArgs) -> Exit {
         smtp_timeout: a.smtp_timeout,
         drain_timeout: Duration::from_secs(30),
         max_connections: a.max_connections,
+        max_message_memory: a.max_message_memory,
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -222,4 +222,7 @@ pub struct RelayOptions {
     /// Connections open at once across all receive connectors (each connector also has its
     /// own `max-connections`).
     pub max_connections: u32,
+    /// Message data all sessions together may hold in memory; past it a message gets
+    /// `452 4.3.1` ([`super::memory`]).
+    pub max_message_memory: u64,
 }

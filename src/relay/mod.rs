@@ -5,6 +5,7 @@
 
 pub mod config;
 pub mod limits;
+pub mod memory;
 pub mod metrics;
 mod scheduler;
 mod session;
@@ -69,6 +70,8 @@ pub(crate) struct Shared {
     pub(crate) hostname: String,
     pub(crate) wake: Notify,
     pub(crate) shutdown: watch::Receiver<bool>,
+    /// Message data held in memory by all sessions (`--max-message-memory`).
+    pub(crate) memory: Arc<memory::MemoryBudget>,
     options: RelayOptions,
     resolver: Resolver,
     /// The addresses the listeners are bound to, for loop detection.
@@ -252,6 +255,7 @@ impl Relay {
             hostname: options.hostname.clone(),
             wake: Notify::new(),
             shutdown: shutdown_rx,
+            memory: memory::MemoryBudget::new(options.max_message_memory),
             resolver,
             local: listeners.iter().map(|l| l.address).collect(),
             connections: limits::Connections::default(),

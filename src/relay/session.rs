@@ -3,6 +3,7 @@
 //! data the full evaluation, the durable spool write, and the one reply that acknowledges it.
 
 use super::Shared;
+use super::memory::Lease;
 use super::tls::{ClientCert, peer_name, trusted_for_oorg};
 use super::track::{Event, EventId};
 use crate::compile::Table;
@@ -13,7 +14,7 @@ use crate::relay::metrics::Metrics;
 use crate::smtp::command::{
     Body, Command, LineEnd, MailParams, RcptParams, find_line, parse_command,
 };
-use crate::smtp::data::{BdatReceiver, DataReceiver};
+use crate::smtp::data::{BdatReceiver, Buffered, DataError, DataReceiver};
 use crate::smtp::reply::Reply;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -79,7 +80,8 @@ struct Transaction {
     params: Option<MailParams>,
     rcpts: Vec<(Address, RcptParams)>,
     bdat: Option<BdatReceiver>,
-    bdat_failed: bool,
+    /// The memory the BDAT chunks so far are kept in.
+    lease: Option<Lease>,
     /// RCPTs refused for the recipient limit.
     overshoot: usize,
 }
@@ -503,6 +505,12 @@ impl Session {
                 self.ok_or_close(Reply::new(502, "5.5.1", "AUTH is not offered"))
                     .await
             }
+            // A refused chunk is still read: its bytes are data, never commands.
+            Command::Bdat { size, last } => {
+                let refusal = tls_required
+                    .then(|| Reply::new(530, "5.7.0", "must issue a STARTTLS command first"));
+                self.bdat(size, last, refusal).await
+            }
             _ if tls_required => {
                 self.ok_or_close(Reply::new(
                     530,
@@ -514,7 +522,6 @@ impl Session {
             Command::Mail { from, params } => self.mail(from, params).await,
             Command::Rcpt { to, params } => self.rcpt(to, params).await,
             Command::Data => self.data().await,
-            Command::Bdat { size, last } => self.bdat(size, last).await,
         }
     }
 
@@ -610,6 +617,9 @@ impl Session {
             return self
                 .ok_or_close(Reply::new(452, "4.3.1", "insufficient system storage"))
                 .await;
+        }
+        if self.shared.memory.is_spent() {
+            return self.refuse_data(&DataError::NoMemory).await;
         }
         if params.xoorg.is_some() && !self.xoorg_offered() {
             // XOORG is never trusted from a peer it was not offered to: refuse, don't ignore,
@@ -744,6 +754,16 @@ impl Session {
     }
 
     async fn data(&mut self) -> Result<(), End> {
+        if self.tx.bdat.is_some() {
+            // RFC 3030: a transaction that began with BDAT goes on with BDAT only.
+            return self
+                .ok_or_close(Reply::new(
+                    503,
+                    "5.5.1",
+                    "DATA cannot follow BDAT in one transaction",
+                ))
+                .await;
+        }
         if self.tx.mail_from.is_none() {
             return self
                 .ok_or_close(Reply::new(503, "5.5.1", "send MAIL first"))
@@ -770,89 +790,123 @@ impl Session {
         {
             return Err(End::Closed);
         }
-        let mut rx = DataReceiver::new(self.conn().limits.max_message_size);
+        let limits = &self.conn().limits;
+        let mut rx =
+            DataReceiver::new(limits.max_message_size).with_header_limit(limits.max_header_size);
+        let mut lease = Lease::new(&self.shared.memory);
         loop {
+            budget(&mut lease, &mut rx, self.buf.len());
             let progress = rx.feed(&self.buf);
             self.buf.drain(..progress.consumed);
             if progress.done {
                 break;
             }
             // RFC 5321's data block timeout is 3 minutes; the connector's idle limit applies.
-            if let Err(r) = self.fill().await {
-                return Err(match r {
-                    Read::Timeout => End::Timeout,
-                    Read::Shutdown => End::Shutdown,
-                    _ => End::Closed,
-                });
-            }
+            self.fill().await.map_err(ended)?;
         }
         let bare = rx.bare_line_endings();
         if bare > 0 {
             tracing::info!(client = %self.peer, "{bare} bare CR or LF line endings normalised to CRLF");
         }
         match rx.finish() {
-            Ok(bytes) => self.message(bytes).await,
-            Err(e) => {
-                let (code, enhanced, text) = e.reply();
-                self.tx = Transaction::default();
-                self.ok_or_close(Reply::new(code, enhanced, text)).await
-            }
+            Ok(bytes) => self.message(bytes, lease).await,
+            Err(e) => self.refuse_data(&e).await,
         }
     }
 
-    async fn bdat(&mut self, size: u64, last: bool) -> Result<(), End> {
-        // The chunk is read whatever happens: its bytes are data, not commands.
-        let usable = self.tx.mail_from.is_some() && !self.tx.rcpts.is_empty();
-        let max = self.conn().limits.max_message_size;
+    /// Ends the transaction with the reply for a refused message.
+    async fn refuse_data(&mut self, e: &DataError) -> Result<(), End> {
+        if *e == DataError::NoMemory {
+            tracing::warn!(client = %self.peer, "message refused: the relay's memory for message data is spent (--max-message-memory)");
+        }
+        self.tx = Transaction::default();
+        self.ok_or_close(Reply::from(e)).await
+    }
+
+    /// Reads `size` octets of a chunk and drops them as they come: a refused chunk is
+    /// still data, never commands, and costs no memory.
+    async fn discard(&mut self, size: u64) -> Result<(), End> {
         let mut left = size;
-        let mut chunk = Vec::new();
         while left > 0 {
             if self.buf.is_empty() {
-                if let Err(r) = self.fill().await {
-                    return Err(match r {
-                        Read::Timeout => End::Timeout,
-                        Read::Shutdown => End::Shutdown,
-                        _ => End::Closed,
-                    });
-                }
+                self.fill().await.map_err(ended)?;
             }
             let take = (self.buf.len() as u64).min(left) as usize;
-            if usable && !self.tx.bdat_failed {
-                chunk.extend_from_slice(&self.buf[..take]);
-            }
             self.buf.drain(..take);
             left -= take as u64;
         }
-        if !usable {
-            return self
-                .ok_or_close(Reply::new(503, "5.5.1", "send MAIL and RCPT first"))
-                .await;
+        Ok(())
+    }
+
+    /// One `BDAT` chunk. Its bytes are read whatever the answer; a chunk announced over the
+    /// size limit is refused at once, before they arrive, and the rest go through the
+    /// receiver a read at a time under the memory budget, never buffered whole.
+    async fn bdat(&mut self, size: u64, last: bool, refusal: Option<Reply>) -> Result<(), End> {
+        let refusal = refusal.or_else(|| {
+            (self.tx.mail_from.is_none() || self.tx.rcpts.is_empty())
+                .then(|| Reply::new(503, "5.5.1", "send MAIL and RCPT first"))
+        });
+        if let Some(r) = refusal {
+            self.discard(size).await?;
+            return self.ok_or_close(r).await;
         }
-        let rx = self.tx.bdat.get_or_insert_with(|| BdatReceiver::new(max));
-        if !self.tx.bdat_failed {
-            rx.feed(&chunk);
+        let limits = &self.conn().limits;
+        let (max, max_header) = (limits.max_message_size, limits.max_header_size);
+        let mut rx = self
+            .tx
+            .bdat
+            .take()
+            .unwrap_or_else(|| BdatReceiver::new(max).with_header_limit(max_header));
+        let mut lease = self
+            .tx
+            .lease
+            .take()
+            .unwrap_or_else(|| Lease::new(&self.shared.memory));
+        // Normalisation only adds octets, so an announced size over the limit is final.
+        if rx.size().saturating_add(size) > max {
+            drop((rx, lease));
+            self.tx = Transaction::default();
+            self.ok_or_close(Reply::from(&DataError::TooLarge { limit: max }))
+                .await?;
+            return self.discard(size).await;
+        }
+        let mut left = size;
+        while left > 0 {
+            if self.buf.is_empty() {
+                self.fill().await.map_err(ended)?;
+            }
+            let take = (self.buf.len() as u64).min(left) as usize;
+            budget(&mut lease, &mut rx, take);
+            rx.feed(self.buf.get(..take).unwrap_or_default());
+            self.buf.drain(..take);
+            left -= take as u64;
+        }
+        if let Some(e) = rx.refusal() {
+            return self.refuse_data(&e).await;
         }
         if !last {
+            self.tx.bdat = Some(rx);
+            self.tx.lease = Some(lease);
             return self
                 .ok_or_close(Reply::new(250, "2.0.0", format!("{size} octets received")))
                 .await;
         }
-        let Some(rx) = self.tx.bdat.take() else {
-            return self.ok_or_close(Reply::new(503, "5.5.1", "no data")).await;
-        };
+        let bare = rx.bare_line_endings();
+        if bare > 0 {
+            tracing::info!(client = %self.peer, "{bare} bare CR or LF line endings normalised to CRLF");
+        }
         match rx.finish() {
-            Ok(bytes) => self.message(bytes).await,
-            Err(e) => {
-                let (code, enhanced, text) = e.reply();
-                self.tx = Transaction::default();
-                self.ok_or_close(Reply::new(code, enhanced, text)).await
-            }
+            Ok(bytes) => self.message(bytes, lease).await,
+            Err(e) => self.refuse_data(&e).await,
         }
     }
 
     /// The end of data: loop and size checks, the full evaluation, the spool write, one reply.
-    async fn message(&mut self, bytes: Vec<u8>) -> Result<(), End> {
+    async fn message(&mut self, bytes: Vec<u8>, mut lease: Lease) -> Result<(), End> {
         let tx = std::mem::take(&mut self.tx);
+        if !lease.grow_for_evaluation(bytes.len() as u64) {
+            return self.refuse_data(&DataError::NoMemory).await;
+        }
         // A reload since RCPT is taken now: the message is judged by one table, start to end.
         self.table = self.shared.table();
         let connector_index = crate::compile::select_receive(
@@ -886,29 +940,18 @@ impl Session {
                 ))
                 .await;
         }
-        let head: u64 = message
-            .headers
-            .iter()
-            .map(|h| (h.name.len() + h.value.len() + 3) as u64)
-            .sum();
-        if head > limits.max_header_size {
-            return self
-                .ok_or_close(Reply::new(
-                    552,
-                    "5.3.4",
-                    format!(
-                        "header exceeds the limit of {} bytes",
-                        limits.max_header_size
-                    ),
-                ))
-                .await;
-        }
         let rcpts: Vec<Address> = tx.rcpts.iter().map(|(a, _)| a.clone()).collect();
         self.tx.mail_from = tx.mail_from.clone();
         self.tx.params = tx.params.clone();
         let env = self.envelope(rcpts);
         self.tx = Transaction::default();
         let verdict = evaluate(&self.table, &env, Some(&message), false);
+        // From here on only its header fields are read; its copy of the body goes, so the
+        // stamped copy below stays within what the memory budget counts.
+        let message = Message {
+            headers: message.headers,
+            body: Vec::new(),
+        };
         self.shared.metrics.rules_fired(&verdict.rules_fired);
         let params = tx.params.clone().unwrap_or_default();
         if verdict.disconnect {
@@ -1175,4 +1218,30 @@ fn sanitize(s: &str) -> String {
         .map(|c| if c.is_ascii_graphic() { c } else { '?' })
         .take(255)
         .collect()
+}
+
+/// How a read that ended a data phase ends the session.
+fn ended(r: Read) -> End {
+    match r {
+        Read::Timeout => End::Timeout,
+        Read::Shutdown => End::Shutdown,
+        _ => End::Closed,
+    }
+}
+
+/// Reserves from the relay's budget what feeding `input` more octets may make `rx` keep.
+/// When the budget is spent the receiver stops keeping (the message will get `452 4.3.1`)
+/// and what it held is given back; it goes on consuming, so the client stays in step.
+fn budget(lease: &mut Lease, rx: &mut impl Buffered, input: usize) {
+    let want = rx.capacity_for(input);
+    if want > rx.capacity() {
+        if lease.grow_for_receiving(want as u64) {
+            rx.reserve(want);
+        } else {
+            rx.out_of_memory();
+        }
+    }
+    if rx.capacity() == 0 {
+        lease.shrink_to(0);
+    }
 }

@@ -8,6 +8,11 @@
 //! line is *not* a real line start: a `.` there neither ends the data nor is unstuffed, so
 //! the bytes are kept literally and [`dot_stuff`] re-protects them when relaying.
 
+pub use super::buffer::Buffered;
+#[cfg(test)]
+use super::buffer::SLACK;
+use super::buffer::Sink;
+
 /// What one [`DataReceiver::feed`] call did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DataProgress {
@@ -26,6 +31,17 @@ pub enum DataError {
         /// The limit the receiver was created with.
         limit: u64,
     },
+    /// The header block (everything before the first empty line, or the whole message when
+    /// there is none) is larger than its limit.
+    #[error("header exceeds the limit of {limit} octets")]
+    HeaderTooLarge {
+        /// The header limit the receiver was given.
+        limit: u64,
+    },
+    /// The relay's memory for message data was spent while this message arrived; the
+    /// client may try again later.
+    #[error("insufficient system resources")]
+    NoMemory,
     /// `finish` was called before the end-of-data marker.
     #[error("message data ended before the end-of-data marker")]
     Incomplete,
@@ -40,52 +56,47 @@ impl DataError {
                 "5.3.4",
                 format!("message size exceeds fixed maximum message size of {limit} octets"),
             ),
+            // Exchange answers an over-long header block with 552 5.3.4 as well (its
+            // MaxHeaderSize): the message is too big in one of its parts, permanently.
+            DataError::HeaderTooLarge { limit } => (
+                552,
+                "5.3.4",
+                format!("header exceeds the limit of {limit} octets"),
+            ),
+            DataError::NoMemory => (
+                452,
+                "4.3.1",
+                "insufficient system resources; try again later".to_string(),
+            ),
             DataError::Incomplete => (451, "4.3.0", "message data incomplete".to_string()),
         }
     }
 }
 
-/// The message buffer with its cap: past the limit, bytes are counted but not kept, and
-/// what was kept is freed, so a huge message costs no memory.
-#[derive(Debug)]
-struct Sink {
-    buf: Vec<u8>,
-    size: u64,
-    limit: u64,
-    over: bool,
+macro_rules! buffered {
+    ($t:ty) => {
+        impl Buffered for $t {
+            fn capacity_for(&self, input: usize) -> usize {
+                self.sink.capacity_for(input)
+            }
+            fn reserve(&mut self, capacity: usize) {
+                self.sink.reserve(capacity)
+            }
+            fn capacity(&self) -> usize {
+                self.sink.buf.capacity()
+            }
+            fn out_of_memory(&mut self) {
+                self.sink.out_of_memory()
+            }
+            fn refusal(&self) -> Option<DataError> {
+                self.sink.refusal()
+            }
+        }
+    };
 }
 
-impl Sink {
-    fn new(limit: u64) -> Self {
-        Sink {
-            buf: Vec::new(),
-            size: 0,
-            limit,
-            over: false,
-        }
-    }
-
-    fn push(&mut self, bytes: &[u8]) {
-        self.size = self.size.saturating_add(bytes.len() as u64);
-        if self.over {
-            return;
-        }
-        if self.size > self.limit {
-            self.over = true;
-            self.buf = Vec::new();
-        } else {
-            self.buf.extend_from_slice(bytes);
-        }
-    }
-
-    fn finish(self) -> Result<Vec<u8>, DataError> {
-        if self.over {
-            Err(DataError::TooLarge { limit: self.limit })
-        } else {
-            Ok(self.buf)
-        }
-    }
-}
+buffered!(DataReceiver);
+buffered!(BdatReceiver);
 
 /// Where the `DATA` state machine stands after the bytes seen so far.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -122,6 +133,13 @@ impl DataReceiver {
             state: State::LineStart,
             bare: 0,
         }
+    }
+
+    /// The same, refusing a header block over `max_header` octets
+    /// ([`DataError::HeaderTooLarge`]); it is not kept past that either.
+    pub fn with_header_limit(mut self, max_header: u64) -> Self {
+        self.sink.max_head = max_header;
+        self
     }
 
     /// Consumes bytes of the DATA stream; returns how many were consumed (all of them unless
@@ -226,7 +244,7 @@ impl DataReceiver {
     /// Whether the limit has been passed (the session may note it early; it still has to
     /// read to the end of the data before replying).
     pub fn is_too_large(&self) -> bool {
-        self.sink.over
+        self.sink.size > self.sink.limit
     }
 
     /// The unstuffed message (ending with CRLF unless empty), or why it is refused.
@@ -257,6 +275,13 @@ impl BdatReceiver {
             pending_cr: false,
             bare: 0,
         }
+    }
+
+    /// The same, refusing a header block over `max_header` octets
+    /// ([`DataError::HeaderTooLarge`]); it is not kept past that either.
+    pub fn with_header_limit(mut self, max_header: u64) -> Self {
+        self.sink.max_head = max_header;
+        self
     }
 
     /// Appends bytes of a chunk (a chunk may be fed in any number of pieces). Past the
@@ -315,7 +340,7 @@ impl BdatReceiver {
 
     /// Whether the limit has been passed.
     pub fn is_too_large(&self) -> bool {
-        self.sink.over
+        self.sink.size > self.sink.limit
     }
 
     /// After the `LAST` chunk: the message, given a final CRLF if it lacks one (as a DATA
@@ -325,7 +350,7 @@ impl BdatReceiver {
             self.pending_cr = false;
             self.bare_ending();
         }
-        if !self.sink.over && !self.sink.buf.is_empty() && !self.sink.buf.ends_with(b"\r\n") {
+        if self.sink.keep && !self.sink.buf.is_empty() && !self.sink.buf.ends_with(b"\r\n") {
             self.sink.push(b"\r\n");
         }
         self.sink.finish()
@@ -454,6 +479,62 @@ mod tests {
         b.feed(b"abcd");
         assert_eq!(b.finish(), Err(DataError::TooLarge { limit: 3 }));
         assert_eq!(BdatReceiver::new(0).finish().unwrap(), b"");
+    }
+
+    #[test]
+    fn header_limit_is_enforced_while_reading() {
+        // Exactly at the limit: two lines of 10 octets each (CRLF included), then the body.
+        let mut r = DataReceiver::new(1 << 20).with_header_limit(20);
+        r.feed(b"A: 34567\r\nB: 34567\r\n\r\nbody that is longer than twenty\r\n.\r\n");
+        assert!(r.refusal().is_none());
+        assert!(r.finish().is_ok());
+        // One octet more, in a line that never ends: refused while it grows, nothing kept.
+        let mut r = DataReceiver::new(1 << 20).with_header_limit(20);
+        r.feed(b"A: 34567\r\nB: 3456789");
+        assert!(r.refusal().is_none());
+        r.feed(b"0");
+        assert_eq!(r.refusal(), Some(DataError::HeaderTooLarge { limit: 20 }));
+        assert_eq!(r.capacity(), 0);
+        r.feed(&[b'x'; 4096]);
+        assert_eq!(r.capacity(), 0);
+        r.feed(b"\r\n.\r\n");
+        let e = r.finish().unwrap_err();
+        assert_eq!(e, DataError::HeaderTooLarge { limit: 20 });
+        assert_eq!((e.reply().0, e.reply().1), (552, "5.3.4"));
+        // No empty line at all: the whole message is header. Bare LFs count as CRLF.
+        let mut b = BdatReceiver::new(1 << 20).with_header_limit(20);
+        b.feed(b"A: 34567\nB: 34567\nC");
+        assert_eq!(b.finish(), Err(DataError::HeaderTooLarge { limit: 20 }));
+        // The size limit wins over the header limit: it is the permanent, larger refusal.
+        let mut b = BdatReceiver::new(10).with_header_limit(5);
+        b.feed(b"0123456789ab");
+        assert_eq!(b.refusal(), Some(DataError::TooLarge { limit: 10 }));
+    }
+
+    #[test]
+    fn capacity_is_reserved_ahead_and_never_outgrown() {
+        let mut r = BdatReceiver::new(1 << 20);
+        let want = r.capacity_for(1000);
+        assert!((2000 + SLACK..=1 << 20).contains(&want));
+        r.reserve(want);
+        assert_eq!(r.capacity(), want);
+        // The worst case for normalisation: every byte a bare LF.
+        r.feed(&[b'\n'; 1000]);
+        assert_eq!(r.capacity(), want);
+        // Never more than the limit (and its slack) is asked for.
+        let r = DataReceiver::new(100);
+        assert_eq!(r.capacity_for(1 << 20), 100 + SLACK);
+        // Out of memory: freed, still counted, refused with 452 4.3.1 at the end.
+        let mut r = DataReceiver::new(1 << 20);
+        r.reserve(r.capacity_for(10));
+        r.feed(b"Subject: x\r\n");
+        r.out_of_memory();
+        assert_eq!(r.capacity(), 0);
+        assert_eq!(r.capacity_for(1 << 10), 0);
+        assert!(r.feed(b"\r\nbody\r\n.\r\n").done);
+        let e = r.finish().unwrap_err();
+        assert_eq!(e, DataError::NoMemory);
+        assert_eq!((e.reply().0, e.reply().1), (452, "4.3.1"));
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! The SMTP protocol, without I/O: command lines to [`Command`]s ([`command`]), the DATA and
-//! BDAT receivers and outbound dot-stuffing ([`data`]), and replies both ways ([`reply`]).
+//! BDAT receivers and outbound dot-stuffing ([`data`]) with the buffer they keep a message in, and replies both ways ([`reply`]).
 //! The relay's session drives these with the bytes it reads; nothing here blocks or panics.
 
+mod buffer;
 pub mod command;
 pub mod data;
 pub mod reply;
@@ -11,5 +12,5 @@ pub use command::{
     MAX_MAIL_RCPT_LINE, MAX_PATH, MailParams, Notify, RcptParams, Ret, find_line, is_ascii,
     parse_command, parse_domain, xtext_decode, xtext_encode,
 };
-pub use data::{BdatReceiver, DataError, DataProgress, DataReceiver, dot_stuff};
+pub use data::{BdatReceiver, Buffered, DataError, DataProgress, DataReceiver, dot_stuff};
 pub use reply::{MAX_REPLY_LINE, Reply, ReplyError, parse_reply, parse_reply_line, split_enhanced};

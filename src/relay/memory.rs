@@ -1,0 +1,167 @@
+//! The relay's budget for message data held in memory, across all sessions
+//! (`--max-message-memory`). A session takes a [`Lease`] on it before its receiver keeps a
+//! byte, grows the lease as the message grows, and gives it back when the message ends
+//! (the lease is dropped). A session that cannot grow its lease stops keeping and answers
+//! `452 4.3.1`; it never aborts, and nobody else is affected.
+//!
+//! Evaluating a message that has arrived copies it [`EVALUATION_COPIES`] times (the parsed
+//! message, the evaluator's, the stamped one that is queued). So that this can never find
+//! the budget spent by messages still arriving, and no session ever waits for another,
+//! arriving data may grow the budget's use only up to `1 / (1 + EVALUATION_COPIES)` of it:
+//! whatever all sessions then evaluate at once fits in the rest.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// What evaluating a received message holds besides the received bytes, in multiples of
+/// their size: the parsed copy, the evaluator's copy and the stamped copy that is queued.
+pub const EVALUATION_COPIES: u64 = 3;
+
+/// Octets of message data held in memory by all sessions, and the most there may be.
+#[derive(Debug)]
+pub struct MemoryBudget {
+    limit: u64,
+    used: AtomicU64,
+}
+
+impl MemoryBudget {
+    /// A budget of `limit` octets.
+    pub fn new(limit: u64) -> Arc<MemoryBudget> {
+        Arc::new(MemoryBudget {
+            limit,
+            used: AtomicU64::new(0),
+        })
+    }
+
+    /// Octets held now by all leases.
+    pub fn used(&self) -> u64 {
+        self.used.load(Ordering::Acquire)
+    }
+
+    /// Whether arriving data could not grow now: a new transaction is refused at MAIL.
+    pub fn is_spent(&self) -> bool {
+        self.used() >= self.receiving_ceiling()
+    }
+
+    /// What all sessions may hold while data arrives.
+    fn receiving_ceiling(&self) -> u64 {
+        self.limit / (1 + EVALUATION_COPIES)
+    }
+}
+
+/// One session's share of the budget; what it holds is given back when it is dropped.
+#[derive(Debug)]
+pub struct Lease {
+    budget: Arc<MemoryBudget>,
+    held: u64,
+}
+
+impl Lease {
+    /// An empty lease on `budget`.
+    pub fn new(budget: &Arc<MemoryBudget>) -> Lease {
+        Lease {
+            budget: Arc::clone(budget),
+            held: 0,
+        }
+    }
+
+    /// Octets this lease holds.
+    pub fn held(&self) -> u64 {
+        self.held
+    }
+
+    /// Grows the lease to `total` octets for data still arriving, up to the receiving
+    /// share of the budget.
+    pub fn grow_for_receiving(&mut self, total: u64) -> bool {
+        let ceiling = self.budget.receiving_ceiling();
+        self.grow_to(total, ceiling)
+    }
+
+    /// Grows the lease by what evaluating `size` received octets copies; within the whole
+    /// budget this always fits (see the module's note), so nobody waits for it.
+    pub fn grow_for_evaluation(&mut self, size: u64) -> bool {
+        let total = self
+            .held
+            .saturating_add(size.saturating_mul(EVALUATION_COPIES));
+        self.grow_to(total, self.budget.limit)
+    }
+
+    /// Grows the lease to `total` octets unless the budget's use would pass `ceiling`;
+    /// except when this lease is all that is in use: one message alone is always served,
+    /// so a limit below what one message needs slows the relay to one message at a time
+    /// rather than refusing everything.
+    fn grow_to(&mut self, total: u64, ceiling: u64) -> bool {
+        let Some(extra) = total.checked_sub(self.held).filter(|&e| e > 0) else {
+            return true;
+        };
+        let used = &self.budget.used;
+        let mut current = used.load(Ordering::Acquire);
+        loop {
+            let next = current.saturating_add(extra);
+            if next > ceiling && current != self.held {
+                return false;
+            }
+            match used.compare_exchange_weak(current, next, Ordering::AcqRel, Ordering::Acquire) {
+                Ok(_) => {
+                    self.held = total;
+                    return true;
+                }
+                Err(now) => current = now,
+            }
+        }
+    }
+
+    /// Gives back what is held over `total`.
+    pub fn shrink_to(&mut self, total: u64) {
+        if let Some(back) = self.held.checked_sub(total).filter(|&b| b > 0) {
+            self.budget.used.fetch_sub(back, Ordering::AcqRel);
+            self.held = total;
+        }
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        self.shrink_to(0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::*;
+
+    #[test]
+    fn arriving_data_takes_a_quarter_and_evaluation_the_rest() {
+        let b = MemoryBudget::new(400);
+        let mut a = Lease::new(&b);
+        let mut c = Lease::new(&b);
+        assert!(a.grow_for_receiving(60));
+        assert!(c.grow_for_receiving(40));
+        assert!(b.is_spent());
+        assert!(!c.grow_for_receiving(41));
+        assert_eq!(c.held(), 40);
+        // Both evaluate at once: 60 + 180 + 40 + 120 = 400, within the budget.
+        assert!(a.grow_for_evaluation(60));
+        assert!(c.grow_for_evaluation(40));
+        assert_eq!(b.used(), 400);
+        a.shrink_to(10);
+        assert_eq!(b.used(), 170);
+        drop(a);
+        drop(c);
+        assert_eq!(b.used(), 0);
+        assert!(!b.is_spent());
+    }
+
+    #[test]
+    fn a_lease_alone_may_pass_the_limit() {
+        let b = MemoryBudget::new(100);
+        let mut a = Lease::new(&b);
+        assert!(a.grow_for_receiving(500));
+        assert!(a.grow_for_evaluation(500));
+        let mut c = Lease::new(&b);
+        assert!(!c.grow_for_receiving(1));
+        drop(a);
+        assert!(c.grow_for_receiving(1));
+    }
+}
