@@ -12,40 +12,12 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 use support::raw::Raw;
 use support::relay::*;
-use support::sink::{Received, Sink, SinkOptions};
+use support::sink::{Received, Sink};
 use support::tls::TestCa;
 
-/// The relay on `tests/fixtures/relay/edge.mailflow` (copied next to its certificate, with
-/// `edit` applied to the text), delivering to a sink.
+/// The relay on `tests/fixtures/relay/edge.mailflow` with `edit` applied to the text.
 async fn edge(tmp: &Path, edit: impl Fn(String) -> String) -> (Relay, Sink, TestCa) {
-    let ca = TestCa::new();
-    ca.issue(&["mx.example.com"]).write(tmp, "edge");
-    std::fs::write(tmp.join("ca.pem"), &ca.cert_pem).unwrap();
-    let text = std::fs::read_to_string(root().join("tests/fixtures/relay/edge.mailflow")).unwrap();
-    let rules = tmp.join("edge.mailflow");
-    std::fs::write(&rules, edit(text)).unwrap();
-    let sink = Sink::start(SinkOptions::default()).await;
-    let relay = Relay::start(
-        &rules,
-        &tmp.join("spool"),
-        &[
-            s("--listen"),
-            s("Internet=127.0.0.1:0"),
-            s("--listen"),
-            s("Slow=127.0.0.1:0"),
-            s("--listen"),
-            s("Tenant=127.0.0.1:0"),
-            s("--ca-file"),
-            tmp.join("ca.pem").display().to_string(),
-            s("--smart-host"),
-            format!("Out={}", sink.addr),
-            s("--retry-min"),
-            s("1s"),
-            s("--queue-interval"),
-            s("1s"),
-        ],
-    );
-    (relay, sink, ca)
+    EDGE.start(tmp, edit, &[]).await
 }
 
 /// EHLO, MAIL and RCPT on a fresh connection to the internet connector.

@@ -12,39 +12,14 @@ use std::path::Path;
 use std::sync::Arc;
 use support::raw::Raw;
 use support::relay::*;
-use support::sink::{Sink, SinkOptions};
-use support::tls::TestCa;
+use support::sink::Sink;
 use tokio::sync::Barrier;
 
 const MIB: u64 = 1024 * 1024;
 
-/// The relay on `tests/fixtures/relay/edge.mailflow` (the hostile-client tests' rule set),
-/// delivering to a sink, with `extra` arguments.
+/// The relay on `tests/fixtures/relay/edge.mailflow` with `extra` arguments.
 async fn edge(tmp: &Path, extra: &[&str]) -> (Relay, Sink) {
-    let ca = TestCa::new();
-    ca.issue(&["mx.example.com"]).write(tmp, "edge");
-    std::fs::write(tmp.join("ca.pem"), &ca.cert_pem).unwrap();
-    let rules = tmp.join("edge.mailflow");
-    std::fs::copy(root().join("tests/fixtures/relay/edge.mailflow"), &rules).unwrap();
-    let sink = Sink::start(SinkOptions::default()).await;
-    let mut args = vec![
-        s("--listen"),
-        s("Internet=127.0.0.1:0"),
-        s("--listen"),
-        s("Slow=127.0.0.1:0"),
-        s("--listen"),
-        s("Tenant=127.0.0.1:0"),
-        s("--ca-file"),
-        tmp.join("ca.pem").display().to_string(),
-        s("--smart-host"),
-        format!("Out={}", sink.addr),
-        s("--retry-min"),
-        s("1s"),
-        s("--queue-interval"),
-        s("1s"),
-    ];
-    args.extend(extra.iter().map(|a| a.to_string()));
-    let relay = Relay::start(&rules, &tmp.join("spool"), &args);
+    let (relay, sink, _) = EDGE.start(tmp, |t| t, extra).await;
     (relay, sink)
 }
 

@@ -16,31 +16,13 @@ use support::tls::{TestCa, self_signed};
 /// The relay on `tests/fixtures/relay/trust.mailflow`, both send connectors delivering to one
 /// sink, with `extra` arguments.
 async fn start(tmp: &Path, extra: &[&str]) -> (Relay, Sink, TestCa) {
-    let ca = TestCa::new();
-    ca.issue(&["mx.example.com"]).write(tmp, "edge");
-    std::fs::write(tmp.join("ca.pem"), &ca.cert_pem).unwrap();
-    let rules = tmp.join("trust.mailflow");
-    std::fs::copy(root().join("tests/fixtures/relay/trust.mailflow"), &rules).unwrap();
-    let sink = Sink::start(SinkOptions::default()).await;
-    let mut args = vec![
-        s("--listen"),
-        s("Internet=127.0.0.1:0"),
-        s("--listen"),
-        s("Tenant=127.0.0.1:0"),
-        s("--ca-file"),
-        tmp.join("ca.pem").display().to_string(),
-        s("--smart-host"),
-        format!("Out={}", sink.addr),
-        s("--smart-host"),
-        format!("To Tenant={}", sink.addr),
-        s("--retry-min"),
-        s("1s"),
-        s("--queue-interval"),
-        s("1s"),
-    ];
-    args.extend(extra.iter().map(|a| a.to_string()));
-    let relay = Relay::start(&rules, &tmp.join("spool"), &args);
-    (relay, sink, ca)
+    Fixture {
+        name: "trust.mailflow",
+        listen: &["Internet", "Tenant"],
+        send: &["Out", "To Tenant"],
+    }
+    .start(tmp, |t| t, extra)
+    .await
 }
 
 fn head(m: &Received) -> String {

@@ -185,3 +185,56 @@ pub fn dead_port() -> u16 {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     l.local_addr().unwrap().port()
 }
+
+/// A relay on a rule set of `tests/fixtures/relay/` in a scratch folder: the fixture's text
+/// (through `edit`) next to a server certificate for mx.example.com (`edge.crt`, `edge.key`)
+/// from a test CA the relay trusts, every receive connector in `listen` on a free port of
+/// 127.0.0.1, every send connector in `send` delivering to one sink, quick retries, and
+/// `extra` arguments.
+pub struct Fixture<'a> {
+    pub name: &'a str,
+    pub listen: &'a [&'a str],
+    pub send: &'a [&'a str],
+}
+
+impl Fixture<'_> {
+    pub async fn start(
+        &self,
+        tmp: &Path,
+        edit: impl Fn(String) -> String,
+        extra: &[&str],
+    ) -> (Relay, super::sink::Sink, super::tls::TestCa) {
+        let ca = super::tls::TestCa::new();
+        ca.issue(&["mx.example.com"]).write(tmp, "edge");
+        std::fs::write(tmp.join("ca.pem"), &ca.cert_pem).unwrap();
+        let text =
+            std::fs::read_to_string(root().join("tests/fixtures/relay").join(self.name)).unwrap();
+        let rules = tmp.join(self.name);
+        std::fs::write(&rules, edit(text)).unwrap();
+        let sink = super::sink::Sink::start(super::sink::SinkOptions::default()).await;
+        let mut args = vec![
+            s("--ca-file"),
+            tmp.join("ca.pem").display().to_string(),
+            s("--retry-min"),
+            s("1s"),
+            s("--queue-interval"),
+            s("1s"),
+        ];
+        for c in self.listen {
+            args.extend([s("--listen"), format!("{c}=127.0.0.1:0")]);
+        }
+        for c in self.send {
+            args.extend([s("--smart-host"), format!("{c}={}", sink.addr)]);
+        }
+        args.extend(extra.iter().map(|a| a.to_string()));
+        let relay = Relay::start(&rules, &tmp.join("spool"), &args);
+        (relay, sink, ca)
+    }
+}
+
+/// The hostile-client tests' rule set (`edge.mailflow`): the public MX of example.com.
+pub const EDGE: Fixture<'static> = Fixture {
+    name: "edge.mailflow",
+    listen: &["Internet", "Slow", "Tenant"],
+    send: &["Out"],
+};
