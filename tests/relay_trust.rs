@@ -347,35 +347,7 @@ async fn postmaster_and_quoted_local_parts_are_accepted() {
             "{rcpt}"
         );
     }
-    // OpenSSL (Python's ssl) presenting a self-signed certificate where one is asked for.
-    let (cert, key) = write_pem(&self_signed(&["mta.python.example"]), tmp.path(), "python");
-    let out = client(vec![
-        s("--port"),
-        relay.listener("Tenant").port().to_string(),
-        s("--source"),
-        s("127.0.0.4"),
-        s("--starttls"),
-        s("--cert"),
-        cert,
-        s("--key"),
-        key,
-        s("--from"),
-        s("a@fabrikam.example"),
-        s("--to"),
-        s("John.Smith@example.com"),
-    ])
-    .await;
-    assert_eq!(out["starttls"][0], 220, "{out}");
-    assert!(
-        !out["ehlo_tls"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|k| k == "xoorg"),
-        "{out}"
-    );
-    assert_eq!(out["messages"][0]["data"][0], 250, "{out}");
-    assert!(wait_until(20, || sink.messages().len() == cases.len() + 1).await);
+    assert!(wait_until(20, || sink.messages().len() == cases.len()).await);
     for (rcpt, want) in &cases {
         let subject = format!("to {rcpt}");
         let m = sink
