@@ -345,12 +345,24 @@ impl Lexer<'_> {
                 {
                     i = self.param(i, c.len_utf8());
                 }
+                // A closing bracket here closes nothing: `value` would read an empty word
+                // and stop before it again, and the line would never end (`)` alone once
+                // filled 23 GB with empty tokens).
+                ')' | '}' => {
+                    self.diags.push(
+                        Diagnostic::new(Code::E076, format!("`{c}` closes nothing"))
+                            .primary(self.span(i, i + 1), "no bracket before it is open")
+                            .help("remove it, or open the bracket it closes"),
+                    );
+                    return;
+                }
                 _ => match self.value(i) {
-                    Some((tok, next)) => {
+                    // Every value read moves on; one that did not would loop forever.
+                    Some((tok, next)) if next > i => {
                         self.out.push(Raw::Tok(tok));
                         i = next;
                     }
-                    None => return,
+                    _ => return,
                 },
             }
         }
@@ -806,6 +818,21 @@ mod tests {
             .collect();
         assert_eq!(broken, [Code::E076, Code::E076, Code::E076]);
         assert_eq!(s.statements.len(), 4);
+    }
+
+    #[test]
+    fn a_stray_closing_bracket_ends_the_line_with_an_error() {
+        for text in [")", "x }", "New-X -A:) -B c", "New-X -A }", "  )\n)\n"] {
+            let s = parse(FileId(0), text);
+            assert!(
+                s.statements
+                    .iter()
+                    .all(|st| matches!(&st.body, Body::Broken(d) if d.code == Code::E076)),
+                "{text:?}: {:?}",
+                s.statements
+            );
+            assert!(!s.statements.is_empty(), "{text:?}");
+        }
     }
 
     #[test]
