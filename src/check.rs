@@ -120,6 +120,6 @@ fn check_workspace(ws: Workspace) -> Report {
     Report {
         sources,
         rule_sets: checked,
-        diagnostics: all,
+        diagnostics: crate::diagnostic::cap_repeats(all),
     }
 }

@@ -340,6 +340,7 @@ pub fn csv(path: &Path, text: &str, options: &Options) -> Import {
 
 fn finish(text: String, sources: SourceMap, mut diagnostics: Vec<Diagnostic>) -> Import {
     diagnostics.sort_by_key(|d| (d.primary_span().map(|s| s.start), d.code));
+    let diagnostics = crate::diagnostic::cap_repeats(diagnostics);
     // In `mailflow fmt`'s layout, so the first `fmt --check` in CI changes nothing. The text
     // passed `check`, so it parses; were the formatter ever to refuse it, the text as
     // rendered is still correct.
