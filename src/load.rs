@@ -72,6 +72,10 @@ fn by_canonical_path(overlays: HashMap<PathBuf, String>) -> HashMap<PathBuf, Str
         .collect()
 }
 
+/// Why a rule file found in a folder, or named on the command line, is not read.
+const LINK_OUT: &str =
+    "it is a link to a file outside its folder; allow the target's folder with `--allow-path DIR`";
+
 /// The folder a file is in, canonical (`a.mailflow` is in the current folder).
 fn folder_of(path: &Path) -> PathBuf {
     match path.parent() {
@@ -128,8 +132,8 @@ impl Workspace {
                 let mut included = HashSet::new();
                 for f in &files {
                     // A link in the folder to a file outside it is an include in disguise.
-                    if let Some(reason) = ws.outside(&tree, f) {
-                        return Err(unreadable(f, reason));
+                    if ws.outside(&tree, f).is_some() {
+                        return Err(unreadable(f, LINK_OUT.to_string()));
                     }
                     ws.parse_path(f)
                         .map_err(|e| unreadable(f, crate::resolve::io_reason(&e)))?;
@@ -144,9 +148,15 @@ impl Workspace {
                         .map(|f| (f, tree.clone())),
                 );
             } else {
+                // So is a root file that is a link out of its folder (`rules/main.mailflow`
+                // pointing at `/etc/passwd` in a pull request checked by CI).
+                let tree = folder_of(path);
+                if ws.outside(&tree, path).is_some() {
+                    return Err(unreadable(path, LINK_OUT.to_string()));
+                }
                 ws.parse_path(path)
                     .map_err(|e| unreadable(path, crate::resolve::io_reason(&e)))?;
-                roots.push((path.clone(), folder_of(path)));
+                roots.push((path.clone(), tree));
             }
         }
         for (root, tree) in roots {

@@ -309,6 +309,20 @@ fn includes_and_imports_stay_in_the_rule_set_folder() {
         "{stderr}"
     );
 
+    // A root file that is a link out of its folder is refused the same way.
+    let out = run_limited(
+        &["check", rules.join("link.mailflow").to_str().unwrap()],
+        tmp.path(),
+        b"",
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("a link to a file outside its folder"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains(CANARY), "{stderr}");
+
     // Allowed explicitly, the folder is read (and its text, which does not parse, reported).
     let allow = tmp.path().to_str().unwrap();
     let out = run_limited(&["check", "--allow-path", allow, main], tmp.path(), b"");
