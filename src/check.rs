@@ -60,9 +60,24 @@ pub fn check_paths_with(
     Ok(check_workspace(Workspace::load_with(paths, overlays)?))
 }
 
+/// [`check_paths`], letting includes and imports read inside the folders `allow` too
+/// (`--allow-path`), not only inside each rule set's own folder.
+pub fn check_paths_allowing(paths: &[PathBuf], allow: &[PathBuf]) -> Result<Report, LoadError> {
+    Ok(check_workspace(Workspace::load_allowing(
+        paths,
+        HashMap::new(),
+        allow,
+    )?))
+}
+
 /// Checks one rule file.
 pub fn check_file(path: &Path) -> Result<Report, LoadError> {
     check_paths(&[path.to_path_buf()])
+}
+
+/// [`check_file`] with [`check_paths_allowing`]'s allowed folders.
+pub fn check_file_allowing(path: &Path, allow: &[PathBuf]) -> Result<Report, LoadError> {
+    check_paths_allowing(&[path.to_path_buf()], allow)
 }
 
 /// Checks rule text held in memory (includes resolve against the current folder).
@@ -105,6 +120,6 @@ fn check_workspace(ws: Workspace) -> Report {
     Report {
         sources,
         rule_sets: checked,
-        diagnostics: all,
+        diagnostics: crate::diagnostic::cap_repeats(all),
     }
 }

@@ -15,6 +15,7 @@ pub mod eval;
 pub mod fmt;
 pub mod graph;
 pub mod import;
+pub mod input;
 pub mod keywords;
 pub mod lint;
 pub mod load;

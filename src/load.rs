@@ -5,6 +5,7 @@
 use crate::ast::{BrokenItem, File, Item, Rewrite, Text};
 use crate::diagnostic::{Code, Diagnostic};
 use crate::parse::parse_file;
+use crate::parse::screen::screen;
 use crate::source::{FileId, SourceMap, Span};
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -36,6 +37,9 @@ pub struct LoadedRuleSet {
     pub broken: Vec<BrokenItem>,
     /// Files already gathered (so a file included twice counts once).
     files: HashSet<PathBuf>,
+    /// The folder its includes and imports must stay in (canonical): the folder named on the
+    /// command line, or the root file's folder.
+    tree: PathBuf,
 }
 
 /// Everything read for one run.
@@ -50,54 +54,15 @@ pub struct Workspace {
     parsed: HashMap<PathBuf, (FileId, File)>,
     /// Texts to use instead of what is on disk, by canonical path (an editor's unsaved buffers).
     overlays: HashMap<PathBuf, String>,
+    /// Folders outside a rule set's tree that includes and imports may read too
+    /// (`--allow-path`), canonical.
+    allowed: Vec<PathBuf>,
 }
 
 /// The extension of rule files.
 pub const EXTENSION: &str = "mailflow";
 
-/// The largest rule file, `import rewrites` CSV file or compiled artifact mailflow reads:
-/// 128 MiB. A CSV of 1,000,000 rewrite entries is about 75 MB (`Entry 123456,user123456@
-/// tenant12.example.com,user123456@example.com,,False`), so it fits with room to spare, while
-/// a runaway file (a log written into the rules folder, `/dev/zero`) is refused before it is
-/// read: checking holds about 18 bytes per byte of rule text (BENCHMARKS.md).
-pub const FILE_SIZE_LIMIT: u64 = 128 * 1024 * 1024;
-
-/// Reads a whole file, refusing one larger than [`FILE_SIZE_LIMIT`] (by its size on disk,
-/// and by what is actually read, for files that grow or report no size).
-pub fn read_limited(path: &Path) -> std::io::Result<Vec<u8>> {
-    use std::io::Read;
-    let too_large = |size: u64| {
-        std::io::Error::new(
-            std::io::ErrorKind::FileTooLarge,
-            format!(
-                "the file is {}, more than the {} MiB limit for rule and csv files",
-                human_size(size),
-                FILE_SIZE_LIMIT / (1024 * 1024)
-            ),
-        )
-    };
-    let file = std::fs::File::open(path)?;
-    let on_disk = file.metadata()?.len();
-    if on_disk > FILE_SIZE_LIMIT {
-        return Err(too_large(on_disk));
-    }
-    let mut bytes = Vec::with_capacity(usize::try_from(on_disk).unwrap_or(0));
-    file.take(FILE_SIZE_LIMIT + 1).read_to_end(&mut bytes)?;
-    if bytes.len() as u64 > FILE_SIZE_LIMIT {
-        return Err(too_large(bytes.len() as u64));
-    }
-    Ok(bytes)
-}
-
-/// [`read_limited`] for text: a file that is not UTF-8 is an error too.
-pub fn read_limited_string(path: &Path) -> std::io::Result<String> {
-    String::from_utf8(read_limited(path)?).map_err(|_| {
-        std::io::Error::new(
-            std::io::ErrorKind::InvalidData,
-            "the file is not valid UTF-8",
-        )
-    })
-}
+pub use crate::input::{FILE_SIZE_LIMIT, read_limited, read_limited_string};
 
 /// Overlays keyed as `parse_path` looks them up.
 fn by_canonical_path(overlays: HashMap<PathBuf, String>) -> HashMap<PathBuf, String> {
@@ -107,17 +72,15 @@ fn by_canonical_path(overlays: HashMap<PathBuf, String>) -> HashMap<PathBuf, Str
         .collect()
 }
 
-/// `1.5 GiB`, `200.0 MiB`, `12 KiB`: sizes in error messages.
-fn human_size(bytes: u64) -> String {
-    const MIB: f64 = 1024.0 * 1024.0;
-    #[allow(clippy::cast_precision_loss)]
-    let b = bytes as f64;
-    if b >= 1024.0 * MIB {
-        format!("{:.1} GiB", b / (1024.0 * MIB))
-    } else if b >= MIB {
-        format!("{:.1} MiB", b / MIB)
-    } else {
-        format!("{} KiB", bytes / 1024)
+/// Why a rule file found in a folder, or named on the command line, is not read.
+const LINK_OUT: &str =
+    "it is a link to a file outside its folder; allow the target's folder with `--allow-path DIR`";
+
+/// The folder a file is in, canonical (`a.mailflow` is in the current folder).
+fn folder_of(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => canonical(p),
+        _ => canonical(Path::new(".")),
     }
 }
 
@@ -125,7 +88,7 @@ impl Workspace {
     /// Loads every rule set named by `paths`: a file is a rule set; in a folder, every
     /// `.mailflow` file (recursively) that no other file there includes is one.
     pub fn load(paths: &[PathBuf]) -> Result<Workspace, LoadError> {
-        Workspace::load_with(paths, HashMap::new())
+        Workspace::load_allowing(paths, HashMap::new(), &[])
     }
 
     /// [`Workspace::load`], reading the rule files named in `overlays` (keys are paths as
@@ -134,32 +97,46 @@ impl Workspace {
         paths: &[PathBuf],
         overlays: HashMap<PathBuf, String>,
     ) -> Result<Workspace, LoadError> {
+        Workspace::load_allowing(paths, overlays, &[])
+    }
+
+    /// [`Workspace::load_with`], letting includes and imports read inside the folders `allow`
+    /// as well as inside each rule set's own folder tree.
+    pub fn load_allowing(
+        paths: &[PathBuf],
+        overlays: HashMap<PathBuf, String>,
+        allow: &[PathBuf],
+    ) -> Result<Workspace, LoadError> {
         let mut ws = Workspace {
             overlays: by_canonical_path(overlays),
+            allowed: allow.iter().map(|p| canonical(p)).collect(),
             ..Workspace::default()
         };
         let mut roots = Vec::new();
         for path in paths {
-            let md = std::fs::metadata(path).map_err(|e| LoadError::Unreadable {
-                path: path.clone(),
-                reason: crate::resolve::io_reason(&e),
-            })?;
+            let unreadable = |path: &Path, reason: String| LoadError::Unreadable {
+                path: path.to_path_buf(),
+                reason,
+            };
+            let md = std::fs::metadata(path)
+                .map_err(|e| unreadable(path, crate::resolve::io_reason(&e)))?;
             if md.is_dir() {
+                let tree = canonical(path);
                 let mut files = Vec::new();
-                collect_rule_files(path, &mut files).map_err(|e| LoadError::Unreadable {
-                    path: path.clone(),
-                    reason: crate::resolve::io_reason(&e),
-                })?;
+                collect_rule_files(path, &mut files)
+                    .map_err(|e| unreadable(path, crate::resolve::io_reason(&e)))?;
                 if files.is_empty() {
                     return Err(LoadError::NoRuleFiles(path.clone()));
                 }
                 files.sort();
                 let mut included = HashSet::new();
                 for f in &files {
-                    ws.parse_path(f).map_err(|reason| LoadError::Unreadable {
-                        path: f.clone(),
-                        reason,
-                    })?;
+                    // A link in the folder to a file outside it is an include in disguise.
+                    if ws.outside(&tree, f).is_some() {
+                        return Err(unreadable(f, LINK_OUT.to_string()));
+                    }
+                    ws.parse_path(f)
+                        .map_err(|e| unreadable(f, crate::resolve::io_reason(&e)))?;
                     for inc in ws.includes_of(f) {
                         included.insert(canonical(&inc));
                     }
@@ -167,23 +144,28 @@ impl Workspace {
                 roots.extend(
                     files
                         .into_iter()
-                        .filter(|f| !included.contains(&canonical(f))),
+                        .filter(|f| !included.contains(&canonical(f)))
+                        .map(|f| (f, tree.clone())),
                 );
             } else {
+                // So is a root file that is a link out of its folder (`rules/main.mailflow`
+                // pointing at `/etc/passwd` in a pull request checked by CI).
+                let tree = folder_of(path);
+                if ws.outside(&tree, path).is_some() {
+                    return Err(unreadable(path, LINK_OUT.to_string()));
+                }
                 ws.parse_path(path)
-                    .map_err(|reason| LoadError::Unreadable {
-                        path: path.clone(),
-                        reason,
-                    })?;
-                roots.push(path.clone());
+                    .map_err(|e| unreadable(path, crate::resolve::io_reason(&e)))?;
+                roots.push((path.clone(), tree));
             }
         }
-        for root in roots {
+        for (root, tree) in roots {
             let mut set = LoadedRuleSet {
                 root: root.clone(),
                 items: Vec::new(),
                 broken: Vec::new(),
                 files: HashSet::new(),
+                tree,
             };
             let mut stack = Vec::new();
             ws.gather(&root, &mut stack, &mut set);
@@ -206,6 +188,7 @@ impl Workspace {
         };
         let path = PathBuf::from(name);
         let id = ws.sources.add(path.clone(), text.to_string());
+        ws.diagnostics.extend(screen(id, text));
         let (file, diags) = parse_file(id, text);
         ws.diagnostics.extend(diags);
         ws.parsed.insert(canonical(&path), (id, file));
@@ -214,24 +197,46 @@ impl Workspace {
             items: Vec::new(),
             broken: Vec::new(),
             files: HashSet::new(),
+            tree: folder_of(&path),
         };
         ws.gather(&path, &mut Vec::new(), &mut set);
         ws.rule_sets.push(set);
         ws
     }
 
+    /// Why `target` may not be read for a rule set whose tree is `tree`: it is (or leads,
+    /// through a link or `..`) outside that folder and every allowed one. Decided on the
+    /// canonical path, before the file is opened.
+    fn outside(&self, tree: &Path, target: &Path) -> Option<String> {
+        let real = match std::fs::canonicalize(target) {
+            Ok(p) => p,
+            // Nothing there: reading it fails with its own reason, and reveals nothing.
+            Err(_) => return None,
+        };
+        if real.starts_with(tree) || self.allowed.iter().any(|a| real.starts_with(a)) {
+            return None;
+        }
+        // Neither folder is named: the message stays the same wherever the rule set lies.
+        Some(if target.is_absolute() {
+            "an absolute path outside this rule set's folder".to_string()
+        } else {
+            "this path leads outside this rule set's folder".to_string()
+        })
+    }
+
     /// Reads and parses a file once; later calls are free.
-    fn parse_path(&mut self, path: &Path) -> Result<FileId, String> {
+    fn parse_path(&mut self, path: &Path) -> std::io::Result<FileId> {
         let key = canonical(path);
         if let Some((id, _)) = self.parsed.get(&key) {
             return Ok(*id);
         }
         let text = match self.overlays.get(&key) {
             Some(text) => text.clone(),
-            None => read_limited_string(path).map_err(|e| crate::resolve::io_reason(&e))?,
+            None => read_limited_string(path)?,
         };
         let id = self.sources.add(path.to_path_buf(), text);
         let text = self.sources.get(id).map(|f| f.text.as_str()).unwrap_or("");
+        self.diagnostics.extend(screen(id, text));
         let (file, diags) = parse_file(id, text);
         self.diagnostics.extend(diags);
         self.parsed.insert(key, (id, file));
@@ -267,6 +272,10 @@ impl Workspace {
             match &item {
                 Item::Include(t) => {
                     let target = base.join(&t.value);
+                    if let Some(reason) = self.outside(&set.tree, &target) {
+                        self.outside_tree(t, &reason);
+                        continue;
+                    }
                     let tkey = canonical(&target);
                     if stack.contains(&tkey) {
                         self.diagnostics.push(
@@ -285,11 +294,15 @@ impl Workspace {
                             set.files.insert(tkey);
                             self.gather(&target, stack, set);
                         }
-                        Err(reason) => self.unreadable(t, &target, &reason),
+                        Err(e) => self.unreadable(t, &target, &e),
                     }
                 }
                 Item::ImportRewrites(t) => {
                     let target = base.join(&t.value);
+                    if let Some(reason) = self.outside(&set.tree, &target) {
+                        self.outside_tree(t, &reason);
+                        continue;
+                    }
                     match read_limited_string(&target) {
                         Ok(text) => {
                             let id = self.sources.add(target.clone(), text);
@@ -298,11 +311,12 @@ impl Workspace {
                                 .get(id)
                                 .map(|f| f.text.clone())
                                 .unwrap_or_default();
+                            self.diagnostics.extend(screen(id, &text));
                             let (rows, diags) = csv_rewrites(id, &text);
                             self.diagnostics.extend(diags);
                             set.items.extend(rows.into_iter().map(Item::Rewrite));
                         }
-                        Err(e) => self.unreadable(t, &target, &crate::resolve::io_reason(&e)),
+                        Err(e) => self.unreadable(t, &target, &e),
                     }
                 }
                 _ => set.items.push(item),
@@ -311,11 +325,40 @@ impl Workspace {
         stack.pop();
     }
 
-    fn unreadable(&mut self, t: &Text, path: &Path, reason: &str) {
+    fn outside_tree(&mut self, t: &Text, reason: &str) {
         self.diagnostics.push(
-            Diagnostic::new(Code::E002, format!("cannot read `{}`", t.value))
+            Diagnostic::new(
+                Code::E005,
+                format!("`{}` is outside the rule set's folder", t.value),
+            )
+            .primary(t.span, format!("{reason}; it is not read"))
+            .help(
+                "includes and imports stay in the folder of the rule set (the folder named on the command line, or the root file's folder); move the file there, or allow its folder with `--allow-path DIR`",
+            ),
+        );
+    }
+
+    fn unreadable(&mut self, t: &Text, path: &Path, e: &std::io::Error) {
+        let reason = crate::resolve::io_reason(e);
+        // Bytes that are not text are reported by what they are, never by what they hold.
+        let code = if e.kind() == std::io::ErrorKind::InvalidData {
+            Code::E007
+        } else {
+            Code::E002
+        };
+        let message = if code == Code::E007 {
+            format!("`{}` is not rule text", t.value)
+        } else {
+            format!("cannot read `{}`", t.value)
+        };
+        self.diagnostics.push(
+            Diagnostic::new(code, message)
                 .primary(t.span, format!("`{}`: {reason}", path.display()))
-                .help("paths are relative to the folder of the file that names them"),
+                .help(if code == Code::E007 {
+                    "name a UTF-8 text file here; its contents are not shown"
+                } else {
+                    "paths are relative to the folder of the file that names them; only regular files are read"
+                }),
         );
     }
 }

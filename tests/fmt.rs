@@ -95,7 +95,8 @@ fn mangled_rule_files_keep_the_promises() {
             ("indented", indented.join("\n")),
             ("trailing", trailing.join("\n")),
             ("above", above.join("\n")),
-            ("crlf", text.replace('\n', "\r\n")),
+            // From LF first: a file already in CRLF would get CR CR LF, a bare CR (E006).
+            ("crlf", text.replace("\r\n", "\n").replace('\n', "\r\n")),
         ] {
             format_checked(&format!("{name} {what}"), &variant)
                 .unwrap_or_else(|| panic!("{name} {what} no longer parses:\n{variant}"));

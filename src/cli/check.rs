@@ -7,11 +7,12 @@ use std::path::PathBuf;
 
 pub(super) fn run(
     paths: &[PathBuf],
+    allow: &[PathBuf],
     format: Format,
     deny_warnings: bool,
     color: ColorChoice,
 ) -> Exit {
-    let report = match mailflow::check::check_paths(paths) {
+    let report = match mailflow::check::check_paths_allowing(paths, allow) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: {e}");

@@ -5,8 +5,8 @@ use mailflow::compile::artifact;
 use mailflow::diagnostic::render;
 use std::path::{Path, PathBuf};
 
-pub(super) fn run(rules: &Path, output: &PathBuf) -> Exit {
-    let report = match mailflow::check::check_file(rules) {
+pub(super) fn run(rules: &Path, allow: &[PathBuf], output: &PathBuf) -> Exit {
+    let report = match mailflow::check::check_file_allowing(rules, allow) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: {e}");

@@ -20,6 +20,7 @@ pub(super) struct DryRun {
     pub oorg: Option<String>,
     pub message: Option<PathBuf>,
     pub format: Format,
+    pub allow_path: Vec<PathBuf>,
 }
 
 fn fate_text(f: &Fate) -> String {
@@ -79,17 +80,18 @@ fn human(v: &Verdict, rules: &str) -> String {
 }
 
 /// A rule set from rule text (checked) or from a compiled table.
-fn load(path: &std::path::Path) -> Result<(RuleSet, Table), Exit> {
+fn load(path: &std::path::Path, allow: &[PathBuf]) -> Result<(RuleSet, Table), Exit> {
     let fail = |msg: String| {
         eprintln!("error: {msg}");
         Exit::Error
     };
-    if let Ok(bytes) = std::fs::read(path) {
+    if let Ok(bytes) = mailflow::input::read_limited(path) {
         if artifact::is_artifact(&bytes) {
             return artifact::load(&bytes).map_err(|e| fail(format!("{}: {e}", path.display())));
         }
     }
-    let mut report = mailflow::check::check_file(path).map_err(|e| fail(e.to_string()))?;
+    let mut report =
+        mailflow::check::check_file_allowing(path, allow).map_err(|e| fail(e.to_string()))?;
     if report.has_errors() {
         print!(
             "{}",
@@ -124,9 +126,15 @@ pub(super) fn run(d: DryRun) -> Exit {
         }
     }
     let message = match &d.message {
-        Some(p) => match std::fs::read(p) {
+        Some(p) => match mailflow::input::read_limited(p) {
             Ok(raw) => Some(Message::parse(&raw)),
-            Err(e) => return usage(format!("cannot read `{}`: {e}", p.display())),
+            Err(e) => {
+                return usage(format!(
+                    "cannot read `{}`: {}",
+                    p.display(),
+                    mailflow::resolve::io_reason(&e)
+                ));
+            }
         },
         None => None,
     };
@@ -135,7 +143,7 @@ pub(super) fn run(d: DryRun) -> Exit {
             "give --connector NAME or --client-ip IP, so the receive connector is known".into(),
         );
     }
-    let (set, table) = match load(&d.rules) {
+    let (set, table) = match load(&d.rules, &d.allow_path) {
         Ok(v) => v,
         Err(exit) => return exit,
     };

@@ -5,7 +5,7 @@ use super::{ColorChoice, Exit};
 use mailflow::diagnostic::render;
 use mailflow::fmt::{FormatError, format_source};
 use mailflow::source::{FileId, SourceMap};
-use std::io::{IsTerminal, Read, Write};
+use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 
 pub(super) fn run(paths: &[PathBuf], check: bool, stdin: bool, color: ColorChoice) -> Exit {
@@ -196,14 +196,19 @@ fn format(path: &Path, text: &str, color: bool) -> Result<String, Outcome> {
 }
 
 fn run_stdin(check: bool, color: bool) -> Exit {
-    let mut text = String::new();
-    if let Err(e) = std::io::stdin().read_to_string(&mut text) {
-        eprintln!(
-            "error: cannot read standard input: {}",
-            mailflow::resolve::io_reason(&e)
-        );
-        return Exit::Error;
-    }
+    // Standard input is bounded like a file: at most 128 MiB, and text.
+    let read = mailflow::input::read_stream_limited(std::io::stdin().lock())
+        .and_then(mailflow::input::text_or_error);
+    let text = match read {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!(
+                "error: cannot read standard input: {}",
+                mailflow::resolve::io_reason(&e)
+            );
+            return Exit::Error;
+        }
+    };
     let path = Path::new("<stdin>");
     let out = match format(path, &text, color) {
         Ok(out) => out,

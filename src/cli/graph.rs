@@ -1,13 +1,13 @@
 //! `mailflow graph`.
 
 use super::Exit;
-use mailflow::check::check_file;
+use mailflow::check::check_file_allowing;
 use mailflow::diagnostic::render;
 use mailflow::graph::{Format, render as draw};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-pub(super) fn run(rules: &Path, format: Format) -> Exit {
-    let report = match check_file(rules) {
+pub(super) fn run(rules: &Path, allow: &[PathBuf], format: Format) -> Exit {
+    let report = match check_file_allowing(rules, allow) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: {e}");

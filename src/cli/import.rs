@@ -27,10 +27,16 @@ pub(super) struct Args {
 }
 
 pub(super) fn run(a: Args) -> Exit {
-    let text = match std::fs::read_to_string(&a.file) {
+    // A regular text file of at most 128 MiB, as for rule files; bytes that are not text
+    // are refused without being shown.
+    let text = match mailflow::input::read_limited_string(&a.file) {
         Ok(t) => t,
         Err(e) => {
-            eprintln!("error: cannot read `{}`: {e}", a.file.display());
+            eprintln!(
+                "error: cannot read `{}`: {}",
+                a.file.display(),
+                mailflow::resolve::io_reason(&e)
+            );
             return Exit::Error;
         }
     };

@@ -146,6 +146,10 @@ struct GraphArgs {
     /// Output language: `mermaid` (GitHub renders it in Markdown) or `dot` (Graphviz).
     #[arg(long, value_enum, default_value_t = GraphFormat::Mermaid)]
     format: GraphFormat,
+    /// Let includes and imports read files in this folder too (they may read only inside
+    /// the rule set's folder otherwise); repeat for more.
+    #[arg(long = "allow-path", value_name = "DIR")]
+    allow_path: Vec<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -214,6 +218,10 @@ struct RelayArgs {
     /// Log filter (RUST_LOG syntax), when RUST_LOG is unset.
     #[arg(long, default_value = "info")]
     log: String,
+    /// Let includes and imports read files in this folder too (they may read only inside
+    /// the rule set's folder otherwise); repeat for more.
+    #[arg(long = "allow-path", value_name = "DIR")]
+    allow_path: Vec<PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -259,6 +267,10 @@ struct CompileArgs {
     /// Where to write the table.
     #[arg(short, long, value_name = "FILE")]
     output: PathBuf,
+    /// Let includes and imports read files in this folder too (they may read only inside
+    /// the rule set's folder otherwise); repeat for more.
+    #[arg(long = "allow-path", value_name = "DIR")]
+    allow_path: Vec<PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -290,6 +302,10 @@ struct DryRunArgs {
     /// Output format (human or json).
     #[arg(long, value_enum, default_value_t = Format::Human)]
     format: Format,
+    /// Let includes and imports read files in this folder too (they may read only inside
+    /// the rule set's folder otherwise); repeat for more.
+    #[arg(long = "allow-path", value_name = "DIR")]
+    allow_path: Vec<PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -300,6 +316,10 @@ struct TestArgs {
     /// Print the trace of passing tests too.
     #[arg(long, short)]
     verbose: bool,
+    /// Let includes and imports read files in this folder too (they may read only inside
+    /// the rule set's folder otherwise); repeat for more.
+    #[arg(long = "allow-path", value_name = "DIR")]
+    allow_path: Vec<PathBuf>,
 }
 
 /// Output formats for findings.
@@ -341,6 +361,10 @@ struct CheckArgs {
     /// Color human output.
     #[arg(long, value_enum, default_value_t = ColorChoice::Auto)]
     color: ColorChoice,
+    /// Let includes and imports read files in this folder too (they may read only inside
+    /// the rule set's folder otherwise); repeat for more.
+    #[arg(long = "allow-path", value_name = "DIR")]
+    allow_path: Vec<PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -376,20 +400,23 @@ struct ExplainArgs {
 /// Runs a parsed command line.
 pub fn run(cli: Cli) -> Exit {
     match cli.command {
-        Command::Check(a) => check::run(&a.paths, a.format, a.deny_warnings, a.color),
+        Command::Check(a) => {
+            check::run(&a.paths, &a.allow_path, a.format, a.deny_warnings, a.color)
+        }
         Command::Fmt(a) => fmt::run(&a.paths, a.check, a.stdin, a.color),
         Command::Explain(a) => explain::run(a.code.as_deref(), a.list, a.markdown),
         Command::Completions(a) => generate::completions(a.shell),
         Command::Man(a) => generate::man(a.dir.as_deref()),
         Command::Graph(a) => graph::run(
             &a.rules,
+            &a.allow_path,
             match a.format {
                 GraphFormat::Mermaid => mailflow::graph::Format::Mermaid,
                 GraphFormat::Dot => mailflow::graph::Format::Dot,
             },
         ),
         Command::Lsp => lsp::run(),
-        Command::Test(a) => test::run(&a.paths, a.verbose),
+        Command::Test(a) => test::run(&a.paths, &a.allow_path, a.verbose),
         Command::Import(ImportCommand::Exchange(a)) => import::run(import::Args {
             source: import::Source::Exchange,
             file: a.file,
@@ -408,7 +435,7 @@ pub fn run(cli: Cli) -> Exit {
             format: a.common.format,
             color: a.common.color,
         }),
-        Command::Compile(a) => compile::run(&a.rules, &a.output),
+        Command::Compile(a) => compile::run(&a.rules, &a.allow_path, &a.output),
         Command::DryRun(a) => dry_run::run(dry_run::DryRun {
             rules: a.rules,
             from: a.from,
@@ -419,6 +446,7 @@ pub fn run(cli: Cli) -> Exit {
             oorg: a.oorg,
             message: a.message,
             format: a.format,
+            allow_path: a.allow_path,
         }),
         Command::Relay(a) => relay::run(relay::RelayArgs {
             rules: a.rules,
@@ -439,6 +467,7 @@ pub fn run(cli: Cli) -> Exit {
             max_connections: a.max_connections,
             max_message_memory: a.max_message_memory,
             log: a.log,
+            allow_path: a.allow_path,
         }),
         Command::Reload(a) => relay::reload(a.admin, &a.spool),
         Command::Track(a) => relay::track(relay::TrackArgs {

@@ -51,6 +51,7 @@ pub(super) fn parse_size(s: &str) -> Result<u64, String> {
 /// Everything the relay subcommand takes.
 pub(super) struct RelayArgs {
     pub rules: PathBuf,
+    pub allow_path: Vec<PathBuf>,
     pub spool: PathBuf,
     pub hostname: Option<String>,
     pub listen: Vec<String>,
@@ -71,7 +72,10 @@ pub(super) struct RelayArgs {
 }
 
 fn overrides(a: &RelayArgs) -> Result<Overrides, String> {
-    let mut o = Overrides::default();
+    let mut o = Overrides {
+        allow_paths: a.allow_path.clone(),
+        ..Overrides::default()
+    };
     for s in &a.listen {
         let (name, vals) = split_override(s)?;
         let addrs = vals

@@ -44,8 +44,8 @@ fn print_result(r: &TestResult, sources: &SourceMap, verbose: bool) {
     }
 }
 
-pub(super) fn run(paths: &[PathBuf], verbose: bool) -> Exit {
-    let report = match mailflow::check::check_paths(paths) {
+pub(super) fn run(paths: &[PathBuf], allow: &[PathBuf], verbose: bool) -> Exit {
+    let report = match mailflow::check::check_paths_allowing(paths, allow) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: {e}");

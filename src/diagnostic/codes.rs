@@ -143,6 +143,37 @@ Sales,sales.contoso.com,contoso.com,,maybe
 
 Write `True` or `False` (or leave it empty for `False`).";
 
+    /// An include or import leads outside the rule set's folder.
+    E005 = "path-outside-rule-set", "an include or import leads outside the rule set's folder",
+"`include` and `import rewrites` read only files inside the rule set's folder: the folder named on the command line, or the folder of the root file named there. An absolute path, a `..` that climbs out of that folder, or a link that points out of it is refused before the file is opened, so a rule file cannot make `mailflow check` (in CI, say) read `/proc/self/environ` or `/etc/shadow` and print them in its findings.
+
+```mailflow
+include \"/etc/shadow\"
+import rewrites \"../../secrets/entries.csv\"
+```
+
+Move the file into the rule set's folder, or name the folder that holds it with `--allow-path DIR` (`check`, `test`, `dry-run`, `compile`, `graph` and `relay` take it, more than once if needed).";
+
+    /// A carriage return that is not followed by a line feed.
+    E006 = "bare-carriage-return", "a carriage return not followed by a line feed",
+"A lone carriage return (U+000D without a line feed after it) ends a line for some tools but not for others: git, grep and most editors show the text after it on the same line, so a rule could hide inside what looks like a comment. mailflow reads it as neither: the line goes on, and the file is refused until it is fixed.
+
+```text
+# harmless comment<CR>rule \"Hidden\" { delete }
+```
+
+Use line feeds (`\\n`) or CR LF pairs (`\\r\\n`) only; `mailflow fmt` writes line feeds.";
+
+    /// A file named in the rule set is not text.
+    E007 = "not-rule-text", "a file named in the rule set is not text",
+"An `include` or `import rewrites` names a file that is not UTF-8 text, or holds control characters that no rule text or CSV file has (a NUL byte, for example: `/proc/self/environ` separates its entries with them). The file is not parsed, and the finding says only what kind of byte was found where, never what the file holds, so findings cannot echo a secret or a binary.
+
+```mailflow
+include \"logo.png\"
+```
+
+Name the rule or CSV file that was meant; save text files as UTF-8.";
+
     /// A name is used but never defined.
     E010 = "undefined-name", "a name is used but never defined",
 "A rule, test or group refers to a connector, recipient or rule by a name that no definition has. Names are compared exactly (case included).
@@ -784,6 +815,16 @@ Get-ReceiveConnector \"From EOP\" | Add-ADPermission -User 'NT AUTHORITY\\Anonym
 ```
 
 Nothing to do if only your tenants relay through the connector. If outside senders must relay too, add `accept-any-recipient` to the connector yourself (`check` warns with W022).";
+
+    /// An invisible or bidirectional control character.
+    W050 = "invisible-character", "an invisible or bidirectional control character",
+"The text holds a character that shows as nothing, or that reorders the text around it when displayed (the \"Trojan Source\" characters): bidirectional embeddings, overrides and isolates (U+202A to U+202E, U+2066 to U+2069), zero-width spaces and joiners and direction marks (U+200B to U+200F), the line and paragraph separators U+2028 and U+2029, the soft hyphen U+00AD, the word joiner U+2060 and a byte order mark U+FEFF anywhere but at the very start of the file. A name or an address holding one looks like another and matches something else than it seems; in a comment it can make the rule below read differently in a review than it runs. rustc warns about the same characters.
+
+```text
+rule \"Block<U+200B>\" { delete }   # not the rule named \"Block\"
+```
+
+Delete the character (an editor that shows invisible characters, or `grep -P '[\\x{200b}-\\x{200f}\\x{202a}-\\x{202e}\\x{2066}-\\x{2069}]'`, finds it). A byte order mark at the start of a file is accepted; `mailflow fmt` drops it.";
 }
 
 /// The whole registry as Markdown: the text of `docs/diagnostics.md`.

@@ -102,6 +102,42 @@ impl Diagnostic {
     }
 }
 
+/// How many findings of one code in one file are listed: a file of 100,000 broken lines
+/// would otherwise render to tens of megabytes (and SARIF to far more) from a file of a few
+/// hundred kilobytes.
+pub const MAX_SAME_FINDINGS: usize = 100;
+
+/// Keeps, in order, the first [`MAX_SAME_FINDINGS`] findings of each code in each file; the
+/// last one kept notes how many more there were.
+pub fn cap_repeats(diags: Vec<Diagnostic>) -> Vec<Diagnostic> {
+    use std::collections::HashMap;
+    let key = |d: &Diagnostic| (d.code, d.primary_span().map(|s| s.file));
+    let mut total: HashMap<_, usize> = HashMap::new();
+    for d in &diags {
+        *total.entry(key(d)).or_default() += 1;
+    }
+    let mut kept: HashMap<_, usize> = HashMap::new();
+    let mut out = Vec::with_capacity(diags.len().min(total.len() * MAX_SAME_FINDINGS));
+    for mut d in diags {
+        let k = key(&d);
+        let n = kept.entry(k).or_default();
+        *n += 1;
+        if *n > MAX_SAME_FINDINGS {
+            continue;
+        }
+        let all = total.get(&k).copied().unwrap_or(0);
+        if *n == MAX_SAME_FINDINGS && all > MAX_SAME_FINDINGS {
+            d.notes.push(format!(
+                "{} more {} findings in this file are not listed",
+                all - MAX_SAME_FINDINGS,
+                d.code
+            ));
+        }
+        out.push(d);
+    }
+    out
+}
+
 /// Suggests the candidate closest to `word` (for "did you mean").
 pub fn did_you_mean<'a>(
     word: &str,
@@ -135,6 +171,22 @@ fn edit_distance(a: &str, b: &str) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn repeats_are_capped_per_code_and_file() {
+        use crate::source::{FileId, Span};
+        let d = |code, file| Diagnostic::new(code, "x").primary(Span::new(FileId(file), 0, 1), "x");
+        let mut diags: Vec<Diagnostic> = (0..250).map(|_| d(Code::E001, 0)).collect();
+        diags.extend((0..5).map(|_| d(Code::E001, 1)));
+        diags.push(d(Code::E002, 0));
+        let capped = cap_repeats(diags);
+        assert_eq!(capped.len(), MAX_SAME_FINDINGS + 5 + 1);
+        let last = &capped[MAX_SAME_FINDINGS - 1];
+        assert_eq!(
+            last.notes,
+            ["150 more E001 findings in this file are not listed"]
+        );
+    }
 
     #[test]
     fn suggests_close_names_only() {

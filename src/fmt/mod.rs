@@ -36,9 +36,20 @@ pub enum FormatError {
 /// assert_eq!(tidy, "rule \"Stop\" {\n  if sender outside\n  stop\n}\n");
 /// ```
 pub fn format_source(file: FileId, text: &str) -> Result<String, FormatError> {
-    let (tree, diags) = parse_file(file, text);
+    // A lone carriage return is refused as `check` refuses it: which line would it end?
+    let mut diags: Vec<Diagnostic> = crate::parse::screen::screen(file, text)
+        .into_iter()
+        .filter(|d| d.severity() == crate::diagnostic::Severity::Error)
+        .collect();
+    let (tree, syntax) = parse_file(file, text);
+    diags.extend(syntax);
     if !diags.is_empty() {
         return Err(FormatError::Syntax(diags));
+    }
+    // The canonical layout has no byte order mark (UTF-8 needs none): it is dropped, so
+    // `fmt --check` reports a file that has one.
+    if let Some(rest) = text.strip_prefix('\u{feff}') {
+        return format_source(file, rest);
     }
     let comments = comments(text);
     let logical = layout::logical_lines(text, &comments).map_err(FormatError::Unsafe)?;

@@ -457,7 +457,7 @@ impl IncludeCache {
                 return includes;
             }
         }
-        let includes = std::fs::read_to_string(path).is_ok_and(|t| has_include(&t));
+        let includes = crate::input::read_limited_string(path).is_ok_and(|t| has_include(&t));
         if self.seen.len() >= Self::MAX {
             self.seen.clear();
         }

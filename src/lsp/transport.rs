@@ -96,7 +96,7 @@ fn read_headers(input: &mut impl BufRead) -> io::Result<Option<Result<usize, Str
     let mut line = Vec::new();
     loop {
         line.clear();
-        if input.read_until(b'\n', &mut line)? == 0 {
+        if read_line_tail(input, &mut line)? == 0 {
             return Ok(None);
         }
         let text = String::from_utf8_lossy(&line);
@@ -127,6 +127,31 @@ fn read_headers(input: &mut impl BufRead) -> io::Result<Option<Result<usize, Str
     Ok(Some(length.unwrap_or_else(|| {
         Err("a message without a `Content-Length` header".to_string())
     })))
+}
+
+/// How much of a header line is kept: a line is searched for `Content-Length:` near its end,
+/// so a line of any length (left-over body bytes, or an endless line with no newline) costs
+/// this much memory, not its length.
+const LINE_KEEP: usize = 4096;
+
+/// Reads one line (up to and including `\n`) into `line`, keeping only its last
+/// [`LINE_KEEP`] bytes or so; returns how many bytes were consumed (0 at the end of input).
+fn read_line_tail(input: &mut impl BufRead, line: &mut Vec<u8>) -> io::Result<usize> {
+    let mut consumed = 0;
+    loop {
+        let n = input
+            .by_ref()
+            .take(LINE_KEEP as u64)
+            .read_until(b'\n', line)?;
+        consumed += n;
+        if n == 0 || line.ends_with(b"\n") {
+            return Ok(consumed);
+        }
+        if line.len() > 2 * LINE_KEEP {
+            let cut = line.len() - LINE_KEEP;
+            line.drain(..cut);
+        }
+    }
 }
 
 fn invalid(id: Value, code: i64, message: String) -> Incoming {

@@ -4,6 +4,7 @@
 //! still read, so one run reports every mistake.
 
 mod errors;
+pub mod screen;
 
 use crate::ast::{
     Action, ActionKind, Block, BrokenItem, Expectation, ExpectationKind, File, Item, Predicate,

@@ -2,7 +2,7 @@
 //! compile`), the site overrides that adapt a rule set to one machine (listen addresses,
 //! remote ranges, smart hosts), and the relay's own options (spool, resolver, ports).
 
-use crate::check::check_file;
+use crate::check::check_file_allowing;
 use crate::compile::{Table, artifact, compile};
 use crate::diagnostic::{Severity, render};
 use crate::model::{IpRange, RuleSet, SmartHost};
@@ -24,6 +24,9 @@ pub struct Overrides {
     pub remote: Vec<(String, Vec<IpRange>)>,
     /// Send connector name → smart hosts.
     pub smart_host: Vec<(String, Vec<SmartHost>)>,
+    /// Folders outside the rule set's own that includes and imports may read
+    /// (`--allow-path`).
+    pub allow_paths: Vec<PathBuf>,
 }
 
 /// Why a rule set could not be loaded; `message` is ready to print or log.
@@ -63,7 +66,8 @@ pub fn load(path: &Path, overrides: &Overrides) -> Result<Loaded, LoadFailure> {
             .map_err(|e| failure(format!("{}: {e}", path.display())))?;
         (set, String::new())
     } else {
-        let mut report = check_file(path).map_err(|e| failure(e.to_string()))?;
+        let mut report = check_file_allowing(path, &overrides.allow_paths)
+            .map_err(|e| failure(e.to_string()))?;
         if report.has_errors() {
             return Err(failure(render::human(
                 &report.diagnostics,

@@ -101,11 +101,27 @@ impl Shared {
     /// store: sessions in the middle of a message finish with the table they started with.
     pub(crate) async fn reload(&self) -> Result<String, LoadFailure> {
         let _one_at_a_time = self.reload_lock.lock().await;
-        let result = load(&self.options.rules, &self.options.overrides).and_then(|loaded| {
-            let configs = tls_configs(&loaded.table, &self.roots).map_err(|e| LoadFailure {
-                message: e.to_string(),
-            })?;
-            Ok((loaded, configs))
+        // Reading and compiling is blocking work (files, certificates, CPU): it runs on a
+        // blocking thread, so a slow or stuck file never holds a runtime worker that
+        // sessions, the admin port and shutdown need.
+        let (rules, overrides, roots) = (
+            self.options.rules.clone(),
+            self.options.overrides.clone(),
+            Arc::clone(&self.roots),
+        );
+        let result = tokio::task::spawn_blocking(move || {
+            load(&rules, &overrides).and_then(|loaded| {
+                let configs = tls_configs(&loaded.table, &roots).map_err(|e| LoadFailure {
+                    message: e.to_string(),
+                })?;
+                Ok((loaded, configs))
+            })
+        })
+        .await
+        .unwrap_or_else(|e| {
+            Err(LoadFailure {
+                message: format!("the reload stopped: {e}"),
+            })
         });
         match result {
             Ok((loaded, configs)) => {

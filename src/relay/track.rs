@@ -230,11 +230,41 @@ impl Query {
 /// Every event in the log at `path` that `q` matches, in order. Lines that are not events
 /// (a torn last line after a crash) are skipped.
 pub fn search(path: &Path, q: &Query) -> std::io::Result<Vec<Event>> {
-    let file = std::fs::File::open(path)?;
+    use std::io::Read;
+    // A regular file only (a FIFO would block), read a line at a time with each line bounded:
+    // an event is a few hundred bytes, so a longer line (or `/dev/zero`-like input with no
+    // newline) is skipped as not an event instead of filling memory.
+    const MAX_LINE: u64 = 1 << 20;
+    let mut input = std::io::BufReader::new(crate::input::open_regular(path)?);
     let mut found = Vec::new();
-    for line in std::io::BufReader::new(file).lines() {
-        let line = line?;
-        if let Ok(e) = serde_json::from_str::<Event>(&line) {
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        let n = input.by_ref().take(MAX_LINE).read_until(b'\n', &mut line)?;
+        if n == 0 {
+            break;
+        }
+        if !line.ends_with(b"\n") && n as u64 == MAX_LINE {
+            // Skip the rest of the overlong line.
+            loop {
+                let buf = input.fill_buf()?;
+                if buf.is_empty() {
+                    break;
+                }
+                match buf.iter().position(|&b| b == b'\n') {
+                    Some(i) => {
+                        input.consume(i + 1);
+                        break;
+                    }
+                    None => {
+                        let len = buf.len();
+                        input.consume(len);
+                    }
+                }
+            }
+            continue;
+        }
+        if let Ok(e) = serde_json::from_slice::<Event>(&line) {
             if q.matches(&e) {
                 found.push(e);
             }

@@ -361,7 +361,7 @@ impl Resolver<'_> {
             PemKind::Certificate => "certificate",
             PemKind::Key => "private key",
         };
-        let problem = match std::fs::read(&path) {
+        let problem = match crate::input::read_limited(&path) {
             Err(e) => Some(format!(
                 "cannot read `{}`: {}",
                 path.display(),

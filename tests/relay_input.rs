@@ -1,0 +1,126 @@
+//! The relay's rule files are input too: a file that is not a regular file (a FIFO swapped in
+//! for an included file) makes a reload answer with an error instead of blocking, the relay
+//! keeps serving with its old rules, and SIGTERM still stops it (SECURITY.md §7).
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+
+mod support;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+use support::relay::*;
+use support::sink::{Sink, SinkOptions};
+
+fn mkfifo(path: &std::path::Path) {
+    assert!(Command::new("mkfifo").arg(path).status().unwrap().success());
+}
+
+fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut tcp = std::net::TcpStream::connect(addr).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    write!(tcp, "GET {path} HTTP/1.0\r\n\r\n").unwrap();
+    let mut out = String::new();
+    let _ = tcp.read_to_string(&mut out);
+    out
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_fifo_swapped_in_for_an_include_fails_the_reload_and_sigterm_still_stops() {
+    let tmp = tempfile::tempdir().unwrap();
+    let sink = Sink::start(SinkOptions::default()).await;
+    let dir = tmp.path().join("rules");
+    std::fs::create_dir(&dir).unwrap();
+    let rules = dir.join("main.mailflow");
+    let part = dir.join("part.mailflow");
+    std::fs::write(&part, "accepted-domain part.example\n").unwrap();
+    let text = std::fs::read_to_string(root().join("tests/fixtures/relay/forward.mailflow"))
+        .unwrap()
+        + "include \"part.mailflow\"\n";
+    std::fs::write(&rules, text).unwrap();
+    let args = vec![
+        s("--listen"),
+        s("Loopback=127.0.0.1:0"),
+        s("--smart-host"),
+        format!("Out=127.0.0.1:{}", sink.addr.port()),
+        s("--smart-host"),
+        format!("Dead=127.0.0.1:{}", dead_port()),
+        s("--admin"),
+        s("127.0.0.1:0"),
+    ];
+    let mut relay = Relay::start(&rules, &tmp.path().join("spool"), &args);
+    let admin = relay.admin.unwrap();
+
+    std::fs::remove_file(&part).unwrap();
+    mkfifo(&part);
+    // The admin /reload answers, with the error (`timeout` is a watchdog: a hang fails).
+    let out = Command::new("timeout")
+        .args(["60", BIN, "reload", "--admin", &admin.to_string()])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("E002"), "{stdout}");
+    assert!(
+        stdout.contains("named pipe (FIFO), not a regular file"),
+        "{stdout}"
+    );
+    // SIGHUP too: counted as failed, and the admin port still answers.
+    let status = Command::new(BIN)
+        .args(["reload", "--spool"])
+        .arg(&relay.spool)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let t0 = Instant::now();
+    while !http_get(admin, "/metrics").contains("mailflow_reloads_failed_total 2") {
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "SIGHUP reload never finished"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The old rules still relay.
+    let sent = client(with_port(
+        &relay,
+        &["--from", "app@origin.example", "--to", "user@example.net"],
+    ))
+    .await;
+    assert_eq!(sent["messages"][0]["data"][0], 250, "{sent}");
+
+    // SIGTERM completes.
+    let pid = relay.child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let t0 = Instant::now();
+    let status = loop {
+        if let Some(st) = relay.child.try_wait().unwrap() {
+            break st;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(40),
+            "still running after SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(status.success(), "{status:?}");
+
+    // Given a FIFO as its rule file, the relay refuses to start.
+    let fifo = tmp.path().join("fifo.mailflow");
+    mkfifo(&fifo);
+    let out = Command::new("timeout")
+        .args(["60", BIN, "relay"])
+        .arg(&fifo)
+        .arg("--spool")
+        .arg(tmp.path().join("spool2"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("not a regular file"), "{stderr}");
+}
