@@ -1,6 +1,6 @@
 //! Every input to every subcommand is bounded, and rule files are input too (SECURITY.md §7).
 //! The real binary is run on the hostile files under `tests/fixtures/hostile/` (adding a case
-//! is adding a file) in every role a file can have, under a 512 MiB address-space limit;
+//! is adding a file; a large one is written as `NAME.repeat`, see [`expand`]) in every role a file can have, under a 512 MiB address-space limit;
 //! FIFOs are refused; includes and imports stay in the rule set's folder; nothing read from a
 //! file that is not rule text (or not the rule set's) reaches the output.
 
@@ -71,13 +71,73 @@ fn lsp_session(uri: &str, text: &str) -> Vec<u8> {
     out
 }
 
+/// A large hostile input, kept small in the repository: `NAME.repeat` holds lines `prefix
+/// TEXT`, `unit TEXT`, `count N` and `suffix TEXT` (`#` starts a comment; TEXT takes the
+/// escapes `\n`, `\r`, `\t`, `\\`, `\xHH` and `\u{HHHH}`), and stands for prefix, then unit
+/// `count` times, then suffix. Written to `dir/NAME`; other files are used as they are.
+fn expand(file: &Path, dir: &Path) -> PathBuf {
+    if file.extension().is_none_or(|e| e != "repeat") {
+        return file.to_path_buf();
+    }
+    let spec = std::fs::read_to_string(file).unwrap();
+    let (mut prefix, mut unit, mut suffix, mut count) =
+        (String::new(), String::new(), String::new(), 0);
+    for line in spec
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+    {
+        let (key, value) = line.split_once(' ').unwrap_or((line, ""));
+        match key {
+            "prefix" => prefix = unescape(value),
+            "unit" => unit = unescape(value),
+            "suffix" => suffix = unescape(value),
+            "count" => count = value.parse().unwrap(),
+            _ => panic!("{}: unknown line {line:?}", file.display()),
+        }
+    }
+    let out = dir.join(file.file_stem().unwrap());
+    std::fs::write(&out, format!("{prefix}{}{suffix}", unit.repeat(count))).unwrap();
+    out
+}
+
+fn unescape(text: &str) -> String {
+    let mut out = String::new();
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            out.push(c);
+            continue;
+        }
+        match chars.next() {
+            Some('n') => out.push('\n'),
+            Some('r') => out.push('\r'),
+            Some('t') => out.push('\t'),
+            Some('\\') => out.push('\\'),
+            Some('x') => {
+                let hex: String = chars.by_ref().take(2).collect();
+                out.push(char::from(u8::from_str_radix(&hex, 16).unwrap()));
+            }
+            Some('u') => {
+                let hex: String = chars.by_ref().skip(1).take_while(|c| *c != '}').collect();
+                out.push(char::from_u32(u32::from_str_radix(&hex, 16).unwrap()).unwrap());
+            }
+            other => panic!("unknown escape \\{other:?} in {text:?}"),
+        }
+    }
+    out
+}
+
 #[test]
 fn every_subcommand_survives_every_hostile_file_within_the_memory_limit() {
     let dir = root().join("tests/fixtures/hostile");
+    let tmp = tempfile::tempdir().unwrap();
+    let expanded = tmp.path().join("expanded");
+    std::fs::create_dir(&expanded).unwrap();
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
         .unwrap()
         .map(|e| e.unwrap().path())
         .filter(|p| p.is_file())
+        .map(|p| expand(&p, &expanded))
         .collect();
     files.sort();
     assert!(
@@ -85,7 +145,6 @@ fn every_subcommand_survives_every_hostile_file_within_the_memory_limit() {
         "hostile fixtures not found in {}",
         dir.display()
     );
-    let tmp = tempfile::tempdir().unwrap();
     let good = root().join("tests/fixtures/relay/forward.mailflow");
     let good = good.to_str().unwrap();
     let mut failures = Vec::new();
