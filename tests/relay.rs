@@ -362,26 +362,7 @@ async fn sigterm_stops_cleanly() {
     );
     let pid_file = relay.spool.join("mailflow.pid");
     assert!(pid_file.exists());
-    let pid = relay.child.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
-    let t0 = Instant::now();
-    let status = loop {
-        if let Some(st) = relay.child.try_wait().unwrap() {
-            break st;
-        }
-        assert!(
-            t0.elapsed() < Duration::from_secs(40),
-            "still running after SIGTERM"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
-    assert!(status.success(), "{status:?}");
+    relay.terminate().await;
     assert!(!pid_file.exists());
 }
 

@@ -89,26 +89,7 @@ async fn a_fifo_swapped_in_for_an_include_fails_the_reload_and_sigterm_still_sto
     assert_eq!(sent["messages"][0]["data"][0], 250, "{sent}");
 
     // SIGTERM completes.
-    let pid = relay.child.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
-    let t0 = Instant::now();
-    let status = loop {
-        if let Some(st) = relay.child.try_wait().unwrap() {
-            break st;
-        }
-        assert!(
-            t0.elapsed() < Duration::from_secs(40),
-            "still running after SIGTERM"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
-    assert!(status.success(), "{status:?}");
+    relay.terminate().await;
 
     // Given a FIFO as its rule file, the relay refuses to start.
     let fifo = tmp.path().join("fifo.mailflow");

@@ -220,16 +220,21 @@ impl Setup {
     }
 }
 
-/// Seed 002's rule set as shipped.
-#[tokio::test(flavor = "multi_thread")]
-async fn other_tenants_cannot_relay_with_the_shipped_rule_set() {
-    let setup = start(
+/// Seed 002's rule set as shipped, every next hop the one sink.
+async fn shipped() -> Setup {
+    start(
         &root().join("rules/shared-domain.mailflow"),
         tempfile::tempdir().unwrap(),
         &["From EOP", "Internet"],
         &["To Internet", "To Tenant1", "To Tenant2"],
     )
-    .await;
+    .await
+}
+
+/// Seed 002's rule set as shipped.
+#[tokio::test(flavor = "multi_thread")]
+async fn other_tenants_cannot_relay_with_the_shipped_rule_set() {
+    let setup = shipped().await;
     setup.attack().await;
 }
 
@@ -281,13 +286,7 @@ fn import_seed_002(dir: &Path) -> PathBuf {
 /// AuthAs Anonymous.
 #[tokio::test(flavor = "multi_thread")]
 async fn another_tenants_trust_headers_are_stripped() {
-    let setup = start(
-        &root().join("rules/shared-domain.mailflow"),
-        tempfile::tempdir().unwrap(),
-        &["From EOP", "Internet"],
-        &["To Internet", "To Tenant1", "To Tenant2"],
-    )
-    .await;
+    let setup = shipped().await;
     let forged = "X-MS-Exchange-CrossPremises-AuthAs: Internal\r\n\
          X-MS-Exchange-CrossPremises-SCL: -1\r\n\
          x-ms-exchange-crosspremises-authsource: edge.myexchlab.com\r\n\
