@@ -12,7 +12,7 @@ use std::path::Path;
 use std::sync::Arc;
 use support::raw::Raw;
 use support::relay::*;
-use support::sink::Sink;
+use support::sink::{Sink, SinkOptions};
 use tokio::sync::Barrier;
 
 const MIB: u64 = 1024 * 1024;
@@ -323,4 +323,74 @@ async fn refused_bdat_chunks_are_data_not_commands() {
     // Nothing the chunks said was a transaction of its own.
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     assert_eq!(sink.messages().len(), 1);
+}
+
+/// One message to recipients in many domains is delivered once per domain; deliveries and
+/// the DSNs of failed ones read it back from the spool under a budget of their own
+/// (`--max-message-memory`), not one copy (and three more) per domain at once. A bounce per
+/// domain returns a large message as its header only (`RET=FULL` or not), so a forged sender
+/// cannot have it reflected to itself once per domain.
+#[tokio::test(flavor = "multi_thread")]
+async fn one_message_to_many_domains_stays_within_the_delivery_budget() {
+    const DOMAINS: usize = 20;
+    const SIZE: usize = 3 << 20;
+    let tmp = tempfile::tempdir().unwrap();
+    let (relay, sink, _) = EDGE
+        .start_with(
+            tmp.path(),
+            |t| t + "\naccepted-domain *.spread.example internal-relay\n",
+            &["--max-message-memory", "16MB"],
+            SinkOptions::default().rcpt("reject", "550 5.1.1 no such user"),
+        )
+        .await;
+    let pid = relay.child.id();
+    let base = warm_baseline(&relay, &sink).await;
+    let (mut c, _) = Raw::connect(relay.listener("Internet")).await;
+    assert_eq!(c.cmd("EHLO client.test").await.code, 250);
+    let mail = c.cmd("MAIL FROM:<victim@outside.example> RET=FULL").await;
+    assert_eq!(mail.code, 250, "{mail:?}");
+    for i in 0..DOMAINS {
+        let who = if i % 2 == 0 { "user" } else { "reject" };
+        let r = c
+            .cmd(&format!("RCPT TO:<{who}{i}@d{i}.spread.example>"))
+            .await;
+        assert_eq!(r.code, 250, "{r:?}");
+    }
+    assert_eq!(c.cmd("DATA").await.code, 354);
+    c.send(b"Subject: fan-out\r\n\r\n".as_slice()).await;
+    c.send(body(SIZE)).await;
+    assert_eq!(c.cmd(".").await.status(), "250 2.6.0");
+    assert_eq!(c.cmd("QUIT").await.code, 221);
+    // Half the domains deliver, half bounce: one DSN each, to the sender's domain.
+    let want = 1 + DOMAINS / 2 + DOMAINS / 2;
+    assert!(
+        wait_until(60, || sink.messages().len() >= want).await,
+        "{} of {want} messages arrived",
+        sink.messages().len()
+    );
+    let grown = status_kib(pid, "VmHWM:").saturating_sub(base);
+    eprintln!(
+        "fan-out: {DOMAINS} domains of a 3 MiB message; base {base} KiB, peak grew {grown} KiB"
+    );
+    // 20 attempts at once held about 4 copies each: over 200 MiB. The budget allows 16 MiB
+    // plus one message's receiving and evaluation.
+    assert!(
+        grown < 64 * 1024,
+        "peak RSS grew by {grown} KiB (from {base} KiB) for one 3 MiB message"
+    );
+    let dsns: Vec<_> = sink
+        .messages()
+        .into_iter()
+        .filter(|m| m.rcpts == ["victim@outside.example"])
+        .collect();
+    assert_eq!(dsns.len(), DOMAINS / 2);
+    for d in &dsns {
+        let text = data_text(d);
+        assert!(
+            text.contains("text/rfc822-headers"),
+            "{}",
+            &text[..text.len().min(2000)]
+        );
+        assert!(d.data.len() < 64 * 1024, "a DSN of {} bytes", d.data.len());
+    }
 }

@@ -165,3 +165,47 @@ mod tests {
         assert!(c.grow_for_receiving(1));
     }
 }
+
+/// What a delivery holds besides the stored bytes, in multiples of their size: the copy
+/// read from the spool, the copy without organization headers, the dot-stuffed copy.
+pub const DELIVERY_COPIES: u64 = 3;
+
+/// The budget for message data that deliveries and DSNs read back from the spool. A message
+/// with recipients in many domains is delivered (and may bounce) once per domain, each
+/// attempt with copies of its own; without a bound, one message to 100 domains held a
+/// gigabyte. An attempt waits for its share before it reads the body (deliveries are not a
+/// client waiting for a reply, and hold nothing else while they wait, so waiting cannot
+/// deadlock); one message larger than the whole budget waits for all of it and goes alone.
+#[derive(Debug)]
+pub struct DeliveryBudget {
+    kib: Arc<tokio::sync::Semaphore>,
+    limit_kib: u32,
+}
+
+impl DeliveryBudget {
+    /// A budget of `limit` octets.
+    pub fn new(limit: u64) -> DeliveryBudget {
+        let limit_kib = u32::try_from(limit / 1024)
+            .unwrap_or(u32::MAX)
+            .clamp(1, tokio::sync::Semaphore::MAX_PERMITS as u32);
+        DeliveryBudget {
+            kib: Arc::new(tokio::sync::Semaphore::new(limit_kib as usize)),
+            limit_kib,
+        }
+    }
+
+    /// Waits until a message of `size` octets may be read back for one attempt; the share is
+    /// given back when the returned permit is dropped.
+    pub async fn reserve(&self, size: u64) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        let need = size.saturating_mul(DELIVERY_COPIES).div_ceil(1024);
+        let kib = u32::try_from(need)
+            .unwrap_or(u32::MAX)
+            .clamp(1, self.limit_kib);
+        Arc::clone(&self.kib).acquire_many_owned(kib).await.ok()
+    }
+
+    /// KiB not reserved now (for tests and metrics).
+    pub fn available_kib(&self) -> usize {
+        self.kib.available_permits()
+    }
+}

@@ -72,6 +72,9 @@ pub(crate) struct Shared {
     pub(crate) shutdown: watch::Receiver<bool>,
     /// Message data held in memory by all sessions (`--max-message-memory`).
     pub(crate) memory: Arc<memory::MemoryBudget>,
+    /// Message data held in memory by deliveries and DSNs, a budget of the same size as the
+    /// sessions' ([`memory::DeliveryBudget`]).
+    pub(crate) delivery_memory: memory::DeliveryBudget,
     options: RelayOptions,
     resolver: Resolver,
     /// The addresses the listeners are bound to, for loop detection.
@@ -272,6 +275,7 @@ impl Relay {
             wake: Notify::new(),
             shutdown: shutdown_rx,
             memory: memory::MemoryBudget::new(options.max_message_memory),
+            delivery_memory: memory::DeliveryBudget::new(options.max_message_memory),
             resolver,
             local: listeners.iter().map(|l| l.address).collect(),
             connections: limits::Connections::default(),

@@ -188,6 +188,8 @@ async fn attempt(shared: &Shared, job: Job) {
                             cfg.connect_timeout = cfg.connect_timeout.min(t);
                             cfg
                         });
+                // Held until the attempt ends: the body, its stripped and stuffed copies.
+                let _memory = shared.delivery_memory.reserve(job.message.size).await;
                 match cfg {
                     Err(e) => all(temporary(451, "4.7.5", e.to_string())),
                     Ok(cfg) => match read_body(shared, &job.message.id).await {
@@ -338,7 +340,12 @@ async fn record(shared: &Shared, job: &Job, result: Attempt) {
         }
     }
     // The copy a DSN returns is read first: once every recipient is final, the update lets
-    // the message go from the spool.
+    // the message go from the spool. Reading it back counts against the delivery budget.
+    let _memory = if failed.is_empty() {
+        None
+    } else {
+        shared.delivery_memory.reserve(m.size).await
+    };
     let original = if failed.is_empty() {
         Vec::new()
     } else {
@@ -410,6 +417,10 @@ fn wants_failure_dsn(notify: Option<&str>) -> bool {
     })
 }
 
+/// The largest message a DSN returns whole (`RET=FULL`); larger ones are returned as their
+/// header only. Postfix's `bounce_size_limit`.
+const DSN_RETURN_LIMIT: usize = 50_000;
+
 /// Composes a DSN and queues it to the original sender; null senders never get one.
 #[allow(clippy::too_many_arguments)]
 async fn queue_dsn(
@@ -435,6 +446,10 @@ async fn queue_dsn(
         .then(|| strip_organization_headers(original))
         .flatten();
     let original = stripped.as_deref().unwrap_or(original);
+    // RET=FULL returns the whole message only when it is small (Postfix's bounce_size_limit):
+    // a sender's address is anyone's to write, and a bounce per domain would otherwise
+    // reflect a large message to that address many times over.
+    let ret_full = ret_full && original.len() <= DSN_RETURN_LIMIT;
     let input = DsnInput {
         reporting_mta: &shared.hostname,
         original_sender: sender,

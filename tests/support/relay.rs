@@ -228,6 +228,18 @@ impl Fixture<'_> {
         edit: impl Fn(String) -> String,
         extra: &[&str],
     ) -> (Relay, super::sink::Sink, super::tls::TestCa) {
+        self.start_with(tmp, edit, extra, super::sink::SinkOptions::default())
+            .await
+    }
+
+    /// As [`Fixture::start`], with a sink that behaves as `sink` says.
+    pub async fn start_with(
+        &self,
+        tmp: &Path,
+        edit: impl Fn(String) -> String,
+        extra: &[&str],
+        sink: super::sink::SinkOptions,
+    ) -> (Relay, super::sink::Sink, super::tls::TestCa) {
         let ca = super::tls::TestCa::new();
         ca.issue(&["mx.example.com"]).write(tmp, "edge");
         std::fs::write(tmp.join("ca.pem"), &ca.cert_pem).unwrap();
@@ -235,7 +247,7 @@ impl Fixture<'_> {
             std::fs::read_to_string(root().join("tests/fixtures/relay").join(self.name)).unwrap();
         let rules = tmp.join(self.name);
         std::fs::write(&rules, edit(text)).unwrap();
-        let sink = super::sink::Sink::start(super::sink::SinkOptions::default()).await;
+        let sink = super::sink::Sink::start(sink).await;
         let mut args = vec![
             s("--ca-file"),
             tmp.join("ca.pem").display().to_string(),
