@@ -57,13 +57,20 @@ pub struct Message {
 impl Message {
     /// Splits a message into header fields and body. Bare LF line ends are read as CRLF;
     /// bytes that are not UTF-8 in the header are replaced (the body is kept as is).
+    ///
+    /// The header ends at the first line that is not a field (no colon, a name that is not
+    /// printable ASCII, a continuation with no field before it), as Postfix's cleanup and
+    /// Python's parser read it: that line and everything after it are body, behind a blank
+    /// line. Kept in the header, `X-MS-Exchange-Organization-AuthAs` folded before its colon
+    /// would be no field to this relay's firewall and `AuthAs: Internal` to a parser that
+    /// unfolds first.
     pub fn parse(raw: &[u8]) -> Message {
-        let (head, body) = split_head(raw);
-        let head = String::from_utf8_lossy(head)
+        let (raw_head, body) = split_head(raw);
+        let head = String::from_utf8_lossy(raw_head)
             .replace("\r\n", "\n")
             .replace('\n', "\r\n");
         let mut headers: Vec<Header> = Vec::new();
-        for line in head.split("\r\n") {
+        for (i, line) in head.split("\r\n").enumerate() {
             if line.is_empty() {
                 continue;
             }
@@ -71,27 +78,38 @@ impl Message {
                 if let Some(last) = headers.last_mut() {
                     last.value.push_str("\r\n");
                     last.value.push_str(line);
+                    continue;
                 }
-                continue;
-            }
-            // Blanks before the colon are obsolete syntax (RFC 5322 §4.5.3) and dropped;
-            // nothing else is (`Bcc\u{a0}:` must not become `Bcc:`).
-            match line.split_once(':') {
-                Some((name, value)) if !name.trim_end_matches([' ', '\t']).is_empty() => {
+            } else if let Some((name, value)) = line.split_once(':') {
+                // Blanks before the colon are obsolete syntax (RFC 5322 §4.5.3) and dropped;
+                // nothing else is (`Bcc\u{a0}:` is not `Bcc:`, and not a field).
+                let name = name.trim_end_matches([' ', '\t']);
+                if !name.is_empty() && name.bytes().all(|b| b.is_ascii_graphic()) {
                     headers.push(Header {
-                        name: name.trim_end_matches([' ', '\t']).to_string(),
+                        name: name.to_string(),
                         value: value.to_string(),
                     });
+                    continue;
                 }
-                // Not a header field (no colon, or nothing before it): keep the line as it
-                // is, as a nameless field, rather than lose it. Kept with an empty name and
-                // the rest as value, `: x` would be written back as ` x`, a continuation of
-                // the field before it.
-                _ => headers.push(Header {
-                    name: String::new(),
-                    value: line.to_string(),
-                }),
             }
+            // Lines are counted in the raw header too: decoding and line-end repair change
+            // bytes within lines, never their number.
+            let start = raw_head
+                .iter()
+                .enumerate()
+                .filter(|(_, b)| **b == b'\n')
+                .nth(i.wrapping_sub(1))
+                .map_or(0, |(at, _)| at + 1);
+            let mut rest = raw_head.get(start..).unwrap_or_default().to_vec();
+            if !rest.ends_with(b"\n") {
+                rest.extend_from_slice(b"\r\n");
+            }
+            rest.extend_from_slice(b"\r\n");
+            rest.extend_from_slice(body);
+            return Message {
+                headers,
+                body: rest,
+            };
         }
         Message {
             headers,
@@ -449,12 +467,26 @@ mod tests {
         let mixed = Message::parse(b"A: b\n\r\nBcc: x@y.example\r\n\r\n");
         assert_eq!(mixed.headers.len(), 1);
         assert_eq!(mixed.body, b"Bcc: x@y.example\r\n\r\n");
-        // Lines that are not fields are written back as they were, never as something else.
-        let raw =
-            "To: a@x.example\r\n: b@y.example\r\nBcc\u{a0}: c@z.example\r\nX-Ok \t: d\r\n\r\n";
+        // The header ends at the first line that is not a field; it and the rest are body,
+        // byte for byte, behind a blank line (as Postfix and Python read it).
+        let raw = "To: a@x.example\r\n: b@y.example\r\nBcc\u{a0}: c@z.example\r\nX-Ok \t: d\r\n\r\nbody\r\n";
         let odd = Message::parse(raw.as_bytes());
         let names: Vec<&str> = odd.headers.iter().map(|h| h.name.as_str()).collect();
-        assert_eq!(names, ["To", "", "Bcc\u{a0}", "X-Ok"]);
-        assert_eq!(odd.to_bytes(), raw.replace("X-Ok \t:", "X-Ok:").as_bytes());
+        assert_eq!(names, ["To"]);
+        assert_eq!(
+            odd.to_bytes(),
+            "To: a@x.example\r\n\r\n: b@y.example\r\nBcc\u{a0}: c@z.example\r\nX-Ok \t: d\r\n\r\nbody\r\n".as_bytes()
+        );
+        // A trust header folded before its colon is no field, and no longer in the header.
+        let folded = Message::parse(
+            b"X-MS-Exchange-Organization-AuthAs\r\n : Internal\r\nX\x00-MS-Exchange-Organization-Nul: x\r\nSubject: s\r\n\r\nb\r\n",
+        );
+        assert!(folded.headers.is_empty(), "{:?}", folded.headers);
+        assert!(
+            folded
+                .body
+                .starts_with(b"X-MS-Exchange-Organization-AuthAs\r\n : Internal")
+        );
+        assert!(folded.body.ends_with(b"\r\n\r\nb\r\n"));
     }
 }
