@@ -376,11 +376,41 @@ pub fn rule_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     Ok(files)
 }
 
+/// [`rule_files`], or the first of them that is a link to a file outside `dir`, with why it
+/// is not read (what `check` refuses too).
+pub fn confined_rule_files(dir: &Path) -> Result<Vec<PathBuf>, (PathBuf, String)> {
+    let files = rule_files(dir).map_err(|e| (dir.to_path_buf(), crate::resolve::io_reason(&e)))?;
+    let tree = canonical(dir);
+    match files.iter().find(|f| !canonical(f).starts_with(&tree)) {
+        Some(f) => Err((f.clone(), LINK_OUT.to_string())),
+        None => Ok(files),
+    }
+}
+
+/// Whether a file named on its own is a link out of its folder (`rules/main.mailflow`
+/// pointing at a file elsewhere).
+pub fn links_out_of_its_folder(path: &Path) -> bool {
+    std::fs::canonicalize(path).is_ok_and(|real| !real.starts_with(folder_of(path)))
+}
+
 fn collect_rule_files(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
+    collect_rule_files_once(dir, out, &mut HashSet::new())
+}
+
+/// Each folder is walked once, by its real path: a link to a folder above (`up -> ..`) or to
+/// itself would otherwise be walked forever.
+fn collect_rule_files_once(
+    dir: &Path,
+    out: &mut Vec<PathBuf>,
+    seen: &mut HashSet<PathBuf>,
+) -> std::io::Result<()> {
+    if !seen.insert(canonical(dir)) {
+        return Ok(());
+    }
     for entry in std::fs::read_dir(dir)? {
         let path = entry?.path();
         if path.is_dir() {
-            collect_rule_files(&path, out)?;
+            collect_rule_files_once(&path, out, seen)?;
         } else if path.extension().is_some_and(|e| e == EXTENSION) {
             out.push(path);
         }

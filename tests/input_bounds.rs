@@ -548,3 +548,64 @@ fn a_bom_is_accepted_and_a_bare_cr_refused() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("E006"));
 }
+
+/// `fmt` reads a folder as `check` does: a link to a file outside it (a file link, or a
+/// folder link) is refused, never printed and never rewritten; and links that loop (to the
+/// folder itself, to the folder above) end the walk instead of recursing for ever.
+#[test]
+fn fmt_stays_in_the_folder_and_links_that_loop_end() {
+    let tmp = tempfile::tempdir().unwrap();
+    let outside = tmp.path().join("outside");
+    std::fs::create_dir(&outside).unwrap();
+    let secret = "https://ci-bot:ghp_7f3a9c@github.com";
+    std::fs::write(outside.join("git-credentials"), secret).unwrap();
+    let victim = "accepted-domain    victim.example\n";
+    std::fs::write(outside.join("victim.mailflow"), victim).unwrap();
+    let ci = tmp.path().join("ci");
+    std::fs::create_dir(&ci).unwrap();
+    std::fs::write(ci.join("main.mailflow"), "accepted-domain example.com\n").unwrap();
+    let run = |args: &[&str]| {
+        let out = run_limited(args, tmp.path(), b"");
+        let text =
+            String::from_utf8_lossy(&[out.stdout.as_slice(), out.stderr.as_slice()].concat())
+                .into_owned();
+        (out.status.code(), text)
+    };
+
+    std::os::unix::fs::symlink(outside.join("git-credentials"), ci.join("creds.mailflow")).unwrap();
+    for args in [
+        &["fmt", "--check", "ci"][..],
+        &["fmt", "ci"],
+        &["check", "ci"],
+    ] {
+        let (code, text) = run(args);
+        assert_eq!(code, Some(2), "{args:?}: {text}");
+        assert!(
+            !text.contains("ghp_"),
+            "{args:?} printed the secret: {text}"
+        );
+    }
+    let (code, text) = run(&["fmt", "--check", "ci/creds.mailflow"]);
+    assert_eq!(code, Some(2), "{text}");
+    assert!(!text.contains("ghp_"), "{text}");
+    std::fs::remove_file(ci.join("creds.mailflow")).unwrap();
+
+    // A folder link out: refused, and the file behind it keeps its bytes.
+    std::os::unix::fs::symlink(&outside, ci.join("linked")).unwrap();
+    std::fs::remove_file(outside.join("git-credentials")).unwrap();
+    let (code, text) = run(&["fmt", "ci"]);
+    assert_eq!(code, Some(2), "{text}");
+    assert_eq!(
+        std::fs::read_to_string(outside.join("victim.mailflow")).unwrap(),
+        victim
+    );
+    std::fs::remove_file(ci.join("linked")).unwrap();
+
+    // Links that loop: the walk ends, and the one real file is formatted.
+    std::os::unix::fs::symlink(".", ci.join("self")).unwrap();
+    std::os::unix::fs::symlink("..", ci.join("up")).unwrap();
+    for args in [&["check", "ci"][..], &["fmt", "--check", "ci"][..]] {
+        let (code, text) = run(args);
+        assert!(matches!(code, Some(0..=2)), "{args:?}: {code:?} {text}");
+    }
+}

@@ -112,16 +112,18 @@ fn expand(path: &Path) -> Result<Vec<PathBuf>, String> {
             mailflow::resolve::io_reason(&e)
         )
     })?;
+    // As `check` reads them: a link out of the folder is refused, never read nor rewritten.
     if !md.is_dir() {
+        if mailflow::load::links_out_of_its_folder(path) {
+            return Err(format!(
+                "cannot read `{}`: it is a link to a file outside its folder",
+                path.display()
+            ));
+        }
         return Ok(vec![path.to_path_buf()]);
     }
-    let files = mailflow::load::rule_files(path).map_err(|e| {
-        format!(
-            "cannot read `{}`: {}",
-            path.display(),
-            mailflow::resolve::io_reason(&e)
-        )
-    })?;
+    let files = mailflow::load::confined_rule_files(path)
+        .map_err(|(f, why)| format!("cannot read `{}`: {why}", f.display()))?;
     if files.is_empty() {
         return Err(format!("`{}` contains no .mailflow files", path.display()));
     }
