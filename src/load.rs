@@ -319,6 +319,18 @@ impl Workspace {
                         Err(e) => self.unreadable(t, &target, &e),
                     }
                 }
+                Item::Test(t) => {
+                    // A test's message file is read when the test runs, and rules can
+                    // report what it holds (a `matches` per character, answered by which
+                    // rules fired): it stays in the folder as includes do.
+                    let files = t.settings.iter().filter(|s| s.name.value == "message");
+                    for m in files.flat_map(|s| s.groups.iter().flatten()) {
+                        if let Some(reason) = self.outside(&set.tree, &base.join(&m.value)) {
+                            self.outside_tree(m, &reason);
+                        }
+                    }
+                    set.items.push(item);
+                }
                 _ => set.items.push(item),
             }
         }
@@ -333,7 +345,7 @@ impl Workspace {
             )
             .primary(t.span, format!("{reason}; it is not read"))
             .help(
-                "includes and imports stay in the folder of the rule set (the folder named on the command line, or the root file's folder); move the file there, or allow its folder with `--allow-path DIR`",
+                "includes, imports and test messages stay in the folder of the rule set (the folder named on the command line, or the root file's folder); move the file there, or allow its folder with `--allow-path DIR`",
             ),
         );
     }

@@ -107,9 +107,9 @@ pub fn run_test(t: &TestCase, table: &Table) -> TestResult {
         }
     };
     let verdict = evaluate(table, &test_envelope(t), Some(&message), true);
-    // Headers whose value came from the message file. A test's message may lie outside the
-    // rule set's folder (`../examples/x.eml`), so its contents are never printed: a failed
-    // expectation about such a header says so instead of quoting it.
+    // Headers whose value came from the message file. Its contents are never printed (it may
+    // lie in a folder `--allow-path` allows, such as a CI's): a failed expectation about such
+    // a header says so instead of quoting it.
     let from_file: Vec<String> = match &t.message {
         Some(_) => message
             .headers

@@ -279,7 +279,7 @@ const JOHN: &[&str] = &[
     "--to",
     "alex.wilber@fabrikam.com",
     "--message",
-    "examples/outbound-john.eml",
+    "rules/messages/outbound-john.eml",
 ];
 
 #[test]

@@ -942,7 +942,7 @@ fn sample_lines_get_their_scopes() {
         ),
         ("  header \"Subject\" \"Hello\"", &[("header", SETTING)]),
         (
-            "  message \"../examples/to-officers.eml\"",
+            "  message \"messages/to-officers.eml\"",
             &[("message", SETTING)],
         ),
         (

@@ -441,7 +441,7 @@ fn files_that_are_not_text_are_reported_without_their_contents() {
 /// `../examples/*.eml`), so what it holds is never printed, even when an expectation about
 /// one of its headers fails.
 #[test]
-fn test_message_files_are_read_but_never_echoed() {
+fn test_message_files_stay_in_the_folder_and_are_never_echoed() {
     let tmp = tempfile::tempdir().unwrap();
     std::fs::create_dir(tmp.path().join("rules")).unwrap();
     std::fs::write(
@@ -454,8 +454,30 @@ fn test_message_files_are_read_but_never_echoed() {
         + "\ntest \"Leaks nothing\" {\n  connector \"Loopback\"\n  from a@origin.example\n  to b@example.net\n  message \"../secret.eml\"\n  expect header \"X-Secret\" \"something else\"\n  expect header \"Subject\" \"something else\"\n  expect no-header \"X-Secret\"\n}\n";
     let main = tmp.path().join("rules/main.mailflow");
     std::fs::write(&main, rules).unwrap();
+    // Outside the rule set's folder: not read at all (rules could spell out what it holds,
+    // one `matches` per character, in the names of the rules that fire).
     let out = run_limited(
         &["test", "--verbose", main.to_str().unwrap()],
+        tmp.path(),
+        b"",
+    );
+    let all = String::from_utf8_lossy(&[out.stdout.as_slice(), out.stderr.as_slice()].concat())
+        .into_owned();
+    assert_eq!(out.status.code(), Some(1), "{all}");
+    assert!(
+        all.contains("E005") && !all.contains("FAIL") && !all.contains("PASS"),
+        "{all}"
+    );
+    assert!(!all.contains(CANARY), "{all}");
+    // Allowed with `--allow-path`: read, and still never echoed.
+    let out = run_limited(
+        &[
+            "test",
+            "--verbose",
+            "--allow-path",
+            tmp.path().to_str().unwrap(),
+            main.to_str().unwrap(),
+        ],
         tmp.path(),
         b"",
     );

@@ -98,7 +98,10 @@ async fn seed_002_shared_domain_end_to_end() {
         "--mail-option",
         "XOORG=tenant1.myexchlab.com",
         "--message",
-        root().join("examples/outbound-john.eml").to_str().unwrap(),
+        root()
+            .join("rules/messages/outbound-john.eml")
+            .to_str()
+            .unwrap(),
     ]))
     .await;
     assert!(
@@ -140,7 +143,10 @@ async fn seed_002_shared_domain_end_to_end() {
             "--to",
             "John.Smith@myexchlab.com",
             "--message",
-            root().join("examples/inbound-reply.eml").to_str().unwrap(),
+            root()
+                .join("rules/messages/inbound-reply.eml")
+                .to_str()
+                .unwrap(),
         ],
     ))
     .await;
@@ -164,7 +170,10 @@ async fn seed_002_shared_domain_end_to_end() {
         "--mail-option",
         "XOORG=contoso.com",
         "--message",
-        root().join("examples/relay-attempt.eml").to_str().unwrap(),
+        root()
+            .join("rules/messages/relay-attempt.eml")
+            .to_str()
+            .unwrap(),
     ]))
     .await;
     assert_eq!(attempt["messages"][0]["rcpt"][0][0], 550, "{attempt}");
@@ -301,7 +310,10 @@ async fn seed_000_contacts_and_groups_forward_to_the_cloud() {
             "--to",
             "leadership@domain.org",
             "--message",
-            root().join("examples/to-officers.eml").to_str().unwrap(),
+            root()
+                .join("rules/messages/to-officers.eml")
+                .to_str()
+                .unwrap(),
         ],
     ))
     .await;
@@ -423,7 +435,7 @@ async fn seed_001_deleted_user_is_delivered_not_bounced() {
             "XOORG=domain.com",
             "--message",
             root()
-                .join("examples/to-deleted-user.eml")
+                .join("rules/messages/to-deleted-user.eml")
                 .to_str()
                 .unwrap(),
         ],

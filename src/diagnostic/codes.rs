@@ -144,8 +144,8 @@ Sales,sales.contoso.com,contoso.com,,maybe
 Write `True` or `False` (or leave it empty for `False`).";
 
     /// An include or import leads outside the rule set's folder.
-    E005 = "path-outside-rule-set", "an include or import leads outside the rule set's folder",
-"`include` and `import rewrites` read only files inside the rule set's folder: the folder named on the command line, or the folder of the root file named there. An absolute path, a `..` that climbs out of that folder, or a link that points out of it is refused before the file is opened, so a rule file cannot make `mailflow check` (in CI, say) read `/proc/self/environ` or `/etc/shadow` and print them in its findings.
+    E005 = "path-outside-rule-set", "an include, import or test message leads outside the rule set's folder",
+"`include`, `import rewrites` and a test's `message` read only files inside the rule set's folder: the folder named on the command line, or the folder of the root file named there. An absolute path, a `..` that climbs out of that folder, or a link that points out of it is refused before the file is opened, so a rule file cannot make `mailflow check` or `mailflow test` (in CI, say) read `/proc/self/environ` or `/etc/shadow` and print them in its findings, or spell them out through the rules a test message fires.
 
 ```mailflow
 include \"/etc/shadow\"
