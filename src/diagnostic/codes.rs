@@ -818,7 +818,7 @@ Nothing to do if only your tenants relay through the connector. If outside sende
 
     /// An invisible or bidirectional control character.
     W050 = "invisible-character", "an invisible or bidirectional control character",
-"The text holds a character that shows as nothing, or that reorders the text around it when displayed (the \"Trojan Source\" characters): bidirectional embeddings, overrides and isolates (U+202A to U+202E, U+2066 to U+2069), zero-width spaces and joiners and direction marks (U+200B to U+200F), the line and paragraph separators U+2028 and U+2029, the soft hyphen U+00AD, the word joiner U+2060 and a byte order mark U+FEFF anywhere but at the very start of the file. A name or an address holding one looks like another and matches something else than it seems; in a comment it can make the rule below read differently in a review than it runs. rustc warns about the same characters.
+"The text holds a character that shows as nothing, or that reorders the text around it when displayed (the \"Trojan Source\" characters): bidirectional embeddings, overrides and isolates (U+202A to U+202E, U+2066 to U+2069), zero-width spaces and joiners and direction marks (U+200B to U+200F), the line and paragraph separators U+2028 and U+2029, the soft hyphen U+00AD, the word joiner U+2060, a form feed U+000C (which some terminals show as a line break) and a byte order mark U+FEFF anywhere but at the very start of the file. A name or an address holding one looks like another and matches something else than it seems; in a comment it can make the rule below read differently in a review than it runs. rustc warns about the same characters.
 
 ```text
 rule \"Block<U+200B>\" { delete }   # not the rule named \"Block\"

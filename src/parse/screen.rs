@@ -14,6 +14,9 @@ const MAX_PER_CODE: usize = 20;
 /// The characters `W050` is about, and what each is called in its finding.
 fn invisible(c: char) -> Option<&'static str> {
     Some(match c {
+        // Some terminals and viewers break the line at a form feed, so a rule after one in a
+        // comment looks like a line of its own.
+        '\u{000C}' => "a form feed (U+000C), which some viewers show as a line break",
         '\u{00AD}' => "a soft hyphen (U+00AD)",
         '\u{200B}' => "a zero-width space (U+200B)",
         '\u{200C}' => "a zero-width non-joiner (U+200C)",
@@ -108,6 +111,7 @@ mod tests {
             [(Code::W050, 2), (Code::W050, 8)]
         );
         assert_eq!(codes("caf\u{e9} \u{2014}"), []);
+        assert_eq!(codes("# x\u{c}rule"), [(Code::W050, 3)]);
     }
 
     #[test]
