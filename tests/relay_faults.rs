@@ -64,10 +64,12 @@ enum Broken {
     Stalls,
 }
 
-/// A next hop that misbehaves until dropped (its connections with it).
-async fn broken_hop(port: u16, how: Broken) -> tokio::task::JoinHandle<()> {
-    let listener = TcpListener::bind(("127.0.0.1", port)).await.unwrap();
-    tokio::spawn(async move {
+/// A next hop that misbehaves until dropped (its connections with it), on a free port (bound
+/// here, not found free earlier: another socket may take a port in between).
+async fn broken_hop(how: Broken) -> (u16, tokio::task::JoinHandle<()>) {
+    let listener = TcpListener::bind(("127.0.0.1", 0)).await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let task = tokio::spawn(async move {
         let mut held = Vec::new();
         while let Ok((tcp, _)) = listener.accept().await {
             match how {
@@ -75,7 +77,8 @@ async fn broken_hop(port: u16, how: Broken) -> tokio::task::JoinHandle<()> {
                 Broken::Stalls => held.push(tcp),
             }
         }
-    })
+    });
+    (port, task)
 }
 
 /// Each broken behaviour defers (a DEFER in the tracking log, the message still queued);
@@ -84,8 +87,7 @@ async fn broken_hop(port: u16, how: Broken) -> tokio::task::JoinHandle<()> {
 async fn broken_next_hops_defer_and_the_message_is_kept() {
     for how in [Broken::Drops, Broken::Stalls] {
         let tmp = tempfile::tempdir().unwrap();
-        let port = dead_port();
-        let hop = broken_hop(port, how).await;
+        let (port, hop) = broken_hop(how).await;
         let relay = start(tmp.path(), port);
         send(&relay, &format!("{how:?}")).await;
         assert!(
