@@ -127,6 +127,24 @@ fn unescape(text: &str) -> String {
     out
 }
 
+/// `dry-run` of one envelope through `rules`, with `message` as the message file if given.
+fn dry_run<'a>(rules: &'a str, message: Option<&'a str>) -> Vec<&'a str> {
+    let mut args = vec![
+        "dry-run",
+        rules,
+        "--from",
+        "a@origin.example",
+        "--to",
+        "b@example.net",
+        "--connector",
+        "Loopback",
+    ];
+    if let Some(m) = message {
+        args.extend(["--message", m]);
+    }
+    args
+}
+
 #[test]
 fn every_subcommand_survives_every_hostile_file_within_the_memory_limit() {
     let dir = root().join("tests/fixtures/hostile");
@@ -166,34 +184,8 @@ fn every_subcommand_survives_every_hostile_file_within_the_memory_limit() {
             (vec!["fmt", "--stdin"], bytes.clone()),
             (vec!["graph", f], vec![]),
             (vec!["compile", f, "-o", out_file], vec![]),
-            (
-                vec![
-                    "dry-run",
-                    f,
-                    "--from",
-                    "a@origin.example",
-                    "--to",
-                    "b@example.net",
-                    "--connector",
-                    "Loopback",
-                ],
-                vec![],
-            ),
-            (
-                vec![
-                    "dry-run",
-                    good,
-                    "--from",
-                    "a@origin.example",
-                    "--to",
-                    "b@example.net",
-                    "--connector",
-                    "Loopback",
-                    "--message",
-                    f,
-                ],
-                vec![],
-            ),
+            (dry_run(f, None), vec![]),
+            (dry_run(good, Some(f)), vec![]),
             (vec!["import", "exchange", f], vec![]),
             (vec!["import", "exchange", f, "--format", "sarif"], vec![]),
             (vec!["import", "csv", f], vec![]),
@@ -260,18 +252,7 @@ fn fifos_and_devices_are_refused_without_blocking() {
             vec!["import", "exchange", path],
             vec!["import", "csv", path],
             vec!["track", "--log", path],
-            vec![
-                "dry-run",
-                good,
-                "--from",
-                "a@origin.example",
-                "--to",
-                "b@example.net",
-                "--connector",
-                "Loopback",
-                "--message",
-                path,
-            ],
+            dry_run(good, Some(path)),
         ] {
             let out = run_limited(&args, tmp.path(), b"");
             let stderr = String::from_utf8_lossy(&out.stderr);
