@@ -8,7 +8,6 @@ mod support;
 
 use serde_json::Value;
 use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use support::dns::{DnsServer, Zone};
@@ -729,13 +728,4 @@ async fn reload_keeps_the_old_rules_on_error_and_metrics_count() {
         metrics.contains("mailflow_rule_hits_total{rule=\"Tag everything\"}"),
         "{metrics}"
     );
-}
-
-fn http_get(addr: SocketAddr, path: &str) -> String {
-    use std::io::{Read, Write};
-    let mut tcp = std::net::TcpStream::connect(addr).unwrap();
-    write!(tcp, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
-    let mut out = String::new();
-    tcp.read_to_string(&mut out).unwrap();
-    out
 }

@@ -15,16 +15,6 @@ fn mkfifo(path: &std::path::Path) {
     assert!(Command::new("mkfifo").arg(path).status().unwrap().success());
 }
 
-fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
-    use std::io::{Read, Write};
-    let mut tcp = std::net::TcpStream::connect(addr).unwrap();
-    tcp.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    write!(tcp, "GET {path} HTTP/1.0\r\n\r\n").unwrap();
-    let mut out = String::new();
-    let _ = tcp.read_to_string(&mut out);
-    out
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn a_fifo_swapped_in_for_an_include_fails_the_reload_and_sigterm_still_stops() {
     let tmp = tempfile::tempdir().unwrap();

@@ -199,9 +199,21 @@ struct RelayArgs {
     /// How long a message may stay queued before it is bounced.
     #[arg(long, default_value = "5d", value_parser = relay::parse_duration)]
     lifetime: std::time::Duration,
-    /// How often the queue is scanned for messages due.
+    /// The longest the delivery scheduler sleeps; it wakes at each message's due time, on
+    /// arrival and when an attempt ends anyway, and never scans the whole queue.
     #[arg(long, default_value = "30s", value_parser = relay::parse_duration)]
     queue_interval: std::time::Duration,
+    /// Delivery attempts in flight at once, across all destinations.
+    #[arg(long, default_value_t = 64)]
+    delivery_concurrency: usize,
+    /// Delivery attempts in flight to one destination (a send connector and recipient
+    /// domain); a destination none of whose next hops answers gets one probe at a time.
+    #[arg(long, default_value_t = 20)]
+    destination_concurrency: usize,
+    /// After how long a message still queued gets a delay notice (RFC 3464
+    /// `action=delayed`), once; 0s: never.
+    #[arg(long, default_value = "4h", value_parser = relay::parse_duration)]
+    delay_warning: std::time::Duration,
     /// How long a next hop may take to answer a command (RFC 5321's 5 minutes; the final
     /// dot gets twice as long) before the attempt is given up and retried.
     #[arg(long, default_value = "300s", value_parser = relay::parse_duration)]
@@ -463,6 +475,9 @@ pub fn run(cli: Cli) -> Exit {
             retry_max: a.retry_max,
             lifetime: a.lifetime,
             queue_interval: a.queue_interval,
+            delivery_concurrency: a.delivery_concurrency,
+            destination_concurrency: a.destination_concurrency,
+            delay_warning: a.delay_warning,
             smtp_timeout: a.smtp_timeout,
             max_connections: a.max_connections,
             max_message_memory: a.max_message_memory,

@@ -222,6 +222,10 @@ pub struct Attempt {
     pub host: String,
     /// The address it answered at.
     pub addr: Option<SocketAddr>,
+    /// No next hop took the transaction (none could be reached, or each refused before
+    /// RCPT): the destination, not the message, is failing, and the scheduler backs off
+    /// from it as a whole.
+    pub unreachable: bool,
 }
 
 /// Tries the hops, and each hop's addresses, in order until one takes the transaction.
@@ -238,6 +242,7 @@ pub async fn deliver(cfg: &ClientConfig, hops: &[Hop], msg: &OutboundMessage<'_>
         tls: None,
         host: String::new(),
         addr: None,
+        unreachable: false,
     };
 
     if let Some(from) = msg.mail_from {
@@ -280,6 +285,7 @@ pub async fn deliver(cfg: &ClientConfig, hops: &[Hop], msg: &OutboundMessage<'_>
             }
         }
         // Nothing accepted the transaction: whatever is left is tried again later.
+        attempt.unreachable = outcomes.iter().all(Option::is_none);
         let temp = last.temporary();
         for o in outcomes.iter_mut().filter(|o| o.is_none()) {
             *o = Some(RcptOutcome::failure(&temp));

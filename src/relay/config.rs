@@ -217,8 +217,17 @@ pub struct RelayOptions {
     pub admin: Option<SocketAddr>,
     /// Retry schedule.
     pub retry: RetryPolicy,
-    /// How often the queue is scanned for messages due (the scheduler also wakes on arrival).
+    /// The longest the scheduler sleeps (it wakes at each due time, arrival and finished
+    /// attempt anyway; this only bounds a clock jump's effect).
     pub queue_interval: Duration,
+    /// Delivery attempts in flight at once (Postfix's `default_process_limit`).
+    pub delivery_concurrency: usize,
+    /// Delivery attempts in flight to one destination, a send connector and recipient
+    /// domain (Postfix's `default_destination_concurrency_limit`).
+    pub destination_concurrency: usize,
+    /// After how long a still-queued message gets a delay notice (RFC 3464
+    /// `action=delayed`; Exchange's 4 hours); zero: never.
+    pub delay_warning: Duration,
     /// How long a next hop may take to answer a command; the final dot gets twice this.
     pub smtp_timeout: Duration,
     /// How long SIGTERM waits for sessions to finish.

@@ -33,6 +33,17 @@ pub struct Metrics {
     rule_hits: Mutex<BTreeMap<String, u64>>,
 }
 
+/// The queue's gauges at the moment of rendering.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct QueueGauges {
+    /// Messages in the spool.
+    pub messages: usize,
+    /// (message, destination) deliveries waiting or in flight.
+    pub deliveries: usize,
+    /// Destinations suspended after their next hops did not answer.
+    pub suspended: usize,
+}
+
 impl Metrics {
     /// Adds one to a counter.
     pub fn inc(counter: &AtomicU64) {
@@ -57,7 +68,12 @@ impl Metrics {
     }
 
     /// The Prometheus text exposition.
-    pub fn render(&self, queue_size: usize) -> String {
+    pub fn render(&self, queue: QueueGauges) -> String {
+        let QueueGauges {
+            messages: queue_size,
+            deliveries,
+            suspended,
+        } = queue;
         let mut out = String::new();
         let mut counter = |name: &str, help: &str, v: u64| {
             let _ = write!(
@@ -120,6 +136,14 @@ impl Metrics {
             out,
             "# HELP mailflow_queue_size Messages in the queue.\n# TYPE mailflow_queue_size gauge\nmailflow_queue_size {queue_size}\n"
         );
+        let _ = write!(
+            out,
+            "# HELP mailflow_queue_deliveries Deliveries queued or in flight (a message counts once per destination).\n# TYPE mailflow_queue_deliveries gauge\nmailflow_queue_deliveries {deliveries}\n"
+        );
+        let _ = write!(
+            out,
+            "# HELP mailflow_destinations_suspended Destinations none of whose next hops answered, waiting out a backoff.\n# TYPE mailflow_destinations_suspended gauge\nmailflow_destinations_suspended {suspended}\n"
+        );
         out.push_str("# HELP mailflow_rule_hits_total Messages each transport rule fired on.\n# TYPE mailflow_rule_hits_total counter\n");
         if let Ok(hits) = self.rule_hits.lock() {
             for (rule, n) in hits.iter() {
@@ -145,9 +169,15 @@ mod tests {
         let m = Metrics::default();
         Metrics::inc(&m.received);
         m.rules_fired(&["drop \"relay\"".to_string()]);
-        let text = m.render(3);
+        let text = m.render(QueueGauges {
+            messages: 3,
+            deliveries: 4,
+            suspended: 1,
+        });
         assert!(text.contains("mailflow_messages_received_total 1\n"));
         assert!(text.contains("mailflow_queue_size 3\n"));
+        assert!(text.contains("mailflow_queue_deliveries 4\n"));
+        assert!(text.contains("mailflow_destinations_suspended 1\n"));
         assert!(text.contains("mailflow_rule_hits_total{rule=\"drop \\\"relay\\\"\"} 1\n"));
     }
 }

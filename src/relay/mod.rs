@@ -7,6 +7,7 @@ pub mod config;
 pub mod limits;
 pub mod memory;
 pub mod metrics;
+mod plan;
 mod scheduler;
 mod session;
 pub mod tls;
@@ -69,6 +70,8 @@ pub(crate) struct Shared {
     pub(crate) metrics: Metrics,
     pub(crate) hostname: String,
     pub(crate) wake: Notify,
+    /// What is due when, per destination ([`plan`]).
+    plan: Mutex<plan::Plan>,
     pub(crate) shutdown: watch::Receiver<bool>,
     /// Message data held in memory by all sessions (`--max-message-memory`).
     pub(crate) memory: Arc<memory::MemoryBudget>,
@@ -84,6 +87,31 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
+    pub(crate) fn plan(&self) -> std::sync::MutexGuard<'_, plan::Plan> {
+        match self.plan.lock() {
+            Ok(p) => p,
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+
+    fn queue_gauges(&self) -> metrics::QueueGauges {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let plan = self.plan();
+        metrics::QueueGauges {
+            messages: self.spool.len(),
+            deliveries: plan.len(),
+            suspended: plan.suspended(now),
+        }
+    }
+
+    /// Hands a newly stored message to the scheduler.
+    pub(crate) fn enqueue(&self, message: &QueuedMessage) {
+        self.plan().add(message);
+        self.wake.notify_one();
+    }
+
     /// The current table; a session keeps the one it got for a whole message.
     pub(crate) fn table(&self) -> Arc<Table> {
         match self.table.read() {
@@ -145,7 +173,6 @@ impl Shared {
                 if !loaded.warnings.is_empty() {
                     tracing::warn!("rule warnings:\n{}", loaded.warnings);
                 }
-                self.wake.notify_one();
                 Ok(loaded.warnings)
             }
             Err(e) => {
@@ -273,6 +300,12 @@ impl Relay {
             metrics: Metrics::default(),
             hostname: options.hostname.clone(),
             wake: Notify::new(),
+            plan: Mutex::new(plan::Plan::new(plan::Limits {
+                total: options.delivery_concurrency.max(1),
+                per_destination: options.destination_concurrency.max(1),
+                delay_warning: options.delay_warning.as_secs(),
+                lifetime: options.retry.lifetime.as_secs(),
+            })),
             shutdown: shutdown_rx,
             memory: memory::MemoryBudget::new(options.max_message_memory),
             delivery_memory: memory::DeliveryBudget::new(options.max_message_memory),
@@ -292,6 +325,13 @@ impl Relay {
                 Arc::clone(&sessions),
             ));
         }
+        {
+            let mut plan = shared.plan();
+            for m in &recovered {
+                plan.add(m);
+            }
+        }
+        drop(recovered);
         tasks.spawn(scheduler::run(Arc::clone(&shared)));
         let admin = match shared.options.admin {
             Some(addr) => {
@@ -326,7 +366,7 @@ impl Relay {
 
     /// The metrics text.
     pub fn metrics(&self) -> String {
-        self.shared.metrics.render(self.shared.spool.len())
+        self.shared.metrics.render(self.shared.queue_gauges())
     }
 
     /// Stops accepting, tells sessions to finish (they answer 421 at their next command),
@@ -431,7 +471,7 @@ async fn admin_loop(shared: Arc<Shared>, listener: TcpListener) {
             let head = String::from_utf8_lossy(&buf);
             let first = head.lines().next().unwrap_or_default().to_string();
             let (status, body) = if first.starts_with("GET /metrics ") {
-                ("200 OK", shared.metrics.render(shared.spool.len()))
+                ("200 OK", shared.metrics.render(shared.queue_gauges()))
             } else if first.starts_with("POST /reload ") {
                 match shared.reload().await {
                     Ok(w) => ("200 OK", format!("reloaded\n{w}")),

@@ -1,9 +1,11 @@
-//! The delivery scheduler: finds queued recipients that are due, groups them by send
-//! connector and domain, hands each group to [`crate::deliver`], records every outcome in the
-//! spool before acting on it, retries with backoff, and bounces what fails for good.
+//! The delivery scheduler: takes what the [`super::plan`] says is due (queued recipients
+//! grouped by send connector and domain), hands each group to [`crate::deliver`], records
+//! every outcome in the spool before acting on it, retries with backoff, warns senders of
+//! delays and bounces what fails for good.
 
 use super::Shared;
 use super::metrics::Metrics;
+use super::plan::{Dest, Key, Task, crosses};
 use super::track::{Event, EventId};
 use crate::compile::route;
 use crate::deliver::dsn::{self, DsnAction, DsnInput, FailedRecipient};
@@ -15,13 +17,8 @@ use crate::eval::organization::{leaves_organization, strip_organization_headers}
 use crate::eval::{Fate, RecipientVerdict, Verdict};
 use crate::queue::{NewMessage, NewRecipient, QueueId, QueuedMessage, RecipientState};
 use crate::smtp::command::MailParams;
-use std::collections::{BTreeMap, HashSet};
-use std::sync::{Arc, Mutex};
-use std::time::{SystemTime, UNIX_EPOCH};
-use tokio::sync::Semaphore;
-
-/// Deliveries in flight at once.
-const CONCURRENCY: usize = 64;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 fn now() -> u64 {
     SystemTime::now()
@@ -37,82 +34,104 @@ struct Job {
     indexes: Vec<usize>,
 }
 
-type InFlight = Arc<Mutex<HashSet<(QueueId, usize)>>>;
-
-/// Runs until shutdown. Messages recovered from the spool at start are in its live set, so
-/// the first pass picks them up.
+/// Runs until shutdown: starts what the plan says is due, then sleeps until the next due
+/// time, an arrival or a finished attempt. Work per wake is what is due, not the queue.
 pub(super) async fn run(shared: Arc<Shared>) {
-    let permits = Arc::new(Semaphore::new(CONCURRENCY));
-    let in_flight: InFlight = Arc::new(Mutex::new(HashSet::new()));
     let mut shutdown = shared.shutdown.clone();
     loop {
-        let due = due_jobs(&shared, &in_flight);
-        for job in due {
-            let Ok(permit) = Arc::clone(&permits).acquire_owned().await else {
-                return;
-            };
-            let shared = Arc::clone(&shared);
-            let in_flight = Arc::clone(&in_flight);
-            tokio::spawn(async move {
-                let keys: Vec<(QueueId, usize)> = job
-                    .indexes
-                    .iter()
-                    .map(|&i| (job.message.id.clone(), i))
-                    .collect();
-                attempt(&shared, job).await;
-                if let Ok(mut f) = in_flight.lock() {
-                    for k in keys {
-                        f.remove(&k);
-                    }
-                }
-                drop(permit);
-                // A finished attempt may have made room or produced a DSN to send.
-                shared.wake.notify_one();
-            });
+        let t = now();
+        let (tasks, next) = {
+            let mut plan = shared.plan();
+            (plan.take(t), plan.next_due())
+        };
+        for task in tasks {
+            tracing::debug!(?task, "scheduler");
+            tokio::spawn(run_task(Arc::clone(&shared), task));
         }
+        // `queue_interval` only caps the sleep (a cheap wake that finds nothing due); due
+        // times are whole seconds, so sleeping until the next one is at most a second late.
+        let until_due = next.map_or(shared.options.queue_interval, |d| {
+            Duration::from_secs(d.saturating_sub(t))
+        });
+        let sleep = until_due.min(shared.options.queue_interval);
         tokio::select! {
             _ = shared.wake.notified() => {}
-            _ = tokio::time::sleep(shared.options.queue_interval) => {}
+            _ = tokio::time::sleep(sleep) => {}
             _ = shutdown.changed() => return,
         }
     }
 }
 
-fn due_jobs(shared: &Shared, in_flight: &InFlight) -> Vec<Job> {
-    let t = now();
-    let mut jobs: BTreeMap<(QueueId, String, String), Job> = BTreeMap::new();
-    let Ok(mut flying) = in_flight.lock() else {
-        return Vec::new();
+/// One task from the plan: attempt (or defer) the key's recipients, record the outcome,
+/// tell the plan, and put what is still pending back on its timer.
+async fn run_task(shared: Arc<Shared>, task: Task) {
+    let (key, suspended) = match task {
+        Task::Attempt(key) => (key, None),
+        Task::Defer { key, reason } => (key, Some(reason)),
     };
-    for m in shared.spool.live() {
-        for (i, state) in m.states.iter().enumerate() {
-            let RecipientState::Pending { next_attempt, .. } = state else {
-                continue;
-            };
-            if *next_attempt > t || flying.contains(&(m.id.clone(), i)) {
-                continue;
-            }
-            let Some(r) = m.meta.recipients.get(i) else {
-                continue;
-            };
-            let domain = r
-                .address
-                .rsplit_once('@')
-                .map(|(_, d)| d.to_ascii_lowercase())
-                .unwrap_or_default();
-            flying.insert((m.id.clone(), i));
-            jobs.entry((m.id.clone(), r.send_connector.clone(), domain.clone()))
-                .or_insert_with(|| Job {
-                    message: m.clone(),
-                    connector: r.send_connector.clone(),
-                    domain,
-                    indexes: Vec::new(),
-                })
-                .indexes
-                .push(i);
+    let job = shared.spool.get(&key.id).and_then(|m| job_for(m, &key));
+    let mut reached = None;
+    let mut error = String::new();
+    let mut next = None;
+    if let Some(job) = job {
+        let result = match &suspended {
+            Some(reason) => deferred(job.indexes.len(), &key.dest, reason),
+            None => attempt(&shared, &job).await,
+        };
+        if suspended.is_none() {
+            reached = Some(!result.unreachable);
+        }
+        if let Some(RcptOutcome::Temporary {
+            code,
+            enhanced,
+            text,
+        }) = result.outcomes.first()
+        {
+            error = format!("{code} {enhanced} {text}");
+        }
+        next = record(&shared, &job, result).await;
+    }
+    let backoff = |failures: u32| shared.options.retry.delay(failures).as_secs();
+    {
+        let mut plan = shared.plan();
+        plan.finished(&key, reached, now(), backoff, &error);
+        if let (Some(due), Some(m)) = (next, shared.spool.get(&key.id)) {
+            plan.schedule(key, due, m.received_at);
         }
     }
-    jobs.into_values().collect()
+    // A finished attempt may have made room for another to the same destination.
+    shared.wake.notify_one();
+}
+
+/// The message's pending recipients for the key's destination; `None` when there are none
+/// left (delivered, bounced or deleted meanwhile).
+fn job_for(message: QueuedMessage, key: &Key) -> Option<Job> {
+    let indexes: Vec<usize> = (0..message.states.len())
+        .filter(|&i| {
+            matches!(message.states.get(i), Some(RecipientState::Pending { .. }))
+                && message.meta.recipients.get(i).is_some_and(|r| {
+                    *r.send_connector == *key.dest.connector
+                        && r.address
+                            .rsplit_once('@')
+                            .is_some_and(|(_, d)| d.eq_ignore_ascii_case(&key.dest.domain))
+                })
+        })
+        .collect();
+    if indexes.is_empty() {
+        return None;
+    }
+    Some(Job {
+        message,
+        connector: key.dest.connector.to_string(),
+        domain: key.dest.domain.to_string(),
+        indexes,
+    })
+}
+
+/// The outcome of a deferral that did not connect: the destination is suspended.
+fn deferred(n: usize, dest: &Dest, reason: &str) -> Attempt {
+    let text = format!("delivery to {dest} temporarily suspended: {reason}");
+    every(n, temporary(451, "4.4.1", text))
 }
 
 fn temporary(code: u16, enhanced: &str, text: impl Into<String>) -> RcptOutcome {
@@ -131,17 +150,9 @@ fn permanent(code: u16, enhanced: &str, text: impl Into<String>) -> RcptOutcome 
     }
 }
 
-async fn attempt(shared: &Shared, job: Job) {
+async fn attempt(shared: &Shared, job: &Job) -> Attempt {
     let table = shared.table();
-    let n = job.indexes.len();
-    let all = |o: RcptOutcome| -> Attempt {
-        Attempt {
-            outcomes: vec![o; n],
-            tls: None,
-            host: String::new(),
-            addr: None,
-        }
-    };
+    let all = |o: RcptOutcome| every(job.indexes.len(), o);
     // The connector by name; if a reload removed it, route again with the current rules.
     let connector = table
         .send_connectors
@@ -151,79 +162,97 @@ async fn attempt(shared: &Shared, job: Job) {
             route(&table.send_connectors, &job.domain, &table.domains)
                 .and_then(|i| table.send_connectors.get(i))
         });
-    let result = match connector {
-        None => all(permanent(
-            550,
-            "5.4.4",
-            format!("no send connector covers {}", job.domain),
-        )),
-        Some(c) => match next_hops(&shared.resolver, c, &job.domain, &shared.local).await {
-            Err(DeliverError::Loop { .. }) => all(permanent(
-                554,
-                "5.4.4",
-                format!("the next hop for {} is this relay: mail loop", job.domain),
-            )),
-            Err(e) => {
-                let (code, enhanced) = e.reply();
-                if e.is_permanent() {
-                    all(permanent(code, enhanced, e.to_string()))
-                } else {
-                    all(temporary(code, enhanced, e.to_string()))
+    let Some(c) = connector else {
+        let text = format!("no send connector covers {}", job.domain);
+        return all(permanent(550, "5.4.4", text));
+    };
+    match next_hops(&shared.resolver, c, &job.domain, &shared.local).await {
+        Err(DeliverError::Loop { .. }) => {
+            let text = format!("the next hop for {} is this relay: mail loop", job.domain);
+            all(permanent(554, "5.4.4", text))
+        }
+        Err(e) => {
+            let (code, enhanced) = e.reply();
+            if e.is_permanent() {
+                all(permanent(code, enhanced, e.to_string()))
+            } else {
+                // No next hop to try (DNS failing): the destination is unreachable.
+                Attempt {
+                    unreachable: true,
+                    ..all(temporary(code, enhanced, e.to_string()))
                 }
             }
-            Ok(mut hops) => {
-                if c.smart_hosts.is_empty() && shared.options.mx_port != 25 {
-                    for h in &mut hops {
-                        for a in &mut h.addrs {
-                            a.set_port(shared.options.mx_port);
-                        }
+        }
+        Ok(mut hops) => {
+            if c.smart_hosts.is_empty() && shared.options.mx_port != 25 {
+                for h in &mut hops {
+                    for a in &mut h.addrs {
+                        a.set_port(shared.options.mx_port);
                     }
                 }
-                let t = shared.options.smtp_timeout;
-                let cfg =
-                    ClientConfig::for_connector(c, &shared.hostname, Arc::clone(&shared.roots))
-                        .map(|mut cfg| {
-                            cfg.command_timeout = t;
-                            cfg.data_timeout = t.saturating_mul(2);
-                            cfg.connect_timeout = cfg.connect_timeout.min(t);
-                            cfg
-                        });
-                // Held until the attempt ends: the body, its stripped and stuffed copies.
-                let _memory = shared.delivery_memory.reserve(job.message.size).await;
-                match cfg {
-                    Err(e) => all(temporary(451, "4.7.5", e.to_string())),
-                    Ok(cfg) => match read_body(shared, &job.message.id).await {
-                        Err(e) => all(temporary(451, "4.3.0", format!("spool: {e}"))),
-                        Ok(body) => {
-                            let body = outbound_body(&table, &job.domain, body);
-                            let rcpts: Vec<OutboundRcpt> = job
-                                .indexes
-                                .iter()
-                                .filter_map(|&i| job.message.meta.recipients.get(i))
-                                .map(|r| OutboundRcpt {
-                                    address: r.address.clone(),
-                                    notify: r.notify.clone(),
-                                    orcpt: r.orcpt.clone(),
-                                })
-                                .collect();
-                            let meta = &job.message.meta;
-                            let msg = OutboundMessage {
-                                mail_from: meta.mail_from.as_deref(),
-                                recipients: &rcpts,
-                                body: &body,
-                                envid: meta.envid.as_deref(),
-                                ret_full: meta.ret_full,
-                                smtputf8: meta.smtputf8,
-                                eight_bit: meta.eight_bit,
-                            };
-                            deliver(&cfg, &hops, &msg).await
-                        }
-                    },
-                }
             }
-        },
+            send(shared, &table, c, &hops, job).await
+        }
+    }
+}
+
+/// The same outcome for each of `n` recipients, without a connection.
+fn every(n: usize, o: RcptOutcome) -> Attempt {
+    Attempt {
+        outcomes: vec![o; n],
+        tls: None,
+        host: String::new(),
+        addr: None,
+        unreachable: false,
+    }
+}
+
+/// Reads the body and hands the job to the delivery client for these hops.
+async fn send(
+    shared: &Shared,
+    table: &crate::compile::Table,
+    c: &crate::model::SendConnector,
+    hops: &[crate::deliver::Hop],
+    job: &Job,
+) -> Attempt {
+    let all = |o: RcptOutcome| every(job.indexes.len(), o);
+    let t = shared.options.smtp_timeout;
+    let cfg = match ClientConfig::for_connector(c, &shared.hostname, Arc::clone(&shared.roots)) {
+        Ok(mut cfg) => {
+            cfg.command_timeout = t;
+            cfg.data_timeout = t.saturating_mul(2);
+            cfg.connect_timeout = cfg.connect_timeout.min(t);
+            cfg
+        }
+        Err(e) => return all(temporary(451, "4.7.5", e.to_string())),
     };
-    record(shared, &job, result).await;
+    // Held until the attempt ends: the body, its stripped and stuffed copies.
+    let _memory = shared.delivery_memory.reserve(job.message.size).await;
+    let body = match read_body(shared, &job.message.id).await {
+        Ok(body) => outbound_body(table, &job.domain, body),
+        Err(e) => return all(temporary(451, "4.3.0", format!("spool: {e}"))),
+    };
+    let rcpts: Vec<OutboundRcpt> = job
+        .indexes
+        .iter()
+        .filter_map(|&i| job.message.meta.recipients.get(i))
+        .map(|r| OutboundRcpt {
+            address: r.address.clone(),
+            notify: r.notify.clone(),
+            orcpt: r.orcpt.clone(),
+        })
+        .collect();
+    let meta = &job.message.meta;
+    let msg = OutboundMessage {
+        mail_from: meta.mail_from.as_deref(),
+        recipients: &rcpts,
+        body: &body,
+        envid: meta.envid.as_deref(),
+        ret_full: meta.ret_full,
+        smtputf8: meta.smtputf8,
+        eight_bit: meta.eight_bit,
+    };
+    deliver(&cfg, hops, &msg).await
 }
 
 /// The bytes that go to `domain`: without the organization's headers when it is outside the
@@ -235,19 +264,78 @@ fn outbound_body(table: &crate::compile::Table, domain: &str, body: Vec<u8>) -> 
     strip_organization_headers(&body).unwrap_or(body)
 }
 
-/// Writes the outcomes to the spool, then logs, counts and bounces.
-async fn record(shared: &Shared, job: &Job, result: Attempt) {
-    let t = now();
+/// What one attempt's outcomes mean: the spool updates, who gets a report, and when the
+/// recipients still pending are due again.
+#[derive(Default)]
+struct Judgement {
+    updates: Vec<(usize, RecipientState)>,
+    /// Failed for good, with the recipient's index (for its NOTIFY).
+    failed: Vec<(usize, FailedRecipient)>,
+    /// Deferred past the delay-warning time for the first time.
+    delayed: Vec<(usize, FailedRecipient)>,
+    next: Option<u64>,
+}
+
+/// Writes the outcomes to the spool, then reports failures and delays to the sender.
+/// Returns when the recipients still pending are due again.
+async fn record(shared: &Shared, job: &Job, result: Attempt) -> Option<u64> {
+    let m = &job.message;
+    let j = judge(shared, job, &result, now());
+    // The copy a report returns is read first: once every recipient is final, the update
+    // lets the message go from the spool. Reading it back counts against the delivery budget.
+    let reporting = !j.failed.is_empty() || !j.delayed.is_empty();
+    let _memory = if reporting {
+        shared.delivery_memory.reserve(m.size).await
+    } else {
+        None
+    };
+    let original = if reporting {
+        read_body(shared, &m.id).await.unwrap_or_default()
+    } else {
+        Vec::new()
+    };
+    if let Err(e) = shared.spool.update(&m.id, j.updates).await {
+        tracing::error!("spool update for {}: {e}", m.id);
+        return j.next;
+    }
+    for (list, keyword, ret_full) in [
+        (j.failed, "FAILURE", m.meta.ret_full.unwrap_or(false)),
+        // A delay notice returns the header only, whatever RET says (RFC 3461 4.3).
+        (j.delayed, "DELAY", false),
+    ] {
+        let wanted: Vec<FailedRecipient> = list
+            .into_iter()
+            .filter(|(i, _)| {
+                let notify = m.meta.recipients.get(*i).and_then(|r| r.notify.as_deref());
+                wants_dsn(notify, keyword)
+            })
+            .map(|(_, f)| f)
+            .collect();
+        if !wanted.is_empty() {
+            let report = Report {
+                sender: m.meta.mail_from.as_deref(),
+                envid: m.meta.envid.as_deref(),
+                ret_full,
+                arrival: m.received_at,
+                recipients: &wanted,
+                original: &original,
+                about: Some(&m.id),
+            };
+            queue_dsn(shared, report).await;
+        }
+    }
+    j.next
+}
+
+/// Sorts each recipient's outcome into an update, a failure or a deferral (logging and
+/// counting each), and notes which deferrals have just crossed the delay-warning time.
+fn judge(shared: &Shared, job: &Job, result: &Attempt, t: u64) -> Judgement {
     let m = &job.message;
     let lifetime = shared.options.retry.lifetime.as_secs();
     let expired = t.saturating_sub(m.received_at) >= lifetime;
-    let mut updates = Vec::new();
-    let mut failed: Vec<FailedRecipient> = Vec::new();
-    let remote = if result.host.is_empty() {
-        None
-    } else {
-        Some(result.host.clone())
-    };
+    let warning = shared.options.delay_warning.as_secs();
+    let mut j = Judgement::default();
+    let remote = (!result.host.is_empty()).then(|| result.host.clone());
     for (k, &i) in job.indexes.iter().enumerate() {
         let Some(r) = m.meta.recipients.get(i) else {
             continue;
@@ -257,9 +345,13 @@ async fn record(shared: &Shared, job: &Job, result: Attempt) {
             .get(k)
             .cloned()
             .unwrap_or_else(|| temporary(451, "4.3.0", "no outcome"));
-        let attempts = match m.states.get(i) {
-            Some(RecipientState::Pending { attempts, .. }) => *attempts,
-            _ => 0,
+        let (attempts, due) = match m.states.get(i) {
+            Some(RecipientState::Pending {
+                attempts,
+                next_attempt,
+                ..
+            }) => (*attempts, *next_attempt),
+            _ => (0, m.received_at),
         };
         let event = |id: EventId, status: String| {
             let mut e = Event::new(id, "SMTP");
@@ -278,7 +370,7 @@ async fn record(shared: &Shared, job: &Job, result: Attempt) {
             RcptOutcome::Delivered { reply } => {
                 Metrics::inc(&shared.metrics.delivered);
                 event(EventId::Send, reply.clone());
-                updates.push((i, RecipientState::Delivered { reply }));
+                j.updates.push((i, RecipientState::Delivered { reply }));
             }
             RcptOutcome::Permanent {
                 code,
@@ -288,15 +380,14 @@ async fn record(shared: &Shared, job: &Job, result: Attempt) {
                 Metrics::inc(&shared.metrics.bounced);
                 let status = format!("{code} {enhanced} {text}");
                 event(EventId::Fail, status.clone());
-                failed.push(failed_rcpt(r, &enhanced, &status, remote.clone()));
-                updates.push((
-                    i,
-                    RecipientState::Failed {
-                        code,
-                        enhanced,
-                        text,
-                    },
-                ));
+                let f = report_rcpt(r, &enhanced, &status, remote.clone(), DsnAction::Failed);
+                j.failed.push((i, f));
+                let state = RecipientState::Failed {
+                    code,
+                    enhanced,
+                    text,
+                };
+                j.updates.push((i, state));
             }
             RcptOutcome::Temporary {
                 code,
@@ -309,15 +400,14 @@ async fn record(shared: &Shared, job: &Job, result: Attempt) {
                     attempts + 1
                 );
                 event(EventId::Fail, status.clone());
-                failed.push(failed_rcpt(r, "4.4.7", &status, remote.clone()));
-                updates.push((
-                    i,
-                    RecipientState::Failed {
-                        code: 550,
-                        enhanced: "4.4.7".into(),
-                        text: status,
-                    },
-                ));
+                let f = report_rcpt(r, "4.4.7", &status, remote.clone(), DsnAction::Failed);
+                j.failed.push((i, f));
+                let state = RecipientState::Failed {
+                    code: 550,
+                    enhanced: "4.4.7".into(),
+                    text: status,
+                };
+                j.updates.push((i, state));
             }
             RcptOutcome::Temporary {
                 code,
@@ -327,61 +417,30 @@ async fn record(shared: &Shared, job: &Job, result: Attempt) {
                 Metrics::inc(&shared.metrics.deferred);
                 let status = format!("{code} {enhanced} {text}");
                 event(EventId::Defer, status.clone());
-                let delay = shared.options.retry.delay(attempts + 1);
-                updates.push((
-                    i,
-                    RecipientState::Pending {
-                        attempts: attempts + 1,
-                        next_attempt: t + delay.as_secs().max(1),
-                        last_error: Some(status),
-                    },
-                ));
+                // The previous attempt was at `due` less the delay it set (or at arrival):
+                // the warning time falls between it and now for exactly one deferral, so
+                // the notice goes once, restart or not.
+                let previous = if attempts == 0 {
+                    m.received_at
+                } else {
+                    due.saturating_sub(shared.options.retry.delay(attempts).as_secs().max(1))
+                };
+                if crosses(m.received_at, warning, previous, t) {
+                    let f = report_rcpt(r, &enhanced, &status, remote.clone(), DsnAction::Delayed);
+                    j.delayed.push((i, f));
+                }
+                let next = t + shared.options.retry.delay(attempts + 1).as_secs().max(1);
+                j.next = Some(j.next.map_or(next, |n| n.min(next)));
+                let state = RecipientState::Pending {
+                    attempts: attempts + 1,
+                    next_attempt: next,
+                    last_error: Some(status),
+                };
+                j.updates.push((i, state));
             }
         }
     }
-    // The copy a DSN returns is read first: once every recipient is final, the update lets
-    // the message go from the spool. Reading it back counts against the delivery budget.
-    let _memory = if failed.is_empty() {
-        None
-    } else {
-        shared.delivery_memory.reserve(m.size).await
-    };
-    let original = if failed.is_empty() {
-        Vec::new()
-    } else {
-        read_body(shared, &m.id).await.unwrap_or_default()
-    };
-    if let Err(e) = shared.spool.update(&m.id, updates).await {
-        tracing::error!("spool update for {}: {e}", m.id);
-        return;
-    }
-    if !failed.is_empty() {
-        let wanted: Vec<FailedRecipient> = failed
-            .into_iter()
-            .filter(|f| {
-                let notify = m
-                    .meta
-                    .recipients
-                    .iter()
-                    .find(|r| r.address == f.address)
-                    .and_then(|r| r.notify.as_deref());
-                wants_failure_dsn(notify)
-            })
-            .collect();
-        if !wanted.is_empty() {
-            queue_dsn(
-                shared,
-                m.meta.mail_from.as_deref(),
-                m.meta.envid.as_deref(),
-                m.meta.ret_full.unwrap_or(false),
-                m.received_at,
-                &wanted,
-                &original,
-                Some(&m.id),
-            )
-            .await;
-        }
-    }
+    j
 }
 
 /// The spool reads bodies with blocking file I/O: off the async workers.
@@ -393,11 +452,12 @@ async fn read_body(shared: &Shared, id: &QueueId) -> Result<Vec<u8>, crate::queu
         .unwrap_or(Err(crate::queue::QueueError::Closed))
 }
 
-fn failed_rcpt(
+fn report_rcpt(
     r: &NewRecipient,
     status: &str,
     diagnostic: &str,
     remote: Option<String>,
+    action: DsnAction,
 ) -> FailedRecipient {
     FailedRecipient {
         address: r.address.clone(),
@@ -405,34 +465,44 @@ fn failed_rcpt(
         status: status.to_string(),
         diagnostic: format!("smtp; {diagnostic}"),
         remote_mta: remote,
-        action: DsnAction::Failed,
+        action,
     }
 }
 
-/// RFC 3461: no NOTIFY means failures are reported; NOTIFY without FAILURE means they are not.
-fn wants_failure_dsn(notify: Option<&str>) -> bool {
-    notify.is_none_or(|n| {
-        n.split(',')
-            .any(|k| k.trim().eq_ignore_ascii_case("FAILURE"))
-    })
+/// RFC 3461: without NOTIFY, failures and delays are reported (the choice Postfix and
+/// Exchange make); with NOTIFY, only the kinds it lists (`NEVER` lists none).
+fn wants_dsn(notify: Option<&str>, keyword: &str) -> bool {
+    notify.is_none_or(|n| n.split(',').any(|k| k.trim().eq_ignore_ascii_case(keyword)))
 }
 
 /// The largest message a DSN returns whole (`RET=FULL`); larger ones are returned as their
 /// header only. Postfix's `bounce_size_limit`.
 const DSN_RETURN_LIMIT: usize = 50_000;
 
-/// Composes a DSN and queues it to the original sender; null senders never get one.
-#[allow(clippy::too_many_arguments)]
-async fn queue_dsn(
-    shared: &Shared,
-    sender: Option<&str>,
-    envid: Option<&str>,
+/// A report to send: about which recipients of which message, to whom.
+struct Report<'a> {
+    /// The original envelope sender; `None` (the null sender) never gets a report.
+    sender: Option<&'a str>,
+    envid: Option<&'a str>,
     ret_full: bool,
     arrival: u64,
-    failed: &[FailedRecipient],
-    original: &[u8],
-    about: Option<&QueueId>,
-) {
+    recipients: &'a [FailedRecipient],
+    original: &'a [u8],
+    /// The queued message reported on, for tracking.
+    about: Option<&'a QueueId>,
+}
+
+/// Composes a DSN and queues it to the original sender; null senders never get one.
+async fn queue_dsn(shared: &Shared, report: Report<'_>) {
+    let Report {
+        sender,
+        envid,
+        ret_full,
+        arrival,
+        recipients: failed,
+        original,
+        about,
+    } = report;
     let Some(sender) = sender.filter(|s| dsn::should_bounce(Some(s))) else {
         return;
     };
@@ -491,7 +561,7 @@ async fn queue_dsn(
             e.related_recipient_address = failed.first().map(|f| f.address.clone());
             e.source_context = about.map(|id| format!("about {id}"));
             shared.tracker.log(e);
-            shared.wake.notify_one();
+            shared.enqueue(&q);
         }
         Err(e) => tracing::error!("could not queue a DSN to {sender}: {e}"),
     }
@@ -526,16 +596,15 @@ impl Shared {
             })
             .collect();
         let sender = verdict.mail_from.as_ref().map(ToString::to_string);
-        queue_dsn(
-            self,
-            sender.as_deref(),
-            params.envid.as_deref(),
-            matches!(params.ret, Some(crate::smtp::command::Ret::Full)),
-            now(),
-            &failed,
+        let report = Report {
+            sender: sender.as_deref(),
+            envid: params.envid.as_deref(),
+            ret_full: matches!(params.ret, Some(crate::smtp::command::Ret::Full)),
+            arrival: now(),
+            recipients: &failed,
             original,
-            None,
-        )
-        .await;
+            about: None,
+        };
+        queue_dsn(self, report).await;
     }
 }

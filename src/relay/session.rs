@@ -1057,8 +1057,8 @@ impl Session {
                 .bounce_refused(&verdict, &rejected, &bytes, &params)
                 .await;
         }
-        if stored.is_some() {
-            self.shared.wake.notify_one();
+        if let Some(q) = &stored {
+            self.shared.enqueue(q);
         }
         let text = match &id {
             Some(id) => format!("queued as {id}"),

@@ -171,6 +171,17 @@ pub fn port_args(relay: &Relay) -> Vec<String> {
     vec![s("--port"), relay.addr.port().to_string()]
 }
 
+/// `GET path` from the admin port (HTTP/1.0: the answer ends at close).
+pub fn http_get(addr: SocketAddr, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut tcp = std::net::TcpStream::connect(addr).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    write!(tcp, "GET {path} HTTP/1.0\r\n\r\n").unwrap();
+    let mut out = String::new();
+    let _ = tcp.read_to_string(&mut out);
+    out
+}
+
 /// Waits until `f` holds, for up to `secs` seconds.
 pub async fn wait_until(secs: u64, mut f: impl FnMut() -> bool) -> bool {
     let end = Instant::now() + Duration::from_secs(secs);
