@@ -49,6 +49,7 @@ receive-connector "Loopback" {
   remote 127.0.0.0/8
   auth externally-secured
   max-recipients 1000
+  max-connections-per-source 100
 }
 
 send-connector "Down" {
@@ -87,7 +88,7 @@ round() {
     local t0 t1
     t0=$(date +%s.%N)
     smtp-source -s "$SESSIONS" -m "$ROUND" -l 2000 -f user1@tenant1.example.com \
-        -t user2@partner.example.org "127.0.0.1:$PORT" > /dev/null 2>&1
+        -t user2@partner.example.org "127.0.0.1:$PORT" >> "$DIR/source.log" 2>&1 || true
     t1=$(date +%s.%N)
     python3 -c "import sys;print(f'{float(sys.argv[3])/(float(sys.argv[2])-float(sys.argv[1])):.0f}')" \
         "$t0" "$t1" "$ROUND"
@@ -97,11 +98,12 @@ round() {
 fill_to() {
     local have need
     have=$(queued)
-    need=$(($1 - have))
-    if [ "$need" -gt 0 ]; then
+    while [ "$have" -lt "$1" ]; do
+        need=$(($1 - have))
         smtp-source -s 50 -m "$need" -l 2000 -f user1@tenant1.example.com \
-            -t user2@partner.example.org "127.0.0.1:$PORT" > /dev/null 2>&1
-    fi
+            -t user2@partner.example.org "127.0.0.1:$PORT" >> "$DIR/source.log" 2>&1 || true
+        have=$(queued)
+    done
 }
 
 start_relay

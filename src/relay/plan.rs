@@ -370,6 +370,16 @@ mod tests {
         }
     }
 
+    fn key(id: &str) -> Key {
+        Key {
+            id: QueueId(id.to_string()),
+            dest: Dest {
+                connector: Arc::from("Out"),
+                domain: Arc::from("dead.example"),
+            },
+        }
+    }
+
     fn attempts(tasks: &[Task]) -> Vec<String> {
         tasks
             .iter()
@@ -480,6 +490,34 @@ mod tests {
             panic!()
         };
         assert_eq!(reason, "refused");
+    }
+
+    #[test]
+    fn suspended_keys_past_their_lifetime_are_deferred_to_expire() {
+        let mut p = Plan::new(Limits {
+            delay_warning: 0,
+            ..limits()
+        });
+        p.add(&msg("A", 1, &[("a@dead.example", "Out")]));
+        p.add(&msg("B", 1, &[("a@dead.example", "Out")]));
+        p.add(&msg("C", 1, &[("a@dead.example", "Out")]));
+        let t = p.take(1);
+        assert_eq!(t.len(), 2);
+        for task in &t {
+            let Task::Attempt(k) = task else { panic!() };
+            unreachable(&mut p, k, 2, 2000);
+        }
+        // C is put off behind the suspension (until 4002); A is the probe then.
+        assert!(p.take(3).is_empty());
+        let probe = p.take(4002);
+        assert_eq!(attempts(&probe), vec!["attempt A dead.example via Out"]);
+        unreachable(&mut p, &key("A"), 4003, 2000);
+        // B and C are past their lifetime (1000 s) when next looked at: deferred, without a
+        // connection, so that the deferral expires them and their senders get a DSN.
+        assert_eq!(
+            attempts(&p.take(4004)),
+            vec!["defer B dead.example via Out", "defer C dead.example via Out"]
+        );
     }
 
     #[test]
