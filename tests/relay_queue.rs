@@ -223,3 +223,30 @@ async fn delay_notices_go_once_to_senders_who_want_them() {
     );
     relay.terminate().await;
 }
+
+/// `--max-queue 5`: with five messages waiting for a dead next hop, the sixth MAIL gets
+/// `452 4.3.1` (the client keeps it and tries later) and nothing more is queued, however
+/// many sessions try: the queue's memory is bounded by configuration, not by senders.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_queue_is_bounded_by_configuration() {
+    let tmp = tempfile::tempdir().unwrap();
+    let sink = Sink::start(SinkOptions::default()).await;
+    let (dead, _connections, _hop) = counting_dead_hop().await;
+    let mut relay = start(
+        tmp.path(),
+        dead,
+        sink.addr.port(),
+        &["--max-queue", "5", "--delay-warning", "0s"],
+    );
+    send_many(&relay, 5, "user@dead.example", "", "fills").await;
+    for _ in 0..3 {
+        let (mut c, _) = Raw::connect(relay.addr).await;
+        assert_eq!(c.cmd("EHLO c.test").await.code, 250);
+        let r = c.cmd("MAIL FROM:<app@origin.example>").await;
+        assert_eq!(r.status(), "452 4.3.1", "{r:?}");
+        assert!(r.text.contains("queue full"), "{r:?}");
+        assert_eq!(c.cmd("QUIT").await.code, 221);
+    }
+    assert_eq!(metric(&relay, "mailflow_queue_size"), Some(5));
+    relay.terminate().await;
+}

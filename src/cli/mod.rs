@@ -203,6 +203,10 @@ struct RelayArgs {
     /// arrival and when an attempt ends anyway, and never scans the whole queue.
     #[arg(long, default_value = "30s", value_parser = relay::parse_duration)]
     queue_interval: std::time::Duration,
+    /// Messages the queue may hold (about 2 KB of memory each, for the envelope and the
+    /// delivery plan); past it a new MAIL gets `452 4.3.1` and the client tries again later.
+    #[arg(long, default_value_t = 500_000)]
+    max_queue: usize,
     /// Delivery attempts in flight at once, across all destinations.
     #[arg(long, default_value_t = 64)]
     delivery_concurrency: usize,
@@ -475,6 +479,7 @@ pub fn run(cli: Cli) -> Exit {
             retry_max: a.retry_max,
             lifetime: a.lifetime,
             queue_interval: a.queue_interval,
+            max_queue: a.max_queue,
             delivery_concurrency: a.delivery_concurrency,
             destination_concurrency: a.destination_concurrency,
             delay_warning: a.delay_warning,

@@ -220,6 +220,8 @@ pub struct RelayOptions {
     /// The longest the scheduler sleeps (it wakes at each due time, arrival and finished
     /// attempt anyway; this only bounds a clock jump's effect).
     pub queue_interval: Duration,
+    /// Messages the queue may hold; past it MAIL gets `452 4.3.1` (DSNs are still queued).
+    pub max_queue: usize,
     /// Delivery attempts in flight at once (Postfix's `default_process_limit`).
     pub delivery_concurrency: usize,
     /// Delivery attempts in flight to one destination, a send connector and recipient

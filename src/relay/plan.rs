@@ -516,7 +516,10 @@ mod tests {
         // connection, so that the deferral expires them and their senders get a DSN.
         assert_eq!(
             attempts(&p.take(4004)),
-            vec!["defer B dead.example via Out", "defer C dead.example via Out"]
+            vec![
+                "defer B dead.example via Out",
+                "defer C dead.example via Out"
+            ]
         );
     }
 

@@ -618,6 +618,15 @@ impl Session {
                 .ok_or_close(Reply::new(452, "4.3.1", "insufficient system storage"))
                 .await;
         }
+        // Each queued message costs memory (its envelope in the spool's index and the
+        // plan): the queue's length is bounded by configuration, not by senders. Checked
+        // here only, so a DSN is never refused for it (sessions may overshoot by their
+        // number, which --max-connections bounds).
+        if self.shared.spool.len() >= self.shared.options.max_queue {
+            return self
+                .ok_or_close(Reply::new(452, "4.3.1", "queue full; try again later"))
+                .await;
+        }
         if self.shared.memory.is_spent() {
             return self.refuse_data(&DataError::NoMemory).await;
         }
