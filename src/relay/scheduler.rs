@@ -193,7 +193,7 @@ async fn attempt(shared: &Shared, job: Job) {
                 match cfg {
                     Err(e) => all(temporary(451, "4.7.5", e.to_string())),
                     Ok(cfg) => match read_body(shared, &job.message.id).await {
-                        Err(e) => all(temporary(451, "4.3.0", format!("spool: {e}"))),
+                        Err(e) => unreadable_body(&job.message.id, &e, all),
                         Ok(body) => {
                             let body = outbound_body(&table, &job.domain, body);
                             let rcpts: Vec<OutboundRcpt> = job
@@ -224,6 +224,24 @@ async fn attempt(shared: &Shared, job: Job) {
         },
     };
     record(shared, &job, result).await;
+}
+
+/// A body the spool cannot give back: damaged on disk (it fails its checksum) is final, as
+/// retrying reads the same bytes, so its recipients bounce; anything else is retried.
+fn unreadable_body(
+    id: &QueueId,
+    e: &crate::queue::QueueError,
+    all: impl Fn(RcptOutcome) -> Attempt,
+) -> Attempt {
+    if let crate::queue::QueueError::Corrupt { .. } = e {
+        tracing::error!("message {id} is damaged in the spool and is bounced: {e}");
+        return all(permanent(
+            554,
+            "5.3.0",
+            "message damaged in the relay's spool; not delivered",
+        ));
+    }
+    all(temporary(451, "4.3.0", format!("spool: {e}")))
 }
 
 /// The bytes that go to `domain`: without the organization's headers when it is outside the
