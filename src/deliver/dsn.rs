@@ -305,6 +305,36 @@ mod tests {
         assert_eq!(&m[..header_len(&m)], b"Subject: only\r\n");
     }
 
+    /// A message whose body could not be read back (damaged in the spool) is reported
+    /// without a returned part, not with an empty one.
+    #[test]
+    fn nothing_to_return_means_no_third_part() {
+        let failed = [FailedRecipient {
+            address: "a@example.net".into(),
+            original: None,
+            status: "5.3.0".into(),
+            diagnostic: "smtp; 554 5.3.0 damaged".into(),
+            remote_mta: None,
+            action: DsnAction::Failed,
+        }];
+        for ret_full in [false, true] {
+            let raw = compose(&DsnInput {
+                reporting_mta: "relay.test",
+                original_sender: "s@example.org",
+                envid: None,
+                ret_full,
+                arrival_date: 0,
+                recipients: &failed,
+                original: b"",
+            });
+            let text = String::from_utf8(raw).unwrap();
+            assert!(text.contains("message/delivery-status"), "{text}");
+            assert!(!text.contains("rfc822-headers"), "{text}");
+            assert!(!text.contains("message/rfc822"), "{text}");
+            assert!(text.contains("not attached"), "{text}");
+        }
+    }
+
     #[test]
     fn null_sender_never_bounces() {
         assert!(!should_bounce(None));

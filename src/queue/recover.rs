@@ -164,6 +164,11 @@ fn replay_segment(
             return Ok(Some(file));
         }
         // A segment whose creation was interrupted: nothing in it was ever acknowledged.
+        // Still copied aside first, as everything recovery removes.
+        if len > 0 {
+            tracing::error!(segment = %path.display(), len, "spool segment with a partial header removed");
+            quarantine(path, corrupt);
+        }
         drop(file);
         fs::remove_file(path)?;
         return Ok(None);
