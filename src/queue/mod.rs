@@ -552,7 +552,9 @@ impl Spool {
         rx.await.map_err(|_| QueueError::Closed)?
     }
 
-    /// Reads a live message's body from the journal and checks it against its checksum.
+    /// Reads a live message's body from the journal and checks it against its checksum:
+    /// [`QueueError::Corrupt`] when it fails (recovery keeps a message whose envelope is
+    /// intact and whose body is damaged, so that it can be bounced rather than lost).
     /// Blocking file I/O: call it from `spawn_blocking` in async code.
     pub fn read_body(&self, id: &QueueId) -> Result<Vec<u8>, QueueError> {
         let (loc, file) = {
