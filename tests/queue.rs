@@ -191,21 +191,86 @@ fn torn_tail_is_cut_off() {
         .set_len(len - 1500)
         .unwrap();
 
-    let (spool, live) = open(dir, SpoolOptions::default());
+    let torn = std::fs::read(&seg).unwrap();
+
+    let (spool, live, log) = open_logged(dir);
     assert_eq!(ids(&live), vec![a.id.clone()]);
     assert!(spool.get(&b.id).is_none());
     assert_eq!(spool.read_body(&a.id).unwrap(), body(1, 3000));
-    assert_eq!(
-        corrupt_files(dir),
-        0,
-        "a torn tail is expected, not quarantined"
-    );
+    // Copied aside as it was before the cut, and the cut logged as an error.
+    assert_eq!(quarantined(dir), vec![torn]);
+    assert_logged(&log, &seg, "torn write");
     // Still writable, and the next open agrees.
+    let c = rt.block_on(spool.store(message(1), body(3, 100))).unwrap();
+    rt.block_on(spool.close()).unwrap();
+    // Torn inside a record's header: the file ends ten bytes into c's record.
+    let seg = segments(dir).pop().unwrap();
+    let bytes = std::fs::read(&seg).unwrap();
+    let rec = bytes[..find(&bytes, c.id.0.as_bytes())]
+        .windows(4)
+        .rposition(|w| w == b"MFR1")
+        .unwrap();
+    std::fs::write(&seg, &bytes[..rec + 10]).unwrap();
+    let (spool, live, log) = open_logged(dir);
+    assert_eq!(ids(&live), vec![a.id.clone()]);
+    assert_logged(&log, &seg, "10 of 24 bytes present");
+    assert_eq!(quarantined(dir).len(), 2);
     let c = rt.block_on(spool.store(message(1), body(3, 100))).unwrap();
     rt.block_on(spool.close()).unwrap();
     let (spool, live) = open(dir, SpoolOptions::default());
     assert_eq!(ids(&live), vec![a.id, c.id.clone()]);
     assert_eq!(spool.read_body(&c.id).unwrap(), body(3, 100));
+}
+
+/// What a `tracing` subscriber writes, kept for the test to read.
+#[derive(Clone, Default)]
+struct Log(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Log {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Opens the spool with what recovery logs captured (the relay logs to stderr the same way).
+fn open_logged(dir: &Path) -> (Spool, Vec<mailflow::queue::QueuedMessage>, String) {
+    let log = Log::default();
+    let writer = log.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .finish();
+    let (spool, live) = tracing::subscriber::with_default(subscriber, || {
+        Spool::open(dir, SpoolOptions::default()).unwrap()
+    });
+    let text = String::from_utf8(log.0.lock().unwrap().clone()).unwrap();
+    (spool, live, text)
+}
+
+/// An error line of `log` names `segment`, an offset and `what`.
+fn assert_logged(log: &str, segment: &Path, what: &str) {
+    let name = segment.file_name().unwrap().to_str().unwrap();
+    assert!(
+        log.lines().any(|l| l.contains("ERROR")
+            && l.contains(name)
+            && l.contains("offset=")
+            && l.contains(what)),
+        "no error line naming {name}, an offset and {what:?} in:\n{log}"
+    );
+}
+
+/// The contents of every file in `corrupt/`, oldest first.
+fn quarantined(dir: &Path) -> Vec<Vec<u8>> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir.join("corrupt"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    files.iter().map(|f| std::fs::read(f).unwrap()).collect()
 }
 
 /// Offset of the first occurrence of `needle` in `hay`.
@@ -229,8 +294,8 @@ fn damaged_record_is_skipped_and_quarantined() {
 
     let seg = segments(dir).pop().unwrap();
     let mut bytes = std::fs::read(&seg).unwrap();
-    // Flip a byte in the middle of b's body.
-    let at = find(&bytes, b"message 2") + 40;
+    // Flip a byte of b's id, in its record's head: the envelope is unreadable.
+    let at = find(&bytes, b.id.0.as_bytes()) + 3;
     bytes[at] ^= 0x20;
     std::fs::write(&seg, &bytes).unwrap();
 
@@ -252,6 +317,102 @@ fn damaged_record_is_skipped_and_quarantined() {
     assert_eq!(corrupt_files(dir), 1, "nothing new to quarantine");
 }
 
+/// The last record of the newest segment written whole, its body damaged: not a torn tail.
+/// The message stays queued with its envelope (so the relay bounces it), its body reads as
+/// corrupt, the segment is copied aside as it was, and an error names segment, offset and
+/// message. Once the message is finished, its damaged copy is not reported again.
+#[test]
+fn damaged_last_record_is_kept_and_reported() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let rt = rt();
+    let (spool, _) = open(dir, SpoolOptions::default());
+    let a = rt.block_on(spool.store(message(1), body(1, 2000))).unwrap();
+    let b = rt.block_on(spool.store(message(2), body(2, 2000))).unwrap();
+    rt.block_on(spool.close()).unwrap();
+    let seg = segments(dir).pop().unwrap();
+    let mut bytes = std::fs::read(&seg).unwrap();
+    let len = bytes.len();
+    // A byte near the end of b's body, the last bytes of the segment.
+    bytes[len - 10] ^= 0x20;
+    std::fs::write(&seg, &bytes).unwrap();
+
+    let (spool, live, log) = open_logged(dir);
+    assert_eq!(ids(&live), vec![a.id.clone(), b.id.clone()]);
+    assert_eq!(
+        live[1].meta.mail_from.as_deref(),
+        Some("sender@example.org")
+    );
+    assert_eq!(live[1].meta.recipients.len(), 2);
+    assert!(matches!(
+        spool.read_body(&b.id),
+        Err(QueueError::Corrupt { .. })
+    ));
+    assert_eq!(spool.read_body(&a.id).unwrap(), body(1, 2000));
+    assert_eq!(quarantined(dir), vec![bytes.clone()]);
+    assert_logged(&log, &seg, "fails its checksum");
+    assert!(log.contains(&b.id.0), "the message is named: {log}");
+    assert!(!log.contains("torn"), "{log}");
+    rt.block_on(spool.close()).unwrap();
+
+    // Until it is finished it is still there (and still damaged) at every open.
+    let (spool, live) = open(dir, SpoolOptions::default());
+    assert_eq!(ids(&live), vec![a.id.clone(), b.id.clone()]);
+    assert!(spool.read_body(&b.id).is_err());
+    let failed = RecipientState::Failed {
+        code: 554,
+        enhanced: "5.3.0".into(),
+        text: "damaged".into(),
+    };
+    rt.block_on(spool.update(&b.id, vec![(0, failed.clone()), (1, failed)]))
+        .unwrap();
+    rt.block_on(spool.close()).unwrap();
+    let copies = corrupt_files(dir);
+    let (_spool, live, log) = open_logged(dir);
+    assert_eq!(ids(&live), vec![a.id]);
+    assert_eq!(
+        corrupt_files(dir),
+        copies,
+        "a finished message is not reported again"
+    );
+    assert!(!log.contains("ERROR"), "{log}");
+}
+
+/// The last record of the newest segment is all there but its head fails its checksum:
+/// damage, not a torn tail. Nothing is cut off before the segment is copied aside; the log
+/// names the message its head (unverified) describes.
+#[test]
+fn damaged_last_head_is_not_a_torn_tail() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let rt = rt();
+    let (spool, _) = open(dir, SpoolOptions::default());
+    let a = rt.block_on(spool.store(message(1), body(1, 2000))).unwrap();
+    let b = rt.block_on(spool.store(message(1), body(2, 2000))).unwrap();
+    rt.block_on(spool.close()).unwrap();
+    let seg = segments(dir).pop().unwrap();
+    let mut bytes = std::fs::read(&seg).unwrap();
+    // b's head checksum, in its record header (bytes 16..20).
+    let rec = bytes[..find(&bytes, b.id.0.as_bytes())]
+        .windows(4)
+        .rposition(|w| w == b"MFR1")
+        .unwrap();
+    bytes[rec + 17] ^= 0x01;
+    std::fs::write(&seg, &bytes).unwrap();
+
+    let (spool, live, log) = open_logged(dir);
+    assert_eq!(ids(&live), vec![a.id.clone()]);
+    assert_eq!(spool.read_body(&a.id).unwrap(), body(1, 2000));
+    assert_eq!(
+        quarantined(dir),
+        vec![bytes],
+        "copied whole, before any cut"
+    );
+    assert_logged(&log, &seg, "fails its checksum");
+    assert!(log.contains(&format!("message {}", b.id)), "{log}");
+    assert!(!log.contains("torn"), "{log}");
+}
+
 #[test]
 fn garbage_segments_do_not_stop_open() {
     let tmp = tempfile::tempdir().unwrap();
@@ -266,7 +427,11 @@ fn garbage_segments_do_not_stop_open() {
     let (spool, live) = open(dir, SpoolOptions::default());
     assert_eq!(ids(&live), vec![a.id.clone()]);
     assert_eq!(spool.read_body(&a.id).unwrap(), body(1, 500));
-    assert_eq!(corrupt_files(dir), 1);
+    // Both copied aside: the garbage, and the partial header before it is removed.
+    let mut copies = quarantined(dir);
+    copies.sort_by_key(Vec::len);
+    assert_eq!(copies, vec![b"MFSP".to_vec(), vec![0xA5u8; 4000]]);
+    assert!(!dir.join("journal/00000008.seg").exists());
     let b = rt.block_on(spool.store(message(1), body(2, 500))).unwrap();
     rt.block_on(spool.close()).unwrap();
     let (_spool, live) = open(dir, SpoolOptions::default());

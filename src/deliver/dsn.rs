@@ -94,10 +94,12 @@ pub fn compose(input: &DsnInput<'_>) -> Vec<u8> {
     let mut human = String::new();
     let _ = write!(human, "This is the mail system at host {mta}.\r\n\r\n");
     if any_failed {
-        human.push_str(
-            "Your message could not be delivered to one or more recipients.\r\n\
-             It is attached below.\r\n",
-        );
+        human.push_str("Your message could not be delivered to one or more recipients.\r\n");
+        human.push_str(if input.original.is_empty() {
+            "Its content could not be read back, so it is not attached.\r\n"
+        } else {
+            "It is attached below.\r\n"
+        });
     } else {
         human.push_str(
             "Your message has not been delivered yet to one or more recipients.\r\n\
@@ -149,14 +151,18 @@ pub fn compose(input: &DsnInput<'_>) -> Vec<u8> {
     }
 
     let original = crlf(input.original);
-    let returned = if input.ret_full {
+    // Nothing to return (a body damaged in the spool): no third part, which RFC 6522
+    // allows, rather than an empty one that looks like the message was empty.
+    let returned = if original.is_empty() {
+        None
+    } else if input.ret_full {
         let cte = if original.is_ascii() { "7bit" } else { "8bit" };
-        MimePart::new(ContentType::new("message/rfc822"), original).transfer_encoding(cte)
+        Some(MimePart::new(ContentType::new("message/rfc822"), original).transfer_encoding(cte))
     } else {
         let mut head = original;
         head.truncate(header_len(&head));
         let cte = if head.is_ascii() { "7bit" } else { "8bit" };
-        MimePart::new(ContentType::new("text/rfc822-headers"), head).transfer_encoding(cte)
+        Some(MimePart::new(ContentType::new("text/rfc822-headers"), head).transfer_encoding(cte))
     };
 
     let status_cte = if status.is_ascii() { "7bit" } else { "8bit" };
@@ -173,8 +179,10 @@ pub fn compose(input: &DsnInput<'_>) -> Vec<u8> {
                 status.into_bytes(),
             )
             .transfer_encoding(status_cte),
-            returned,
-        ],
+        ]
+        .into_iter()
+        .chain(returned)
+        .collect::<Vec<_>>(),
     );
 
     let subject = if any_failed {
@@ -295,6 +303,36 @@ mod tests {
         assert_eq!(&m[..header_len(&m)], b"Subject: x\r\nFrom: a@b\r\n");
         let m = crlf(b"Subject: only\n");
         assert_eq!(&m[..header_len(&m)], b"Subject: only\r\n");
+    }
+
+    /// A message whose body could not be read back (damaged in the spool) is reported
+    /// without a returned part, not with an empty one.
+    #[test]
+    fn nothing_to_return_means_no_third_part() {
+        let failed = [FailedRecipient {
+            address: "a@example.net".into(),
+            original: None,
+            status: "5.3.0".into(),
+            diagnostic: "smtp; 554 5.3.0 damaged".into(),
+            remote_mta: None,
+            action: DsnAction::Failed,
+        }];
+        for ret_full in [false, true] {
+            let raw = compose(&DsnInput {
+                reporting_mta: "relay.test",
+                original_sender: "s@example.org",
+                envid: None,
+                ret_full,
+                arrival_date: 0,
+                recipients: &failed,
+                original: b"",
+            });
+            let text = String::from_utf8(raw).unwrap();
+            assert!(text.contains("message/delivery-status"), "{text}");
+            assert!(!text.contains("rfc822-headers"), "{text}");
+            assert!(!text.contains("message/rfc822"), "{text}");
+            assert!(text.contains("not attached"), "{text}");
+        }
     }
 
     #[test]

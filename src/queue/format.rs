@@ -162,14 +162,67 @@ pub(crate) fn read_segment_header(file: &File, len: u64) -> io::Result<Option<u3
     Ok(Some(u32::from_le_bytes([h[12], h[13], h[14], h[15]])))
 }
 
-/// A record read back and verified; the body stays on disk.
+/// A record read back with its head verified; the body stays on disk.
 pub(crate) struct RawRecord {
     pub(crate) kind: Kind,
     pub(crate) head: Vec<u8>,
     pub(crate) body_offset: u64,
     pub(crate) body_len: u64,
     pub(crate) body_crc: u32,
+    /// The body matches its checksum. A record whose head verifies and whose body does not
+    /// is complete (its full length was written) but damaged: kept, so the message it
+    /// carries can be reported rather than silently dropped.
+    pub(crate) body_ok: bool,
     pub(crate) end: u64,
+}
+
+/// What the bytes at a position where no record could be read look like.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Found {
+    /// The start of a record the file ends inside of: a write cut short by a crash, which
+    /// was never synced and so never acknowledged.
+    Torn {
+        /// Where the record says it ends.
+        declared_end: u64,
+    },
+    /// Bytes that are not a record, or a record whose header or head fails its checksum.
+    Damaged,
+}
+
+/// The fixed header fields of a record, parsed.
+struct Header {
+    kind: Kind,
+    head_len: u32,
+    body_len: u32,
+    head_crc: u32,
+    body_crc: u32,
+    raw: [u8; REC_HEADER_LEN as usize],
+}
+
+impl Header {
+    fn parse(h: [u8; REC_HEADER_LEN as usize]) -> Option<Header> {
+        let word = |i: usize| u32::from_le_bytes([h[i], h[i + 1], h[i + 2], h[i + 3]]);
+        if h[0..4] != REC_MAGIC || h[5..8] != [0, 0, 0] {
+            return None;
+        }
+        let kind = Kind::from_u8(h[4])?;
+        let (head_len, body_len) = (word(8), word(12));
+        if head_len > MAX_HEAD_LEN || (kind != Kind::Message && body_len != 0) {
+            return None;
+        }
+        Some(Header {
+            kind,
+            head_len,
+            body_len,
+            head_crc: word(16),
+            body_crc: word(20),
+            raw: h,
+        })
+    }
+
+    fn end(&self, pos: u64) -> u64 {
+        pos + REC_HEADER_LEN + u64::from(self.head_len) + u64::from(self.body_len)
+    }
 }
 
 /// Reads and verifies records of one segment by position.
@@ -180,49 +233,91 @@ pub(crate) struct SegmentReader<'a> {
 }
 
 impl SegmentReader<'_> {
-    /// The verified record at `pos`, or `None` if there is no whole, intact record there.
-    pub(crate) fn record_at(&self, pos: u64) -> io::Result<Option<RawRecord>> {
+    fn header_at(&self, pos: u64) -> io::Result<Option<Header>> {
         if pos.saturating_add(REC_HEADER_LEN) > self.len {
             return Ok(None);
         }
         let mut h = [0u8; REC_HEADER_LEN as usize];
         self.file.read_exact_at(&mut h, pos)?;
-        let word = |i: usize| u32::from_le_bytes([h[i], h[i + 1], h[i + 2], h[i + 3]]);
-        if h[0..4] != REC_MAGIC || h[5..8] != [0, 0, 0] {
+        Ok(Header::parse(h))
+    }
+
+    /// The head of the record whose header is `h`, if it is all in the file and matches
+    /// its checksum.
+    fn verified_head(&self, pos: u64, h: &Header) -> io::Result<Option<Vec<u8>>> {
+        let head_end = pos + REC_HEADER_LEN + u64::from(h.head_len);
+        if head_end > self.len {
             return Ok(None);
         }
-        let Some(kind) = Kind::from_u8(h[4]) else {
-            return Ok(None);
-        };
-        let (head_len, body_len) = (word(8), word(12));
-        let end = pos + REC_HEADER_LEN + u64::from(head_len) + u64::from(body_len);
-        if head_len > MAX_HEAD_LEN || end > self.len || (kind != Kind::Message && body_len != 0) {
-            return Ok(None);
-        }
-        let mut head = vec![0u8; head_len as usize];
+        let mut head = vec![0u8; h.head_len as usize];
         self.file.read_exact_at(&mut head, pos + REC_HEADER_LEN)?;
         let mut c = Crc32::new();
-        c.update(&h[4..16]);
+        c.update(&h.raw[4..16]);
         c.update(&head);
-        if c.finish() ^ self.salt != word(16) {
+        Ok((c.finish() ^ self.salt == h.head_crc).then_some(head))
+    }
+
+    /// The whole record at `pos` whose head verifies, or `None` if there is none there.
+    /// Its body may still fail its checksum ([`RawRecord::body_ok`]).
+    pub(crate) fn record_at(&self, pos: u64) -> io::Result<Option<RawRecord>> {
+        let Some(h) = self.header_at(pos)? else {
+            return Ok(None);
+        };
+        let end = h.end(pos);
+        if end > self.len {
             return Ok(None);
         }
-        let body_offset = pos + REC_HEADER_LEN + u64::from(head_len);
-        let body_crc = word(20);
-        if crc_of_range(self.file, body_offset, u64::from(body_len))? != body_crc {
+        let Some(head) = self.verified_head(pos, &h)? else {
             return Ok(None);
-        }
+        };
+        let body_offset = pos + REC_HEADER_LEN + u64::from(h.head_len);
+        let body_ok = crc_of_range(self.file, body_offset, u64::from(h.body_len))? == h.body_crc;
         Ok(Some(RawRecord {
-            kind,
+            kind: h.kind,
             head,
             body_offset,
-            body_len: u64::from(body_len),
-            body_crc,
+            body_len: u64::from(h.body_len),
+            body_crc: h.body_crc,
+            body_ok,
             end,
         }))
     }
 
-    /// The first intact record strictly after `pos`, found by its magic bytes. The salt in
+    /// What is at `pos`, where [`SegmentReader::record_at`] found no record: a record the
+    /// file ends inside of (its header, and its head when that is all there, verify; or the
+    /// file ends inside the header itself, on a prefix of the magic), or damage.
+    pub(crate) fn inspect(&self, pos: u64) -> io::Result<Found> {
+        let left = self.len.saturating_sub(pos);
+        if left < REC_HEADER_LEN {
+            let mut b = vec![0u8; left as usize];
+            self.file.read_exact_at(&mut b, pos)?;
+            let n = b.len().min(REC_MAGIC.len());
+            let kind_ok = b.get(4).is_none_or(|&k| Kind::from_u8(k).is_some());
+            return Ok(if b[..n] == REC_MAGIC[..n] && kind_ok {
+                Found::Torn {
+                    declared_end: pos + REC_HEADER_LEN,
+                }
+            } else {
+                Found::Damaged
+            });
+        }
+        let Some(h) = self.header_at(pos)? else {
+            return Ok(Found::Damaged);
+        };
+        let declared_end = h.end(pos);
+        if declared_end <= self.len {
+            // All of it is there: whatever failed, it was written whole.
+            return Ok(Found::Damaged);
+        }
+        let head_end = pos + REC_HEADER_LEN + u64::from(h.head_len);
+        if head_end <= self.len && self.verified_head(pos, &h)?.is_none() {
+            return Ok(Found::Damaged);
+        }
+        Ok(Found::Torn { declared_end })
+    }
+
+    /// The first record strictly after `pos` whose head verifies, found by its magic bytes.
+    /// The salt in
     /// the checksum means a record-shaped string inside a message body is not taken for a
     /// record unless its author guessed this segment's salt.
     pub(crate) fn resync(&self, pos: u64) -> io::Result<Option<(u64, RawRecord)>> {

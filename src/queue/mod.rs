@@ -10,9 +10,17 @@
 //!   syncs once and answers them all.
 //! - Delivery is at least once, as in Postfix: a crash between a remote server's `250` and the
 //!   durable `Delivered` record sends that recipient again after restart.
-//! - A torn tail (crash mid-write) is cut off on open; damage in the middle of a segment is
-//!   skipped (records carry a magic and a checksum, so reading resumes at the next intact
-//!   one), the segment is copied to `corrupt/` and its live messages are rewritten.
+//! - A torn tail is cut off on open: the newest segment ends inside a record (its header,
+//!   and its head when all there, verify; the file stops before the declared end), a write
+//!   the crash interrupted, never synced and so never acknowledged. Anything else is damage:
+//!   a record written whole that fails a checksum, wherever it is, or bytes that are no
+//!   record. Damaged records are skipped (records carry a magic and a checksum, so reading
+//!   resumes at the next one whose head verifies), the segment is copied to `corrupt/` and
+//!   its live messages are rewritten. Either way the segment is copied to `corrupt/` before
+//!   anything is cut, and an error is logged naming segment, offset and what was found.
+//! - A message record whose head verifies but whose body does not stays queued with its
+//!   envelope; [`Spool::read_body`] reports [`QueueError::Corrupt`] for it, and the relay
+//!   bounces its pending recipients to the sender.
 //!
 //! # On disk
 //!
@@ -544,7 +552,9 @@ impl Spool {
         rx.await.map_err(|_| QueueError::Closed)?
     }
 
-    /// Reads a live message's body from the journal and checks it against its checksum.
+    /// Reads a live message's body from the journal and checks it against its checksum:
+    /// [`QueueError::Corrupt`] when it fails (recovery keeps a message whose envelope is
+    /// intact and whose body is damaged, so that it can be bounced rather than lost).
     /// Blocking file I/O: call it from `spawn_blocking` in async code.
     pub fn read_body(&self, id: &QueueId) -> Result<Vec<u8>, QueueError> {
         let (loc, file) = {

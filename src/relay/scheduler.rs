@@ -230,7 +230,7 @@ async fn send(
     let _memory = shared.delivery_memory.reserve(job.message.size).await;
     let body = match read_body(shared, &job.message.id).await {
         Ok(body) => outbound_body(table, &job.domain, body),
-        Err(e) => return all(temporary(451, "4.3.0", format!("spool: {e}"))),
+        Err(e) => return unreadable_body(&job.message.id, &e, all),
     };
     let rcpts: Vec<OutboundRcpt> = job
         .indexes
@@ -253,6 +253,24 @@ async fn send(
         eight_bit: meta.eight_bit,
     };
     deliver(&cfg, hops, &msg).await
+}
+
+/// A body the spool cannot give back: damaged on disk (it fails its checksum) is final, as
+/// retrying reads the same bytes, so its recipients bounce; anything else is retried.
+fn unreadable_body(
+    id: &QueueId,
+    e: &crate::queue::QueueError,
+    all: impl Fn(RcptOutcome) -> Attempt,
+) -> Attempt {
+    if let crate::queue::QueueError::Corrupt { .. } = e {
+        tracing::error!("message {id} is damaged in the spool and is bounced: {e}");
+        return all(permanent(
+            554,
+            "5.3.0",
+            "message damaged in the relay's spool; not delivered",
+        ));
+    }
+    all(temporary(451, "4.3.0", format!("spool: {e}")))
 }
 
 /// The bytes that go to `domain`: without the organization's headers when it is outside the

@@ -28,6 +28,20 @@ pub struct Relay {
 
 impl Relay {
     pub fn start(rules: &Path, spool: &Path, args: &[String]) -> Relay {
+        Relay::start_with_stderr(rules, spool, args, Stdio::inherit())
+    }
+
+    /// As [`Relay::start`], its log (errors only) appended to the file `log`.
+    pub fn start_logging(rules: &Path, spool: &Path, args: &[String], log: &Path) -> Relay {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .unwrap();
+        Relay::start_with_stderr(rules, spool, args, Stdio::from(file))
+    }
+
+    fn start_with_stderr(rules: &Path, spool: &Path, args: &[String], stderr: Stdio) -> Relay {
         let mut child = Command::new(BIN)
             .arg("relay")
             .arg(rules)
@@ -36,7 +50,7 @@ impl Relay {
             .args(["--hostname", "relay.test", "--log", "error"])
             .args(args)
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .spawn()
             .unwrap();
         let mut line = String::new();
