@@ -225,6 +225,11 @@ impl Relay {
             min_free_bytes: largest.saturating_mul(3) / 2,
             ..SpoolOptions::default()
         };
+        // The tracking log stops before the spool's floor plus a reserve (by default room for
+        // one more largest message), so logging never takes the space a message needs.
+        let track_stop = spool_options
+            .min_free_bytes
+            .saturating_add(options.tracking.reserve.unwrap_or(largest));
         let (spool, recovered) = Spool::open(&options.spool.join("queue"), spool_options)?;
         if !recovered.is_empty() {
             tracing::info!(
@@ -232,8 +237,14 @@ impl Relay {
                 recovered.len()
             );
         }
-        let tracker =
-            Tracker::open(&options.spool.join("tracking.log")).map_err(io_error("tracking log"))?;
+        let metrics = Metrics::default();
+        let tracker = Tracker::open(
+            &options.spool.join("tracking"),
+            options.tracking,
+            track_stop,
+            Arc::clone(&metrics.tracking_dropped),
+        )
+        .map_err(io_error("tracking log"))?;
         let resolver = match options.dns {
             Some(addr) => Resolver::with_nameserver(addr),
             None => Resolver::system().map_err(|e| RelayError::Resolver(e.to_string()))?,
@@ -270,7 +281,7 @@ impl Relay {
             roots,
             spool,
             tracker,
-            metrics: Metrics::default(),
+            metrics,
             hostname: options.hostname.clone(),
             wake: Notify::new(),
             shutdown: shutdown_rx,
@@ -350,10 +361,13 @@ impl Relay {
         // The spool's writer stops when its last handle goes; close it explicitly when this
         // is the last one so every record is flushed.
         let spool = shared.spool.clone();
+        let tracker = shared.tracker.clone();
         drop(shared);
         if let Err(e) = spool.close().await {
             tracing::warn!("closing the spool: {e}");
         }
+        // The refusals being counted are written now, not lost with the process.
+        let _ = tokio::task::spawn_blocking(move || tracker.flush()).await;
     }
 }
 
