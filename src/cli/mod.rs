@@ -230,8 +230,9 @@ struct RelayArgs {
     /// Tracking-log files older than this are deleted (Exchange's MessageTrackingLogMaxAge).
     #[arg(long, default_value = "30d", value_parser = relay::parse_duration)]
     tracking_log_max_age: std::time::Duration,
-    /// The tracking log stops writing (and counts what it drops) when less than the
-    /// spool's floor plus this is free; default: the largest max-message-size.
+    /// The tracking log stops writing (and counts what it drops) when less than this is free
+    /// above what the spool needs to take a largest message (2.5x the largest
+    /// max-message-size); default: the largest max-message-size.
     #[arg(long, value_parser = relay::parse_size)]
     tracking_log_reserve: Option<u64>,
     /// Log filter (RUST_LOG syntax), when RUST_LOG is unset.

@@ -225,10 +225,13 @@ impl Relay {
             min_free_bytes: largest.saturating_mul(3) / 2,
             ..SpoolOptions::default()
         };
-        // The tracking log stops before the spool's floor plus a reserve (by default room for
-        // one more largest message), so logging never takes the space a message needs.
+        // MAIL is refused (452 4.3.1) below the floor plus the connector's message size; the
+        // tracking log stops a reserve above that for the largest connector (by default room
+        // for one more largest message), so logging never takes the space a message needs and
+        // mail is still taken for a while after the log has stopped.
         let track_stop = spool_options
             .min_free_bytes
+            .saturating_add(largest)
             .saturating_add(options.tracking.reserve.unwrap_or(largest));
         let (spool, recovered) = Spool::open(&options.spool.join("queue"), spool_options)?;
         if !recovered.is_empty() {

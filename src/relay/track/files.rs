@@ -30,7 +30,9 @@ pub struct TrackLimits {
     pub max_directory_size: u64,
     /// Rotated files whose last event is older than this are deleted (30 days).
     pub max_age: Duration,
-    /// Free space kept above the spool's floor (default: the largest `max-message-size`).
+    /// Free space kept above what the spool needs to take a message of the largest size
+    /// (its floor, 1.5x that size, plus the size): below it the log stops (default: the
+    /// largest `max-message-size`).
     pub reserve: Option<u64>,
 }
 
