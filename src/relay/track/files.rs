@@ -198,10 +198,19 @@ impl LogFiles {
     /// cap counts it.
     pub(crate) fn adopt(&mut self, old: &Path, now: SystemTime) -> std::io::Result<()> {
         let meta = std::fs::metadata(old)?;
-        self.rotate_file(old, meta.len(), now)?;
-        // It is older than anything rotated since: put it first.
-        if let Some(r) = self.rotated.pop_back() {
-            self.rotated.push_front(r);
+        // It is older than anything in the folder: number 0 sorts first. (Should 0 be taken,
+        // it goes last rather than overwrite anything.)
+        let first = self.dir.join(rotated_name(0));
+        if first.exists() {
+            self.rotate_file(old, meta.len(), now)?;
+        } else {
+            std::fs::rename(old, &first)?;
+            self.rotated_bytes += meta.len();
+            self.rotated.push_front(Rotated {
+                path: first,
+                bytes: meta.len(),
+                modified: meta.modified().unwrap_or(now),
+            });
         }
         self.enforce(now);
         Ok(())
@@ -497,6 +506,31 @@ mod tests {
         f.flush(now);
         assert_eq!(dropped.load(Ordering::Relaxed), 100);
         assert!(!tmp.path().join(LIVE).exists());
+    }
+
+    #[test]
+    fn the_single_file_of_earlier_versions_becomes_the_oldest() {
+        let tmp = tempfile::tempdir().unwrap();
+        let old = tmp.path().join(LIVE);
+        std::fs::write(&old, "old event\n").unwrap();
+        let dir = tmp.path().join("tracking");
+        let now = SystemTime::now();
+        let limits = TrackLimits {
+            max_file_size: 10,
+            ..TrackLimits::default()
+        };
+        let mut f = files(&dir, limits, now);
+        f.write(b"new one\n", now);
+        f.write(b"new two\n", now);
+        f.adopt(&old, now).unwrap();
+        f.flush(now);
+        assert!(!old.exists());
+        let texts: Vec<String> = rotated_files(&dir)
+            .unwrap()
+            .iter()
+            .map(|p| std::fs::read_to_string(p).unwrap())
+            .collect();
+        assert_eq!(texts, ["old event\n", "new one\n"]);
     }
 
     #[test]
