@@ -302,11 +302,11 @@ async fn a_damaged_last_record_is_bounced_not_cut_off() {
     let port = dead_port();
     let sink = Sink::start_on(port, SinkOptions::default()).await;
     let log = tmp.path().join("relay.log");
-    let _relay = Relay::start_logging(
+    let _relay = Relay::start_logged(
         &root().join("tests/fixtures/relay/forward.mailflow"),
         &tmp.path().join("spool"),
         &args(port),
-        &log,
+        Some(&log),
     );
     assert_eq!(
         corrupt_copies(tmp.path()),
@@ -363,11 +363,11 @@ async fn a_torn_last_record_is_cut_off_after_a_copy() {
     let port = dead_port();
     let sink = Sink::start_on(port, SinkOptions::default()).await;
     let log = tmp.path().join("relay.log");
-    let relay = Relay::start_logging(
+    let relay = Relay::start_logged(
         &root().join("tests/fixtures/relay/forward.mailflow"),
         &tmp.path().join("spool"),
         &args(port),
-        &log,
+        Some(&log),
     );
     assert_eq!(
         corrupt_copies(tmp.path()),

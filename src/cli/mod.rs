@@ -59,7 +59,8 @@ enum Command {
     /// Check a rule set and write it as a compiled table the relay can start from.
     Compile(CompileArgs),
     /// Run the SMTP relay: receive, evaluate, queue durably and deliver.
-    Relay(RelayArgs),
+    // Boxed: its many options would make every other variant as large.
+    Relay(Box<RelayArgs>),
     /// Make a running relay recompile its rules (the old rules stay on any error).
     Reload(ReloadArgs),
     /// Search the message tracking log.
@@ -231,6 +232,25 @@ struct RelayArgs {
     /// spent gets `452 4.3.1` and the client tries again later.
     #[arg(long, default_value = "256MB", value_parser = relay::parse_size)]
     max_message_memory: u64,
+    /// The tracking log (SPOOL/tracking/) starts a new file before one would pass this size
+    /// (Exchange's MessageTrackingLogMaxFileSize).
+    #[arg(long, default_value = "10MB", value_parser = relay::parse_size)]
+    tracking_log_max_file_size: u64,
+    /// ... and once its file is this old (Exchange starts a new file each day).
+    #[arg(long, default_value = "1d", value_parser = relay::parse_duration)]
+    tracking_log_max_file_age: std::time::Duration,
+    /// The tracking log's files together stay under this: the oldest are deleted
+    /// (Exchange's MessageTrackingLogMaxDirectorySize).
+    #[arg(long, default_value = "1000MB", value_parser = relay::parse_size)]
+    tracking_log_max_directory_size: u64,
+    /// Tracking-log files older than this are deleted (Exchange's MessageTrackingLogMaxAge).
+    #[arg(long, default_value = "30d", value_parser = relay::parse_duration)]
+    tracking_log_max_age: std::time::Duration,
+    /// The tracking log stops writing (and counts what it drops) when less than this is free
+    /// above what the spool needs to take a largest message (2.5x the largest
+    /// max-message-size); default: the largest max-message-size.
+    #[arg(long, value_parser = relay::parse_size)]
+    tracking_log_reserve: Option<u64>,
     /// Log filter (RUST_LOG syntax), when RUST_LOG is unset.
     #[arg(long, default_value = "info")]
     log: String,
@@ -252,8 +272,9 @@ struct ReloadArgs {
 
 #[derive(Debug, clap::Args)]
 struct TrackArgs {
-    /// The tracking log (default: SPOOL/tracking.log).
-    #[arg(long, value_name = "FILE")]
+    /// The tracking log's folder (all its files, oldest first) or one file of it
+    /// (default: SPOOL/tracking).
+    #[arg(long, value_name = "DIR|FILE")]
     log: Option<PathBuf>,
     /// The relay's spool folder.
     #[arg(long, default_value = "spool")]
@@ -486,12 +507,19 @@ pub fn run(cli: Cli) -> Exit {
             smtp_timeout: a.smtp_timeout,
             max_connections: a.max_connections,
             max_message_memory: a.max_message_memory,
+            tracking: mailflow::relay::track::TrackLimits {
+                max_file_size: a.tracking_log_max_file_size,
+                max_file_age: a.tracking_log_max_file_age,
+                max_directory_size: a.tracking_log_max_directory_size,
+                max_age: a.tracking_log_max_age,
+                reserve: a.tracking_log_reserve,
+            },
             log: a.log,
             allow_path: a.allow_path,
         }),
         Command::Reload(a) => relay::reload(a.admin, &a.spool),
         Command::Track(a) => relay::track(relay::TrackArgs {
-            log: a.log.unwrap_or_else(|| a.spool.join("tracking.log")),
+            log: a.log.unwrap_or_else(|| relay::default_log(&a.spool)),
             message_id: a.message_id,
             sender: a.sender,
             recipient: a.recipient,

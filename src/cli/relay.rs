@@ -72,6 +72,7 @@ pub(super) struct RelayArgs {
     pub smtp_timeout: Duration,
     pub max_connections: u32,
     pub max_message_memory: u64,
+    pub tracking: track::TrackLimits,
     pub log: String,
 }
 
@@ -125,6 +126,10 @@ pub(super) fn run(a: RelayArgs) -> Exit {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .try_init();
+    if let Err(e) = a.tracking.check() {
+        eprintln!("error: {e}");
+        return Exit::Error;
+    }
     let overrides = match overrides(&a) {
         Ok(o) => o,
         Err(e) => {
@@ -155,6 +160,7 @@ pub(super) fn run(a: RelayArgs) -> Exit {
         drain_timeout: Duration::from_secs(30),
         max_connections: a.max_connections,
         max_message_memory: a.max_message_memory,
+        tracking: a.tracking,
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -264,6 +270,18 @@ pub(super) fn reload(admin: Option<SocketAddr>, spool: &Path) -> Exit {
     }
 }
 
+/// The tracking log of the relay on `spool`: its folder, or the one file an earlier version
+/// wrote when the folder is not there (the relay moves that file into the folder at start).
+pub(super) fn default_log(spool: &Path) -> PathBuf {
+    let dir = spool.join("tracking");
+    let old = spool.join(track::LIVE);
+    if !dir.exists() && old.exists() {
+        old
+    } else {
+        dir
+    }
+}
+
 /// What `mailflow track` searches for.
 pub(super) struct TrackArgs {
     pub log: PathBuf,
@@ -313,8 +331,13 @@ pub(super) fn track(a: TrackArgs) -> Exit {
                 .and_then(|i| serde_json::to_value(i).ok())
                 .and_then(|v| v.as_str().map(str::to_string))
                 .unwrap_or_default();
+            // An aggregated refusal names its first recipients and counts them all.
+            let more = match e.recipient_count {
+                Some(n) if n > e.recipient_address.len() => format!(" ... ({n} in all)"),
+                _ => String::new(),
+            };
             println!(
-                "{}  {:<9} {:<8} {}  from {}  to {}{}",
+                "{}  {:<9} {:<8} {}  from {}  to {}{more}{}",
                 e.date_time,
                 id,
                 e.source,

@@ -240,4 +240,6 @@ pub struct RelayOptions {
     /// Message data all sessions together may hold in memory; past it a message gets
     /// `452 4.3.1` ([`super::memory`]).
     pub max_message_memory: u64,
+    /// How the tracking log is rotated, capped and kept from the spool's space.
+    pub tracking: super::track::TrackLimits,
 }

@@ -4,8 +4,8 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 /// The relay's counters; shared by every session and the scheduler.
 #[derive(Debug, Default)]
@@ -30,6 +30,9 @@ pub struct Metrics {
     pub reloads_ok: AtomicU64,
     /// Rule set reloads that failed (the old table stayed).
     pub reloads_failed: AtomicU64,
+    /// Tracking-log events not written: short of space above the spool's floor and reserve,
+    /// a failed write, or a full backlog (shared with the tracking log's writer).
+    pub tracking_dropped: Arc<AtomicU64>,
     rule_hits: Mutex<BTreeMap<String, u64>>,
 }
 
@@ -126,6 +129,11 @@ impl Metrics {
             "reloads_failed_total",
             "Rule set reloads refused (the old rules stayed).",
             get(&self.reloads_failed),
+        );
+        counter(
+            "tracking_events_dropped_total",
+            "Tracking-log events not written (short of space above the spool's floor and reserve, a failed write, a full backlog).",
+            get(&self.tracking_dropped),
         );
         let _ = write!(
             out,

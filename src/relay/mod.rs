@@ -252,6 +252,14 @@ impl Relay {
             min_free_bytes: largest.saturating_mul(3) / 2,
             ..SpoolOptions::default()
         };
+        // MAIL is refused (452 4.3.1) below the floor plus the connector's message size; the
+        // tracking log stops a reserve above that for the largest connector (by default room
+        // for one more largest message), so logging never takes the space a message needs and
+        // mail is still taken for a while after the log has stopped.
+        let track_stop = spool_options
+            .min_free_bytes
+            .saturating_add(largest)
+            .saturating_add(options.tracking.reserve.unwrap_or(largest));
         let (spool, recovered) = Spool::open(&options.spool.join("queue"), spool_options)?;
         if !recovered.is_empty() {
             tracing::info!(
@@ -259,8 +267,14 @@ impl Relay {
                 recovered.len()
             );
         }
-        let tracker =
-            Tracker::open(&options.spool.join("tracking.log")).map_err(io_error("tracking log"))?;
+        let metrics = Metrics::default();
+        let tracker = Tracker::open(
+            &options.spool.join("tracking"),
+            options.tracking,
+            track_stop,
+            Arc::clone(&metrics.tracking_dropped),
+        )
+        .map_err(io_error("tracking log"))?;
         let resolver = match options.dns {
             Some(addr) => Resolver::with_nameserver(addr),
             None => Resolver::system().map_err(|e| RelayError::Resolver(e.to_string()))?,
@@ -297,7 +311,7 @@ impl Relay {
             roots,
             spool,
             tracker,
-            metrics: Metrics::default(),
+            metrics,
             hostname: options.hostname.clone(),
             wake: Notify::new(),
             plan: Mutex::new(plan::Plan::new(plan::Limits {
@@ -390,10 +404,13 @@ impl Relay {
         // The spool's writer stops when its last handle goes; close it explicitly when this
         // is the last one so every record is flushed.
         let spool = shared.spool.clone();
+        let tracker = shared.tracker.clone();
         drop(shared);
         if let Err(e) = spool.close().await {
             tracing::warn!("closing the spool: {e}");
         }
+        // The refusals being counted are written now, not lost with the process.
+        let _ = tokio::task::spawn_blocking(move || tracker.flush()).await;
     }
 }
 

@@ -5,7 +5,7 @@
 use super::Shared;
 use super::memory::Lease;
 use super::tls::{ClientCert, peer_name, trusted_for_oorg};
-use super::track::{Event, EventId};
+use super::track::{Event, EventId, Refusal};
 use crate::compile::Table;
 use crate::eval::{Envelope, Fate, Message, Verdict, evaluate, evaluate_recipients};
 use crate::model::{Address, InboundTls, ReceiveConnector};
@@ -743,18 +743,20 @@ impl Session {
             _ => None,
         });
         if let Some(r) = refused {
-            let mut e = Event::new(EventId::Fail, "SMTP");
-            e.client_ip = Some(self.peer.ip().to_string());
-            e.connector_id = Some(self.conn().name.value.clone());
-            e.sender_address = self.tx.mail_from.clone().flatten().map(|a| a.to_string());
-            e.recipient_address = vec![to.to_string()];
-            e.recipient_status = vec![format!(
-                "{} {} {}",
-                r.code,
-                r.enhanced.as_deref().unwrap_or_default(),
-                r.lines.join(" ")
-            )];
-            self.shared.tracker.log(e);
+            // Counted per client and reply, not written per RCPT: a flood of refusals must
+            // not fill the spool's disk (`track::refusals`).
+            self.shared.tracker.refused(Refusal {
+                client: self.peer.ip(),
+                connector: self.conn().name.value.clone(),
+                sender: self.tx.mail_from.clone().flatten().map(|a| a.to_string()),
+                recipient: to.to_string(),
+                status: format!(
+                    "{} {} {}",
+                    r.code,
+                    r.enhanced.as_deref().unwrap_or_default(),
+                    r.lines.join(" ")
+                ),
+            });
             return self.ok_or_close(r).await;
         }
         self.tx.rcpts.push((to, params));

@@ -1,12 +1,24 @@
 //! The message tracking log: one JSON line per event with Exchange's field names
 //! (`Get-MessageTrackingLog`), appended by one writer thread so sessions never wait on the
-//! disk; and the search behind `mailflow track`.
+//! disk, in a folder of files bounded in size and age ([`files`]), with refused recipients
+//! counted rather than written one by one ([`refusals`]); and the search behind
+//! `mailflow track`, across the rotated files.
 
+mod files;
+mod refusals;
+
+pub use files::{LIVE, TrackLimits, rotated_files};
+pub use refusals::Refusal;
+
+use files::LogFiles;
+use refusals::Refusals;
 use serde::{Deserialize, Serialize};
-use std::io::{BufRead, BufWriter, Write};
-use std::path::{Path, PathBuf};
+use std::io::BufRead;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Exchange's event ids, as it spells them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -136,56 +148,160 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
     (if m <= 2 { y + 1 } else { y }, m, d)
 }
 
+/// Events waiting for the writer, at most; past it an event is dropped and counted, so a
+/// disk slower than the traffic costs events, never the relay's memory.
+const BACKLOG: usize = 65_536;
+/// Messages the writer takes before it flushes and looks at the clock.
+const BATCH: usize = 4096;
+
+enum Msg {
+    Event(Box<Event>),
+    Refused(Refusal),
+    /// Write every count now, flush, and answer.
+    Flush(mpsc::SyncSender<()>),
+}
+
 /// The writer's handle: cheap to clone; events are queued and written in order by one thread.
 #[derive(Debug, Clone)]
 pub struct Tracker {
-    tx: Option<mpsc::Sender<Event>>,
+    tx: Option<mpsc::SyncSender<Msg>>,
+    dropped: Arc<AtomicU64>,
 }
 
 impl Tracker {
-    /// Opens (appends to) the log at `path`.
-    pub fn open(path: &Path) -> std::io::Result<Tracker> {
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)?;
-        let (tx, rx) = mpsc::channel::<Event>();
-        let path: PathBuf = path.to_path_buf();
+    /// Opens the log folder `dir` (creating it), bounded by `limits`. Nothing is written
+    /// while the file system has less than `stop_below` bytes free (the spool's floor plus
+    /// the reserve); events dropped for that, or for a full backlog, are added to `dropped`.
+    pub fn open(
+        dir: &Path,
+        limits: TrackLimits,
+        stop_below: u64,
+        dropped: Arc<AtomicU64>,
+    ) -> std::io::Result<Tracker> {
+        let mut files = LogFiles::open(
+            dir,
+            limits,
+            stop_below,
+            Arc::clone(&dropped),
+            SystemTime::now(),
+        )?;
+        // The log of earlier versions: one file beside the folder.
+        if let Some(old) = dir.parent().map(|p| p.join(LIVE)) {
+            if old.is_file() {
+                files.adopt(&old, SystemTime::now())?;
+            }
+        }
+        let (tx, rx) = mpsc::sync_channel::<Msg>(BACKLOG);
         std::thread::Builder::new()
             .name("tracking-log".into())
-            .spawn(move || {
-                let mut out = BufWriter::new(file);
-                while let Ok(first) = rx.recv() {
-                    let mut next = Some(first);
-                    while let Some(e) = next {
-                        if let Ok(line) = serde_json::to_string(&e) {
-                            if let Err(err) = writeln!(out, "{line}") {
-                                tracing::warn!("tracking log {}: {err}", path.display());
-                            }
-                        }
-                        next = rx.try_recv().ok();
-                    }
-                    // Flushed whenever the queue runs dry, so a reader sees every event soon
-                    // without a write per event under load.
-                    if let Err(err) = out.flush() {
-                        tracing::warn!("tracking log {}: {err}", path.display());
-                    }
-                }
-            })?;
-        Ok(Tracker { tx: Some(tx) })
+            .spawn(move || write_loop(&rx, files))?;
+        Ok(Tracker {
+            tx: Some(tx),
+            dropped,
+        })
     }
 
     /// A tracker that writes nothing.
     pub fn disabled() -> Tracker {
-        Tracker { tx: None }
+        Tracker {
+            tx: None,
+            dropped: Arc::default(),
+        }
+    }
+
+    fn send(&self, m: Msg) {
+        if let Some(tx) = &self.tx {
+            if let Err(mpsc::TrySendError::Full(_)) = tx.try_send(m) {
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+            }
+        }
     }
 
     /// Queues one event.
     pub fn log(&self, e: Event) {
+        self.send(Msg::Event(Box::new(e)));
+    }
+
+    /// Counts one refused recipient (see [`refusals`]).
+    pub fn refused(&self, r: Refusal) {
+        self.send(Msg::Refused(r));
+    }
+
+    /// Writes what is counted and buffered, and waits (up to 10 s) until it is written: at
+    /// shutdown, so no count is lost.
+    pub fn flush(&self) {
         if let Some(tx) = &self.tx {
-            let _ = tx.send(e);
+            let (ack, done) = mpsc::sync_channel(1);
+            if tx.send(Msg::Flush(ack)).is_ok() {
+                let _ = done.recv_timeout(Duration::from_secs(10));
+            }
         }
     }
+}
+
+fn write_event(files: &mut LogFiles, e: &Event, now: SystemTime) {
+    if let Ok(mut line) = serde_json::to_vec(e) {
+        line.push(b'\n');
+        files.write(&line, now);
+    }
+}
+
+/// The writer thread: takes what is queued in batches, flushes whenever the queue runs dry
+/// (a reader sees every event soon, without a write per event under load), writes the
+/// counts that are due, and rotates and deletes by age even when nothing comes.
+fn write_loop(rx: &mpsc::Receiver<Msg>, mut files: LogFiles) {
+    let mut refusals = Refusals::default();
+    let mut last_tick = SystemTime::now();
+    loop {
+        let wait = if refusals.is_empty() {
+            Duration::from_secs(60)
+        } else {
+            Duration::from_secs(1)
+        };
+        let mut next = match rx.recv_timeout(wait) {
+            Ok(m) => Some(m),
+            Err(mpsc::RecvTimeoutError::Timeout) => None,
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        };
+        let mut acks = Vec::new();
+        let mut taken = 0;
+        while let Some(m) = next {
+            let now = SystemTime::now();
+            match m {
+                Msg::Event(e) => write_event(&mut files, &e, now),
+                Msg::Refused(r) => refusals.add(r, now),
+                Msg::Flush(ack) => {
+                    for e in refusals.drain() {
+                        write_event(&mut files, &e, now);
+                    }
+                    acks.push(ack);
+                }
+            }
+            taken += 1;
+            next = if taken < BATCH {
+                rx.try_recv().ok()
+            } else {
+                None
+            };
+        }
+        let now = SystemTime::now();
+        for e in refusals.due(now) {
+            write_event(&mut files, &e, now);
+        }
+        files.flush(now);
+        if now.duration_since(last_tick).unwrap_or_default() >= Duration::from_secs(60) {
+            files.tick(now);
+            last_tick = now;
+        }
+        for ack in acks {
+            let _ = ack.send(());
+        }
+    }
+    let now = SystemTime::now();
+    for e in refusals.drain() {
+        write_event(&mut files, &e, now);
+    }
+    files.flush(now);
 }
 
 /// What `mailflow track` looks for; every given field must match.
@@ -227,16 +343,49 @@ impl Query {
     }
 }
 
-/// Every event in the log at `path` that `q` matches, in order. Lines that are not events
-/// (a torn last line after a crash) are skipped.
+/// Every event in the log at `path` that `q` matches, in order. `path` is the log's folder
+/// (the rotated files oldest first, then the live file) or one file of it. Lines that are not
+/// events (a torn last line after a crash) are skipped.
 pub fn search(path: &Path, q: &Query) -> std::io::Result<Vec<Event>> {
+    use std::os::unix::fs::MetadataExt;
+    let mut found = Vec::new();
+    if !std::fs::metadata(path)?.is_dir() {
+        search_in(crate::input::open_regular(path)?, q, &mut found)?;
+        return Ok(found);
+    }
+    let open = |p: &Path| match crate::input::open_regular(p) {
+        Ok(f) => Ok(Some(f)),
+        // Rotated away or deleted since the folder was listed.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    };
+    // The live file is opened before the folder is listed, so a rotation in between shows as
+    // a rotated file; one that happens after is the file already open, read last.
+    let live = open(&path.join(LIVE))?;
+    let live_id = match &live {
+        Some(f) => f.metadata().map(|m| Some((m.dev(), m.ino())))?,
+        None => None,
+    };
+    for p in rotated_files(path)? {
+        let Some(f) = open(&p)? else { continue };
+        let m = f.metadata()?;
+        if Some((m.dev(), m.ino())) != live_id {
+            search_in(f, q, &mut found)?;
+        }
+    }
+    if let Some(f) = live {
+        search_in(f, q, &mut found)?;
+    }
+    Ok(found)
+}
+
+fn search_in(file: std::fs::File, q: &Query, found: &mut Vec<Event>) -> std::io::Result<()> {
     use std::io::Read;
     // A regular file only (a FIFO would block), read a line at a time with each line bounded:
     // an event is a few hundred bytes, so a longer line (or `/dev/zero`-like input with no
     // newline) is skipped as not an event instead of filling memory.
     const MAX_LINE: u64 = 1 << 20;
-    let mut input = std::io::BufReader::new(crate::input::open_regular(path)?);
-    let mut found = Vec::new();
+    let mut input = std::io::BufReader::new(file);
     let mut line = Vec::new();
     loop {
         line.clear();
@@ -270,8 +419,7 @@ pub fn search(path: &Path, q: &Query) -> std::io::Result<Vec<Event>> {
             }
         }
     }
-    // Events of one message in the order they happened, messages by their first event.
-    Ok(found)
+    Ok(())
 }
 
 #[cfg(test)]

@@ -28,20 +28,21 @@ pub struct Relay {
 
 impl Relay {
     pub fn start(rules: &Path, spool: &Path, args: &[String]) -> Relay {
-        Relay::start_with_stderr(rules, spool, args, Stdio::inherit())
+        Relay::start_logged(rules, spool, args, None)
     }
 
-    /// As [`Relay::start`], its log (errors only) appended to the file `log`.
-    pub fn start_logging(rules: &Path, spool: &Path, args: &[String], log: &Path) -> Relay {
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(log)
-            .unwrap();
-        Relay::start_with_stderr(rules, spool, args, Stdio::from(file))
-    }
-
-    fn start_with_stderr(rules: &Path, spool: &Path, args: &[String], stderr: Stdio) -> Relay {
+    /// As [`Relay::start`], with its log (stderr, at `--log error`) appended to `log`.
+    pub fn start_logged(rules: &Path, spool: &Path, args: &[String], log: Option<&Path>) -> Relay {
+        let stderr = match log {
+            Some(path) => Stdio::from(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                    .unwrap(),
+            ),
+            None => Stdio::inherit(),
+        };
         let mut child = Command::new(BIN)
             .arg("relay")
             .arg(rules)
@@ -265,6 +266,18 @@ impl Fixture<'_> {
         extra: &[&str],
         sink: super::sink::SinkOptions,
     ) -> (Relay, super::sink::Sink, super::tls::TestCa) {
+        self.start_logged(tmp, edit, extra, sink, None).await
+    }
+
+    /// As [`Fixture::start_with`], with the relay's log written to `log`.
+    pub async fn start_logged(
+        &self,
+        tmp: &Path,
+        edit: impl Fn(String) -> String,
+        extra: &[&str],
+        sink: super::sink::SinkOptions,
+        log: Option<&Path>,
+    ) -> (Relay, super::sink::Sink, super::tls::TestCa) {
         let ca = super::tls::TestCa::new();
         ca.issue(&["mx.example.com"]).write(tmp, "edge");
         std::fs::write(tmp.join("ca.pem"), &ca.cert_pem).unwrap();
@@ -288,7 +301,7 @@ impl Fixture<'_> {
             args.extend([s("--smart-host"), format!("{c}={}", sink.addr)]);
         }
         args.extend(extra.iter().map(|a| a.to_string()));
-        let relay = Relay::start(&rules, &tmp.join("spool"), &args);
+        let relay = Relay::start_logged(&rules, &tmp.join("spool"), &args, log);
         (relay, sink, ca)
     }
 }
