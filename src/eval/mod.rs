@@ -69,6 +69,11 @@ pub struct RecipientVerdict {
     pub address: Address,
     /// What becomes of it.
     pub fate: Fate,
+    /// Delivered, but no object here knows the address and its internal-relay domain has
+    /// `verify-recipients`: before accepting it, the relay asks the send connector's next hop
+    /// whether it takes the address (the evaluator does no I/O; `relay::verify` does).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub verify: bool,
 }
 
 /// The stage a trace line belongs to.
