@@ -59,7 +59,8 @@ enum Command {
     /// Check a rule set and write it as a compiled table the relay can start from.
     Compile(CompileArgs),
     /// Run the SMTP relay: receive, evaluate, queue durably and deliver.
-    Relay(RelayArgs),
+    // Boxed: its options outweigh every other command's many times over.
+    Relay(Box<RelayArgs>),
     /// Make a running relay recompile its rules (the old rules stay on any error).
     Reload(ReloadArgs),
     /// Search the message tracking log.
@@ -215,6 +216,8 @@ struct RelayArgs {
     /// spent gets `452 4.3.1` and the client tries again later.
     #[arg(long, default_value = "256MB", value_parser = relay::parse_size)]
     max_message_memory: u64,
+    #[command(flatten)]
+    verify: relay::VerifyArgs,
     /// Log filter (RUST_LOG syntax), when RUST_LOG is unset.
     #[arg(long, default_value = "info")]
     log: String,
@@ -448,27 +451,31 @@ pub fn run(cli: Cli) -> Exit {
             format: a.format,
             allow_path: a.allow_path,
         }),
-        Command::Relay(a) => relay::run(relay::RelayArgs {
-            rules: a.rules,
-            spool: a.spool,
-            hostname: a.hostname,
-            listen: a.listen,
-            remote: a.remote,
-            smart_host: a.smart_host,
-            dns: a.dns,
-            mx_port: a.mx_port,
-            ca_file: a.ca_file,
-            admin: a.admin,
-            retry_min: a.retry_min,
-            retry_max: a.retry_max,
-            lifetime: a.lifetime,
-            queue_interval: a.queue_interval,
-            smtp_timeout: a.smtp_timeout,
-            max_connections: a.max_connections,
-            max_message_memory: a.max_message_memory,
-            log: a.log,
-            allow_path: a.allow_path,
-        }),
+        Command::Relay(a) => {
+            let a = *a;
+            relay::run(relay::RelayArgs {
+                rules: a.rules,
+                spool: a.spool,
+                hostname: a.hostname,
+                listen: a.listen,
+                remote: a.remote,
+                smart_host: a.smart_host,
+                dns: a.dns,
+                mx_port: a.mx_port,
+                ca_file: a.ca_file,
+                admin: a.admin,
+                retry_min: a.retry_min,
+                retry_max: a.retry_max,
+                lifetime: a.lifetime,
+                queue_interval: a.queue_interval,
+                smtp_timeout: a.smtp_timeout,
+                max_connections: a.max_connections,
+                max_message_memory: a.max_message_memory,
+                verify: a.verify,
+                log: a.log,
+                allow_path: a.allow_path,
+            })
+        }
         Command::Reload(a) => relay::reload(a.admin, &a.spool),
         Command::Track(a) => relay::track(relay::TrackArgs {
             log: a.log.unwrap_or_else(|| a.spool.join("tracking.log")),

@@ -229,4 +229,6 @@ pub struct RelayOptions {
     /// Message data all sessions together may hold in memory; past it a message gets
     /// `452 4.3.1` ([`super::memory`]).
     pub max_message_memory: u64,
+    /// Bounds of recipient verification (`verify-recipients`, [`super::verify`]).
+    pub verify: super::verify::VerifyOptions,
 }

@@ -725,7 +725,7 @@ impl Session {
                 .await;
         };
         let verdict = evaluate_recipients(&self.table, &self.envelope(vec![to.clone()]));
-        let refused = verdict.recipients.iter().find_map(|r| match &r.fate {
+        let mut refused = verdict.recipients.iter().find_map(|r| match &r.fate {
             Fate::Reject {
                 code,
                 enhanced,
@@ -733,6 +733,10 @@ impl Session {
             } => Some(Reply::new(*code, enhanced, text.clone())),
             _ => None,
         });
+        if refused.is_none() {
+            // `verify-recipients`: the next hop is asked before the recipient is accepted.
+            refused = super::verify::refusal(&self.shared, &self.table, &verdict).await;
+        }
         if let Some(r) = refused {
             let mut e = Event::new(EventId::Fail, "SMTP");
             e.client_ip = Some(self.peer.ip().to_string());
