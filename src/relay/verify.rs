@@ -101,7 +101,9 @@ async fn verify(
     address: &Address,
 ) -> Option<Reply> {
     let v = &shared.verifier;
-    let key = format!("{connector}\0{address}");
+    // Case-insensitive, as every lookup of the organization's addresses: `NoBody@` is not a
+    // new address to probe.
+    let key = format!("{connector}\0{}", address.key());
     let known = lock(&v.cache).get(&key, Instant::now());
     let accepted = match known {
         Some(accepted) => accepted,
