@@ -13,6 +13,7 @@ use std::time::Instant;
 use support::raw::Raw;
 use support::relay::*;
 use support::sink::{SeenRcpt, Sink, SinkOptions};
+use support::tls::{TestCa, self_signed, server_config};
 
 const RULES: &str = "tests/fixtures/relay/verify.mailflow";
 
@@ -26,6 +27,10 @@ fn tenant_hop() -> SinkOptions {
 }
 
 fn start(tmp: &Path, sink: &Sink, down: u16, extra: &[&str]) -> Relay {
+    start_rules(&root().join(RULES), tmp, sink, down, extra)
+}
+
+fn start_rules(rules: &Path, tmp: &Path, sink: &Sink, down: u16, extra: &[&str]) -> Relay {
     let mut args = vec![
         s("--listen"),
         s("Internet=127.0.0.1:0"),
@@ -41,7 +46,7 @@ fn start(tmp: &Path, sink: &Sink, down: u16, extra: &[&str]) -> Relay {
         s("1s"),
     ];
     args.extend(extra.iter().map(|a| a.to_string()));
-    Relay::start(&root().join(RULES), &tmp.join("spool"), &args)
+    Relay::start(rules, &tmp.join("spool"), &args)
 }
 
 /// The probes the sink has seen for `address`: RCPTs in a transaction from the null sender.
@@ -238,5 +243,55 @@ async fn a_rcpt_flood_is_bounded_in_probes_and_in_remembered_answers() {
             2,
             "{name}"
         );
+    }
+}
+
+/// The probe talks to the hop as a delivery would: with the send connector's `tls required`
+/// and `tls-name`, a hop whose certificate verifies is probed over TLS; one whose certificate
+/// does not verify is not asked in the clear, and the recipient gets `450 4.1.1`.
+#[tokio::test]
+async fn the_probe_uses_the_send_connectors_tls_settings() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ca = TestCa::new();
+    std::fs::write(tmp.path().join("ca.pem"), &ca.cert_pem).unwrap();
+    let text = std::fs::read_to_string(root().join(RULES))
+        .unwrap()
+        .replace(
+            "  smart-host tenant-host.invalid\n",
+            "  smart-host tenant-host.invalid\n  tls required\n  tls-name mailbox.tenant.example\n",
+        );
+    assert!(text.contains("tls-name mailbox.tenant.example"));
+    let rules = tmp.path().join("verify-tls.mailflow");
+    std::fs::write(&rules, text).unwrap();
+    let ca_file = tmp.path().join("ca.pem").display().to_string();
+
+    for (trusted, pem) in [
+        (true, ca.issue(&["mailbox.tenant.example"])),
+        (false, self_signed(&["mailbox.tenant.example"])),
+    ] {
+        let sink = Sink::start(tenant_hop().tls(server_config(&pem, None))).await;
+        let run = tmp
+            .path()
+            .join(if trusted { "trusted" } else { "untrusted" });
+        std::fs::create_dir_all(&run).unwrap();
+        let relay = start_rules(&rules, &run, &sink, dead_port(), &["--ca-file", &ca_file]);
+        let mut c = session(&relay, "someone@example.org").await;
+        let alice = c.cmd("RCPT TO:<alice@tenant.example>").await;
+        let nobody = c.cmd("RCPT TO:<nobody@tenant.example>").await;
+        assert_eq!(c.cmd("QUIT").await.code, 221);
+        let seen = sink.rcpts_seen();
+        if trusted {
+            assert_eq!(alice.status(), "250 2.1.5", "{alice:?}");
+            assert_eq!(nobody.status(), "550 5.1.1", "{nobody:?}");
+            assert_eq!(seen.len(), 2, "{seen:?}");
+            assert!(
+                seen.iter().all(|r| r.tls && r.mail_from.is_empty()),
+                "{seen:?}"
+            );
+        } else {
+            assert_eq!(alice.status(), "450 4.1.1", "{alice:?}");
+            assert_eq!(nobody.status(), "450 4.1.1", "{nobody:?}");
+            assert!(seen.is_empty(), "asked in the clear: {seen:?}");
+        }
     }
 }

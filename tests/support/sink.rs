@@ -110,6 +110,8 @@ pub struct SeenRcpt {
     pub address: String,
     /// The code the sink answered.
     pub code: u16,
+    /// It came over TLS.
+    pub tls: bool,
 }
 
 /// A running sink; stops when dropped.
@@ -324,6 +326,7 @@ async fn session<S: AsyncRead + AsyncWrite + Unpin>(
                         mail_from: tx.mail_from.clone(),
                         address: path.clone(),
                         code: reply.get(..3).and_then(|c| c.parse().ok()).unwrap_or(0),
+                        tls: tx.tls,
                     });
                     if reply.starts_with('2') {
                         tx.rcpts.push(path);
