@@ -295,3 +295,57 @@ async fn the_probe_uses_the_send_connectors_tls_settings() {
         }
     }
 }
+
+/// Probes at once are bounded: with `--verify-concurrency 2` and a next hop that accepts
+/// connections and never speaks, two probes wait on it while a third and fourth RCPT get
+/// `450 4.1.1` at once, without a connection; the waiting two get `450 4.1.1` when
+/// `--verify-timeout` ends them, long before a client's own RCPT timeout.
+#[tokio::test]
+async fn probes_at_once_are_bounded_and_a_stalled_hop_ends_in_450() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let tmp = tempfile::tempdir().unwrap();
+    let sink = Sink::start(tenant_hop()).await;
+    let stall = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = stall.local_addr().unwrap().port();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&accepted);
+    let _stalling = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((tcp, _)) = stall.accept().await {
+            counter.fetch_add(1, Ordering::SeqCst);
+            held.push(tcp);
+        }
+    });
+    let relay = start(
+        tmp.path(),
+        &sink,
+        port,
+        &["--verify-concurrency", "2", "--verify-timeout", "3s"],
+    );
+
+    let mut waiting = Vec::new();
+    for i in 0..2 {
+        let mut c = session(&relay, "someone@example.org").await;
+        c.send(format!("RCPT TO:<user{i}@down.example>\r\n")).await;
+        waiting.push(c);
+    }
+    assert!(
+        wait_until(20, || accepted.load(Ordering::SeqCst) == 2).await,
+        "{} probes reached the stalled hop",
+        accepted.load(Ordering::SeqCst)
+    );
+    for i in 2..4 {
+        let mut c = session(&relay, "someone@example.org").await;
+        let r = c.cmd(&format!("RCPT TO:<user{i}@down.example>")).await;
+        assert_eq!(r.status(), "450 4.1.1", "{r:?}");
+        assert_eq!(c.cmd("QUIT").await.code, 221);
+    }
+    assert_eq!(accepted.load(Ordering::SeqCst), 2);
+    for mut c in waiting {
+        let r = c.reply().await.unwrap();
+        assert_eq!(r.status(), "450 4.1.1", "{r:?}");
+        assert_eq!(c.cmd("QUIT").await.code, 221);
+    }
+    assert!(relay.track(&["--event", "RECEIVE"]).is_empty());
+}
