@@ -41,12 +41,14 @@ pub enum Item {
     Include(Text),
     /// `import rewrites "path.csv"`.
     ImportRewrites(Text),
-    /// `accepted-domain example.com internal-relay`.
+    /// `accepted-domain example.com internal-relay [verify-recipients]`.
     AcceptedDomain {
         /// The domain or `*.domain`.
         domain: Text,
         /// The type word, if given.
         kind: Option<Text>,
+        /// The `verify-recipients` keyword, when present.
+        verify: Option<Span>,
         /// The whole line.
         span: Span,
     },

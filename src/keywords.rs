@@ -70,7 +70,7 @@ keywords! {
         "Reads address rewrite entries from an Exchange rewrite CSV export (`Name,InternalAddress,ExternalAddress,ExceptionList,OutboundOnly`).";
     "rewrites", Item, "import rewrites \"PATH.csv\"",
         "Follows `import`: the CSV file holds address rewrite entries.";
-    "accepted-domain", Item, "accepted-domain DOMAIN [authoritative | internal-relay | external-relay]",
+    "accepted-domain", Item, "accepted-domain DOMAIN [authoritative | internal-relay | external-relay] [verify-recipients]",
         "A domain this server accepts mail for (`New-AcceptedDomain`).";
     "receive-connector", Item, "receive-connector \"NAME\" { SETTING VALUE, ... }",
         "Where and from whom the relay accepts SMTP connections, and what those clients may do.";
@@ -260,6 +260,8 @@ keywords! {
         "Some recipients live elsewhere in the organization; unknown addresses are relayed.";
     "external-relay", Value, "accepted-domain DOMAIN external-relay",
         "The recipients are outside the organization; mail is accepted and relayed.";
+    "verify-recipients", Value, "accepted-domain DOMAIN internal-relay verify-recipients",
+        "Before accepting a recipient of this internal-relay domain that no object here knows, the relay asks the next hop (`MAIL FROM:<>`, `RCPT TO`) and refuses it with `550 5.1.1` when the hop does (Postfix's `reject_unverified_recipient`): no backscatter.";
     "enforce", Value, "mode enforce",
         "The rule acts (the default).";
     "audit", Value, "mode audit",

@@ -310,6 +310,9 @@ pub struct AcceptedDomain {
     pub domain: Spanned<DomainPattern>,
     /// Its type.
     pub kind: DomainKind,
+    /// `verify-recipients`: the relay asks the next hop about a recipient no object here
+    /// knows before it accepts it (internal-relay domains only; see `relay::verify`).
+    pub verify_recipients: Option<Span>,
     /// The whole line.
     pub span: Span,
 }

@@ -251,6 +251,8 @@ struct RelayArgs {
     /// max-message-size); default: the largest max-message-size.
     #[arg(long, value_parser = relay::parse_size)]
     tracking_log_reserve: Option<u64>,
+    #[command(flatten)]
+    verify: relay::VerifyArgs,
     /// Log filter (RUST_LOG syntax), when RUST_LOG is unset.
     #[arg(long, default_value = "info")]
     log: String,
@@ -514,6 +516,7 @@ pub fn run(cli: Cli) -> Exit {
                 max_age: a.tracking_log_max_age,
                 reserve: a.tracking_log_reserve,
             },
+            verify: a.verify,
             log: a.log,
             allow_path: a.allow_path,
         }),

@@ -7,6 +7,7 @@ use mailflow::relay::config::{
     Overrides, RelayOptions, parse_range, parse_smart_host, split_override,
 };
 use mailflow::relay::track::{self, EventId, Query};
+use mailflow::relay::verify::{MAX_TIMEOUT as MAX_VERIFY_TIMEOUT, VerifyOptions};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -48,6 +49,52 @@ pub(super) fn parse_size(s: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("`{s}`: not a size"))
 }
 
+/// The bounds of recipient verification (`verify-recipients` in the rules).
+#[derive(Debug, clap::Args)]
+pub(super) struct VerifyArgs {
+    /// Recipient verification: answers remembered at most (the oldest goes first).
+    #[arg(long, default_value_t = 50_000)]
+    verify_cache_size: usize,
+    /// Recipient verification: how long a recipient the next hop accepted is remembered.
+    #[arg(long, default_value = "1d", value_parser = parse_duration)]
+    verify_positive_ttl: Duration,
+    /// Recipient verification: how long a recipient the next hop refused is remembered.
+    #[arg(long, default_value = "1h", value_parser = parse_duration)]
+    verify_negative_ttl: Duration,
+    /// Recipient verification: probes started per second at most; past it `450 4.1.1`.
+    #[arg(long, default_value_t = 20)]
+    verify_rate: u32,
+    /// Recipient verification: probes in progress at once at most; past it `450 4.1.1`.
+    #[arg(long, default_value_t = 8)]
+    verify_concurrency: u32,
+    /// Recipient verification: the longest a probe may take (at most 60s, well under the
+    /// 5 minutes a client waits for a RCPT reply); past it `450 4.1.1`.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    verify_timeout: Duration,
+}
+
+impl VerifyArgs {
+    fn options(&self) -> Result<VerifyOptions, String> {
+        if self.verify_timeout.is_zero() || self.verify_timeout > MAX_VERIFY_TIMEOUT {
+            return Err(format!(
+                "--verify-timeout must be more than 0 and at most {}s",
+                MAX_VERIFY_TIMEOUT.as_secs()
+            ));
+        }
+        if self.verify_rate == 0 || self.verify_concurrency == 0 {
+            return Err("--verify-rate and --verify-concurrency must be at least 1".into());
+        }
+        Ok(VerifyOptions {
+            cache_size: self.verify_cache_size,
+            positive_ttl: self.verify_positive_ttl,
+            negative_ttl: self.verify_negative_ttl,
+            rate: self.verify_rate,
+            concurrency: self.verify_concurrency,
+            timeout: self.verify_timeout,
+        })
+    }
+}
+
 /// Everything the relay subcommand takes.
 pub(super) struct RelayArgs {
     pub rules: PathBuf,
@@ -73,6 +120,7 @@ pub(super) struct RelayArgs {
     pub max_connections: u32,
     pub max_message_memory: u64,
     pub tracking: track::TrackLimits,
+    pub verify: VerifyArgs,
     pub log: String,
 }
 
@@ -137,6 +185,13 @@ pub(super) fn run(a: RelayArgs) -> Exit {
             return Exit::Error;
         }
     };
+    let verify = match a.verify.options() {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Exit::Error;
+        }
+    };
     let options = RelayOptions {
         rules: a.rules.clone(),
         overrides,
@@ -161,6 +216,7 @@ pub(super) fn run(a: RelayArgs) -> Exit {
         max_connections: a.max_connections,
         max_message_memory: a.max_message_memory,
         tracking: a.tracking,
+        verify,
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -3,11 +3,19 @@
 use crate::model::{AcceptedDomain, DomainKind, DomainPattern};
 use rustc_hash::FxHashMap as HashMap;
 
+/// What the table keeps per accepted domain.
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    kind: DomainKind,
+    /// `verify-recipients` on an internal-relay domain (elsewhere it means nothing: W023).
+    verify: bool,
+}
+
 /// The compiled accepted domains.
 #[derive(Debug, Default)]
 pub struct DomainTable {
-    exact: HashMap<String, DomainKind>,
-    wildcard: HashMap<String, DomainKind>,
+    exact: HashMap<String, Entry>,
+    wildcard: HashMap<String, Entry>,
     /// Where a bare `postmaster` belongs: see [`DomainTable::postmaster_domain`].
     postmaster: Option<String>,
 }
@@ -25,12 +33,16 @@ impl DomainTable {
         t.postmaster = first(&[DomainKind::Authoritative])
             .or_else(|| first(&[DomainKind::InternalRelay, DomainKind::ExternalRelay]));
         for d in domains {
+            let entry = Entry {
+                kind: d.kind,
+                verify: d.kind == DomainKind::InternalRelay && d.verify_recipients.is_some(),
+            };
             match &d.domain.value {
                 DomainPattern::Exact(n) => {
-                    t.exact.entry(n.clone()).or_insert(d.kind);
+                    t.exact.entry(n.clone()).or_insert(entry);
                 }
                 DomainPattern::Wildcard(n) => {
-                    t.wildcard.entry(n.clone()).or_insert(d.kind);
+                    t.wildcard.entry(n.clone()).or_insert(entry);
                 }
             }
         }
@@ -47,13 +59,24 @@ impl DomainTable {
     /// The type of the accepted domain covering `domain` (lowercase), if any: an exact entry,
     /// else the wildcard with the longest matching suffix (`*.contoso.com` covers contoso.com).
     pub fn kind(&self, domain: &str) -> Option<DomainKind> {
-        if let Some(k) = self.exact.get(domain) {
-            return Some(*k);
+        self.entry(domain).map(|e| e.kind)
+    }
+
+    /// Whether recipients of `domain` (lowercase) that no object here knows are verified
+    /// with the next hop before they are accepted: its accepted domain is internal-relay
+    /// with `verify-recipients`.
+    pub fn verifies(&self, domain: &str) -> bool {
+        self.entry(domain).is_some_and(|e| e.verify)
+    }
+
+    fn entry(&self, domain: &str) -> Option<Entry> {
+        if let Some(e) = self.exact.get(domain) {
+            return Some(*e);
         }
         let mut suffix = domain;
         loop {
-            if let Some(k) = self.wildcard.get(suffix) {
-                return Some(*k);
+            if let Some(e) = self.wildcard.get(suffix) {
+                return Some(*e);
             }
             suffix = suffix.split_once('.')?.1;
         }
@@ -78,6 +101,21 @@ mod tests {
             Some(DomainKind::ExternalRelay)
         );
         assert_eq!(t.kind("example.org"), None);
+    }
+
+    #[test]
+    fn only_internal_relay_domains_verify_recipients() {
+        let report = crate::check::check_text(
+            "t.mailflow",
+            "accepted-domain example.com verify-recipients\naccepted-domain *.t.example internal-relay verify-recipients\naccepted-domain u.example internal-relay\naccepted-domain p.example external-relay verify-recipients\n",
+        );
+        let t = DomainTable::new(&report.rule_sets[0].rules.accepted_domains);
+        assert!(t.verifies("a.t.example"));
+        assert!(t.verifies("t.example"));
+        assert!(!t.verifies("u.example"));
+        assert!(!t.verifies("example.com"));
+        assert!(!t.verifies("p.example"));
+        assert!(!t.verifies("example.org"));
     }
 
     #[test]

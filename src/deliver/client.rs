@@ -334,14 +334,14 @@ impl<'a> Plan<'a> {
 
 /// A reason not to deliver, as a reply.
 #[derive(Debug, Clone)]
-struct Failure {
-    code: u16,
-    enhanced: String,
-    text: String,
+pub(super) struct Failure {
+    pub(super) code: u16,
+    pub(super) enhanced: String,
+    pub(super) text: String,
 }
 
 impl Failure {
-    fn new(code: u16, enhanced: &str, text: impl Into<String>) -> Failure {
+    pub(super) fn new(code: u16, enhanced: &str, text: impl Into<String>) -> Failure {
         Failure {
             code,
             enhanced: enhanced.to_string(),
@@ -377,7 +377,7 @@ impl Failure {
         }
     }
 
-    fn io(context: &str, e: &HopError) -> Failure {
+    pub(super) fn io(context: &str, e: &HopError) -> Failure {
         Failure::new(451, "4.4.2", format!("{context}: {e}"))
     }
 }
@@ -391,7 +391,7 @@ enum HopResult {
 
 /// A failure talking to one server.
 #[derive(Debug, thiserror::Error)]
-enum HopError {
+pub(super) enum HopError {
     #[error("{0}")]
     Io(#[from] io::Error),
     #[error("timed out")]
@@ -400,24 +400,27 @@ enum HopError {
     Protocol(String),
 }
 
-async fn try_addr(
+/// Connects to one address of a hop and makes the session ready for MAIL: greeting,
+/// EHLO (HELO as a fallback), STARTTLS as the policy asks and EHLO again. Returns the session
+/// and the extensions offered, or why this address is of no use (try the next one). Shared
+/// by deliveries and recipient probes ([`super::probe`]), so both talk to a hop alike.
+pub(super) async fn open(
     cfg: &ClientConfig,
     hop: &Hop,
     addr: SocketAddr,
-    plan: &Plan<'_>,
     tls_out: &mut Option<String>,
-) -> HopResult {
+) -> Result<(Session, HashMap<String, String>), Failure> {
     let tcp = match tokio::time::timeout(cfg.connect_timeout, TcpStream::connect(addr)).await {
         Ok(Ok(tcp)) => tcp,
         Ok(Err(e)) => {
-            return HopResult::Next(Failure::new(
+            return Err(Failure::new(
                 451,
                 "4.4.1",
                 format!("connect to {addr}: {e}"),
             ));
         }
         Err(_) => {
-            return HopResult::Next(Failure::new(
+            return Err(Failure::new(
                 451,
                 "4.4.1",
                 format!("connect to {addr}: timed out"),
@@ -433,7 +436,7 @@ async fn try_addr(
         ($e:expr, $ctx:expr) => {
             match $e {
                 Ok(v) => v,
-                Err(e) => return HopResult::Next(Failure::io($ctx, &e)),
+                Err(e) => return Err(Failure::io($ctx, &e)),
             }
         };
     }
@@ -441,12 +444,12 @@ async fn try_addr(
     let greeting = next_on_err!(s.read_reply(t).await, "greeting");
     if !greeting.positive() {
         s.quit().await;
-        return HopResult::Next(Failure::from_reply(&greeting, "greeting"));
+        return Err(Failure::from_reply(&greeting, "greeting"));
     }
     let mut ext = match s.hello(&cfg.helo, t).await {
         Ok(Ok(ext)) => ext,
-        Ok(Err(f)) => return HopResult::Next(f),
-        Err(e) => return HopResult::Next(Failure::io("EHLO", &e)),
+        Ok(Err(f)) => return Err(f),
+        Err(e) => return Err(Failure::io("EHLO", &e)),
     };
 
     let offers_tls = ext.contains_key("STARTTLS");
@@ -456,7 +459,7 @@ async fn try_addr(
         OutboundTls::Required => {
             if !offers_tls {
                 s.quit().await;
-                return HopResult::Next(Failure::new(
+                return Err(Failure::new(
                     454,
                     "4.7.5",
                     "TLS is required, but the server does not offer STARTTLS",
@@ -470,7 +473,7 @@ async fn try_addr(
         if !reply.positive() {
             if cfg.tls == OutboundTls::Required {
                 s.quit().await;
-                return HopResult::Next(Failure::from_reply(&reply, "STARTTLS").tls_failure());
+                return Err(Failure::from_reply(&reply, "STARTTLS").tls_failure());
             }
             // Opportunistic: the server declined, the session is still clean plaintext.
         } else {
@@ -479,21 +482,41 @@ async fn try_addr(
             s = match s.starttls(cfg, verify, name, addr.ip()).await {
                 Ok(s) => s,
                 Err(e) => {
-                    return HopResult::Next(Failure::new(
-                        454,
-                        "4.7.5",
-                        format!("TLS with {name}: {e}"),
-                    ));
+                    return Err(Failure::new(454, "4.7.5", format!("TLS with {name}: {e}")));
                 }
             };
             *tls_out = s.tls_description();
             // RFC 3207 4.2: forget what the server said before TLS.
             ext = match s.hello(&cfg.helo, t).await {
                 Ok(Ok(ext)) => ext,
-                Ok(Err(f)) => return HopResult::Next(f),
-                Err(e) => return HopResult::Next(Failure::io("EHLO after STARTTLS", &e)),
+                Ok(Err(f)) => return Err(f),
+                Err(e) => return Err(Failure::io("EHLO after STARTTLS", &e)),
             };
         }
+    }
+
+    Ok((s, ext))
+}
+
+async fn try_addr(
+    cfg: &ClientConfig,
+    hop: &Hop,
+    addr: SocketAddr,
+    plan: &Plan<'_>,
+    tls_out: &mut Option<String>,
+) -> HopResult {
+    let (mut s, ext) = match open(cfg, hop, addr, tls_out).await {
+        Ok(x) => x,
+        Err(f) => return HopResult::Next(f),
+    };
+    let t = cfg.command_timeout;
+    macro_rules! next_on_err {
+        ($e:expr, $ctx:expr) => {
+            match $e {
+                Ok(v) => v,
+                Err(e) => return HopResult::Next(Failure::io($ctx, &e)),
+            }
+        };
     }
 
     let all = |f: &Failure| -> Vec<(usize, RcptOutcome)> {
@@ -719,18 +742,18 @@ pub(crate) fn encode_data(body: &[u8]) -> Vec<u8> {
 
 /// One SMTP reply.
 #[derive(Debug, Clone)]
-struct Reply {
-    code: u16,
+pub(super) struct Reply {
+    pub(super) code: u16,
     lines: Vec<String>,
 }
 
 impl Reply {
-    fn positive(&self) -> bool {
+    pub(super) fn positive(&self) -> bool {
         (200..300).contains(&self.code)
     }
 
     /// The enhanced status code of the first line (RFC 2034), else `c.0.0`.
-    fn enhanced(&self) -> String {
+    pub(super) fn enhanced(&self) -> String {
         let class = self.code / 100;
         self.lines
             .first()
@@ -740,7 +763,7 @@ impl Reply {
     }
 
     /// The text, enhanced codes removed, lines joined.
-    fn text(&self) -> String {
+    pub(super) fn text(&self) -> String {
         let class = self.code / 100;
         let parts: Vec<&str> = self
             .lines
@@ -846,7 +869,7 @@ impl AsyncWrite for Stream {
 }
 
 /// One SMTP conversation: the stream and what has been read but not parsed yet.
-struct Session {
+pub(super) struct Session {
     stream: Stream,
     buf: Vec<u8>,
 }
@@ -863,7 +886,7 @@ impl Session {
         }
     }
 
-    async fn command(&mut self, line: &str, t: Duration) -> Result<Reply, HopError> {
+    pub(super) async fn command(&mut self, line: &str, t: Duration) -> Result<Reply, HopError> {
         let mut bytes = Vec::with_capacity(line.len() + 2);
         bytes.extend_from_slice(line.as_bytes());
         bytes.extend_from_slice(b"\r\n");
@@ -1024,7 +1047,7 @@ impl Session {
     }
 
     /// QUIT and close, without caring how the server takes it.
-    async fn quit(&mut self) {
+    pub(super) async fn quit(&mut self) {
         let _ = tokio::time::timeout(QUIT_TIMEOUT, async {
             if self.send(b"QUIT\r\n", QUIT_TIMEOUT).await.is_ok() {
                 let _ = self.read_reply(QUIT_TIMEOUT).await;

@@ -1,10 +1,12 @@
 //! The relay's outbound side: where a message goes next ([`hop`]: smart hosts or MX), the
 //! SMTP client that hands one message to that hop ([`client`], STARTTLS with rustls), and the
-//! bounce the relay writes when it cannot ([`dsn`], RFC 3464).
+//! bounce the relay writes when it cannot ([`dsn`], RFC 3464), and the recipient probe that
+//! asks a hop about an address without sending a message ([`probe`]).
 
 pub mod client;
 pub mod dsn;
 pub mod hop;
+pub mod probe;
 mod tls;
 
 pub use client::{
@@ -13,6 +15,7 @@ pub use client::{
 };
 pub use dsn::{DsnAction, DsnInput, FailedRecipient, compose, should_bounce};
 pub use hop::{Hop, Resolver, next_hops};
+pub use probe::{ProbeOutcome, probe};
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

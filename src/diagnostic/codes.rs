@@ -742,6 +742,30 @@ receive-connector \"From EOP\" {
 
 Remove `accept-any-recipient`. Keep it only on a connector that must relay for senders that cannot be inside (an old application server, say), restricted with `remote` to those hosts.";
 
+    /// `verify-recipients` on a domain that is not internal-relay.
+    W023 = "verify-recipients-ignored", "`verify-recipients` has no effect on this accepted domain",
+"`verify-recipients` makes the relay ask the next hop whether it takes a recipient that no object in the rule set knows, before answering RCPT TO: for an internal-relay domain, whose unknown recipients are otherwise accepted and bounced later to a sender who may be forged (backscatter). An authoritative domain already refuses unknown recipients with 550 5.1.1, and the recipients of an external-relay domain are outside the organization, where a probe would go to someone else's servers: the relay ignores the keyword there.
+
+```mailflow
+accepted-domain example.com verify-recipients
+```
+
+Remove `verify-recipients`, or make the domain `internal-relay` if its recipients live on a server of the organization that the relay forwards to.";
+
+    /// `verify-recipients` on a domain no send connector covers.
+    W024 = "verify-recipients-without-route", "no send connector covers a domain that verifies recipients",
+"`verify-recipients` asks the send connector that carries a domain's mail whether it takes a recipient. No send connector's address space covers this domain, so there is no next hop to ask, and every recipient of it is refused with 550 5.4.4 anyway.
+
+```mailflow
+accepted-domain tenant.example internal-relay verify-recipients
+
+send-connector \"Internet\" {
+  address-space example.org
+}
+```
+
+Add the domain to the address space of the send connector that reaches its mailboxes (`address-space tenant.example`, or `address-space --` for every accepted domain).";
+
     /// A deleted recipient's external address is still claimed by another object.
     W030 = "deleted-recipient-shadow", "a deleted recipient's external address is still claimed",
 "Seed 001: a mail user was deleted, but its soft-deleted shadow still claimed its external address, so mail typed to that address bounced with 550 5.1.1. mailflow never lets a tombstone claim an address, but here another live object lists the tombstone's external address, so mail to it will not go where the deleted user's mail went.

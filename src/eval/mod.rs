@@ -69,6 +69,11 @@ pub struct RecipientVerdict {
     pub address: Address,
     /// What becomes of it.
     pub fate: Fate,
+    /// Delivered, but no object here knows the address and its internal-relay domain has
+    /// `verify-recipients`: before accepting it, the relay asks the send connector's next hop
+    /// whether it takes the address (the evaluator does no I/O; `relay::verify` does).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub verify: bool,
 }
 
 /// The stage a trace line belongs to.
@@ -136,5 +141,71 @@ impl Verdict {
                 .recipients
                 .iter()
                 .all(|r| matches!(r.fate, Fate::Deliver { .. }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_unknown_recipients_of_a_verifying_domain_are_marked() {
+        let report = crate::check::check_text(
+            "t.mailflow",
+            "accepted-domain t.example internal-relay verify-recipients
+accepted-domain u.example internal-relay
+receive-connector \"In\" {
+  listen 127.0.0.1:25
+  auth anonymous
+}
+send-connector \"Tenant\" {
+  address-space t.example, u.example
+  smart-host 192.0.2.1
+}
+send-connector \"Out\" {
+  address-space *
+}
+contact \"Desk\" {
+  address desk@t.example
+  external desk@partner.example
+}
+",
+        );
+        assert!(!report.has_errors());
+        let table = crate::compile::compile(&report.rule_sets[0].rules).unwrap();
+        let to = |a: &str| {
+            let (local, domain) = a.split_once('@').unwrap();
+            Address {
+                local: local.into(),
+                domain: domain.into(),
+            }
+        };
+        let env = Envelope {
+            connector: Some("In".into()),
+            mail_from: Some(to("x@elsewhere.example")),
+            rcpt_to: ["anyone@t.example", "desk@t.example", "anyone@u.example"]
+                .into_iter()
+                .map(to)
+                .collect(),
+            ..Envelope::default()
+        };
+        let v = evaluate_recipients(&table, &env);
+        let marked: Vec<(String, bool)> = v
+            .recipients
+            .iter()
+            .map(|r| (r.address.to_string(), r.verify))
+            .collect();
+        assert_eq!(
+            marked,
+            [
+                ("anyone@t.example".to_string(), true),
+                ("desk@partner.example".to_string(), false),
+                ("anyone@u.example".to_string(), false),
+            ]
+        );
+        assert!(matches!(
+            &v.recipients[0].fate,
+            Fate::Deliver { connector } if connector == "Tenant"
+        ));
     }
 }

@@ -138,6 +138,7 @@ X-MS-Exchange-Organization-AuthAs: body text stays\r\n"
         let d = |pattern, kind| AcceptedDomain {
             domain: Spanned::new(pattern, span),
             kind,
+            verify_recipients: None,
             span,
         };
         let t = DomainTable::new(&[

@@ -170,6 +170,8 @@ struct Pending<'a> {
     /// The final address (after forwarding and expansion).
     address: Address,
     fate: Option<Fate>,
+    /// No object here knows the address, and its internal-relay domain verifies recipients.
+    verify: bool,
 }
 
 /// Evaluates one message. With `explain`, every rule is evaluated and explained in the trace
@@ -245,6 +247,7 @@ fn evaluate_inner(
                     original: a.clone(),
                     address: a.clone(),
                     fate: fate.clone(),
+                    verify: false,
                 })
                 .collect(),
             Vec::new(),
@@ -287,6 +290,7 @@ fn evaluate_inner(
             address: address.as_ref().clone(),
             addressed: address,
             fate: None,
+            verify: false,
         });
     }
     run.rewrite_headers(INBOUND_HEADERS, Stage::InboundRewrite, |a| {
@@ -417,6 +421,7 @@ fn evaluate_inner(
                         addressed: p.addressed.clone(),
                         address: a,
                         fate: None,
+                        verify: false,
                     });
                 }
             }
@@ -471,18 +476,24 @@ fn evaluate_inner(
                         ..p
                     });
                 } else {
+                    let verify = table.domains.verifies(&p.address.domain);
                     trace!(
                         run,
                         Stage::Resolve,
-                        "{}: {} is {}; relayed",
+                        "{}: {} is {}; relayed{}",
                         p.address,
                         p.address.domain,
                         match kind {
                             DomainKind::InternalRelay => "an internal-relay domain",
                             _ => "an external-relay domain",
+                        },
+                        if verify {
+                            " once the next hop confirms the recipient (`verify-recipients`)"
+                        } else {
+                            ""
                         }
                     );
-                    resolved.push(p);
+                    resolved.push(Pending { verify, ..p });
                 }
             }
         }
@@ -573,10 +584,12 @@ fn evaluate_inner(
                 }
             },
         };
+        let verify = p.verify && matches!(fate, Fate::Deliver { .. });
         verdicts.push(RecipientVerdict {
             original: p.original.into_owned(),
             address: p.address,
             fate,
+            verify,
         });
     }
     finish(
@@ -823,6 +836,7 @@ fn apply(
                 addressed: Cow::Owned(a.clone()),
                 address: a.clone(),
                 fate: None,
+                verify: false,
             });
         }
     };

@@ -96,3 +96,16 @@ fn the_safety_net_refuses_a_changed_output() {
     let quoted = verify::check(src, &tree, "# a\nrule x {\n  stop\n}\n").unwrap_err();
     assert!(quoted.contains("does not parse"), "{quoted}");
 }
+
+#[test]
+fn verify_recipients_is_kept_after_the_domain_type() {
+    assert_eq!(
+        fmt("accepted-domain   t.example\tinternal-relay    verify-recipients\n"),
+        "accepted-domain t.example internal-relay verify-recipients\n"
+    );
+    // The keyword alone is not taken for a type (check says W023 about it).
+    assert_eq!(
+        fmt("accepted-domain t.example  verify-recipients\n"),
+        "accepted-domain t.example verify-recipients\n"
+    );
+}

@@ -77,9 +77,17 @@ fn clear_all(ts: &mut [Text]) {
 fn clear_item(item: &mut Item) {
     match item {
         Item::Include(t) | Item::ImportRewrites(t) => clear(t),
-        Item::AcceptedDomain { domain, kind, span } => {
+        Item::AcceptedDomain {
+            domain,
+            kind,
+            verify,
+            span,
+        } => {
             clear(domain);
             kind.iter_mut().for_each(clear);
+            if let Some(v) = verify {
+                *v = NOWHERE;
+            }
             *span = NOWHERE;
         }
         Item::ReceiveConnector(b) | Item::SendConnector(b) => clear_block(b),

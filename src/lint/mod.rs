@@ -4,6 +4,7 @@
 //! set; they only report.
 
 mod connectors;
+mod domains;
 mod recipients;
 mod rewrites;
 mod rules;
@@ -17,6 +18,7 @@ pub fn lint(set: &RuleSet) -> Vec<Diagnostic> {
     rewrites::check(set, &mut out);
     rules::check(set, &mut out);
     connectors::check(set, &mut out);
+    domains::check(set, &mut out);
     recipients::check(set, &mut out);
     out
 }

@@ -261,10 +261,20 @@ impl Cx {
                 Some(Item::ImportRewrites(self.text(path)))
             }
             Rule::accepted_domain => {
-                let mut atoms = inner.filter(|p| p.as_rule() == Rule::atom);
+                let parts: Vec<_> = inner.collect();
+                let verify = parts
+                    .iter()
+                    .find(|p| p.as_rule() == Rule::verify_recipients)
+                    .map(|p| self.span(p));
+                let mut atoms = parts.into_iter().filter(|p| p.as_rule() == Rule::atom);
                 let domain = self.text(atoms.next()?);
                 let kind = atoms.next().map(|p| self.text(p));
-                Some(Item::AcceptedDomain { domain, kind, span })
+                Some(Item::AcceptedDomain {
+                    domain,
+                    kind,
+                    verify,
+                    span,
+                })
             }
             Rule::receive_connector => Some(Item::ReceiveConnector(self.block(inner, span)?)),
             Rule::send_connector => Some(Item::SendConnector(self.block(inner, span)?)),

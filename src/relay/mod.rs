@@ -12,6 +12,7 @@ mod scheduler;
 mod session;
 pub mod tls;
 pub mod track;
+pub mod verify;
 
 use crate::compile::Table;
 use crate::compile::select_receive;
@@ -84,6 +85,8 @@ pub(crate) struct Shared {
     local: Vec<SocketAddr>,
     connections: limits::Connections,
     reload_lock: tokio::sync::Mutex<()>,
+    /// Recipient verification's cache and probe budget.
+    verifier: verify::Verifier,
 }
 
 impl Shared {
@@ -327,6 +330,7 @@ impl Relay {
             local: listeners.iter().map(|l| l.address).collect(),
             connections: limits::Connections::default(),
             reload_lock: tokio::sync::Mutex::new(()),
+            verifier: verify::Verifier::new(options.verify.clone()),
             options,
         });
         let mut tasks = JoinSet::new();

@@ -734,7 +734,7 @@ impl Session {
                 .await;
         };
         let verdict = evaluate_recipients(&self.table, &self.envelope(vec![to.clone()]));
-        let refused = verdict.recipients.iter().find_map(|r| match &r.fate {
+        let mut refused = verdict.recipients.iter().find_map(|r| match &r.fate {
             Fate::Reject {
                 code,
                 enhanced,
@@ -742,6 +742,10 @@ impl Session {
             } => Some(Reply::new(*code, enhanced, text.clone())),
             _ => None,
         });
+        if refused.is_none() {
+            // `verify-recipients`: the next hop is asked before the recipient is accepted.
+            refused = super::verify::refusal(&self.shared, &self.table, &verdict).await;
+        }
         if let Some(r) = refused {
             // Counted per client and reply, not written per RCPT: a flood of refusals must
             // not fill the spool's disk (`track::refusals`).

@@ -96,9 +96,12 @@ pub fn resolve_with_references(
     for item in items {
         match item {
             Item::Include(_) | Item::ImportRewrites(_) => {}
-            Item::AcceptedDomain { domain, kind, span } => {
-                r.accepted_domain(domain, kind.as_ref(), *span)
-            }
+            Item::AcceptedDomain {
+                domain,
+                kind,
+                verify,
+                span,
+            } => r.accepted_domain(domain, kind.as_ref(), *verify, *span),
             Item::ReceiveConnector(b) => r.receive_connector(b),
             Item::SendConnector(b) => r.send_connector(b),
             Item::Recipient {
@@ -182,7 +185,13 @@ impl Resolver<'_> {
         })
     }
 
-    fn accepted_domain(&mut self, domain: &Text, kind: Option<&Text>, span: Span) {
+    fn accepted_domain(
+        &mut self,
+        domain: &Text,
+        kind: Option<&Text>,
+        verify: Option<Span>,
+        span: Span,
+    ) {
         let Some(pattern) = self.check(values::domain_pattern(domain)) else {
             return;
         };
@@ -206,6 +215,7 @@ impl Resolver<'_> {
         self.set.accepted_domains.push(AcceptedDomain {
             domain: Spanned::new(pattern, domain.span),
             kind,
+            verify_recipients: verify,
             span,
         });
     }

@@ -100,11 +100,26 @@ pub struct Received {
     pub client_cert: bool,
 }
 
+/// One RCPT command the sink answered, accepted or not, with its transaction's sender:
+/// what recipient probes (`MAIL FROM:<>`, `RCPT`, `QUIT`) leave behind.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SeenRcpt {
+    /// The transaction's reverse path (empty for `<>`).
+    pub mail_from: String,
+    /// The address, without brackets.
+    pub address: String,
+    /// The code the sink answered.
+    pub code: u16,
+    /// It came over TLS.
+    pub tls: bool,
+}
+
 /// A running sink; stops when dropped.
 pub struct Sink {
     /// Where it listens.
     pub addr: SocketAddr,
     messages: Arc<Mutex<Vec<Received>>>,
+    seen: Arc<Mutex<Vec<SeenRcpt>>>,
     connections: Arc<AtomicUsize>,
     task: JoinHandle<()>,
 }
@@ -132,18 +147,20 @@ impl Sink {
         };
         let addr = listener.local_addr().unwrap();
         let messages = Arc::new(Mutex::new(Vec::new()));
+        let seen = Arc::new(Mutex::new(Vec::new()));
         let connections = Arc::new(AtomicUsize::new(0));
         let options = Arc::new(options);
-        let (m, c) = (messages.clone(), connections.clone());
+        let (m, c, sn) = (messages.clone(), connections.clone(), seen.clone());
         let task = tokio::spawn(async move {
             while let Ok((tcp, _)) = listener.accept().await {
                 c.fetch_add(1, Ordering::SeqCst);
-                tokio::spawn(connection(tcp, options.clone(), m.clone()));
+                tokio::spawn(connection(tcp, options.clone(), m.clone(), sn.clone()));
             }
         });
         Sink {
             addr,
             messages,
+            seen,
             connections,
             task,
         }
@@ -152,6 +169,11 @@ impl Sink {
     /// The messages accepted so far.
     pub fn messages(&self) -> Vec<Received> {
         self.messages.lock().unwrap().clone()
+    }
+
+    /// Every RCPT it has answered, in order.
+    pub fn rcpts_seen(&self) -> Vec<SeenRcpt> {
+        self.seen.lock().unwrap().clone()
     }
 
     /// How many connections it has accepted.
@@ -175,10 +197,19 @@ struct State {
     tls: bool,
     client_cert: bool,
     tx: Option<Received>,
+    seen: Arc<Mutex<Vec<SeenRcpt>>>,
 }
 
-async fn connection(tcp: TcpStream, options: Arc<SinkOptions>, store: Arc<Mutex<Vec<Received>>>) {
-    let mut state = State::default();
+async fn connection(
+    tcp: TcpStream,
+    options: Arc<SinkOptions>,
+    store: Arc<Mutex<Vec<Received>>>,
+    seen: Arc<Mutex<Vec<SeenRcpt>>>,
+) {
+    let mut state = State {
+        seen,
+        ..State::default()
+    };
     let Ok(Some(tcp)) = session(tcp, &options, &store, &mut state, true).await else {
         return;
     };
@@ -291,6 +322,12 @@ async fn session<S: AsyncRead + AsyncWrite + Unpin>(
                         .iter()
                         .find(|(p, _)| lower.starts_with(&p.to_ascii_lowercase()))
                         .map_or("250 2.1.5 ok", |(_, r)| r.as_str());
+                    st.seen.lock().unwrap().push(SeenRcpt {
+                        mail_from: tx.mail_from.clone(),
+                        address: path.clone(),
+                        code: reply.get(..3).and_then(|c| c.parse().ok()).unwrap_or(0),
+                        tls: tx.tls,
+                    });
                     if reply.starts_with('2') {
                         tx.rcpts.push(path);
                         tx.rcpt_params.push(params);

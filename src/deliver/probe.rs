@@ -1,0 +1,107 @@
+//! Recipient probes: asks a next hop whether it would take a recipient, without sending a
+//! message (`MAIL FROM:<>`, `RCPT TO`, `QUIT` before `DATA`), as Postfix's address
+//! verification does. It talks to a hop through the same connection set-up as deliveries
+//! ([`super::client`]: EHLO, STARTTLS and certificates as the send connector says), so a
+//! probe sees what a delivery would see. The relay decides what to do with the answer.
+
+use super::client::{ClientConfig, Failure, open};
+use super::hop::Hop;
+
+/// What a next hop said about one recipient.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProbeOutcome {
+    /// It accepted `RCPT TO` (2xx).
+    Accepted,
+    /// It refused the recipient permanently (5xx to `RCPT TO`).
+    Refused {
+        /// The reply code.
+        code: u16,
+        /// The enhanced status code (`5.1.1`).
+        enhanced: String,
+        /// The reply text.
+        text: String,
+    },
+    /// No answer about the recipient: every hop was down, slow, refused the session or the
+    /// null sender, or answered 4xx. Ask again later.
+    Unknown {
+        /// What went wrong, for the log.
+        reason: String,
+    },
+}
+
+/// Asks the hops, in order, about `address` until one answers `RCPT TO`. A hop that cannot
+/// be reached or will not start a transaction is skipped, as deliveries skip it. The caller
+/// bounds the whole probe with its own timeout.
+pub async fn probe(cfg: &ClientConfig, hops: &[Hop], address: &str) -> ProbeOutcome {
+    if address.is_empty()
+        || address
+            .chars()
+            .any(|c| c.is_control() || c == '<' || c == '>')
+    {
+        return ProbeOutcome::Refused {
+            code: 553,
+            enhanced: "5.1.3".into(),
+            text: "invalid recipient address".into(),
+        };
+    }
+    let mut last = Failure::new(451, "4.4.0", "no next hop");
+    for hop in hops {
+        for addr in &hop.addrs {
+            let mut tls = None;
+            let (mut s, ext) = match open(cfg, hop, *addr, &mut tls).await {
+                Ok(x) => x,
+                Err(f) => {
+                    last = f;
+                    continue;
+                }
+            };
+            let t = cfg.command_timeout;
+            let utf8 = !address.is_ascii() && ext.contains_key("SMTPUTF8");
+            let mail = if utf8 {
+                "MAIL FROM:<> SMTPUTF8"
+            } else {
+                "MAIL FROM:<>"
+            };
+            let reply = match s.command(mail, t).await {
+                Ok(r) => r,
+                Err(e) => {
+                    last = Failure::io("MAIL", &e);
+                    continue;
+                }
+            };
+            if !reply.positive() {
+                // A hop that refuses the null sender says nothing about the recipient.
+                last = Failure::new(
+                    reply.code,
+                    &reply.enhanced(),
+                    format!("MAIL FROM:<>: {}", reply.text()),
+                );
+                tokio::spawn(async move { s.quit().await });
+                continue;
+            }
+            let reply = match s.command(&format!("RCPT TO:<{address}>"), t).await {
+                Ok(r) => r,
+                Err(e) => {
+                    last = Failure::io("RCPT", &e);
+                    continue;
+                }
+            };
+            // QUIT is a courtesy: the answer does not wait for it.
+            tokio::spawn(async move { s.quit().await });
+            return match reply.code {
+                200..=299 => ProbeOutcome::Accepted,
+                500..=599 => ProbeOutcome::Refused {
+                    code: reply.code,
+                    enhanced: reply.enhanced(),
+                    text: reply.text(),
+                },
+                _ => ProbeOutcome::Unknown {
+                    reason: format!("{} {} {}", reply.code, reply.enhanced(), reply.text()),
+                },
+            };
+        }
+    }
+    ProbeOutcome::Unknown {
+        reason: format!("{} {} {}", last.code, last.enhanced, last.text),
+    }
+}
