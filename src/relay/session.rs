@@ -929,7 +929,7 @@ impl Session {
         let hops = message
             .headers
             .iter()
-            .filter(|h| h.name.eq_ignore_ascii_case("Received"))
+            .filter(|h| h.name().eq_ignore_ascii_case("Received"))
             .count();
         if hops as u64 >= u64::from(limits.max_hop_count) {
             return self
