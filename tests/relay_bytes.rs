@@ -12,7 +12,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use support::raw::{Raw, Reply};
 use support::relay::*;
-use support::sink::{Received, Sink};
+use support::sink::{Received, Sink, SinkOptions};
 
 fn fixture(name: &str) -> Vec<u8> {
     std::fs::read(root().join("tests/fixtures/bytes").join(name)).unwrap()
@@ -166,6 +166,27 @@ async fn a_rewritten_to_changes_only_its_addr_specs() {
         ],
     );
     assert_eq!(out, want, "{}", String::from_utf8_lossy(&out));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dsn_returns_the_header_as_it_arrived() {
+    let tmp = tempfile::tempdir().unwrap();
+    let sink = SinkOptions::default().rcpt("gone@", "550 5.1.1 no such user");
+    let (relay, sink, _) = EDGE.start_with(tmp.path(), unchanged, &[], sink).await;
+    let input = fixture("latin1-sjis.eml");
+    let r = send(&relay, "gone@tenant.example", &input, false).await;
+    assert_eq!(r.status(), "250 2.6.0", "{r:?}");
+    // The next hop refuses the recipient; the DSN goes back to origin.example, through the
+    // same sink.
+    assert!(wait_until(20, || !sink.messages().is_empty()).await);
+    let dsn = &sink.messages()[0];
+    assert_eq!(dsn.rcpts, ["sender@origin.example"]);
+    let head = &input[..input.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 2];
+    assert!(
+        dsn.data.windows(head.len()).any(|w| w == head),
+        "the returned header is not the original's bytes:\n{}",
+        data_text(dsn)
+    );
 }
 
 /// Runs `tests/support/dkim_check.py` (dkimpy); its exit code and output. A missing dkimpy
