@@ -58,14 +58,11 @@ pub fn test_message(t: &TestCase) -> Result<Message, String> {
         None => Message::default(),
     };
     for (name, value) in &t.headers {
-        let header = Header {
-            name: name.clone(),
-            value: format!(" {value}"),
-        };
+        let header = Header::new(name, &format!(" {value}"));
         match m
             .headers
             .iter_mut()
-            .find(|h| h.name.eq_ignore_ascii_case(name))
+            .find(|h| h.name().eq_ignore_ascii_case(name))
         {
             Some(h) => *h = header,
             None => m.headers.push(header),
@@ -114,7 +111,7 @@ pub fn run_test(t: &TestCase, table: &Table) -> TestResult {
         Some(_) => message
             .headers
             .iter()
-            .map(|h| h.name.to_ascii_lowercase())
+            .map(|h| h.name().to_ascii_lowercase())
             .filter(|n| {
                 !t.headers
                     .iter()

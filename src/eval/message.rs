@@ -1,20 +1,127 @@
-//! A message as the evaluator sees it: the header fields kept raw (folding and all) so that a
-//! rewrite changes only the address it rewrites, and the body kept as bytes, untouched.
-//! Addresses inside a header are found by an RFC 5322 address-list scanner that knows quoted
-//! strings, comments, angle addresses and groups.
+//! A message as the evaluator sees it: each header field kept as the bytes that arrived
+//! (folding, 8-bit bytes and all) next to the decoded text rules read, and the body kept as
+//! bytes, untouched. A field the evaluator does not change is written back byte for byte; a
+//! changed one is spliced (an address rewrite replaces only the addr-spec, a prefix goes in
+//! after the colon), so a legacy 8-bit header or a DKIM signature over fields mailflow did
+//! not mean to touch survives the relay. Addresses inside a header are found by an RFC 5322
+//! address-list scanner that knows quoted strings, comments, angle addresses and groups.
 
-use std::ops::Range;
+pub use super::address_list::{AddressChanges, addresses, rewrite_addresses};
 
 /// One header field.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Header {
-    /// The name as written.
-    pub name: String,
-    /// Everything after the colon, folding included, without the final line break.
-    pub value: String,
+    /// The name as written (blanks before the colon, obsolete syntax, left out).
+    name: String,
+    /// Everything after the colon as text, folding included, without the final line break;
+    /// bytes that are not UTF-8 are replaced. What rules read; never written.
+    value: String,
+    /// The field as it is written: from the name through the final CRLF.
+    raw: Vec<u8>,
+    /// Where the colon is in `raw`.
+    colon: usize,
 }
 
 impl Header {
+    /// A new field `name:value` (the value as it follows the colon, a leading blank and
+    /// any folding included), written with a final CRLF.
+    pub fn new(name: &str, value: &str) -> Header {
+        let mut raw = Vec::with_capacity(name.len() + value.len() + 3);
+        raw.extend_from_slice(name.as_bytes());
+        raw.push(b':');
+        raw.extend_from_slice(value.as_bytes());
+        raw.extend_from_slice(b"\r\n");
+        Header {
+            name: name.to_string(),
+            value: value.to_string(),
+            raw,
+            colon: name.len(),
+        }
+    }
+
+    /// The field with the bytes after the colon replaced by `value` (without the final line
+    /// break); the name is kept as it was written.
+    fn with_raw_value(&self, value: &[u8]) -> Header {
+        let head = self.raw.get(..=self.colon).unwrap_or_default();
+        let mut raw = Vec::with_capacity(head.len() + value.len() + 2);
+        raw.extend_from_slice(head);
+        raw.extend_from_slice(value);
+        raw.extend_from_slice(b"\r\n");
+        Header {
+            name: self.name.clone(),
+            value: String::from_utf8_lossy(value).into_owned(),
+            raw,
+            colon: self.colon,
+        }
+    }
+
+    /// The name as written.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Everything after the colon, folding included, as text (bytes that are not UTF-8
+    /// replaced).
+    pub fn value(&self) -> &str {
+        &self.value
+    }
+
+    /// The field as it is written: the bytes that arrived, unless the evaluator changed it.
+    pub fn raw(&self) -> &[u8] {
+        &self.raw
+    }
+
+    /// The bytes after the colon, without the final line break.
+    pub fn raw_value(&self) -> &[u8] {
+        let end = self.raw.len().saturating_sub(2);
+        self.raw.get(self.colon + 1..end).unwrap_or_default()
+    }
+
+    /// The field with the addr-specs `rewrite` has a new address for replaced in its bytes
+    /// (see [`rewrite_addresses`]), and the changes; `None` when nothing changed. Display
+    /// names, comments, other addresses and folding stay as they were; a line the new
+    /// address makes too long is folded.
+    pub fn rewrite_addresses(
+        &self,
+        rewrite: impl FnMut(&str) -> Option<String>,
+    ) -> Option<(Header, AddressChanges)> {
+        let (value, changes) = rewrite_addresses(self.raw_value(), rewrite)?;
+        let value = fold_bytes(self.colon + 1, &value);
+        Some((self.with_raw_value(&value), changes))
+    }
+
+    /// The field with `text` put in front of its value (after the blanks that follow the
+    /// colon), the rest of its bytes kept; folded where that makes the first line too long.
+    pub fn prepend(&self, text: &str) -> Header {
+        let old = self.raw_value();
+        let blanks = old.iter().take_while(|b| matches!(b, b' ' | b'\t')).count();
+        let mut value = Vec::with_capacity(old.len() + text.len() + 1);
+        match old.get(..blanks) {
+            Some(lead) if !lead.is_empty() => value.extend_from_slice(lead),
+            _ => value.push(b' '),
+        }
+        value.extend_from_slice(text.as_bytes());
+        value.extend_from_slice(old.get(blanks..).unwrap_or_default());
+        self.with_raw_value(&fold_bytes(self.colon + 1, &value))
+    }
+
+    /// The field with `text` added to the end of its value after a comma (a list of
+    /// addresses grown by one), or as the value when it is blank.
+    pub fn append_to_list(&self, text: &str) -> Header {
+        let old = self.raw_value();
+        let mut value = old.to_vec();
+        if old
+            .iter()
+            .all(|b| matches!(b, b' ' | b'\t' | b'\r' | b'\n'))
+        {
+            value = format!(" {text}").into_bytes();
+        } else {
+            value.extend_from_slice(b", ");
+            value.extend_from_slice(text.as_bytes());
+        }
+        self.with_raw_value(&fold_bytes(self.colon + 1, &value))
+    }
+
     /// The value as text: unfolded, with RFC 2047 encoded words (`=?UTF-8?B?...?=`) decoded
     /// by mail-parser. This is what rules compare against.
     pub fn text(&self) -> String {
@@ -55,8 +162,9 @@ pub struct Message {
 }
 
 impl Message {
-    /// Splits a message into header fields and body. Bare LF line ends are read as CRLF;
-    /// bytes that are not UTF-8 in the header are replaced (the body is kept as is).
+    /// Splits a message into header fields and body. Each field keeps its bytes; bare LF
+    /// line ends in the header are read as CRLF (the relay's receivers have made every line
+    /// end CRLF already), and the body is kept as is.
     ///
     /// The header ends at the first line that is not a field (no colon, a name that is not
     /// printable ASCII, a continuation with no field before it), as Postfix's cleanup and
@@ -66,41 +174,34 @@ impl Message {
     /// unfolds first.
     pub fn parse(raw: &[u8]) -> Message {
         let (raw_head, body) = split_head(raw);
-        let head = String::from_utf8_lossy(raw_head)
-            .replace("\r\n", "\n")
-            .replace('\n', "\r\n");
         let mut headers: Vec<Header> = Vec::new();
-        for (i, line) in head.split("\r\n").enumerate() {
+        let mut start = 0;
+        while start < raw_head.len() {
+            let rest = raw_head.get(start..).unwrap_or_default();
+            let (line, next) = match rest.iter().position(|&b| b == b'\n') {
+                Some(lf) => (rest.get(..lf).unwrap_or_default(), start + lf + 1),
+                None => (rest, raw_head.len()),
+            };
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
             if line.is_empty() {
+                start = next;
                 continue;
             }
-            if line.starts_with([' ', '\t']) {
+            if line.starts_with(b" ") || line.starts_with(b"\t") {
                 if let Some(last) = headers.last_mut() {
                     last.value.push_str("\r\n");
-                    last.value.push_str(line);
+                    last.value.push_str(&String::from_utf8_lossy(line));
+                    last.raw.extend_from_slice(line);
+                    last.raw.extend_from_slice(b"\r\n");
+                    start = next;
                     continue;
                 }
-            } else if let Some((name, value)) = line.split_once(':') {
-                // Blanks before the colon are obsolete syntax (RFC 5322 §4.5.3) and dropped;
-                // nothing else is (`Bcc\u{a0}:` is not `Bcc:`, and not a field).
-                let name = name.trim_end_matches([' ', '\t']);
-                if !name.is_empty() && name.bytes().all(|b| b.is_ascii_graphic()) {
-                    headers.push(Header {
-                        name: name.to_string(),
-                        value: value.to_string(),
-                    });
-                    continue;
-                }
+            } else if let Some(field) = field(line) {
+                headers.push(field);
+                start = next;
+                continue;
             }
-            // Lines are counted in the raw header too: decoding and line-end repair change
-            // bytes within lines, never their number.
-            let start = raw_head
-                .iter()
-                .enumerate()
-                .filter(|(_, b)| **b == b'\n')
-                .nth(i.wrapping_sub(1))
-                .map_or(0, |(at, _)| at + 1);
-            let mut rest = raw_head.get(start..).unwrap_or_default().to_vec();
+            let mut rest = rest.to_vec();
             if !rest.ends_with(b"\n") {
                 rest.extend_from_slice(b"\r\n");
             }
@@ -117,18 +218,12 @@ impl Message {
         }
     }
 
-    /// The message as bytes, CRLF line ends in the header.
+    /// The message as bytes: each field as it arrived or as the evaluator changed it, the
+    /// blank line (CRLF), the body.
     pub fn to_bytes(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(self.body.len() + 1024);
+        let mut out = Vec::with_capacity(self.size() as usize);
         for h in &self.headers {
-            if h.name.is_empty() {
-                out.extend_from_slice(h.value.as_bytes());
-            } else {
-                out.extend_from_slice(h.name.as_bytes());
-                out.push(b':');
-                out.extend_from_slice(h.value.as_bytes());
-            }
-            out.extend_from_slice(b"\r\n");
+            out.extend_from_slice(&h.raw);
         }
         out.extend_from_slice(b"\r\n");
         out.extend_from_slice(&self.body);
@@ -153,13 +248,36 @@ impl Message {
 
     /// Size in bytes as it would be sent.
     pub fn size(&self) -> u64 {
-        let head: usize = self
-            .headers
-            .iter()
-            .map(|h| h.name.len() + 1 + h.value.len() + 2)
-            .sum();
+        let head: usize = self.headers.iter().map(|h| h.raw.len()).sum();
         (head + 2 + self.body.len()) as u64
     }
+}
+
+/// The field a header line (without its line break) starts, when it starts one: `Name:`, or
+/// obsolete `Name :` (blanks before the colon, RFC 5322 §4.5.3, are dropped from the name;
+/// nothing else is: `Bcc\u{a0}:` is not `Bcc:`, and not a field).
+fn field(line: &[u8]) -> Option<Header> {
+    let colon = line.iter().position(|&b| b == b':')?;
+    let name = line.get(..colon)?;
+    let trimmed = name.len()
+        - name
+            .iter()
+            .rev()
+            .take_while(|b| matches!(b, b' ' | b'\t'))
+            .count();
+    let name = name.get(..trimmed)?;
+    if name.is_empty() || !name.iter().all(u8::is_ascii_graphic) {
+        return None;
+    }
+    let mut raw = Vec::with_capacity(line.len() + 2);
+    raw.extend_from_slice(line);
+    raw.extend_from_slice(b"\r\n");
+    Some(Header {
+        name: String::from_utf8_lossy(name).into_owned(),
+        value: String::from_utf8_lossy(line.get(colon + 1..).unwrap_or_default()).into_owned(),
+        raw,
+        colon,
+    })
 }
 
 /// The longest header line RFC 5322 §2.1.1 allows, CRLF excluded.
@@ -171,36 +289,61 @@ pub const MAX_LINE: usize = 998;
 /// removes the break again, so the value means what it meant. Lines that fit are left alone;
 /// a run with no blank in it cannot be folded and stays as long as it is.
 pub fn fold(name: &str, value: &str) -> String {
+    let folded = fold_bytes(name.len() + 1, value.as_bytes());
+    // Breaks go in before ASCII blanks only, so UTF-8 stays UTF-8.
+    String::from_utf8(folded).unwrap_or_else(|_| value.to_string())
+}
+
+/// [`fold`] on the bytes of a value that follows `lead` octets (the name and colon) on its
+/// first line; bytes that are not UTF-8 are carried through.
+fn fold_bytes(lead: usize, value: &[u8]) -> Vec<u8> {
     let blank = |b: &u8| *b == b' ' || *b == b'\t';
-    let mut out = String::with_capacity(value.len() + 8);
-    for (i, line) in value.split("\r\n").enumerate() {
+    let mut out = Vec::with_capacity(value.len() + 8);
+    for (i, line) in split_crlf(value).enumerate() {
         if i > 0 {
-            out.push_str("\r\n");
+            out.extend_from_slice(b"\r\n");
         }
-        let mut used = if i == 0 { name.len() + 1 } else { 0 };
+        let mut used = if i == 0 { lead } else { 0 };
         let mut rest = line;
         while used + rest.len() > MAX_LINE {
-            let b = rest.as_bytes();
-            let Some(first) = b.iter().position(|c| !blank(c)) else {
+            let Some(first) = rest.iter().position(|c| !blank(c)) else {
                 break;
             };
-            let Some(last) = b.iter().rposition(|c| !blank(c)) else {
+            let Some(last) = rest.iter().rposition(|c| !blank(c)) else {
                 break;
             };
             // Blanks with text before them (on this line) and after them.
-            let mut at = (first + 1..last).filter(|&p| b.get(p).is_some_and(blank));
+            let mut at = (first + 1..last).filter(|&p| rest.get(p).is_some_and(blank));
             let fits = at.clone().take_while(|&p| used + p <= MAX_LINE).last();
             let Some(p) = fits.or_else(|| at.find(|&p| used + p > MAX_LINE)) else {
                 break;
             };
-            out.push_str(rest.get(..p).unwrap_or_default());
-            out.push_str("\r\n");
+            out.extend_from_slice(rest.get(..p).unwrap_or_default());
+            out.extend_from_slice(b"\r\n");
             rest = rest.get(p..).unwrap_or_default();
             used = 0;
         }
-        out.push_str(rest);
+        out.extend_from_slice(rest);
     }
     out
+}
+
+/// The lines of a value, split at each CRLF.
+fn split_crlf(value: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let mut rest = Some(value);
+    std::iter::from_fn(move || {
+        let r = rest?;
+        match r.windows(2).position(|w| w == b"\r\n") {
+            Some(p) => {
+                rest = r.get(p + 2..);
+                r.get(..p)
+            }
+            None => {
+                rest = None;
+                Some(r)
+            }
+        }
+    })
 }
 
 /// The header ends at the first empty line, CRLF or bare LF (RFC 5322 §2.1). Looking for the
@@ -223,205 +366,98 @@ fn split_head(raw: &[u8]) -> (&[u8], &[u8]) {
     (raw, &[])
 }
 
-/// The byte ranges of the addr-specs in an address-list header value, with the address text.
-pub fn addresses(value: &str) -> Vec<(Range<usize>, String)> {
-    let mut out = Vec::new();
-    let bytes = value.as_bytes();
-    let mut i = 0;
-    // The start of the current mailbox's bare text (outside comments and quotes), if any.
-    let mut element: Vec<Range<usize>> = Vec::new();
-    let mut in_angle: Option<usize> = None;
-    let mut saw_angle = false;
-    // The current mailbox's text outside comments, as runs of adjacent non-blank bytes; a
-    // bare addr-spec is the one run that holds an `@`.
-    let flush =
-        |runs: &mut Vec<Range<usize>>, saw_angle: bool, out: &mut Vec<(Range<usize>, String)>| {
-            if !saw_angle {
-                let mut with_at = runs
-                    .iter()
-                    .filter(|r| value.get((*r).clone()).is_some_and(|t| t.contains('@')));
-                if let (Some(r), None) = (with_at.next(), with_at.next()) {
-                    if let Some(t) = value.get(r.clone()) {
-                        out.push((r.clone(), t.to_string()));
-                    }
-                }
-            }
-            runs.clear();
-        };
-    let extend = |runs: &mut Vec<Range<usize>>, r: Range<usize>| match runs.last_mut() {
-        Some(last) if last.end == r.start => last.end = r.end,
-        _ => runs.push(r),
-    };
-    while let Some(&b) = bytes.get(i) {
-        match b {
-            b'"' => {
-                let start = i;
-                i += 1;
-                while let Some(&c) = bytes.get(i) {
-                    if c == b'\\' {
-                        i += 2;
-                        continue;
-                    }
-                    i += 1;
-                    if c == b'"' {
-                        break;
-                    }
-                }
-                if in_angle.is_none() {
-                    extend(&mut element, start..i.min(bytes.len()));
-                }
-                continue;
-            }
-            b'(' if in_angle.is_none() => {
-                let mut depth = 0usize;
-                while let Some(&c) = bytes.get(i) {
-                    match c {
-                        b'\\' => i += 1,
-                        b'(' => depth += 1,
-                        b')' => {
-                            depth = depth.saturating_sub(1);
-                            if depth == 0 {
-                                i += 1;
-                                break;
-                            }
-                        }
-                        _ => {}
-                    }
-                    i += 1;
-                }
-                continue;
-            }
-            b'<' => {
-                in_angle = Some(i + 1);
-                saw_angle = true;
-            }
-            b'>' => {
-                if let Some(s) = in_angle.take() {
-                    if let Some(inner) = value.get(s..i) {
-                        // Drop an obsolete source route (`@a,@b:user@domain`).
-                        let (skip, spec) = match inner.rfind(':') {
-                            Some(p) if inner.starts_with('@') => {
-                                (p + 1, inner.get(p + 1..).unwrap_or(""))
-                            }
-                            _ => (0, inner),
-                        };
-                        let t = spec.trim();
-                        if !t.is_empty() {
-                            let lead = spec.len() - spec.trim_start().len();
-                            let off = s + skip + lead;
-                            out.push((off..off + t.len(), t.to_string()));
-                        }
-                    }
-                }
-            }
-            b',' | b';' if in_angle.is_none() => {
-                flush(&mut element, saw_angle, &mut out);
-                saw_angle = false;
-            }
-            b':' if in_angle.is_none() => {
-                // A group's display name ends here; its members follow.
-                element.clear();
-                saw_angle = false;
-            }
-            b' ' | b'\t' | b'\r' | b'\n' => {}
-            _ if in_angle.is_none() => extend(&mut element, i..i + 1),
-            _ => {}
-        }
-        i += 1;
-    }
-    flush(&mut element, saw_angle, &mut out);
-    out
-}
-
-/// Replaces the addr-specs for which `rewrite` returns a new address; returns the new value
-/// and what changed, or `None` when nothing did. A replacement with a CR or LF in it is
-/// refused, so no rewrite can add a header line.
-pub fn rewrite_addresses(
-    value: &str,
-    mut rewrite: impl FnMut(&str) -> Option<String>,
-) -> Option<(String, Vec<(String, String)>)> {
-    let mut out = String::new();
-    let mut changes = Vec::new();
-    let mut last = 0;
-    for (range, addr) in addresses(value) {
-        let Some(new) = rewrite(&addr) else {
-            continue;
-        };
-        if new.contains(['\r', '\n']) || new == addr {
-            continue;
-        }
-        if out.is_empty() {
-            out.reserve(value.len() + new.len());
-        }
-        out.push_str(value.get(last..range.start).unwrap_or(""));
-        out.push_str(&new);
-        last = range.end;
-        changes.push((addr, new));
-    }
-    if changes.is_empty() {
-        return None;
-    }
-    out.push_str(value.get(last..).unwrap_or(""));
-    Some((out, changes))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn addrs(v: &str) -> Vec<String> {
-        addresses(v).into_iter().map(|(_, a)| a).collect()
+    /// The header lines of `raw` (CRLF excluded) in order, up to the blank line.
+    fn head_lines(raw: &[u8]) -> Vec<&[u8]> {
+        let end = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 2;
+        raw[..end]
+            .split(|&b| b == b'\n')
+            .filter(|l| !l.is_empty())
+            .map(|l| l.strip_suffix(b"\r").unwrap())
+            .collect()
     }
 
     #[test]
-    fn finds_addresses_in_every_form() {
-        assert_eq!(addrs(" john@example.com"), ["john@example.com"]);
-        assert_eq!(
-            addrs(" John Smith <john@example.com>"),
-            ["john@example.com"]
-        );
-        assert_eq!(
-            addrs(" \"Smith, John\" <john@example.com>, mary@example.com (Mary)"),
-            ["john@example.com", "mary@example.com"]
-        );
-        assert_eq!(
-            addrs(" team: a@x.com, \"B\" <b@x.com>;, c@y.com"),
-            ["a@x.com", "b@x.com", "c@y.com"]
-        );
-        assert_eq!(
-            addrs(" (comment <not@this.com>) real@x.com"),
-            ["real@x.com"]
-        );
-        assert_eq!(addrs(" <@relay.example:user@x.com>"), ["user@x.com"]);
-        assert_eq!(addrs(" \"quoted local\"@x.com"), ["\"quoted local\"@x.com"]);
-        assert_eq!(addrs(" undisclosed-recipients:;"), Vec::<String>::new());
+    fn untouched_fields_are_written_back_byte_for_byte() {
+        // Latin-1, Shift_JIS, a lone continuation byte, obsolete `Name :`, folding with tabs,
+        // trailing blanks: none of it is decoded on the way out.
+        let raw: &[u8] = b"Subject: caf\xe9 au lait\r\nX-Sjis: \x93\xfa\x96\x7b\x8c\xea\r\n\t\x83\x65\x83\x58\x83\x67 \r\nTo : \"M\xfcller, J\" <j@x.example>\r\nX-Odd: \x80\xff\r\n\r\nbody \xe9\r\n";
+        let m = Message::parse(raw);
+        assert_eq!(m.headers.len(), 4);
+        assert_eq!(m.to_bytes(), raw);
+        assert_eq!(m.size(), raw.len() as u64);
+        // Rules read text; the bytes are not that text.
+        assert_eq!(m.get("subject").as_deref(), Some("caf\u{fffd} au lait"));
+        assert_eq!(m.headers[0].raw_value(), b" caf\xe9 au lait");
+        assert_eq!(m.headers[2].name(), "To");
     }
 
     #[test]
-    fn rewriting_keeps_display_names_comments_and_folding() {
-        let v = " \"Smith, John\" <John.Smith@tenant1.example.com> (work),\r\n\tMary <mary@tenant2.example.com>";
-        let (new, changes) = rewrite_addresses(v, |a| {
-            a.strip_suffix("@tenant1.example.com")
-                .map(|l| format!("{l}@example.com"))
-        })
-        .unwrap();
+    fn a_rewrite_splices_only_the_addr_spec() {
+        // A group, display names with 8-bit bytes and quoted commas, comments (one holding an
+        // address look-alike), folding, and an address that stays.
+        let raw: &[u8] = b"To: Team \xc4rger: \"Smith, J\xf6hn\" <John.Smith@tenant1.example.com> (work <x@tenant1.example.com>),\r\n\tmary@tenant1.example.com (M\xe4ry), other@else.example;,\r\n Bob <bob@else.example>\r\n";
+        let m = Message::parse(&[raw, b"\r\n"].concat());
+        let (h, changes) = m.headers[0]
+            .rewrite_addresses(|a| {
+                a.strip_suffix("@tenant1.example.com")
+                    .map(|l| format!("{l}@example.com"))
+            })
+            .unwrap();
         assert_eq!(
-            new,
-            " \"Smith, John\" <John.Smith@example.com> (work),\r\n\tMary <mary@tenant2.example.com>"
+            h.raw(),
+            b"To: Team \xc4rger: \"Smith, J\xf6hn\" <John.Smith@example.com> (work <x@tenant1.example.com>),\r\n\tmary@example.com (M\xe4ry), other@else.example;,\r\n Bob <bob@else.example>\r\n"
         );
-        assert_eq!(
-            changes,
-            [(
-                "John.Smith@tenant1.example.com".to_string(),
-                "John.Smith@example.com".to_string()
-            )]
+        assert_eq!(changes.len(), 2);
+        assert_eq!(h.name(), "To");
+        assert!(h.value().contains("mary@example.com"));
+        // Nothing to rewrite: no new field.
+        assert!(m.headers[0].rewrite_addresses(|_| None).is_none());
+        // A longer address that pushes a line past 998 octets: that line is folded, at a blank.
+        let long = format!(
+            "To: a@x.example, {}, b@x.example\r\n\r\n",
+            "c@y.example,".repeat(80).trim_end_matches(',')
+        );
+        let m = Message::parse(long.as_bytes());
+        let (h, _) = m.headers[0]
+            .rewrite_addresses(|a| {
+                (a == "b@x.example").then(|| format!("{}@x.example", "b".repeat(60)))
+            })
+            .unwrap();
+        assert!(
+            head_lines(&[h.raw(), b"\r\n"].concat())
+                .iter()
+                .all(|l| l.len() <= MAX_LINE)
         );
     }
 
     #[test]
-    fn a_rewrite_can_never_inject_a_header() {
-        let result = rewrite_addresses(" a@x.com", |_| Some("b@y.com\r\nBcc: evil@z.com".into()));
-        assert!(result.is_none(), "{result:?}");
+    fn prepending_and_appending_keep_the_bytes_that_were_there() {
+        let m = Message::parse(
+            b"Subject:\tcaf\xe9\r\n au lait\r\nTo: \"J\xfcrg\" <j@x.example>\r\n\r\n",
+        );
+        assert_eq!(
+            m.headers[0].prepend("[EXT] ").raw(),
+            b"Subject:\t[EXT] caf\xe9\r\n au lait\r\n"
+        );
+        assert_eq!(
+            Header::new("Subject", "").prepend("[EXT] ").raw(),
+            b"Subject: [EXT] \r\n"
+        );
+        assert_eq!(
+            m.headers[1].append_to_list("add@y.example").raw(),
+            b"To: \"J\xfcrg\" <j@x.example>, add@y.example\r\n"
+        );
+        assert_eq!(
+            Header::new("Cc", "").append_to_list("a@y.example").raw(),
+            b"Cc: a@y.example\r\n"
+        );
+        // What was written reads back as the same field.
+        let h = m.headers[1].append_to_list("add@y.example");
+        assert_eq!(Message::parse(&[h.raw(), b"\r\n"].concat()).headers, [h]);
     }
 
     #[test]
@@ -471,7 +507,7 @@ mod tests {
         // byte for byte, behind a blank line (as Postfix and Python read it).
         let raw = "To: a@x.example\r\n: b@y.example\r\nBcc\u{a0}: c@z.example\r\nX-Ok \t: d\r\n\r\nbody\r\n";
         let odd = Message::parse(raw.as_bytes());
-        let names: Vec<&str> = odd.headers.iter().map(|h| h.name.as_str()).collect();
+        let names: Vec<&str> = odd.headers.iter().map(Header::name).collect();
         assert_eq!(names, ["To"]);
         assert_eq!(
             odd.to_bytes(),

@@ -4,6 +4,7 @@
 //! rewriting, routing. No I/O and no panics; the result is a [`Verdict`] per recipient plus a
 //! trace that says, in an administrator's words, why.
 
+mod address_list;
 pub mod message;
 pub mod organization;
 mod stages;

@@ -1,6 +1,6 @@
 //! The stages of [`evaluate`], one function each.
 
-use super::message::{Header, Message, fold, rewrite_addresses};
+use super::message::{Header, Message, fold};
 use super::trust::{attribute, header_firewall};
 use super::{Envelope, Fate, RecipientVerdict, Stage, Step, Verdict};
 use crate::compile::{Facts, Lookup, Outbound, Outcome, RuleIndex, Table, route, select_receive};
@@ -51,32 +51,40 @@ impl Run<'_> {
     /// The value is folded to keep lines within the limit (it is often an unfolded one, made
     /// longer).
     pub(super) fn set_header(&mut self, name: &str, value: &str) {
+        let new = Header::new(name, &fold(name, &format!(" {value}")));
+        self.replace_header(name, |_| new, value.to_string());
+    }
+
+    /// Replaces the first field called `name` with what `change` makes of it (or of a new
+    /// empty field when there is none, added at the end) and removes later copies; records
+    /// the change with `after` as the new value.
+    pub(super) fn replace_header(
+        &mut self,
+        name: &str,
+        change: impl FnOnce(&Header) -> Header,
+        after: String,
+    ) {
         let before = self.message.get(name);
-        let new = Header {
-            name: name.to_string(),
-            value: fold(name, &format!(" {value}")),
-        };
-        match self
-            .message
-            .headers
+        let headers = &mut self.message.headers;
+        match headers
             .iter()
-            .position(|h| h.name.eq_ignore_ascii_case(name))
+            .position(|h| h.name().eq_ignore_ascii_case(name))
         {
             Some(i) => {
                 let mut seen = 0;
-                self.message.headers.retain(|h| {
-                    let same = h.name.eq_ignore_ascii_case(name);
+                headers.retain(|h| {
+                    let same = h.name().eq_ignore_ascii_case(name);
                     seen += usize::from(same);
                     !same || seen == 1
                 });
-                if let Some(slot) = self.message.headers.get_mut(i) {
-                    *slot = new;
+                if let Some(slot) = headers.get_mut(i) {
+                    *slot = change(slot);
                 }
             }
-            None => self.message.headers.push(new),
+            None => headers.push(change(&Header::new(name, ""))),
         }
         self.header_changes
-            .push((name.to_string(), before, Some(value.to_string())));
+            .push((name.to_string(), before, Some(after)));
     }
 
     pub(super) fn remove_header(&mut self, name: &str) -> bool {
@@ -84,7 +92,7 @@ impl Run<'_> {
         let n = self.message.headers.len();
         self.message
             .headers
-            .retain(|h| !h.name.eq_ignore_ascii_case(name));
+            .retain(|h| !h.name().eq_ignore_ascii_case(name));
         let removed = self.message.headers.len() != n;
         if removed {
             self.header_changes.push((name.to_string(), before, None));
@@ -92,7 +100,8 @@ impl Run<'_> {
         removed
     }
 
-    /// Rewrites the addresses in some headers with `f`, recording each change.
+    /// Rewrites the addresses in some headers with `f`, recording each change. Only the
+    /// addr-specs change; every other byte of the field stays as it arrived.
     fn rewrite_headers(
         &mut self,
         names: &[&str],
@@ -102,22 +111,22 @@ impl Run<'_> {
         let mut notes = Vec::new();
         let explain = self.explain;
         for h in &mut self.message.headers {
-            if !names.iter().any(|n| h.name.eq_ignore_ascii_case(n)) {
+            if !names.iter().any(|n| h.name().eq_ignore_ascii_case(n)) {
                 continue;
             }
-            let rewritten = rewrite_addresses(&h.value, |a| {
+            let rewritten = h.rewrite_addresses(|a| {
                 let addr = parse_address(a)?;
                 let (new, entry) = f(&addr)?;
                 if explain {
-                    notes.push(format!("{}: {a} -> {new} (entry `{entry}`)", h.name));
+                    notes.push(format!("{}: {a} -> {new} (entry `{entry}`)", h.name()));
                 }
                 Some(new.to_string())
             });
-            if let Some((value, _)) = rewritten {
+            if let Some((new, _)) = rewritten {
                 let before = h.unfolded();
-                h.value = fold(&h.name, &value);
+                *h = new;
                 self.header_changes
-                    .push((h.name.clone(), Some(before), Some(h.unfolded())));
+                    .push((h.name().to_string(), Some(before), Some(h.unfolded())));
             }
         }
         for n in notes {
@@ -697,8 +706,8 @@ fn transport_rules(
         .message
         .headers
         .iter()
-        .filter(|h| table.rules.tests_header(&h.name))
-        .map(|h| (h.name.clone(), h.text()))
+        .filter(|h| table.rules.tests_header(h.name()))
+        .map(|h| (h.name().to_string(), h.text()))
         .collect();
     let facts = Facts {
         // Rules see the recipients as addressed (after inbound rewriting), as on an Edge
@@ -881,11 +890,11 @@ fn apply(
                 .map(ToString::to_string)
                 .collect::<Vec<_>>()
                 .join(", ");
-            let value = match run.message.get(header) {
+            let after = match run.message.get(header) {
                 Some(v) if !v.is_empty() => format!("{v}, {extra}"),
-                _ => extra,
+                _ => extra.clone(),
             };
-            run.set_header(header, &value);
+            run.replace_header(header, |h| h.append_to_list(&extra), after);
             add(recipients, list);
         }
         Action::BlindCopyTo(list) => add(recipients, list),
@@ -895,7 +904,7 @@ fn apply(
         }
         Action::PrependSubject(text) => {
             let subject = run.message.get("Subject").unwrap_or_default();
-            run.set_header("Subject", &format!("{text}{subject}"));
+            run.replace_header("Subject", |h| h.prepend(text), format!("{text}{subject}"));
         }
     }
 }

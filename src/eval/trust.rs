@@ -132,10 +132,10 @@ pub(super) fn header_firewall(run: &mut Run<'_>, auth: AuthAs, org: Option<&str>
         .headers
         .iter()
         .filter(|h| {
-            h.name.eq_ignore_ascii_case(ORIGINATOR_ORG)
-                || (untrusted && is_organization_header(&h.name))
+            h.name().eq_ignore_ascii_case(ORIGINATOR_ORG)
+                || (untrusted && is_organization_header(h.name()))
         })
-        .map(|h| h.name.clone())
+        .map(|h| h.name().to_string())
         .collect();
     for name in stripped {
         if run.remove_header(&name) && run.explain {

@@ -14,7 +14,7 @@ use crate::relay::metrics::Metrics;
 use crate::smtp::command::{
     Body, Command, LineEnd, MailParams, RcptParams, find_line, parse_command,
 };
-use crate::smtp::data::{BdatReceiver, Buffered, DataError, DataReceiver};
+use crate::smtp::data::{BdatReceiver, Buffered, DataError, DataReceiver, MAX_TEXT_LINE};
 use crate::smtp::reply::Reply;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -806,8 +806,9 @@ impl Session {
             return Err(End::Closed);
         }
         let limits = &self.conn().limits;
-        let mut rx =
-            DataReceiver::new(limits.max_message_size).with_header_limit(limits.max_header_size);
+        let mut rx = DataReceiver::new(limits.max_message_size)
+            .with_header_limit(limits.max_header_size)
+            .with_line_limit(MAX_TEXT_LINE);
         let mut lease = Lease::new(&self.shared.memory);
         loop {
             budget(&mut lease, &mut rx, self.buf.len());
@@ -867,11 +868,11 @@ impl Session {
         }
         let limits = &self.conn().limits;
         let (max, max_header) = (limits.max_message_size, limits.max_header_size);
-        let mut rx = self
-            .tx
-            .bdat
-            .take()
-            .unwrap_or_else(|| BdatReceiver::new(max).with_header_limit(max_header));
+        let mut rx = self.tx.bdat.take().unwrap_or_else(|| {
+            BdatReceiver::new(max)
+                .with_header_limit(max_header)
+                .with_line_limit(MAX_TEXT_LINE)
+        });
         let mut lease = self
             .tx
             .lease
@@ -944,7 +945,7 @@ impl Session {
         let hops = message
             .headers
             .iter()
-            .filter(|h| h.name.eq_ignore_ascii_case("Received"))
+            .filter(|h| h.name().eq_ignore_ascii_case("Received"))
             .count();
         if hops as u64 >= u64::from(limits.max_hop_count) {
             return self

@@ -48,6 +48,12 @@ pub(super) struct Sink {
     in_head: bool,
     /// Bytes of the current header line so far, its CR included.
     line: u64,
+    /// The longest line allowed, CRLF excluded (`u64::MAX`: no limit).
+    pub(super) max_line: u64,
+    /// Octets of the current line so far (of the whole message, CR and LF excluded).
+    text_line: u64,
+    /// A line longer than `max_line` was seen.
+    long_line: bool,
 }
 
 impl Sink {
@@ -62,6 +68,9 @@ impl Sink {
             max_head: u64::MAX,
             in_head: true,
             line: 0,
+            max_line: u64::MAX,
+            text_line: 0,
+            long_line: false,
         }
     }
 
@@ -70,10 +79,13 @@ impl Sink {
         if self.in_head {
             self.track_head(bytes);
         }
+        if !self.long_line {
+            self.track_line(bytes);
+        }
         if !self.keep {
             return;
         }
-        if self.size > self.limit || self.head_size() > self.max_head {
+        if self.size > self.limit || self.head_size() > self.max_head || self.long_line {
             self.stop();
         } else {
             self.buf.extend_from_slice(bytes);
@@ -96,6 +108,28 @@ impl Sink {
         self.line = self.line.saturating_add(bytes.len() as u64);
     }
 
+    /// Measures lines as they go by (RFC 5321 §4.5.3.1.6: at most 998 octets before the
+    /// CRLF). What is pushed is normalised and unstuffed, so every CR is the start of a CRLF,
+    /// and a leading dot doubled for transparency is not counted, as the RFC says.
+    fn track_line(&mut self, mut bytes: &[u8]) {
+        while let Some(p) = bytes.iter().position(|&c| c == b'\n') {
+            let text = bytes.get(..p).unwrap_or_default();
+            let text = text.strip_suffix(b"\r").unwrap_or(text);
+            self.end_of_text(text.len());
+            self.text_line = 0;
+            bytes = bytes.get(p + 1..).unwrap_or_default();
+        }
+        let text = bytes.strip_suffix(b"\r").unwrap_or(bytes);
+        self.end_of_text(text.len());
+    }
+
+    fn end_of_text(&mut self, n: usize) {
+        self.text_line = self.text_line.saturating_add(n as u64);
+        if self.text_line > self.max_line {
+            self.long_line = true;
+        }
+    }
+
     /// The header block so far, a line that has not ended yet included.
     fn head_size(&self) -> u64 {
         self.head.saturating_add(self.line)
@@ -112,6 +146,10 @@ impl Sink {
         } else if self.head_size() > self.max_head {
             Some(DataError::HeaderTooLarge {
                 limit: self.max_head,
+            })
+        } else if self.long_line {
+            Some(DataError::LineTooLong {
+                limit: self.max_line,
             })
         } else if self.no_memory {
             Some(DataError::NoMemory)

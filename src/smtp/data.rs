@@ -13,6 +13,9 @@ pub use super::buffer::Buffered;
 use super::buffer::SLACK;
 use super::buffer::Sink;
 
+/// The longest text line RFC 5321 §4.5.3.1.6 allows, CRLF excluded (1,000 octets with it).
+pub const MAX_TEXT_LINE: u64 = 998;
+
 /// What one [`DataReceiver::feed`] call did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DataProgress {
@@ -36,6 +39,14 @@ pub enum DataError {
     #[error("header exceeds the limit of {limit} octets")]
     HeaderTooLarge {
         /// The header limit the receiver was given.
+        limit: u64,
+    },
+    /// A line (header or body) is longer than the limit, CRLF excluded: RFC 5321
+    /// §4.5.3.1.6 allows 998 octets, and a next hop that holds to it would refuse the message
+    /// after this relay had accepted it.
+    #[error("message has a line longer than {limit} octets")]
+    LineTooLong {
+        /// The longest line allowed.
         limit: u64,
     },
     /// The relay's memory for message data was spent while this message arrived; the
@@ -62,6 +73,14 @@ impl DataError {
                 552,
                 "5.3.4",
                 format!("header exceeds the limit of {limit} octets"),
+            ),
+            // Exim's answer to a line over its `message_linelength_limit` (998 as well): the
+            // transaction failed (554) for its content (5.6.0), permanently; the sender hears
+            // it at once rather than in a bounce from the next hop.
+            DataError::LineTooLong { limit } => (
+                554,
+                "5.6.0",
+                format!("message has a line longer than {limit} octets (RFC 5321 4.5.3.1.6)"),
             ),
             DataError::NoMemory => (
                 452,
@@ -139,6 +158,14 @@ impl DataReceiver {
     /// ([`DataError::HeaderTooLarge`]); it is not kept past that either.
     pub fn with_header_limit(mut self, max_header: u64) -> Self {
         self.sink.max_head = max_header;
+        self
+    }
+
+    /// The same, refusing a message with a line (CRLF excluded, a dot doubled for
+    /// transparency not counted) over `max_line` octets ([`DataError::LineTooLong`]); it is
+    /// not kept past that either.
+    pub fn with_line_limit(mut self, max_line: u64) -> Self {
+        self.sink.max_line = max_line;
         self
     }
 
@@ -281,6 +308,14 @@ impl BdatReceiver {
     /// ([`DataError::HeaderTooLarge`]); it is not kept past that either.
     pub fn with_header_limit(mut self, max_header: u64) -> Self {
         self.sink.max_head = max_header;
+        self
+    }
+
+    /// The same, refusing a message with a line (CRLF excluded, a dot doubled for
+    /// transparency not counted) over `max_line` octets ([`DataError::LineTooLong`]); it is
+    /// not kept past that either.
+    pub fn with_line_limit(mut self, max_line: u64) -> Self {
+        self.sink.max_line = max_line;
         self
     }
 
@@ -509,6 +544,53 @@ mod tests {
         let mut b = BdatReceiver::new(10).with_header_limit(5);
         b.feed(b"0123456789ab");
         assert_eq!(b.refusal(), Some(DataError::TooLarge { limit: 10 }));
+    }
+
+    #[test]
+    fn line_limit_counts_octets_before_the_crlf_across_pieces() {
+        let line = |n: usize| [vec![b'x'; n], b"\r\n".to_vec()].concat();
+        // 998 octets pass, in one piece or a byte at a time; 999 do not, header or body.
+        for n in [998, 999] {
+            for head in [true, false] {
+                let msg = if head {
+                    [b"X-Long: ".to_vec(), line(n - 8), b"\r\nbody\r\n".to_vec()].concat()
+                } else {
+                    [b"Subject: s\r\n\r\n".to_vec(), line(n)].concat()
+                };
+                let mut wire = msg.clone();
+                wire.extend_from_slice(b".\r\n");
+                let mut whole = DataReceiver::new(1 << 20).with_line_limit(MAX_TEXT_LINE);
+                assert!(whole.feed(&wire).done);
+                let mut drip = BdatReceiver::new(1 << 20).with_line_limit(MAX_TEXT_LINE);
+                for b in &msg {
+                    drip.feed(std::slice::from_ref(b));
+                }
+                for got in [whole.finish(), drip.finish()] {
+                    if n == 998 {
+                        assert_eq!(got.unwrap(), msg);
+                    } else {
+                        let e = got.unwrap_err();
+                        assert_eq!(e, DataError::LineTooLong { limit: 998 });
+                        assert_eq!((e.reply().0, e.reply().1), (554, "5.6.0"));
+                    }
+                }
+            }
+        }
+        // A dot doubled for transparency is not counted (RFC 5321 §4.5.3.1.6); CR and LF
+        // normalised from bare ones end lines like CRLF.
+        let mut r = DataReceiver::new(1 << 20).with_line_limit(4);
+        assert!(r.feed(b"..abc\r\nabcd\nabcd\rabcd\r\n.\r\n").done);
+        assert_eq!(r.finish().unwrap(), b".abc\r\nabcd\r\nabcd\r\nabcd\r\n");
+        // Refused while it grows: nothing is kept past the long line.
+        let mut r = DataReceiver::new(1 << 20).with_line_limit(MAX_TEXT_LINE);
+        r.reserve(r.capacity_for(8192));
+        r.feed(&[b'x'; 4096]);
+        assert_eq!(r.refusal(), Some(DataError::LineTooLong { limit: 998 }));
+        assert_eq!(r.capacity(), 0);
+        // Without the limit (the default), lines are not measured.
+        let mut b = BdatReceiver::new(1 << 20);
+        b.feed(&[b'x'; 5000]);
+        assert_eq!(b.finish().unwrap().len(), 5002);
     }
 
     #[test]

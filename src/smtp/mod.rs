@@ -12,5 +12,7 @@ pub use command::{
     MAX_MAIL_RCPT_LINE, MAX_PATH, MailParams, Notify, RcptParams, Ret, find_line, is_ascii,
     parse_command, parse_domain, xtext_decode, xtext_encode,
 };
-pub use data::{BdatReceiver, Buffered, DataError, DataProgress, DataReceiver, dot_stuff};
+pub use data::{
+    BdatReceiver, Buffered, DataError, DataProgress, DataReceiver, MAX_TEXT_LINE, dot_stuff,
+};
 pub use reply::{MAX_REPLY_LINE, Reply, ReplyError, parse_reply, parse_reply_line, split_enhanced};
