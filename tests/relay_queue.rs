@@ -212,6 +212,15 @@ async fn delay_notices_go_once_to_senders_who_want_them() {
             .unwrap()
             .trim()
             .to_string();
+        // The notice returns the message's header block, never its body (RFC 3461 4.3).
+        let subject = if rcpt == "plain@dead.example" {
+            "Subject: no-notify 0"
+        } else {
+            "Subject: delay-too 0"
+        };
+        assert!(text.contains("text/rfc822-headers"), "{text}");
+        assert!(text.contains(subject), "{text}");
+        assert!(!text.contains("body 0"), "{text}");
         about.push(rcpt);
     }
     about.sort();

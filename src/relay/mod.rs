@@ -8,6 +8,7 @@ pub mod limits;
 pub mod memory;
 pub mod metrics;
 mod plan;
+mod report;
 mod scheduler;
 mod session;
 pub mod tls;

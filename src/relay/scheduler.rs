@@ -6,25 +6,18 @@
 use super::Shared;
 use super::metrics::Metrics;
 use super::plan::{Dest, Key, Task, crosses};
+use super::report;
 use super::track::{Event, EventId};
 use crate::compile::route;
-use crate::deliver::dsn::{self, DsnAction, DsnInput, FailedRecipient};
+use crate::deliver::dsn::{DsnAction, FailedRecipient};
 use crate::deliver::{
     Attempt, ClientConfig, DeliverError, OutboundMessage, OutboundRcpt, RcptOutcome, deliver,
     next_hops,
 };
 use crate::eval::organization::{leaves_organization, strip_organization_headers};
-use crate::eval::{Fate, RecipientVerdict, Verdict};
-use crate::queue::{NewMessage, NewRecipient, QueueId, QueuedMessage, RecipientState};
-use crate::smtp::command::MailParams;
+use crate::queue::{QueueId, QueuedMessage, RecipientState, now_secs};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
-
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
+use std::time::Duration;
 
 /// A group of one message's recipients that go to the same place in one transaction.
 struct Job {
@@ -39,7 +32,7 @@ struct Job {
 pub(super) async fn run(shared: Arc<Shared>) {
     let mut shutdown = shared.shutdown.clone();
     loop {
-        let t = now();
+        let t = now_secs();
         let (tasks, next) = {
             let mut plan = shared.plan();
             (plan.take(t), plan.next_due())
@@ -94,7 +87,7 @@ async fn run_task(shared: Arc<Shared>, task: Task) {
     let backoff = |failures: u32| shared.options.retry.delay(failures).as_secs();
     {
         let mut plan = shared.plan();
-        plan.finished(&key, reached, now(), backoff, &error);
+        plan.finished(&key, reached, now_secs(), backoff, &error);
         if let (Some(due), Some(m)) = (next, shared.spool.get(&key.id)) {
             plan.schedule(key, due, m.received_at);
         }
@@ -298,7 +291,7 @@ struct Judgement {
 /// Returns when the recipients still pending are due again.
 async fn record(shared: &Shared, job: &Job, result: Attempt) -> Option<u64> {
     let m = &job.message;
-    let j = judge(shared, job, &result, now());
+    let j = judge(shared, job, &result, now_secs());
     // The copy a report returns is read first: once every recipient is final, the update
     // lets the message go from the spool. Reading it back counts against the delivery budget.
     let reporting = !j.failed.is_empty() || !j.delayed.is_empty();
@@ -316,32 +309,7 @@ async fn record(shared: &Shared, job: &Job, result: Attempt) -> Option<u64> {
         tracing::error!("spool update for {}: {e}", m.id);
         return j.next;
     }
-    for (list, keyword, ret_full) in [
-        (j.failed, "FAILURE", m.meta.ret_full.unwrap_or(false)),
-        // A delay notice returns the header only, whatever RET says (RFC 3461 4.3).
-        (j.delayed, "DELAY", false),
-    ] {
-        let wanted: Vec<FailedRecipient> = list
-            .into_iter()
-            .filter(|(i, _)| {
-                let notify = m.meta.recipients.get(*i).and_then(|r| r.notify.as_deref());
-                wants_dsn(notify, keyword)
-            })
-            .map(|(_, f)| f)
-            .collect();
-        if !wanted.is_empty() {
-            let report = Report {
-                sender: m.meta.mail_from.as_deref(),
-                envid: m.meta.envid.as_deref(),
-                ret_full,
-                arrival: m.received_at,
-                recipients: &wanted,
-                original: &original,
-                about: Some(&m.id),
-            };
-            queue_dsn(shared, report).await;
-        }
-    }
+    report::outcomes(shared, m, j.failed, j.delayed, &original).await;
     j.next
 }
 
@@ -398,7 +366,7 @@ fn judge(shared: &Shared, job: &Job, result: &Attempt, t: u64) -> Judgement {
                 Metrics::inc(&shared.metrics.bounced);
                 let status = format!("{code} {enhanced} {text}");
                 event(EventId::Fail, status.clone());
-                let f = report_rcpt(r, &enhanced, &status, remote.clone(), DsnAction::Failed);
+                let f = report::recipient(r, &enhanced, &status, remote.clone(), DsnAction::Failed);
                 j.failed.push((i, f));
                 let state = RecipientState::Failed {
                     code,
@@ -418,7 +386,7 @@ fn judge(shared: &Shared, job: &Job, result: &Attempt, t: u64) -> Judgement {
                     attempts + 1
                 );
                 event(EventId::Fail, status.clone());
-                let f = report_rcpt(r, "4.4.7", &status, remote.clone(), DsnAction::Failed);
+                let f = report::recipient(r, "4.4.7", &status, remote.clone(), DsnAction::Failed);
                 j.failed.push((i, f));
                 let state = RecipientState::Failed {
                     code: 550,
@@ -444,7 +412,13 @@ fn judge(shared: &Shared, job: &Job, result: &Attempt, t: u64) -> Judgement {
                     due.saturating_sub(shared.options.retry.delay(attempts).as_secs().max(1))
                 };
                 if crosses(m.received_at, warning, previous, t) {
-                    let f = report_rcpt(r, &enhanced, &status, remote.clone(), DsnAction::Delayed);
+                    let f = report::recipient(
+                        r,
+                        &enhanced,
+                        &status,
+                        remote.clone(),
+                        DsnAction::Delayed,
+                    );
                     j.delayed.push((i, f));
                 }
                 let next = t + shared.options.retry.delay(attempts + 1).as_secs().max(1);
@@ -468,161 +442,4 @@ async fn read_body(shared: &Shared, id: &QueueId) -> Result<Vec<u8>, crate::queu
     tokio::task::spawn_blocking(move || spool.read_body(&id))
         .await
         .unwrap_or(Err(crate::queue::QueueError::Closed))
-}
-
-fn report_rcpt(
-    r: &NewRecipient,
-    status: &str,
-    diagnostic: &str,
-    remote: Option<String>,
-    action: DsnAction,
-) -> FailedRecipient {
-    FailedRecipient {
-        address: r.address.clone(),
-        original: r.orcpt.clone(),
-        status: status.to_string(),
-        diagnostic: format!("smtp; {diagnostic}"),
-        remote_mta: remote,
-        action,
-    }
-}
-
-/// RFC 3461: without NOTIFY, failures and delays are reported (the choice Postfix and
-/// Exchange make); with NOTIFY, only the kinds it lists (`NEVER` lists none).
-fn wants_dsn(notify: Option<&str>, keyword: &str) -> bool {
-    notify.is_none_or(|n| n.split(',').any(|k| k.trim().eq_ignore_ascii_case(keyword)))
-}
-
-/// The largest message a DSN returns whole (`RET=FULL`); larger ones are returned as their
-/// header only. Postfix's `bounce_size_limit`.
-const DSN_RETURN_LIMIT: usize = 50_000;
-
-/// A report to send: about which recipients of which message, to whom.
-struct Report<'a> {
-    /// The original envelope sender; `None` (the null sender) never gets a report.
-    sender: Option<&'a str>,
-    envid: Option<&'a str>,
-    ret_full: bool,
-    arrival: u64,
-    recipients: &'a [FailedRecipient],
-    original: &'a [u8],
-    /// The queued message reported on, for tracking.
-    about: Option<&'a QueueId>,
-}
-
-/// Composes a DSN and queues it to the original sender; null senders never get one.
-async fn queue_dsn(shared: &Shared, report: Report<'_>) {
-    let Report {
-        sender,
-        envid,
-        ret_full,
-        arrival,
-        recipients: failed,
-        original,
-        about,
-    } = report;
-    let Some(sender) = sender.filter(|s| dsn::should_bounce(Some(s))) else {
-        return;
-    };
-    let table = shared.table();
-    let domain = sender
-        .rsplit_once('@')
-        .map(|(_, d)| d.to_ascii_lowercase())
-        .unwrap_or_default();
-    // The returned copy leaves the organization with the report when the sender is outside.
-    let stripped = leaves_organization(&table.domains, &domain)
-        .then(|| strip_organization_headers(original))
-        .flatten();
-    let original = stripped.as_deref().unwrap_or(original);
-    // RET=FULL returns the whole message only when it is small (Postfix's bounce_size_limit):
-    // a sender's address is anyone's to write, and a bounce per domain would otherwise
-    // reflect a large message to that address many times over.
-    let ret_full = ret_full && original.len() <= DSN_RETURN_LIMIT;
-    let input = DsnInput {
-        reporting_mta: &shared.hostname,
-        original_sender: sender,
-        envid,
-        ret_full,
-        arrival_date: arrival,
-        recipients: failed,
-        original,
-    };
-    let body = dsn::compose(&input);
-    let Some(connector) = route(&table.send_connectors, &domain, &table.domains)
-        .and_then(|i| table.send_connectors.get(i))
-    else {
-        tracing::warn!("no route for a DSN to {sender}; dropped");
-        return;
-    };
-    let meta = NewMessage {
-        mail_from: None,
-        envid: None,
-        ret_full: None,
-        message_id: None,
-        client_ip: None,
-        connector: None,
-        recipients: vec![NewRecipient {
-            address: sender.to_string(),
-            original: sender.to_string(),
-            send_connector: connector.name.value.clone(),
-            notify: None,
-            orcpt: None,
-        }],
-        smtputf8: false,
-        eight_bit: !original.is_ascii(),
-    };
-    match shared.spool.store(meta, body).await {
-        Ok(q) => {
-            let mut e = Event::new(EventId::Dsn, "DSN");
-            e.internal_message_id = Some(q.id.to_string());
-            e.recipient_address = vec![sender.to_string()];
-            e.related_recipient_address = failed.first().map(|f| f.address.clone());
-            e.source_context = about.map(|id| format!("about {id}"));
-            shared.tracker.log(e);
-            shared.enqueue(&q);
-        }
-        Err(e) => tracing::error!("could not queue a DSN to {sender}: {e}"),
-    }
-}
-
-impl Shared {
-    /// Recipients the rules refused after data, while others of the same message were
-    /// accepted: the client got 250, so the refusal travels as a DSN.
-    pub(crate) async fn bounce_refused(
-        &self,
-        verdict: &Verdict,
-        rejected: &[&RecipientVerdict],
-        original: &[u8],
-        params: &MailParams,
-    ) {
-        let failed: Vec<FailedRecipient> = rejected
-            .iter()
-            .filter_map(|r| match &r.fate {
-                Fate::Reject {
-                    code,
-                    enhanced,
-                    text,
-                } => Some(FailedRecipient {
-                    address: r.address.to_string(),
-                    original: None,
-                    status: enhanced.clone(),
-                    diagnostic: format!("smtp; {code} {enhanced} {text}"),
-                    remote_mta: None,
-                    action: DsnAction::Failed,
-                }),
-                _ => None,
-            })
-            .collect();
-        let sender = verdict.mail_from.as_ref().map(ToString::to_string);
-        let report = Report {
-            sender: sender.as_deref(),
-            envid: params.envid.as_deref(),
-            ret_full: matches!(params.ret, Some(crate::smtp::command::Ret::Full)),
-            arrival: now(),
-            recipients: &failed,
-            original,
-            about: None,
-        };
-        queue_dsn(self, report).await;
-    }
 }
