@@ -181,7 +181,7 @@ fn check(set: &Set, env: &Envelope, input: &[u8], message: &Message) {
     // The body is kept byte for byte; header lines that are not fields (and all after the
     // first of them) become body text in front of it, as Postfix reads them.
     assert!(
-        out_body.ends_with(in_body) && out_body == Message::parse(input).body.as_slice(),
+        out_body.ends_with(in_body) && out_body == &Message::parse(input).body[..],
         "the body changed: {:?} -> {:?}",
         String::from_utf8_lossy(in_body),
         String::from_utf8_lossy(out_body)

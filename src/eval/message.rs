@@ -7,6 +7,7 @@
 //! address-list scanner that knows quoted strings, comments, angle addresses and groups.
 
 pub use super::address_list::{AddressChanges, addresses, rewrite_addresses};
+use bytes::Bytes;
 
 /// One header field.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -157,8 +158,10 @@ impl Header {
 pub struct Message {
     /// Header fields in order.
     pub headers: Vec<Header>,
-    /// Everything after the blank line that ends the header (bytes, untouched).
-    pub body: Vec<u8>,
+    /// Everything after the blank line that ends the header (bytes, untouched). Shared, so a
+    /// message parsed from the received buffer ([`Message::parse_shared`]) and every clone of
+    /// it hold one copy of the body: the received one.
+    pub body: Bytes,
 }
 
 impl Message {
@@ -173,6 +176,22 @@ impl Message {
     /// would be no field to this relay's firewall and `AuthAs: Internal` to a parser that
     /// unfolds first.
     pub fn parse(raw: &[u8]) -> Message {
+        Message::split(raw, Bytes::copy_from_slice)
+    }
+
+    /// [`Message::parse`] that keeps the body as a slice of `raw` instead of a copy (when the
+    /// header ends at a blank line, as it does but for a malformed header).
+    pub fn parse_shared(raw: &Bytes) -> Message {
+        Message::split(raw, |body| raw.slice_ref(body))
+    }
+
+    /// The header's length in `raw`: where [`Message::parse`]'s body starts, blank line
+    /// excluded, as a quick scan that copies nothing (what a copy of the header will cost).
+    pub fn header_len(raw: &[u8]) -> usize {
+        split_head(raw).0.len()
+    }
+
+    fn split(raw: &[u8], body_of: impl FnOnce(&[u8]) -> Bytes) -> Message {
         let (raw_head, body) = split_head(raw);
         let mut headers: Vec<Header> = Vec::new();
         let mut start = 0;
@@ -209,24 +228,34 @@ impl Message {
             rest.extend_from_slice(body);
             return Message {
                 headers,
-                body: rest,
+                body: Bytes::from(rest),
             };
         }
         Message {
             headers,
-            body: body.to_vec(),
+            body: body_of(body),
         }
     }
 
     /// The message as bytes: each field as it arrived or as the evaluator changed it, the
     /// blank line (CRLF), the body.
     pub fn to_bytes(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(self.size() as usize);
+        let mut out = self.header_bytes(&[]);
+        out.reserve_exact(self.body.len());
+        out.extend_from_slice(&self.body);
+        out
+    }
+
+    /// `before`, then every field as [`Message::to_bytes`] writes it and the blank line: the
+    /// message without its body, which goes after it as it is.
+    pub fn header_bytes(&self, before: &[u8]) -> Vec<u8> {
+        let head: usize = self.headers.iter().map(|h| h.raw.len()).sum();
+        let mut out = Vec::with_capacity(before.len() + head + 2);
+        out.extend_from_slice(before);
         for h in &self.headers {
             out.extend_from_slice(&h.raw);
         }
         out.extend_from_slice(b"\r\n");
-        out.extend_from_slice(&self.body);
         out
     }
 
@@ -381,6 +410,19 @@ mod tests {
     }
 
     #[test]
+    fn a_shared_parse_keeps_the_body_in_the_received_buffer() {
+        let raw = Bytes::from_static(b"Subject: s\r\nTo: a@x.example\r\n\r\nbody\r\n");
+        let m = Message::parse_shared(&raw);
+        assert_eq!(m, Message::parse(&raw));
+        assert_eq!(Message::header_len(&raw), 29);
+        // The very bytes received, not a copy of them; the header is written in front.
+        assert_eq!(m.body.as_ptr(), raw[31..].as_ptr());
+        let mut stored = m.header_bytes(b"Received: x\r\n");
+        stored.extend_from_slice(&m.body);
+        assert_eq!(stored, [b"Received: x\r\n".as_slice(), &raw[..]].concat());
+    }
+
+    #[test]
     fn untouched_fields_are_written_back_byte_for_byte() {
         // Latin-1, Shift_JIS, a lone continuation byte, obsolete `Name :`, folding with tabs,
         // trailing blanks: none of it is decoded on the way out.
@@ -495,14 +537,14 @@ mod tests {
         assert_eq!(encoded.headers[1].text(), "caf\u{e9} au lait");
         let lf = Message::parse(b"From: a@x.com\nSubject: s\n\nbody\n");
         assert_eq!(lf.get("From").as_deref(), Some("a@x.com"));
-        assert_eq!(lf.body, b"body\n");
+        assert_eq!(&lf.body[..], b"body\n");
         // An empty first line: no header at all, whatever the body looks like.
         let none = Message::parse(b"\r\nBcc: x@y.example\r\n\r\nbody\r\n");
         assert!(none.headers.is_empty());
-        assert_eq!(none.body, b"Bcc: x@y.example\r\n\r\nbody\r\n");
+        assert_eq!(&none.body[..], b"Bcc: x@y.example\r\n\r\nbody\r\n");
         let mixed = Message::parse(b"A: b\n\r\nBcc: x@y.example\r\n\r\n");
         assert_eq!(mixed.headers.len(), 1);
-        assert_eq!(mixed.body, b"Bcc: x@y.example\r\n\r\n");
+        assert_eq!(&mixed.body[..], b"Bcc: x@y.example\r\n\r\n");
         // The header ends at the first line that is not a field; it and the rest are body,
         // byte for byte, behind a blank line (as Postfix and Python read it).
         let raw = "To: a@x.example\r\n: b@y.example\r\nBcc\u{a0}: c@z.example\r\nX-Ok \t: d\r\n\r\nbody\r\n";

@@ -75,6 +75,21 @@ pub struct RecipientVerdict {
     /// whether it takes the address (the evaluator does no I/O; `relay::verify` does).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub verify: bool,
+    /// Why `address` is not `original`, as the stage that changed it knows (message
+    /// tracking's EXPAND, RESOLVE and REDIRECT); `None` when nothing did.
+    #[serde(skip)]
+    pub change: Option<Change>,
+}
+
+/// Why a recipient's address changed on its way through the stages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    /// A member of a group the address expanded to.
+    Expand,
+    /// A rewrite entry's address, or a contact's forwarding address.
+    Resolve,
+    /// An address a transport rule sent the message to instead, or added.
+    Redirect,
 }
 
 /// The stage a trace line belongs to.

@@ -2,7 +2,7 @@
 
 use super::message::{Header, Message, fold};
 use super::trust::{attribute, header_firewall};
-use super::{Envelope, Fate, RecipientVerdict, Stage, Step, Verdict};
+use super::{Change, Envelope, Fate, RecipientVerdict, Stage, Step, Verdict};
 use crate::compile::{Facts, Lookup, Outbound, Outcome, RuleIndex, Table, route, select_receive};
 use crate::model::{Action, Address, AuthAs, DomainKind, ReceiveConnector, RuleMode, Scope};
 use std::borrow::Cow;
@@ -181,6 +181,8 @@ struct Pending<'a> {
     fate: Option<Fate>,
     /// No object here knows the address, and its internal-relay domain verifies recipients.
     verify: bool,
+    /// Why the address is not RCPT TO's, set where it is changed.
+    change: Option<Change>,
 }
 
 /// Evaluates one message. With `explain`, every rule is evaluated and explained in the trace
@@ -257,6 +259,7 @@ fn evaluate_inner(
                     address: a.clone(),
                     fate: fate.clone(),
                     verify: false,
+                    change: None,
                 })
                 .collect(),
             Vec::new(),
@@ -281,7 +284,9 @@ fn evaluate_inner(
     // Inbound rewriting: RCPT TO, To and Cc.
     let mut pending: Vec<Pending> = Vec::with_capacity(env.rcpt_to.len());
     for a in &env.rcpt_to {
-        let address = match table.rewrites.inbound(a) {
+        let rewritten = table.rewrites.inbound(a);
+        let change = rewritten.as_ref().map(|_| Change::Resolve);
+        let address = match rewritten {
             Some(r) => {
                 trace!(
                     run,
@@ -300,6 +305,7 @@ fn evaluate_inner(
             addressed: address,
             fate: None,
             verify: false,
+            change,
         });
     }
     run.rewrite_headers(INBOUND_HEADERS, Stage::InboundRewrite, |a| {
@@ -386,6 +392,7 @@ fn evaluate_inner(
                 );
                 resolved.push(Pending {
                     address: external,
+                    change: Some(Change::Resolve),
                     ..p
                 });
             }
@@ -431,6 +438,7 @@ fn evaluate_inner(
                         address: a,
                         fate: None,
                         verify: false,
+                        change: Some(Change::Expand),
                     });
                 }
             }
@@ -599,6 +607,7 @@ fn evaluate_inner(
             address: p.address,
             fate,
             verify,
+            change: p.change,
         });
     }
     finish(
@@ -846,6 +855,7 @@ fn apply(
                 address: a.clone(),
                 fate: None,
                 verify: false,
+                change: Some(Change::Redirect),
             });
         }
     };

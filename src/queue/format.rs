@@ -5,9 +5,10 @@ use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
 
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use super::crc::{Crc32, crc32};
+use super::crc::Crc32;
 use super::{NewMessage, QueueId, RecipientState};
 
 /// `MFSPOOL\0`, then version (u32 LE) and salt (u32 LE).
@@ -73,24 +74,85 @@ pub(crate) struct DoneHead {
     pub(crate) id: QueueId,
 }
 
+/// A message's bytes as the spool writes them: parts written one after another as one body.
+/// The relay stores a message as the header it built (the Received line and the header as
+/// changed) followed by the body it received, a shared slice of the received buffer, so the
+/// stored form is never one more whole copy of the message.
+#[derive(Clone, Debug, Default)]
+pub struct MessageBytes {
+    parts: Vec<Bytes>,
+    len: u64,
+}
+
+impl MessageBytes {
+    /// The parts in order; empty ones are left out.
+    pub fn new(parts: impl IntoIterator<Item = Bytes>) -> MessageBytes {
+        let parts: Vec<Bytes> = parts.into_iter().filter(|p| !p.is_empty()).collect();
+        let len = parts.iter().map(|p| p.len() as u64).sum();
+        MessageBytes { parts, len }
+    }
+
+    /// Octets in all parts.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The parts, to be written in this order.
+    pub fn parts(&self) -> &[Bytes] {
+        &self.parts
+    }
+
+    fn crc(&self) -> u32 {
+        let mut c = Crc32::new();
+        for p in &self.parts {
+            c.update(p);
+        }
+        c.finish()
+    }
+}
+
+impl From<Vec<u8>> for MessageBytes {
+    fn from(v: Vec<u8>) -> MessageBytes {
+        MessageBytes::new([Bytes::from(v)])
+    }
+}
+
+impl From<Bytes> for MessageBytes {
+    fn from(b: Bytes) -> MessageBytes {
+        MessageBytes::new([b])
+    }
+}
+
 /// A record ready to append, checksums computed by the caller (off the writer thread); only
 /// the segment salt is mixed in at write time.
 pub(crate) struct Encoded {
     pub(crate) kind: Kind,
     pub(crate) head: Vec<u8>,
-    pub(crate) body: Vec<u8>,
+    pub(crate) body: MessageBytes,
     head_crc: u32,
     pub(crate) body_crc: u32,
 }
 
 impl Encoded {
-    pub(crate) fn new(kind: Kind, head: Vec<u8>, body: Vec<u8>) -> Encoded {
-        let body_crc = crc32(&body);
+    pub(crate) fn new(kind: Kind, head: Vec<u8>, body: impl Into<MessageBytes>) -> Encoded {
+        let body = body.into();
+        let body_crc = body.crc();
         Self::with_body_crc(kind, head, body, body_crc)
     }
 
     /// For a body whose checksum is already known (compaction re-reads and verifies it).
-    pub(crate) fn with_body_crc(kind: Kind, head: Vec<u8>, body: Vec<u8>, body_crc: u32) -> Self {
+    pub(crate) fn with_body_crc(
+        kind: Kind,
+        head: Vec<u8>,
+        body: impl Into<MessageBytes>,
+        body_crc: u32,
+    ) -> Self {
+        let body = body.into();
         let mut c = Crc32::new();
         c.update(&frame_fields(
             kind as u8,
@@ -109,7 +171,7 @@ impl Encoded {
 
     /// Bytes on disk.
     pub(crate) fn len(&self) -> u64 {
-        REC_HEADER_LEN + self.head.len() as u64 + self.body.len() as u64
+        REC_HEADER_LEN + self.head.len() as u64 + self.body.len()
     }
 
     /// Offset of the body from the record's start.

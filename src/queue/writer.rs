@@ -328,10 +328,12 @@ impl Writer {
             let at = self.cur.len;
             buf.extend_from_slice(&o.enc.header(self.cur.salt));
             buf.extend_from_slice(&o.enc.head);
-            if o.enc.body.len() >= DIRECT_WRITE {
+            if o.enc.body.len() >= DIRECT_WRITE as u64 {
                 let step = self.flush(&mut buf, &mut buf_at).and_then(|()| {
-                    self.cur.file.write_all_at(&o.enc.body, buf_at)?;
-                    buf_at += o.enc.body.len() as u64;
+                    for part in o.enc.body.parts() {
+                        self.cur.file.write_all_at(part, buf_at)?;
+                        buf_at += part.len() as u64;
+                    }
                     Ok(())
                 });
                 if let Err(e) = step {
@@ -340,7 +342,9 @@ impl Writer {
                     );
                 }
             } else {
-                buf.extend_from_slice(&o.enc.body);
+                for part in o.enc.body.parts() {
+                    buf.extend_from_slice(part);
+                }
             }
             self.cur.len += o.enc.len();
             written.push((o, self.cur.no, at));
@@ -393,7 +397,7 @@ impl Writer {
                         let body = BodyLoc {
                             seg,
                             offset: at + o.enc.body_offset(),
-                            len: o.enc.body.len() as u64,
+                            len: o.enc.body.len(),
                             crc: o.enc.body_crc,
                         };
                         idx.apply_message(m.id, m.received_at, m.meta, m.states, body, rec_len);

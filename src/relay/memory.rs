@@ -4,18 +4,25 @@
 //! (the lease is dropped). A session that cannot grow its lease stops keeping and answers
 //! `452 4.3.1`; it never aborts, and nobody else is affected.
 //!
-//! Evaluating a message that has arrived copies it [`EVALUATION_COPIES`] times (the parsed
-//! message, the evaluator's, the stamped one that is queued). So that this can never find
-//! the budget spent by messages still arriving, and no session ever waits for another,
-//! arriving data may grow the budget's use only up to `1 / (1 + EVALUATION_COPIES)` of it:
-//! whatever all sessions then evaluate at once fits in the rest.
+//! Evaluating a message that has arrived keeps one buffer: the parsed body, the evaluator's
+//! and the spooled form are slices of the received bytes. What it copies is the header
+//! ([`HEADER_COPIES`] times) and, only when the header is malformed (a line that is no
+//! field ends it), the body once, charged to every message as [`EVALUATION_COPIES`]. So that
+//! this can never find the budget spent by messages still arriving, and no session ever
+//! waits for another, arriving data may grow the budget's use only up to
+//! `1 / (1 + EVALUATION_COPIES)` of it: whatever all sessions then evaluate at once fits in
+//! the rest, but for the header copies, which the header limit bounds per session.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-/// What evaluating a received message holds besides the received bytes, in multiples of
-/// their size: the parsed copy, the evaluator's copy and the stamped copy that is queued.
-pub const EVALUATION_COPIES: u64 = 3;
+/// What evaluating a received message may hold besides the received bytes, in multiples of
+/// their size: the body copied once when a malformed header moves a line into it.
+pub const EVALUATION_COPIES: u64 = 1;
+
+/// Copies of the header evaluating a message makes: the parsed fields (their bytes and their
+/// text), the evaluator's copy of both, and the stamped header that is queued.
+pub const HEADER_COPIES: u64 = 5;
 
 /// Octets of message data held in memory by all sessions, and the most there may be.
 #[derive(Debug)]
@@ -77,12 +84,14 @@ impl Lease {
         self.grow_to(total, ceiling)
     }
 
-    /// Grows the lease by what evaluating `size` received octets copies; within the whole
-    /// budget this always fits (see the module's note), so nobody waits for it.
-    pub fn grow_for_evaluation(&mut self, size: u64) -> bool {
+    /// Grows the lease by what evaluating `size` received octets, `header` of them the
+    /// header, copies; within the whole budget this fits (see the module's note), so nobody
+    /// waits for it.
+    pub fn grow_for_evaluation(&mut self, size: u64, header: u64) -> bool {
         let total = self
             .held
-            .saturating_add(size.saturating_mul(EVALUATION_COPIES));
+            .saturating_add(size.saturating_mul(EVALUATION_COPIES))
+            .saturating_add(header.saturating_mul(HEADER_COPIES));
         self.grow_to(total, self.budget.limit)
     }
 
@@ -132,19 +141,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn arriving_data_takes_a_quarter_and_evaluation_the_rest() {
+    fn arriving_data_takes_half_and_evaluation_the_rest() {
         let b = MemoryBudget::new(400);
         let mut a = Lease::new(&b);
         let mut c = Lease::new(&b);
-        assert!(a.grow_for_receiving(60));
-        assert!(c.grow_for_receiving(40));
+        assert!(a.grow_for_receiving(120));
+        assert!(c.grow_for_receiving(80));
         assert!(b.is_spent());
-        assert!(!c.grow_for_receiving(41));
-        assert_eq!(c.held(), 40);
-        // Both evaluate at once: 60 + 180 + 40 + 120 = 400, within the budget.
-        assert!(a.grow_for_evaluation(60));
-        assert!(c.grow_for_evaluation(40));
+        assert!(!c.grow_for_receiving(81));
+        assert_eq!(c.held(), 80);
+        // Both evaluate at once: 120 + 120 + 80 + 80 = 400, within the budget.
+        assert!(a.grow_for_evaluation(120, 0));
+        assert!(c.grow_for_evaluation(80, 0));
         assert_eq!(b.used(), 400);
+        assert!(!c.grow_for_evaluation(81, 0));
         a.shrink_to(10);
         assert_eq!(b.used(), 170);
         drop(a);
@@ -158,7 +168,9 @@ mod tests {
         let b = MemoryBudget::new(100);
         let mut a = Lease::new(&b);
         assert!(a.grow_for_receiving(500));
-        assert!(a.grow_for_evaluation(500));
+        assert!(a.grow_for_evaluation(500, 10));
+        // The body once, the header five times.
+        assert_eq!(a.held(), 500 + 500 + 50);
         let mut c = Lease::new(&b);
         assert!(!c.grow_for_receiving(1));
         drop(a);

@@ -436,14 +436,20 @@ async fn accept_loop(
             }
         };
         let _ = tcp.set_nodelay(true);
+        // The one choice of the connector for this connection: its limits admit it here,
+        // and the session serves it on the same connector.
         let table = shared.table();
-        let connector = select_receive(&table.receive_connectors, Some(configured), peer.ip())
-            .and_then(|i| table.receive_connectors.get(i));
+        let chosen = select_receive(&table.receive_connectors, Some(configured), peer.ip());
+        let connector = chosen.and_then(|i| table.receive_connectors.get(i));
         let (name, limits) = connector.map_or_else(
             || (String::new(), crate::model::ReceiveLimits::default()),
             |c| (c.name.value.clone(), c.limits.clone()),
         );
         let (slot, too_many) = limits::admit(&shared, &name, &limits, peer.ip());
+        let chosen = session::Chosen {
+            table,
+            connector: chosen,
+        };
         let shared2 = Arc::clone(&shared);
         let task = async move {
             if let Some(refusal) = too_many {
@@ -457,7 +463,7 @@ async fn accept_loop(
                 drop(tcp);
                 return;
             }
-            session::serve(shared2, tcp, peer, configured, slot).await;
+            session::serve(shared2, tcp, peer, configured, slot, chosen).await;
         };
         if let Ok(mut s) = sessions.lock() {
             // Finished sessions are reaped here so the set does not grow without bound.
