@@ -206,6 +206,11 @@ contact \"Desk\" {
             ..Envelope::default()
         };
         let v = evaluate_recipients(&table, &env);
+        // RCPT time stamps no header: there is no message yet.
+        assert!(v.header_changes.is_empty(), "{:?}", v.header_changes);
+        let full = evaluate(&table, &env, None, false);
+        assert_eq!(full.recipients, v.recipients);
+        assert!(!full.header_changes.is_empty());
         let marked: Vec<(String, bool)> = v
             .recipients
             .iter()

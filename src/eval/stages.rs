@@ -198,10 +198,10 @@ pub fn evaluate(
 }
 
 /// What is known at RCPT time, before the message exists: connector, attribution, inbound
-/// rewriting, recipient resolution, relay permission and routing, without transport rules
-/// or outbound rewriting. The relay answers RCPT TO from this, so an unknown recipient or a
-/// relay attempt is refused before any data is sent; the full [`evaluate`] at end of data
-/// decides the rest.
+/// rewriting of the addresses, recipient resolution, relay permission and routing, without
+/// the header stages (firewall, header rewriting), transport rules or outbound rewriting.
+/// The relay answers each RCPT TO from this, so an unknown recipient or a relay attempt is
+/// refused before any data is sent; the full [`evaluate`] at end of data decides the rest.
 pub fn evaluate_recipients(table: &Table, env: &Envelope) -> Verdict {
     evaluate_inner(table, env, None, false, false)
 }
@@ -279,7 +279,9 @@ fn evaluate_inner(
         );
     }
     let (auth, originating_org) = attribute(&mut run, connector, env);
-    header_firewall(&mut run, auth, originating_org.as_deref());
+    if with_rules {
+        header_firewall(&mut run, auth, originating_org.as_deref());
+    }
 
     // Inbound rewriting: RCPT TO, To and Cc.
     let mut pending: Vec<Pending> = Vec::with_capacity(env.rcpt_to.len());
@@ -308,12 +310,14 @@ fn evaluate_inner(
             change,
         });
     }
-    run.rewrite_headers(INBOUND_HEADERS, Stage::InboundRewrite, |a| {
-        table
-            .rewrites
-            .inbound(a)
-            .map(|r| (r.address, table.rewrites.name(r.entry).to_string()))
-    });
+    if with_rules {
+        run.rewrite_headers(INBOUND_HEADERS, Stage::InboundRewrite, |a| {
+            table
+                .rewrites
+                .inbound(a)
+                .map(|r| (r.address, table.rewrites.name(r.entry).to_string()))
+        });
+    }
 
     // Recipient resolution and relay permission.
     let may_relay = auth == AuthAs::Internal || connector.accept_any_recipient.is_some();
