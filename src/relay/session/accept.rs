@@ -3,12 +3,12 @@
 //! buffer throughout: parsed, evaluated and stored as slices of the bytes received.
 
 use super::{End, Session, Transaction};
-use crate::eval::{Fate, Message, RecipientVerdict, evaluate};
+use crate::eval::{Fate, Message, RecipientVerdict, Verdict, evaluate};
 use crate::model::Address;
-use crate::queue::{NewMessage, NewRecipient, QueueError};
+use crate::queue::{NewMessage, NewRecipient, QueueError, QueuedMessage};
 use crate::relay::memory::Lease;
 use crate::relay::metrics::Metrics;
-use crate::smtp::command::{Body, Notify, RcptParams, Ret};
+use crate::smtp::command::{Body, MailParams, Notify, RcptParams, Ret};
 use crate::smtp::data::DataError;
 use crate::smtp::reply::Reply;
 use bytes::Bytes;
@@ -90,40 +90,12 @@ impl Session {
             };
             return self.ok_or_close(r).await;
         }
-        let body = self.stamp(&verdict, &bytes, &params);
-        let new = NewMessage {
-            mail_from: verdict.mail_from.as_ref().map(ToString::to_string),
-            envid: params.envid.clone(),
-            ret_full: params.ret.map(|r| matches!(r, Ret::Full)),
-            message_id: message.get("Message-ID"),
-            client_ip: Some(self.peer.ip()),
-            connector: Some(self.conn().name.value.clone()),
-            recipients: delivered(&verdict.recipients, &tx.rcpts),
-            smtputf8: params.smtputf8,
-            eight_bit: matches!(params.body, Some(Body::EightBitMime | Body::BinaryMime))
-                || !bytes.is_ascii(),
-        };
-        let stored = if new.recipients.is_empty() {
-            None
-        } else {
-            match self.shared.spool.store(new, body).await {
-                Ok(q) => Some(q),
-                Err(QueueError::NoSpace { .. }) => {
-                    return self
-                        .ok_or_close(Reply::new(452, "4.3.1", "insufficient system storage"))
-                        .await;
-                }
-                Err(e) => {
-                    tracing::error!("spool write failed: {e}");
-                    return self
-                        .ok_or_close(Reply::new(
-                            451,
-                            "4.3.0",
-                            "local error in processing; try again later",
-                        ))
-                        .await;
-                }
-            }
+        let stored = match self
+            .spool(&verdict, &message, &tx.rcpts, &params, &bytes)
+            .await
+        {
+            Ok(stored) => stored,
+            Err(r) => return self.ok_or_close(r).await,
         };
         let id = stored.as_ref().map(|q| q.id.to_string());
         Metrics::inc(&self.shared.metrics.received);
@@ -142,6 +114,48 @@ impl Session {
             None => "accepted".to_string(),
         };
         self.ok_or_close(Reply::new(250, "2.6.0", text)).await
+    }
+
+    /// Writes the message, stamped, to the spool for its delivered recipients (none: nothing
+    /// is written); the reply for the client when the spool cannot take it.
+    async fn spool(
+        &self,
+        verdict: &Verdict,
+        message: &Message,
+        rcpts: &[(Address, RcptParams)],
+        params: &MailParams,
+        bytes: &Bytes,
+    ) -> Result<Option<QueuedMessage>, Reply> {
+        let new = NewMessage {
+            mail_from: verdict.mail_from.as_ref().map(ToString::to_string),
+            envid: params.envid.clone(),
+            ret_full: params.ret.map(|r| matches!(r, Ret::Full)),
+            message_id: message.get("Message-ID"),
+            client_ip: Some(self.peer.ip()),
+            connector: Some(self.conn().name.value.clone()),
+            recipients: delivered(&verdict.recipients, rcpts),
+            smtputf8: params.smtputf8,
+            eight_bit: matches!(params.body, Some(Body::EightBitMime | Body::BinaryMime))
+                || !bytes.is_ascii(),
+        };
+        if new.recipients.is_empty() {
+            return Ok(None);
+        }
+        let body = self.stamp(verdict, bytes, params);
+        match self.shared.spool.store(new, body).await {
+            Ok(q) => Ok(Some(q)),
+            Err(QueueError::NoSpace { .. }) => {
+                Err(Reply::new(452, "4.3.1", "insufficient system storage"))
+            }
+            Err(e) => {
+                tracing::error!("spool write failed: {e}");
+                Err(Reply::new(
+                    451,
+                    "4.3.0",
+                    "local error in processing; try again later",
+                ))
+            }
+        }
     }
 
     /// Takes the relay's newest table, so a message is judged by one table from start to
