@@ -229,4 +229,87 @@ contact \"Desk\" {
             Fate::Deliver { connector } if connector == "Tenant"
         ));
     }
+
+    #[test]
+    fn the_stage_that_changes_an_address_says_why() {
+        let report = crate::check::check_text(
+            "t.mailflow",
+            "accepted-domain example.com
+accepted-domain tenant.example.com internal-relay
+receive-connector \"In\" {
+  listen 127.0.0.1:25
+  auth externally-secured
+}
+send-connector \"Out\" {
+  address-space *
+}
+rewrite \"Ann\" ann@tenant.example.com -> ann@example.com
+contact \"Desk\" {
+  address desk@example.com
+  external desk@partner.example
+}
+contact \"Member\" {
+  address member@example.com
+  external member@partner.example
+}
+group \"Team\" {
+  address team@example.com
+  members \"Member\"
+}
+rule \"Redirect legal\" {
+  if recipient contains \"legal\"
+  redirect-to archive@partner.example
+}
+",
+        );
+        assert!(!report.has_errors(), "{:?}", report.diagnostics);
+        let table = crate::compile::compile(&report.rule_sets[0].rules).unwrap();
+        let to = |a: &str| {
+            let (local, domain) = a.split_once('@').unwrap();
+            Address {
+                local: local.into(),
+                domain: domain.into(),
+            }
+        };
+        let env = |rcpts: &[&str]| Envelope {
+            connector: Some("In".into()),
+            mail_from: Some(to("x@example.com")),
+            rcpt_to: rcpts.iter().map(|a| to(a)).collect(),
+            ..Envelope::default()
+        };
+        let changes = |v: &Verdict| -> Vec<(String, Option<Change>)> {
+            v.recipients
+                .iter()
+                .map(|r| (r.address.to_string(), r.change))
+                .collect()
+        };
+        let v = evaluate(
+            &table,
+            &env(&[
+                "ann@example.com",
+                "desk@example.com",
+                "team@example.com",
+                "x@other.example",
+            ]),
+            None,
+            false,
+        );
+        assert_eq!(
+            changes(&v),
+            [
+                ("ann@tenant.example.com".to_string(), Some(Change::Resolve)),
+                ("desk@partner.example".to_string(), Some(Change::Resolve)),
+                ("member@partner.example".to_string(), Some(Change::Expand)),
+                ("x@other.example".to_string(), None),
+            ]
+        );
+        let v = evaluate(&table, &env(&["legal@other.example"]), None, false);
+        assert_eq!(
+            changes(&v),
+            [(
+                "archive@partner.example".to_string(),
+                Some(Change::Redirect)
+            )]
+        );
+    }
 }
