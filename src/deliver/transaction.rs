@@ -219,6 +219,14 @@ async fn pipelined(
         .await
         .map_err(Lost::BeforeMail)?;
     let mail = s.read_reply(t).await.map_err(Lost::BeforeMail)?;
+    if mail.code == 421 {
+        // The server is closing the connection: no other reply is coming.
+        return Ok(Envelope {
+            mail,
+            rcpts: Vec::new(),
+            data: None,
+        });
+    }
     let mut replies = Vec::with_capacity(rcpts.len());
     for _ in &rcpts {
         replies.push(s.read_reply(t).await.map_err(|e| Lost::After("RCPT", e))?);

@@ -120,6 +120,8 @@ pub struct Command {
     /// More of what the client wrote was already waiting when this line was read: it came
     /// in one write with what follows (PIPELINING), not after this line's reply.
     pub pipelined: bool,
+    /// When it was read.
+    pub at: Instant,
 }
 
 /// What happened on one connection, in order.
@@ -286,6 +288,7 @@ impl Log {
             l.commands.push(Command {
                 line: line.to_string(),
                 pipelined,
+                at: Instant::now(),
             })
         });
     }
