@@ -405,3 +405,48 @@ pub(super) async fn open(
         transactions: 0,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use tokio::net::TcpListener;
+
+    async fn session_with(server_writes: Vec<Vec<u8>>) -> Session {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (mut tcp, _) = listener.accept().await.unwrap();
+            for w in server_writes {
+                tcp.write_all(&w).await.unwrap();
+                tcp.flush().await.unwrap();
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        });
+        Session::new(Stream::Plain(TcpStream::connect(addr).await.unwrap()))
+    }
+
+    #[tokio::test]
+    async fn an_over_long_reply_line_is_cut_not_refused() {
+        // 3,000 octets of text over several reads, then a reply of the usual kind.
+        let long = format!("550 5.7.1 {}", "x".repeat(3000));
+        let (a, b) = long.as_bytes().split_at(1500);
+        let mut s = session_with(vec![a.to_vec(), b.to_vec(), b"\r\n250 ok\r\n".to_vec()]).await;
+        let t = Duration::from_secs(5);
+        let r = s.read_reply(t).await.unwrap();
+        assert_eq!((r.code, r.status().as_str()), (550, "5.7.1"));
+        assert!(r.full().len() <= MAX_REPLY_LINE - 2, "{}", r.full().len());
+        assert!(r.text().starts_with("xxx"));
+        let r = s.read_reply(t).await.unwrap();
+        assert_eq!(r.full(), "250 ok");
+        assert!(s.in_step());
+    }
+
+    #[tokio::test]
+    async fn a_reply_of_too_many_lines_is_refused() {
+        let lines = "250-x\r\n".repeat(MAX_REPLY_LINES + 1);
+        let mut s = session_with(vec![lines.into_bytes()]).await;
+        let e = s.read_reply(Duration::from_secs(5)).await.unwrap_err();
+        assert!(e.to_string().contains("too many lines"), "{e}");
+    }
+}
