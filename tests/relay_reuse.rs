@@ -185,7 +185,7 @@ async fn a_kept_connection_the_hop_closed_costs_no_attempt() {
         ..SinkOptions::default()
     };
     let idle = SinkOptions {
-        idle_timeout: Some(Duration::from_millis(200)),
+        idle_timeout: Some(Duration::from_millis(500)),
         ..SinkOptions::default()
     };
     for options in [dropping, idle] {
@@ -196,7 +196,8 @@ async fn a_kept_connection_the_hop_closed_costs_no_attempt() {
         for _ in 0..3 {
             let a = deliver::deliver_reusing(&cfg, &pool, &hops(&sink), &message(&r)).await;
             assert!(delivered(&a), "{a:?}");
-            tokio::time::sleep(Duration::from_millis(400)).await;
+            // Long enough for the idle sink to have closed the kept connection.
+            tokio::time::sleep(Duration::from_millis(900)).await;
         }
         assert_eq!(sink.messages().len(), 3);
         assert_eq!(sink.connections(), 3);
