@@ -179,7 +179,8 @@ async fn the_cap_closes_a_connection_after_its_share() {
 
 #[tokio::test]
 async fn a_kept_connection_the_hop_closed_costs_no_attempt() {
-    // Closed without a word after each message, and closed with 421 when idle.
+    // Closed without a word after each message, closed with 421 when idle, and closed
+    // without a word by a server that does not pipeline.
     let dropping = SinkOptions {
         messages_per_connection: Some(1),
         ..SinkOptions::default()
@@ -188,7 +189,11 @@ async fn a_kept_connection_the_hop_closed_costs_no_attempt() {
         idle_timeout: Some(Duration::from_millis(500)),
         ..SinkOptions::default()
     };
-    for options in [dropping, idle] {
+    let lock_step = SinkOptions {
+        pipelining: false,
+        ..dropping.clone()
+    };
+    for options in [dropping, idle, lock_step] {
         let sink = Sink::start(options).await;
         let pool = pool(100, Duration::from_secs(10));
         let cfg = config();
@@ -202,6 +207,42 @@ async fn a_kept_connection_the_hop_closed_costs_no_attempt() {
         assert_eq!(sink.messages().len(), 3);
         assert_eq!(sink.connections(), 3);
     }
+}
+
+#[tokio::test]
+async fn a_kept_connection_to_a_later_hop_goes_before_a_hop_that_is_down() {
+    // The first hop accepts connections and never greets: each try costs a timeout.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let silent_addr = silent.local_addr().unwrap();
+    let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = accepted.clone();
+    let holder = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((tcp, _)) = silent.accept().await {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            held.push(tcp);
+        }
+    });
+    let sink = Sink::start(SinkOptions::default()).await;
+    let mut cfg = config();
+    cfg.command_timeout = Duration::from_millis(300);
+    let pool = pool(100, Duration::from_secs(10));
+    let mut hops = vec![Hop {
+        host: "silent.test".into(),
+        addrs: vec![silent_addr],
+        preference: 0,
+    }];
+    hops.extend(self::hops(&sink));
+    let r = rcpts(&["b@example.test"]);
+    for _ in 0..3 {
+        let a = deliver::deliver_reusing(&cfg, &pool, &hops, &message(&r)).await;
+        assert!(delivered(&a), "{a:?}");
+        assert_eq!(a.host, "sink.test");
+    }
+    // Only the first message waited for the silent hop.
+    assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 1);
+    assert_eq!(sink.connections(), 1);
+    holder.abort();
 }
 
 #[tokio::test]

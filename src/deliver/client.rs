@@ -169,28 +169,26 @@ async fn deliver_with(
     let payload = Payload::new(msg, &outcomes);
     if !payload.pending.is_empty() {
         let mut last = Failure::new(451, "4.4.0", "no next hop");
-        'hops: for hop in hops {
-            for addr in &hop.addrs {
-                attempt.host = hop.host.clone();
-                attempt.addr = Some(*addr);
-                attempt.tls = None;
-                let to = Target {
-                    cfg,
-                    pool,
-                    hop,
-                    addr: *addr,
-                };
-                match to.try_addr(&payload, &mut attempt.tls).await {
-                    HopResult::Next(f) => {
-                        tracing::debug!(host = %hop.host, %addr, reason = %f.text, "next hop");
-                        last = f;
+        for (hop, addr) in targets(cfg, pool, hops) {
+            attempt.host = hop.host.clone();
+            attempt.addr = Some(addr);
+            attempt.tls = None;
+            let to = Target {
+                cfg,
+                pool,
+                hop,
+                addr,
+            };
+            match to.try_addr(&payload, &mut attempt.tls).await {
+                HopResult::Next(f) => {
+                    tracing::debug!(host = %hop.host, %addr, reason = %f.text, "next hop");
+                    last = f;
+                }
+                HopResult::Done(results) => {
+                    for (i, o) in results {
+                        outcomes[i] = Some(o);
                     }
-                    HopResult::Done(results) => {
-                        for (i, o) in results {
-                            outcomes[i] = Some(o);
-                        }
-                        break 'hops;
-                    }
+                    break;
                 }
             }
         }
@@ -208,6 +206,31 @@ async fn deliver_with(
         })
         .collect();
     attempt
+}
+
+/// Every address of every hop, in order; with a pool, the first address that has a kept
+/// connection goes first (as Postfix looks its cache up by destination before by address):
+/// that connection is known to work, where an earlier address may be down and cost a
+/// connect timeout per message.
+fn targets<'h>(
+    cfg: &ClientConfig,
+    pool: Option<&Arc<Pool>>,
+    hops: &'h [Hop],
+) -> Vec<(&'h Hop, SocketAddr)> {
+    let mut all: Vec<(&Hop, SocketAddr)> = hops
+        .iter()
+        .flat_map(|h| h.addrs.iter().map(move |a| (h, *a)))
+        .collect();
+    if let Some(pool) = pool {
+        let kept = all
+            .iter()
+            .position(|(h, a)| pool.has_idle(&PoolKey::new(cfg, &h.host, *a)));
+        if let Some(i) = kept.filter(|i| *i > 0) {
+            let first = all.remove(i);
+            all.insert(0, first);
+        }
+    }
+    all
 }
 
 /// One address of one hop, as the client reaches it.

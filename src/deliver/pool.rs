@@ -101,6 +101,11 @@ impl Pool {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// Whether a connection is idle for `key`.
+    pub(super) fn has_idle(&self, key: &PoolKey) -> bool {
+        self.lock().idle.contains_key(key)
+    }
+
     /// The most recently used idle connection for `key` (the least likely to have been
     /// closed by the server meanwhile).
     pub(super) fn take(&self, key: &PoolKey) -> Option<Connection> {
