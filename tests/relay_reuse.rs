@@ -411,6 +411,20 @@ async fn a_hop_that_drops_connections_loses_nothing_and_delays_nothing() {
     assert_eq!(relay.track(&["--event", "SEND"]).len(), 10);
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stopping_relay_says_goodbye_on_its_kept_connections() {
+    let tmp = tempfile::tempdir().unwrap();
+    let sink = Sink::start(SinkOptions::default()).await;
+    let rules = root().join("tests/fixtures/relay/forward.mailflow");
+    let args = relay_args(&sink, &["--connection-idle-timeout", "60s"]);
+    let mut relay = Relay::start(&rules, &tmp.path().join("spool"), &args);
+    send(&relay, 1).await;
+    assert!(wait_until(15, || sink.messages().len() == 1).await);
+    assert!(sink.sessions()[0].quit.is_none());
+    relay.terminate().await;
+    assert!(wait_until(5, || sink.sessions()[0].quit.is_some()).await);
+}
+
 /// The `Out` connector with a client certificate, in a rule set of its own.
 fn rules_with_client_cert(dir: &Path, ca: &TestCa, certificate: bool) -> std::path::PathBuf {
     let (cert, key) = ca.issue_client("relay.test").write(dir, "client");

@@ -156,6 +156,25 @@ impl Pool {
         None
     }
 
+    /// Closes every idle connection (QUIT, all at once, a few seconds at most): a relay
+    /// that stops says goodbye rather than leaving its next hops to time out.
+    pub async fn close_idle(&self) {
+        let idle: Vec<Connection> = {
+            let mut inner = self.lock();
+            inner.count = 0;
+            inner
+                .idle
+                .drain()
+                .flat_map(|(_, list)| list.into_iter().map(|i| i.conn))
+                .collect()
+        };
+        let mut quits = tokio::task::JoinSet::new();
+        for mut conn in idle {
+            quits.spawn(async move { conn.session.quit().await });
+        }
+        while quits.join_next().await.is_some() {}
+    }
+
     /// Removes one connection if it is still idle.
     fn expire(&self, key: &PoolKey, serial: u64) -> Option<Connection> {
         let mut inner = self.lock();

@@ -445,6 +445,7 @@ impl Relay {
         })
         .await;
         sessions.abort_all();
+        self.shared.pool.close_idle().await;
         let shared = self.shared;
         // The spool's writer stops when its last handle goes; close it explicitly when this
         // is the last one so every record is flushed.
