@@ -22,6 +22,7 @@ pub mod load;
 pub mod lsp;
 pub mod model;
 pub mod parse;
+pub mod pem;
 pub mod queue;
 pub mod relay;
 pub mod resolve;

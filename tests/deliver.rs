@@ -229,16 +229,12 @@ async fn hops_back_to_this_relay_are_loops() {
 // ---------------------------------------------------------------- delivery
 
 fn config(tls: OutboundTls) -> ClientConfig {
-    ClientConfig {
-        helo: "relay.example.test".into(),
-        tls,
-        tls_name: None,
-        roots: Arc::new(rustls::RootCertStore::empty()),
-        client_cert: None,
-        connect_timeout: Duration::from_secs(5),
-        command_timeout: Duration::from_secs(5),
-        data_timeout: Duration::from_secs(5),
-    }
+    let roots = Arc::new(rustls::RootCertStore::empty());
+    let mut cfg = ClientConfig::new("relay.example.test", tls, None, &roots, None);
+    cfg.connect_timeout = Duration::from_secs(5);
+    cfg.command_timeout = Duration::from_secs(5);
+    cfg.data_timeout = Duration::from_secs(5);
+    cfg
 }
 
 fn hop(host: &str, addr: SocketAddr) -> Hop {
@@ -384,11 +380,18 @@ async fn opportunistic_without_starttls_goes_plain() {
 }
 
 fn required(ca: &TestCa, tls_name: Option<&str>) -> ClientConfig {
-    ClientConfig {
-        roots: Arc::new(ca.roots()),
-        tls_name: tls_name.map(str::to_string),
-        ..config(OutboundTls::Required)
-    }
+    let roots = Arc::new(ca.roots());
+    let mut cfg = ClientConfig::new(
+        "relay.example.test",
+        OutboundTls::Required,
+        tls_name.map(str::to_string),
+        &roots,
+        None,
+    );
+    cfg.connect_timeout = Duration::from_secs(5);
+    cfg.command_timeout = Duration::from_secs(5);
+    cfg.data_timeout = Duration::from_secs(5);
+    cfg
 }
 
 #[tokio::test]
@@ -758,8 +761,8 @@ async fn client_certificate_is_presented_when_configured() {
     c.certificate = Some(Spanned::new(cert, span()));
     c.key = Some(Spanned::new(key, span()));
     let mut cfg = ClientConfig::for_connector(&c, "default.test", roots.clone()).unwrap();
-    assert_eq!(cfg.helo, "relay.example.test");
-    assert!(cfg.client_cert.is_some());
+    assert_eq!(cfg.helo(), "relay.example.test");
+    assert!(cfg.has_client_cert());
     cfg.command_timeout = Duration::from_secs(5);
     cfg.data_timeout = Duration::from_secs(5);
 
@@ -974,10 +977,8 @@ async fn a_silent_hop_times_out_and_the_next_is_used() {
         }
     });
     let good = Sink::start(SinkOptions::default()).await;
-    let cfg = ClientConfig {
-        command_timeout: Duration::from_millis(300),
-        ..config(OutboundTls::Off)
-    };
+    let mut cfg = config(OutboundTls::Off);
+    cfg.command_timeout = Duration::from_millis(300);
     let r = rcpts(&["b@example.test"]);
     let started = std::time::Instant::now();
     let a = deliver::deliver(

@@ -223,6 +223,14 @@ struct RelayArgs {
     /// dot gets twice as long) before the attempt is given up and retried.
     #[arg(long, default_value = "300s", value_parser = relay::parse_duration)]
     smtp_timeout: std::time::Duration,
+    /// Transactions one connection to a next hop carries before it is closed (Postfix's
+    /// `smtp_connection_reuse_count_limit`); 0 or 1: a new connection for every message.
+    #[arg(long, default_value_t = 100)]
+    connection_reuse_limit: u32,
+    /// How long a connection to a next hop stays open idle, waiting for the next message to
+    /// it (Postfix's `smtp_connection_cache_time_limit`); 0s: no reuse.
+    #[arg(long, default_value = "2s", value_parser = relay::parse_duration)]
+    connection_idle_timeout: std::time::Duration,
     /// Connections open at once across all receive connectors; each connector's own
     /// `max-connections` (Exchange's MaxInboundConnection) applies within it. Over it: 421 4.3.2.
     #[arg(long, default_value_t = mailflow::relay::limits::DEFAULT_MAX_CONNECTIONS)]
@@ -507,6 +515,8 @@ pub fn run(cli: Cli) -> Exit {
             destination_concurrency: a.destination_concurrency,
             delay_warning: a.delay_warning,
             smtp_timeout: a.smtp_timeout,
+            connection_reuse_limit: a.connection_reuse_limit,
+            connection_idle_timeout: a.connection_idle_timeout,
             max_connections: a.max_connections,
             max_message_memory: a.max_message_memory,
             tracking: mailflow::relay::track::TrackLimits {

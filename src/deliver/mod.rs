@@ -1,20 +1,28 @@
 //! The relay's outbound side: where a message goes next ([`hop`]: smart hosts or MX), the
-//! SMTP client that hands one message to that hop ([`client`], STARTTLS with rustls), and the
-//! bounce the relay writes when it cannot ([`dsn`], RFC 3464), and the recipient probe that
-//! asks a hop about an address without sending a message ([`probe`]).
+//! SMTP client that hands one message to that hop ([`client`]), the bounce the relay writes
+//! when it cannot ([`dsn`], RFC 3464), and the recipient probe that asks a hop about an
+//! address without sending a message ([`probe`]). The client in steps: how to talk to hops,
+//! built once per send connector ([`config`], [`tls`]); one connection up to MAIL
+//! ([`connection`]); what goes on the wire ([`envelope`]); one transaction and its outcomes
+//! ([`transaction`], [`failure`]); connections kept between transactions ([`pool`]).
 
 pub mod client;
+pub mod config;
+mod connection;
 pub mod dsn;
+mod envelope;
+mod failure;
 pub mod hop;
+pub mod pool;
 pub mod probe;
 mod tls;
+mod transaction;
 
-pub use client::{
-    Attempt, ClientConfig, OutboundMessage, OutboundRcpt, RcptOutcome, deliver, load_roots,
-    webpki_roots,
-};
+pub use client::{Attempt, OutboundMessage, OutboundRcpt, RcptOutcome, deliver, deliver_reusing};
+pub use config::{ClientConfig, load_certified_key, load_roots, webpki_roots};
 pub use dsn::{DsnAction, DsnInput, FailedRecipient, compose, should_bounce};
 pub use hop::{Hop, Resolver, next_hops};
+pub use pool::{Pool, ReuseOptions};
 pub use probe::{ProbeOutcome, probe};
 
 use std::net::SocketAddr;

@@ -4,7 +4,9 @@
 //! ([`super::client`]: EHLO, STARTTLS and certificates as the send connector says), so a
 //! probe sees what a delivery would see. The relay decides what to do with the answer.
 
-use super::client::{ClientConfig, Failure, open};
+use super::config::ClientConfig;
+use super::connection::open;
+use super::failure::Failure;
 use super::hop::Hop;
 
 /// What a next hop said about one recipient.
@@ -49,7 +51,7 @@ pub async fn probe(cfg: &ClientConfig, hops: &[Hop], address: &str) -> ProbeOutc
         for addr in &hop.addrs {
             let mut tls = None;
             let (mut s, ext) = match open(cfg, hop, *addr, &mut tls).await {
-                Ok(x) => x,
+                Ok(c) => (c.session, c.ext),
                 Err(f) => {
                     last = f;
                     continue;
@@ -69,11 +71,11 @@ pub async fn probe(cfg: &ClientConfig, hops: &[Hop], address: &str) -> ProbeOutc
                     continue;
                 }
             };
-            if !reply.positive() {
+            if !reply.is_completion() {
                 // A hop that refuses the null sender says nothing about the recipient.
                 last = Failure::new(
                     reply.code,
-                    &reply.enhanced(),
+                    &reply.status(),
                     format!("MAIL FROM:<>: {}", reply.text()),
                 );
                 tokio::spawn(async move { s.quit().await });
@@ -92,11 +94,11 @@ pub async fn probe(cfg: &ClientConfig, hops: &[Hop], address: &str) -> ProbeOutc
                 200..=299 => ProbeOutcome::Accepted,
                 500..=599 => ProbeOutcome::Refused {
                     code: reply.code,
-                    enhanced: reply.enhanced(),
+                    enhanced: reply.status(),
                     text: reply.text(),
                 },
                 _ => ProbeOutcome::Unknown {
-                    reason: format!("{} {} {}", reply.code, reply.enhanced(), reply.text()),
+                    reason: format!("{} {} {}", reply.code, reply.status(), reply.text()),
                 },
             };
         }

@@ -232,6 +232,12 @@ pub struct RelayOptions {
     pub delay_warning: Duration,
     /// How long a next hop may take to answer a command; the final dot gets twice this.
     pub smtp_timeout: Duration,
+    /// Transactions one connection to a next hop carries at most (Postfix's
+    /// `smtp_connection_reuse_count_limit`); 0 or 1: no reuse ([`crate::deliver::pool`]).
+    pub connection_reuse_limit: u32,
+    /// How long a connection to a next hop is kept idle for the next message (Postfix's
+    /// `smtp_connection_cache_time_limit`); zero: no reuse.
+    pub connection_idle_timeout: Duration,
     /// How long SIGTERM waits for sessions to finish.
     pub drain_timeout: Duration,
     /// Connections open at once across all receive connectors (each connector also has its

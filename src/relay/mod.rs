@@ -17,7 +17,7 @@ pub mod verify;
 
 use crate::compile::Table;
 use crate::compile::select_receive;
-use crate::deliver::Resolver;
+use crate::deliver::{ClientConfig, Pool, Resolver, ReuseOptions};
 use crate::queue::{QueuedMessage, Spool, SpoolOptions};
 use config::{LoadFailure, RelayOptions, load};
 use metrics::Metrics;
@@ -60,7 +60,15 @@ fn io_error(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> RelayErro
     move |source| RelayError::Io { what, source }
 }
 
-type TlsConfigs = HashMap<String, tls::ConnectorTls>;
+/// The TLS each connector runs with, built when the rules are loaded: certificates and keys
+/// are read then, never per session or attempt. A reload builds a new set or none.
+#[derive(Default)]
+struct TlsConfigs {
+    /// Receive connector name → its server configuration (connectors that offer TLS).
+    inbound: HashMap<String, tls::ConnectorTls>,
+    /// Send connector name → how to talk to its next hops, client certificate included.
+    outbound: HashMap<String, Arc<ClientConfig>>,
+}
 
 /// What every session and the scheduler share.
 pub(crate) struct Shared {
@@ -88,6 +96,8 @@ pub(crate) struct Shared {
     reload_lock: tokio::sync::Mutex<()>,
     /// Recipient verification's cache and probe budget.
     verifier: verify::Verifier,
+    /// Connections to next hops kept between deliveries.
+    pool: Arc<Pool>,
 }
 
 impl Shared {
@@ -124,12 +134,22 @@ impl Shared {
         }
     }
 
-    pub(crate) fn tls_config(&self, connector: &str) -> Option<tls::ConnectorTls> {
-        let configs = match self.tls.read() {
+    fn tls(&self) -> Arc<TlsConfigs> {
+        match self.tls.read() {
             Ok(t) => Arc::clone(&t),
             Err(poisoned) => Arc::clone(&poisoned.into_inner()),
-        };
-        configs.get(connector).cloned()
+        }
+    }
+
+    pub(crate) fn tls_config(&self, connector: &str) -> Option<tls::ConnectorTls> {
+        self.tls().inbound.get(connector).cloned()
+    }
+
+    /// How deliveries and probes through send connector `connector` talk to next hops, as
+    /// the last successful load built it. A reload stores these before the table, so a table
+    /// read after them never names a connector they lack.
+    pub(crate) fn client_config(&self, connector: &str) -> Option<Arc<ClientConfig>> {
+        self.tls().outbound.get(connector).cloned()
     }
 
     /// Recompiles the rules; on any error the current table stays. The swap is one pointer
@@ -139,16 +159,13 @@ impl Shared {
         // Reading and compiling is blocking work (files, certificates, CPU): it runs on a
         // blocking thread, so a slow or stuck file never holds a runtime worker that
         // sessions, the admin port and shutdown need.
-        let (rules, overrides, roots) = (
-            self.options.rules.clone(),
-            self.options.overrides.clone(),
-            Arc::clone(&self.roots),
-        );
+        let (options, roots) = (self.options.clone(), Arc::clone(&self.roots));
         let result = tokio::task::spawn_blocking(move || {
-            load(&rules, &overrides).and_then(|loaded| {
-                let configs = tls_configs(&loaded.table, &roots).map_err(|e| LoadFailure {
-                    message: e.to_string(),
-                })?;
+            load(&options.rules, &options.overrides).and_then(|loaded| {
+                let configs =
+                    tls_configs(&loaded.table, &roots, &options).map_err(|e| LoadFailure {
+                        message: e.to_string(),
+                    })?;
                 Ok((loaded, configs))
             })
         })
@@ -199,12 +216,28 @@ fn listen_set(t: &Table) -> Vec<SocketAddr> {
     v
 }
 
-fn tls_configs(t: &Table, roots: &Arc<RootCertStore>) -> Result<TlsConfigs, tls::TlsError> {
-    let mut out = HashMap::new();
+fn tls_configs(
+    t: &Table,
+    roots: &Arc<RootCertStore>,
+    options: &RelayOptions,
+) -> Result<TlsConfigs, tls::TlsError> {
+    let mut out = TlsConfigs::default();
     for c in &t.receive_connectors {
         if let Some(cfg) = tls::server_config(c, roots)? {
-            out.insert(c.name.value.clone(), cfg);
+            out.inbound.insert(c.name.value.clone(), cfg);
         }
+    }
+    for c in &t.send_connectors {
+        let mut cfg = ClientConfig::for_connector(c, &options.hostname, Arc::clone(roots))
+            .map_err(|e| tls::TlsError::Config {
+                connector: c.name.value.clone(),
+                why: e.to_string(),
+            })?;
+        let timeout = options.smtp_timeout;
+        cfg.command_timeout = timeout;
+        cfg.data_timeout = timeout.saturating_mul(2);
+        cfg.connect_timeout = cfg.connect_timeout.min(timeout);
+        out.outbound.insert(c.name.value.clone(), Arc::new(cfg));
     }
     Ok(out)
 }
@@ -241,7 +274,7 @@ impl Relay {
             tracing::warn!("rule warnings:\n{}", loaded.warnings);
         }
         let roots = Arc::new(tls::roots(options.ca_file.as_deref())?);
-        let configs = tls_configs(&loaded.table, &roots)?;
+        let configs = tls_configs(&loaded.table, &roots, &options)?;
         std::fs::create_dir_all(&options.spool)
             .map_err(io_error(format!("{}", options.spool.display())))?;
         let largest = loaded
@@ -332,6 +365,13 @@ impl Relay {
             connections: limits::Connections::default(),
             reload_lock: tokio::sync::Mutex::new(()),
             verifier: verify::Verifier::new(options.verify.clone()),
+            pool: Pool::new(ReuseOptions {
+                limit: options.connection_reuse_limit,
+                idle_timeout: options.connection_idle_timeout,
+                // Idle connections never outnumber what may be in use.
+                per_destination: options.destination_concurrency.max(1),
+                total: options.delivery_concurrency.max(1),
+            }),
             options,
         });
         let mut tasks = JoinSet::new();
@@ -405,6 +445,7 @@ impl Relay {
         })
         .await;
         sessions.abort_all();
+        self.shared.pool.close_idle().await;
         let shared = self.shared;
         // The spool's writer stops when its last handle goes; close it explicitly when this
         // is the last one so every record is flushed.

@@ -11,8 +11,7 @@ use super::track::{Event, EventId};
 use crate::compile::route;
 use crate::deliver::dsn::{DsnAction, FailedRecipient};
 use crate::deliver::{
-    Attempt, ClientConfig, DeliverError, OutboundMessage, OutboundRcpt, RcptOutcome, deliver,
-    next_hops,
+    Attempt, DeliverError, OutboundMessage, OutboundRcpt, RcptOutcome, deliver_reusing, next_hops,
 };
 use crate::eval::organization::{leaves_organization, strip_organization_headers};
 use crate::queue::{QueueId, QueuedMessage, RecipientState, now_secs};
@@ -67,8 +66,8 @@ async fn run_task(shared: Arc<Shared>, task: Task) {
     let mut error = String::new();
     let mut next = None;
     if let Some(job) = job {
-        let result = match &suspended {
-            Some(reason) => deferred(job.indexes.len(), &key.dest, reason),
+        let (result, body) = match &suspended {
+            Some(reason) => (deferred(job.indexes.len(), &key.dest, reason), None),
             None => attempt(&shared, &job).await,
         };
         if suspended.is_none() {
@@ -82,7 +81,7 @@ async fn run_task(shared: Arc<Shared>, task: Task) {
         {
             error = format!("{code} {enhanced} {text}");
         }
-        next = record(&shared, &job, result).await;
+        next = record(&shared, &job, result, body).await;
     }
     let backoff = |failures: u32| shared.options.retry.delay(failures).as_secs();
     {
@@ -143,9 +142,18 @@ fn permanent(code: u16, enhanced: &str, text: impl Into<String>) -> RcptOutcome 
     }
 }
 
-async fn attempt(shared: &Shared, job: &Job) -> Attempt {
+/// The body one attempt read, kept for the report on its outcome, with its share of the
+/// delivery memory budget.
+struct Body {
+    /// `None`: the spool could not give it back; a report then returns no copy.
+    bytes: Option<Vec<u8>>,
+    _memory: Option<tokio::sync::OwnedSemaphorePermit>,
+}
+
+/// Delivers the job, and hands back the body when it was read.
+async fn attempt(shared: &Shared, job: &Job) -> (Attempt, Option<Body>) {
     let table = shared.table();
-    let all = |o: RcptOutcome| every(job.indexes.len(), o);
+    let all = |o: RcptOutcome| (every(job.indexes.len(), o), None);
     // The connector by name; if a reload removed it, route again with the current rules.
     let connector = table
         .send_connectors
@@ -170,10 +178,12 @@ async fn attempt(shared: &Shared, job: &Job) -> Attempt {
                 all(permanent(code, enhanced, e.to_string()))
             } else {
                 // No next hop to try (DNS failing): the destination is unreachable.
-                Attempt {
+                let failed = every(job.indexes.len(), temporary(code, enhanced, e.to_string()));
+                let attempt = Attempt {
                     unreachable: true,
-                    ..all(temporary(code, enhanced, e.to_string()))
-                }
+                    ..failed
+                };
+                (attempt, None)
             }
         }
         Ok(mut hops) => {
@@ -200,31 +210,34 @@ fn every(n: usize, o: RcptOutcome) -> Attempt {
     }
 }
 
-/// Reads the body and hands the job to the delivery client for these hops.
+/// Reads the body and hands the job to the delivery client for these hops, over a kept
+/// connection where there is one.
 async fn send(
     shared: &Shared,
     table: &crate::compile::Table,
     c: &crate::model::SendConnector,
     hops: &[crate::deliver::Hop],
     job: &Job,
-) -> Attempt {
+) -> (Attempt, Option<Body>) {
     let all = |o: RcptOutcome| every(job.indexes.len(), o);
-    let t = shared.options.smtp_timeout;
-    let cfg = match ClientConfig::for_connector(c, &shared.hostname, Arc::clone(&shared.roots)) {
-        Ok(mut cfg) => {
-            cfg.command_timeout = t;
-            cfg.data_timeout = t.saturating_mul(2);
-            cfg.connect_timeout = cfg.connect_timeout.min(t);
-            cfg
+    let Some(cfg) = shared.client_config(&c.name.value) else {
+        // Only a reload racing this attempt gets here; the next attempt finds it.
+        let text = format!("send connector `{}` is being reloaded", c.name.value);
+        return (all(temporary(451, "4.3.5", text)), None);
+    };
+    // Held until the outcome is recorded: the body, its stripped and stuffed copies.
+    let memory = shared.delivery_memory.reserve(job.message.size).await;
+    let original = match read_body(shared, &job.message.id).await {
+        Ok(body) => body,
+        Err(e) => {
+            let body = Body {
+                bytes: None,
+                _memory: memory,
+            };
+            return (unreadable_body(&job.message.id, &e, all), Some(body));
         }
-        Err(e) => return all(temporary(451, "4.7.5", e.to_string())),
     };
-    // Held until the attempt ends: the body, its stripped and stuffed copies.
-    let _memory = shared.delivery_memory.reserve(job.message.size).await;
-    let body = match read_body(shared, &job.message.id).await {
-        Ok(body) => outbound_body(table, &job.domain, body),
-        Err(e) => return unreadable_body(&job.message.id, &e, all),
-    };
+    let stripped = outbound_body(table, &job.domain, &original);
     let rcpts: Vec<OutboundRcpt> = job
         .indexes
         .iter()
@@ -239,13 +252,19 @@ async fn send(
     let msg = OutboundMessage {
         mail_from: meta.mail_from.as_deref(),
         recipients: &rcpts,
-        body: &body,
+        body: stripped.as_deref().unwrap_or(&original),
         envid: meta.envid.as_deref(),
         ret_full: meta.ret_full,
         smtputf8: meta.smtputf8,
         eight_bit: meta.eight_bit,
     };
-    deliver(&cfg, hops, &msg).await
+    let attempt = deliver_reusing(&cfg, &shared.pool, hops, &msg).await;
+    drop(stripped);
+    let body = Body {
+        bytes: Some(original),
+        _memory: memory,
+    };
+    (attempt, Some(body))
 }
 
 /// A body the spool cannot give back: damaged on disk (it fails its checksum) is final, as
@@ -266,13 +285,14 @@ fn unreadable_body(
     all(temporary(451, "4.3.0", format!("spool: {e}")))
 }
 
-/// The bytes that go to `domain`: without the organization's headers when it is outside the
-/// organization (Exchange's header firewall on send), else as stored.
-fn outbound_body(table: &crate::compile::Table, domain: &str, body: Vec<u8>) -> Vec<u8> {
+/// The bytes that go to `domain` when they are not the body as stored: without the
+/// organization's headers when it is outside the organization (Exchange's header firewall
+/// on send). `None`: send it as stored.
+fn outbound_body(table: &crate::compile::Table, domain: &str, body: &[u8]) -> Option<Vec<u8>> {
     if !leaves_organization(&table.domains, domain) {
-        return body;
+        return None;
     }
-    strip_organization_headers(&body).unwrap_or(body)
+    strip_organization_headers(body)
 }
 
 /// What one attempt's outcomes mean: the spool updates, who gets a report, and when the
@@ -287,23 +307,23 @@ struct Judgement {
     next: Option<u64>,
 }
 
-/// Writes the outcomes to the spool, then reports failures and delays to the sender.
-/// Returns when the recipients still pending are due again.
-async fn record(shared: &Shared, job: &Job, result: Attempt) -> Option<u64> {
+/// Writes the outcomes to the spool, then reports failures and delays to the sender, with
+/// the body the attempt read (`body`), else one read now. Returns when the recipients still
+/// pending are due again.
+async fn record(shared: &Shared, job: &Job, result: Attempt, body: Option<Body>) -> Option<u64> {
     let m = &job.message;
     let j = judge(shared, job, &result, now_secs());
-    // The copy a report returns is read first: once every recipient is final, the update
-    // lets the message go from the spool. Reading it back counts against the delivery budget.
+    // The copy a report returns is in hand before the update: once every recipient is final,
+    // the update lets the message go from the spool. Reading it back counts against the
+    // delivery budget.
     let reporting = !j.failed.is_empty() || !j.delayed.is_empty();
-    let _memory = if reporting {
-        shared.delivery_memory.reserve(m.size).await
-    } else {
-        None
-    };
-    let original = if reporting {
-        read_body(shared, &m.id).await.unwrap_or_default()
-    } else {
-        Vec::new()
+    let (original, _memory) = match body {
+        Some(Body { bytes, _memory }) => (bytes.unwrap_or_default(), _memory),
+        None if reporting => {
+            let memory = shared.delivery_memory.reserve(m.size).await;
+            (read_body(shared, &m.id).await.unwrap_or_default(), memory)
+        }
+        None => (Vec::new(), None),
     };
     if let Err(e) = shared.spool.update(&m.id, j.updates).await {
         tracing::error!("spool update for {}: {e}", m.id);

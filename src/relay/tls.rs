@@ -5,8 +5,7 @@
 //! that turns a verified client certificate into the peer name the evaluator trusts XOORG from.
 
 use crate::model::{DomainPattern, ReceiveConnector};
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::server::WebPkiClientVerifier;
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::{DigitallySignedStruct, DistinguishedName, RootCertStore, SignatureScheme};
@@ -34,42 +33,21 @@ pub enum TlsError {
     },
 }
 
-fn pem_error(path: &Path, why: impl ToString) -> TlsError {
-    TlsError::Pem {
-        path: path.display().to_string(),
-        why: why.to_string(),
+impl From<crate::pem::PemError> for TlsError {
+    fn from(e: crate::pem::PemError) -> TlsError {
+        TlsError::Pem {
+            path: e.path.display().to_string(),
+            why: e.why,
+        }
     }
-}
-
-/// Every certificate in a PEM file.
-pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    let certs: Vec<_> = CertificateDer::pem_file_iter(path)
-        .map_err(|e| pem_error(path, e))?
-        .collect::<Result<_, _>>()
-        .map_err(|e| pem_error(path, e))?;
-    if certs.is_empty() {
-        return Err(pem_error(path, "no certificate in the file"));
-    }
-    Ok(certs)
-}
-
-/// The private key in a PEM file.
-pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
-    PrivateKeyDer::from_pem_file(path).map_err(|e| pem_error(path, e))
 }
 
 /// The trust anchors: a PEM bundle when given, else the Mozilla roots.
 pub fn roots(ca_file: Option<&Path>) -> Result<RootCertStore, TlsError> {
-    let mut store = RootCertStore::empty();
     match ca_file {
-        Some(path) => {
-            for cert in load_certs(path)? {
-                store.add(cert).map_err(|e| pem_error(path, e))?;
-            }
-        }
-        None => store.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+        Some(path) => Ok(crate::pem::read_roots(path)?),
+        None => Ok(crate::deliver::webpki_roots()),
     }
-    Ok(store)
 }
 
 /// A connector's TLS: the rustls configuration and, where the connector asks for client
@@ -202,7 +180,10 @@ pub fn server_config(
         )
     };
     let config = builder
-        .with_single_cert(load_certs(&cert.value)?, load_key(&key.value)?)
+        .with_single_cert(
+            crate::pem::read_certificates(&cert.value)?,
+            crate::pem::read_private_key(&key.value)?,
+        )
         .map_err(config_error)?;
     Ok(Some(ConnectorTls {
         config: Arc::new(config),

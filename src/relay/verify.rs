@@ -178,18 +178,16 @@ async fn ask(shared: &Shared, table: &Table, connector: &str, address: &Address)
         }
     }
     let limit = shared.options.verify.timeout;
-    let cfg = match ClientConfig::for_connector(c, &shared.hostname, Arc::clone(&shared.roots)) {
-        Ok(mut cfg) => {
-            cfg.command_timeout = cfg.command_timeout.min(limit);
-            cfg.connect_timeout = cfg.connect_timeout.min(limit);
-            cfg
-        }
-        Err(e) => {
-            return ProbeOutcome::Unknown {
-                reason: e.to_string(),
-            };
-        }
+    // The connector's configuration as loaded (certificates read then); only the timeouts
+    // are the probe's own.
+    let Some(cfg) = shared.client_config(connector) else {
+        return ProbeOutcome::Unknown {
+            reason: format!("send connector `{connector}` is being reloaded"),
+        };
     };
+    let mut cfg = ClientConfig::clone(&cfg);
+    cfg.command_timeout = cfg.command_timeout.min(limit);
+    cfg.connect_timeout = cfg.connect_timeout.min(limit);
     probe(&cfg, &hops, &address.to_string()).await
 }
 

@@ -9,8 +9,6 @@ use crate::model::{
     AddressSpace, AddressSpacePattern, AuthLevel, DomainPattern, InboundTls, OutboundTls,
     ReceiveConnector, ReceiveLimits, SendConnector, Spanned,
 };
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use std::path::PathBuf;
 
 pub(super) const RECEIVE: Schema = &[
@@ -368,13 +366,11 @@ impl Resolver<'_> {
                 super::io_reason(&e)
             )),
             Ok(bytes) => match kind {
-                PemKind::Certificate => {
-                    let n = CertificateDer::pem_slice_iter(&bytes)
-                        .take_while(Result::is_ok)
-                        .count();
-                    (n == 0).then(|| format!("`{}` holds no PEM certificate", path.display()))
-                }
-                PemKind::Key => PrivateKeyDer::from_pem_slice(&bytes)
+                // The relay loads these files with the same reader, so what passes here loads.
+                PemKind::Certificate => crate::pem::certificates(&bytes)
+                    .err()
+                    .map(|_| format!("`{}` holds no PEM certificate", path.display())),
+                PemKind::Key => crate::pem::private_key(&bytes)
                     .err()
                     .map(|_| format!("`{}` holds no PEM private key", path.display())),
             },

@@ -104,6 +104,55 @@ impl Reply {
     pub fn is_permanent(&self) -> bool {
         (500..600).contains(&self.code)
     }
+
+    /// 2xx: the command did what was asked (354 is an invitation, not a completion).
+    pub fn is_completion(&self) -> bool {
+        (200..300).contains(&self.code)
+    }
+
+    /// The enhanced code when it is of the reply's class (RFC 3463: a `550` carries `5.x.x`),
+    /// else `class.0.0`: a mismatched code says nothing a client can rely on.
+    pub fn status(&self) -> String {
+        match self.matching_enhanced() {
+            Some(e) => e.to_string(),
+            None => format!("{}.0.0", self.code / 100),
+        }
+    }
+
+    /// The text, lines joined by spaces, without the enhanced code when it is the reply's
+    /// status ([`Reply::status`]); a mismatched one stays part of the text.
+    pub fn text(&self) -> String {
+        let mut out = String::new();
+        if self.matching_enhanced().is_none() {
+            if let Some(e) = &self.enhanced {
+                out.push_str(e);
+            }
+        }
+        for line in &self.lines {
+            if !out.is_empty() {
+                out.push(' ');
+            }
+            out.push_str(line);
+        }
+        out.trim().to_string()
+    }
+
+    /// Code, enhanced code and text, lines joined: `250 2.0.0 Ok: queued as 4Xyz`.
+    pub fn full(&self) -> String {
+        let mut out = self.code.to_string();
+        for part in self.enhanced.iter().chain(&self.lines) {
+            out.push(' ');
+            out.push_str(part);
+        }
+        out.trim_end().to_string()
+    }
+
+    fn matching_enhanced(&self) -> Option<&str> {
+        let class = char::from_digit(u32::from(self.code / 100), 10)?;
+        self.enhanced
+            .as_deref()
+            .filter(|e| e.starts_with(class) && e.as_bytes().get(1) == Some(&b'.'))
+    }
 }
 
 impl From<&CommandError> for Reply {
@@ -186,7 +235,10 @@ pub fn split_enhanced(text: &str) -> (Option<&str>, &str) {
 
 /// Reads a whole (possibly multi-line) reply from the start of `buf`. `Ok(None)`: not
 /// complete yet. `Ok(Some((reply, n)))`: the reply and the bytes it took. The enhanced code
-/// is taken from the first line and stripped from every line that repeats it.
+/// is taken from the first line and stripped from every line that repeats it. Text that is
+/// not UTF-8 (a Latin-1 greeting) is read with replacement characters rather than refused:
+/// the code is what a client acts on, and refusing would make such a server unreachable.
+/// Line length is the reader's business: this takes the lines it is given.
 pub fn parse_reply(buf: &[u8]) -> Result<Option<(Reply, usize)>, ReplyError> {
     let mut pos = 0;
     let mut code = None;
@@ -201,7 +253,8 @@ pub fn parse_reply(buf: &[u8]) -> Result<Option<(Reply, usize)>, ReplyError> {
         let raw = raw
             .strip_suffix(b"\r")
             .ok_or(ReplyError::Malformed("bare LF"))?;
-        let (c, last, text) = parse_reply_line(raw)?;
+        let raw = String::from_utf8_lossy(raw);
+        let (c, last, text) = parse_reply_line(raw.as_bytes())?;
         if *code.get_or_insert(c) != c {
             return Err(ReplyError::CodeMismatch);
         }
@@ -304,5 +357,38 @@ mod tests {
             Err(ReplyError::CodeMismatch)
         );
         assert!(parse_reply(b"250 mx\n").is_err());
+    }
+
+    #[test]
+    fn what_a_client_reads() {
+        let (r, _) = parse_reply(b"550 5.1.1 user unknown\r\n").unwrap().unwrap();
+        assert_eq!(r.status(), "5.1.1");
+        assert_eq!(r.text(), "user unknown");
+        assert_eq!(r.full(), "550 5.1.1 user unknown");
+        // An enhanced code of another class is no status: it stays in the text.
+        let (r, _) = parse_reply(b"550 4.1.1 odd\r\n").unwrap().unwrap();
+        assert_eq!(r.status(), "5.0.0");
+        assert_eq!(r.text(), "4.1.1 odd");
+        let (r, _) = parse_reply(b"250-mx\r\n250 PIPELINING\r\n")
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (r.status().as_str(), r.text().as_str()),
+            ("2.0.0", "mx PIPELINING")
+        );
+        assert!(r.is_completion());
+        let (r, _) = parse_reply(b"354 go ahead\r\n").unwrap().unwrap();
+        assert!(!r.is_completion());
+        assert_eq!(r.full(), "354 go ahead");
+        // What the delivery client's own parser refused, this one refuses too.
+        assert!(!parse_reply_line(b"250-PIPELINING").unwrap().1);
+        assert_eq!(parse_reply_line(b"250").unwrap().0, 250);
+        for bad in [&b"25"[..], b"250xok", b"150 ok"] {
+            assert!(parse_reply_line(bad).is_err(), "{bad:?}");
+        }
+        // A Latin-1 greeting is read, not refused.
+        let (r, _) = parse_reply(b"220 Gr\xfc\xdfe\r\n").unwrap().unwrap();
+        assert_eq!(r.code, 220);
+        assert!(r.text().starts_with("Gr"));
     }
 }

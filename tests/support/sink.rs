@@ -1,7 +1,10 @@
 //! A loopback SMTP sink: listens on 127.0.0.1 on a free port and records every message it
 //! accepts (envelope, parameters, data as sent and unstuffed, TLS and client certificate).
 //! Knobs make it misbehave: greeting code, per-recipient replies, MAIL/DATA replies,
-//! STARTTLS with a given certificate, and which extensions it offers.
+//! STARTTLS with a given certificate, and which extensions it offers; closing connections
+//! after some messages or when idle. Each connection's commands are logged
+//! ([`Sink::sessions`]): in which order they came, which came pipelined, and when QUIT and
+//! the close came.
 //!
 //! ```ignore
 //! let sink = Sink::start(SinkOptions::default()).await;
@@ -12,6 +15,7 @@
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
@@ -43,6 +47,12 @@ pub struct SinkOptions {
     /// Reply to the final dot (default `250 2.0.0 queued`); messages are recorded only when
     /// it is 2xx.
     pub data_reply: String,
+    /// Closes a connection right after answering the final dot of its this-many-th message,
+    /// without a word (a server that keeps no connections open).
+    pub messages_per_connection: Option<usize>,
+    /// Closes a connection that sends nothing for this long, with `421 4.4.2` first
+    /// (Postfix's `smtpd_timeout`).
+    pub idle_timeout: Option<Duration>,
 }
 
 impl Default for SinkOptions {
@@ -59,6 +69,8 @@ impl Default for SinkOptions {
             mail_reply: "250 2.1.0 ok".into(),
             rcpt_replies: Vec::new(),
             data_reply: "250 2.0.0 queued".into(),
+            messages_per_connection: None,
+            idle_timeout: None,
         }
     }
 }
@@ -100,6 +112,49 @@ pub struct Received {
     pub client_cert: bool,
 }
 
+/// One command line as the sink read it.
+#[derive(Debug, Clone)]
+pub struct Command {
+    /// The line without CRLF; the end of the data is logged as `.`.
+    pub line: String,
+    /// More of what the client wrote was already waiting when this line was read: it came
+    /// in one write with what follows (PIPELINING), not after this line's reply.
+    pub pipelined: bool,
+    /// When it was read.
+    pub at: Instant,
+}
+
+/// What happened on one connection, in order.
+#[derive(Debug, Clone)]
+pub struct SessionLog {
+    /// When it was accepted.
+    pub opened: Instant,
+    /// Every command line (after the data, `.`), over TLS or not.
+    pub commands: Vec<Command>,
+    /// When QUIT came.
+    pub quit: Option<Instant>,
+    /// When the connection ended (either side).
+    pub closed: Option<Instant>,
+}
+
+impl SessionLog {
+    /// The verbs (upper case) in order: `EHLO`, `MAIL`, `RCPT`, `DATA`, `.`, `QUIT`, ...
+    pub fn verbs(&self) -> Vec<String> {
+        self.commands
+            .iter()
+            .map(|c| {
+                let verb = c.line.split([' ', ':']).next().unwrap_or("");
+                verb.to_ascii_uppercase()
+            })
+            .collect()
+    }
+
+    /// Messages whose data was sent on this connection.
+    pub fn transactions(&self) -> usize {
+        self.commands.iter().filter(|c| c.line == ".").count()
+    }
+}
+
 /// One RCPT command the sink answered, accepted or not, with its transaction's sender:
 /// what recipient probes (`MAIL FROM:<>`, `RCPT`, `QUIT`) leave behind.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -121,6 +176,7 @@ pub struct Sink {
     messages: Arc<Mutex<Vec<Received>>>,
     seen: Arc<Mutex<Vec<SeenRcpt>>>,
     connections: Arc<AtomicUsize>,
+    sessions: Arc<Mutex<Vec<SessionLog>>>,
     task: JoinHandle<()>,
 }
 
@@ -149,12 +205,28 @@ impl Sink {
         let messages = Arc::new(Mutex::new(Vec::new()));
         let seen = Arc::new(Mutex::new(Vec::new()));
         let connections = Arc::new(AtomicUsize::new(0));
+        let sessions = Arc::new(Mutex::new(Vec::new()));
         let options = Arc::new(options);
         let (m, c, sn) = (messages.clone(), connections.clone(), seen.clone());
+        let logs = sessions.clone();
         let task = tokio::spawn(async move {
             while let Ok((tcp, _)) = listener.accept().await {
                 c.fetch_add(1, Ordering::SeqCst);
-                tokio::spawn(connection(tcp, options.clone(), m.clone(), sn.clone()));
+                let index = {
+                    let mut logs = logs.lock().unwrap();
+                    logs.push(SessionLog {
+                        opened: Instant::now(),
+                        commands: Vec::new(),
+                        quit: None,
+                        closed: None,
+                    });
+                    logs.len() - 1
+                };
+                let log = Log {
+                    index,
+                    logs: logs.clone(),
+                };
+                tokio::spawn(connection(tcp, options.clone(), m.clone(), sn.clone(), log));
             }
         });
         Sink {
@@ -162,6 +234,7 @@ impl Sink {
             messages,
             seen,
             connections,
+            sessions,
             task,
         }
     }
@@ -181,6 +254,11 @@ impl Sink {
         self.connections.load(Ordering::SeqCst)
     }
 
+    /// What happened on each connection, in the order they were accepted.
+    pub fn sessions(&self) -> Vec<SessionLog> {
+        self.sessions.lock().unwrap().clone()
+    }
+
     /// Stops listening.
     pub fn stop(self) {}
 }
@@ -191,6 +269,31 @@ impl Drop for Sink {
     }
 }
 
+/// One connection's place in the sink's session logs.
+#[derive(Clone, Default)]
+struct Log {
+    index: usize,
+    logs: Arc<Mutex<Vec<SessionLog>>>,
+}
+
+impl Log {
+    fn with(&self, f: impl FnOnce(&mut SessionLog)) {
+        if let Some(log) = self.logs.lock().unwrap().get_mut(self.index) {
+            f(log);
+        }
+    }
+
+    fn command(&self, line: &str, pipelined: bool) {
+        self.with(|l| {
+            l.commands.push(Command {
+                line: line.to_string(),
+                pipelined,
+                at: Instant::now(),
+            })
+        });
+    }
+}
+
 #[derive(Default)]
 struct State {
     helo: String,
@@ -198,6 +301,9 @@ struct State {
     client_cert: bool,
     tx: Option<Received>,
     seen: Arc<Mutex<Vec<SeenRcpt>>>,
+    log: Log,
+    /// Messages taken on this connection.
+    messages: usize,
 }
 
 async fn connection(
@@ -205,18 +311,24 @@ async fn connection(
     options: Arc<SinkOptions>,
     store: Arc<Mutex<Vec<Received>>>,
     seen: Arc<Mutex<Vec<SeenRcpt>>>,
+    log: Log,
 ) {
     let mut state = State {
         seen,
+        log: log.clone(),
         ..State::default()
     };
+    let closed = |log: &Log| log.with(|l| l.closed = Some(Instant::now()));
     let Ok(Some(tcp)) = session(tcp, &options, &store, &mut state, true).await else {
+        closed(&log);
         return;
     };
     let Some(config) = options.tls.clone() else {
+        closed(&log);
         return;
     };
     let Ok(tls) = tokio_rustls::TlsAcceptor::from(config).accept(tcp).await else {
+        closed(&log);
         return;
     };
     state.tls = true;
@@ -228,6 +340,7 @@ async fn connection(
     state.helo.clear();
     state.tx = None;
     let _ = session(tls, &options, &store, &mut state, false).await;
+    closed(&log);
 }
 
 /// Serves commands until QUIT, EOF or STARTTLS; returns the stream for the TLS handshake.
@@ -251,10 +364,22 @@ async fn session<S: AsyncRead + AsyncWrite + Unpin>(
     let mut line = Vec::new();
     loop {
         line.clear();
-        if r.read_until(b'\n', &mut line).await? == 0 {
+        let read = r.read_until(b'\n', &mut line);
+        let n = match o.idle_timeout {
+            None => read.await?,
+            Some(t) => match tokio::time::timeout(t, read).await {
+                Ok(n) => n?,
+                Err(_) => {
+                    r.get_mut().write_all(b"421 4.4.2 idle timeout\r\n").await?;
+                    return Ok(None);
+                }
+            },
+        };
+        if n == 0 {
             return Ok(None);
         }
         let text = String::from_utf8_lossy(&line).trim_end().to_string();
+        st.log.command(&text, !r.buffer().is_empty());
         let upper = text.to_ascii_uppercase();
         let verb = upper.split(' ').next().unwrap_or("").to_string();
         let reply: String = match verb.as_str() {
@@ -346,6 +471,7 @@ async fn session<S: AsyncRead + AsyncWrite + Unpin>(
                             return Ok(None);
                         }
                         if line == b".\r\n" {
+                            st.log.command(".", !r.buffer().is_empty());
                             break;
                         }
                         tx.raw.extend_from_slice(&line);
@@ -354,6 +480,12 @@ async fn session<S: AsyncRead + AsyncWrite + Unpin>(
                     }
                     if o.data_reply.starts_with('2') {
                         store.lock().unwrap().push(tx);
+                    }
+                    st.messages += 1;
+                    if o.messages_per_connection.is_some_and(|n| st.messages >= n) {
+                        let reply = format!("{}\r\n", o.data_reply);
+                        r.get_mut().write_all(reply.as_bytes()).await?;
+                        return Ok(None);
                     }
                     format!("{}\r\n", o.data_reply)
                 }
@@ -365,6 +497,7 @@ async fn session<S: AsyncRead + AsyncWrite + Unpin>(
             }
             "NOOP" => "250 2.0.0 ok\r\n".into(),
             "QUIT" => {
+                st.log.with(|l| l.quit = Some(Instant::now()));
                 r.get_mut().write_all(b"221 2.0.0 bye\r\n").await?;
                 return Ok(None);
             }
