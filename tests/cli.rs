@@ -433,3 +433,95 @@ fn compile_writes_a_table_the_dry_run_loads() {
         Some(1)
     );
 }
+
+/// The relay's `--remote`, `--smart-host` and `--listen` are checked as `remote`, `smart-host`
+/// and `listen` in a rule file: what `check` refuses, the command line refuses with the same
+/// finding, before the relay touches its spool (exit 2).
+#[test]
+fn relay_overrides_refuse_what_the_rule_file_refuses() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = dir.path().join("spool");
+    for (flag, connector, value, setting, finding) in [
+        (
+            "--remote",
+            "Loopback",
+            "10.0.0.9-10.0.0.1",
+            "remote",
+            "[E030] Error: `10.0.0.9-10.0.0.1` is not a valid ip address or range",
+        ),
+        (
+            "--remote",
+            "Loopback",
+            "10.0.0.1-::1",
+            "remote",
+            "[E030] Error: `10.0.0.1-::1` is not a valid ip address or range",
+        ),
+        (
+            "--remote",
+            "Loopback",
+            "10.0.0.1/24",
+            "remote",
+            "[E030] Error: `10.0.0.1/24` has host bits set",
+        ),
+        (
+            "--smart-host",
+            "Out",
+            "sink.example:0",
+            "smart-host",
+            "[E014] Error: `0` is not a valid port",
+        ),
+        (
+            "--smart-host",
+            "Out",
+            "bad_host!",
+            "smart-host",
+            "[E013] Error:",
+        ),
+        (
+            "--listen",
+            "Loopback",
+            "localhost:25",
+            "listen",
+            "[E032] Error: `localhost:25` is not an address and port to listen on",
+        ),
+    ] {
+        let rules = dir.path().join("rules.mailflow");
+        let (listen, remote, smart_host) = match setting {
+            "remote" => ("127.0.0.1:2625", value, "sink.example"),
+            "smart-host" => ("127.0.0.1:2625", "127.0.0.0/8", value),
+            _ => (value, "127.0.0.0/8", "sink.example"),
+        };
+        std::fs::write(
+            &rules,
+            format!(
+                "receive-connector \"Loopback\" {{\n  listen {listen}\n  remote {remote}\n}}\n\
+                 send-connector \"Out\" {{\n  address-space *\n  smart-host {smart_host}\n}}\n"
+            ),
+        )
+        .unwrap();
+        let check = mailflow(&["check", rules.to_str().unwrap()]);
+        assert_eq!(check.status.code(), Some(1), "{value}: {}", stdout(&check));
+        let from_check = stdout(&check)
+            .lines()
+            .find(|l| l.contains(finding))
+            .unwrap_or_else(|| panic!("{value}: {}", stdout(&check)))
+            .to_string();
+
+        let fixture = "tests/fixtures/relay/forward.mailflow";
+        let arg = format!("{connector}={value}");
+        // `timeout` is a watchdog: a relay that accepted the value would run on.
+        let o = Command::new("timeout")
+            .args(["30", env!("CARGO_BIN_EXE_mailflow"), "relay", fixture])
+            .args(["--spool", spool.to_str().unwrap(), flag, &arg])
+            .args(["--listen", "Loopback=127.0.0.1:0"])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .env("NO_COLOR", "1")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{arg}: {stderr}");
+        assert!(stderr.contains(&from_check), "{arg}: {stderr}");
+        assert!(stderr.contains(&format!("{flag} {connector}")), "{stderr}");
+        assert!(!spool.exists(), "{arg}: the spool was created");
+    }
+}

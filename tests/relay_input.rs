@@ -95,3 +95,50 @@ async fn a_fifo_swapped_in_for_an_include_fails_the_reload_and_sigterm_still_sto
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("not a regular file"), "{stderr}");
 }
+
+/// What a rule file accepts in `remote` and `smart-host`, the command line accepts too: v4
+/// and v6 addresses, blocks and ranges, `[v6]:port`, names with and without a port.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_command_line_accepts_what_the_rule_file_accepts() {
+    let tmp = tempfile::tempdir().unwrap();
+    let sink = Sink::start(SinkOptions::default()).await;
+    let remote = "127.0.0.0/8,::1,192.0.2.10-192.0.2.20,2001:db8::/32,2001:db8:1::5-2001:db8:1::9";
+    let dead = "dead-host.invalid,dead-host.invalid:2525,[2001:db8::25]:2525,192.0.2.25";
+    let rules = tmp.path().join("accepted.mailflow");
+    std::fs::write(
+        &rules,
+        format!(
+            "receive-connector \"Loopback\" {{\n  listen 127.0.0.1:2625\n  remote {remote}\n}}\n\
+             send-connector \"Dead\" {{\n  address-space dead.example\n  smart-host {dead}\n}}\n"
+        )
+        .replace(",", ", "),
+    )
+    .unwrap();
+    let check = Command::new(BIN).arg("check").arg(&rules).output().unwrap();
+    assert_eq!(
+        check.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&check.stdout)
+    );
+
+    let args = vec![
+        s("--listen"),
+        s("Loopback=127.0.0.1:0"),
+        s("--remote"),
+        format!("Loopback={remote}"),
+        s("--smart-host"),
+        format!("Out=127.0.0.1:{}", sink.addr.port()),
+        s("--smart-host"),
+        format!("Dead={dead}"),
+    ];
+    let fixture = root().join("tests/fixtures/relay/forward.mailflow");
+    let mut relay = Relay::start(&fixture, &tmp.path().join("spool"), &args);
+    let sent = client(with_port(
+        &relay,
+        &["--from", "app@origin.example", "--to", "user@example.net"],
+    ))
+    .await;
+    assert_eq!(sent["messages"][0]["data"][0], 250, "{sent}");
+    relay.terminate().await;
+}

@@ -1,13 +1,15 @@
 //! `mailflow relay`, `mailflow reload` and `mailflow track`.
 
 use super::Exit;
+use mailflow::ast::Text;
+use mailflow::diagnostic::{Diagnostic, render};
 use mailflow::queue::RetryPolicy;
 use mailflow::relay::Relay;
-use mailflow::relay::config::{
-    Overrides, RelayOptions, parse_range, parse_smart_host, split_override,
-};
+use mailflow::relay::config::{Overrides, RelayOptions, split_override};
 use mailflow::relay::track::{self, EventId, Query};
 use mailflow::relay::verify::{MAX_TIMEOUT as MAX_VERIFY_TIMEOUT, VerifyOptions};
+use mailflow::resolve;
+use mailflow::source::{SourceMap, Span};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -126,6 +128,29 @@ pub(super) struct RelayArgs {
     pub log: String,
 }
 
+/// Checks one value of `--listen`, `--remote` or `--smart-host` with the rule file's own
+/// check, and renders a refusal as `check` renders it, the argument standing in for the file.
+fn checked<T>(
+    flag: &str,
+    connector: &str,
+    value: &str,
+    check: fn(&Text) -> Result<T, Diagnostic>,
+) -> Result<T, String> {
+    let mut sources = SourceMap::new();
+    let file = sources.add(format!("{flag} {connector}"), value.to_string());
+    let text = Text {
+        value: value.to_string(),
+        span: Span::new(file, 0, value.len()),
+        quoted: false,
+    };
+    check(&text).map_err(|d| {
+        format!(
+            "{flag} `{connector}`: `{value}` is refused\n{}",
+            render::human(&[d], &sources, false).trim_end()
+        )
+    })
+}
+
 fn overrides(a: &RelayArgs) -> Result<Overrides, String> {
     let mut o = Overrides {
         allow_paths: a.allow_path.clone(),
@@ -135,10 +160,7 @@ fn overrides(a: &RelayArgs) -> Result<Overrides, String> {
         let (name, vals) = split_override(s)?;
         let addrs = vals
             .iter()
-            .map(|v| {
-                v.parse::<SocketAddr>()
-                    .map_err(|_| format!("`{v}`: not ADDRESS:PORT"))
-            })
+            .map(|v| checked("--listen", &name, v, resolve::socket_addr))
             .collect::<Result<_, _>>()?;
         o.listen.push((name, addrs));
     }
@@ -146,7 +168,7 @@ fn overrides(a: &RelayArgs) -> Result<Overrides, String> {
         let (name, vals) = split_override(s)?;
         let ranges = vals
             .iter()
-            .map(|v| parse_range(v))
+            .map(|v| checked("--remote", &name, v, resolve::ip_range))
             .collect::<Result<_, _>>()?;
         o.remote.push((name, ranges));
     }
@@ -154,7 +176,7 @@ fn overrides(a: &RelayArgs) -> Result<Overrides, String> {
         let (name, vals) = split_override(s)?;
         let hosts = vals
             .iter()
-            .map(|v| parse_smart_host(v))
+            .map(|v| checked("--smart-host", &name, v, resolve::smart_host))
             .collect::<Result<_, _>>()?;
         o.smart_host.push((name, hosts));
     }

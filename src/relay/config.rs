@@ -8,7 +8,7 @@ use crate::diagnostic::{Severity, render};
 use crate::model::{IpRange, RuleSet, SmartHost};
 use crate::queue::RetryPolicy;
 use crate::source::Span;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -151,48 +151,6 @@ pub fn split_override(s: &str) -> Result<(String, Vec<String>), String> {
         return Err(format!("`{s}`: expected CONNECTOR=VALUE[,VALUE...]"));
     }
     Ok((name.to_string(), values))
-}
-
-/// An address, a CIDR block or a `first-last` range.
-pub fn parse_range(s: &str) -> Result<IpRange, String> {
-    if let Some((a, b)) = s.split_once('-') {
-        let first: IpAddr = a.trim().parse().map_err(|_| format!("`{a}`: not an ip"))?;
-        let last: IpAddr = b.trim().parse().map_err(|_| format!("`{b}`: not an ip"))?;
-        return Ok(IpRange { first, last });
-    }
-    if let Ok(ip) = s.parse::<IpAddr>() {
-        return Ok(IpRange {
-            first: ip,
-            last: ip,
-        });
-    }
-    let net: ipnet::IpNet = s
-        .parse()
-        .map_err(|_| format!("`{s}`: not an ip address, block or range"))?;
-    Ok(IpRange {
-        first: net.network(),
-        last: net.broadcast(),
-    })
-}
-
-/// `host[:port]` (port 25 by default; `[v6]:port` for IPv6).
-pub fn parse_smart_host(s: &str) -> Result<SmartHost, String> {
-    if let Ok(sa) = s.parse::<SocketAddr>() {
-        return Ok(SmartHost {
-            host: sa.ip().to_string(),
-            port: sa.port(),
-        });
-    }
-    match s.rsplit_once(':') {
-        Some((h, p)) if !h.contains(':') => Ok(SmartHost {
-            host: h.to_string(),
-            port: p.parse().map_err(|_| format!("`{p}`: not a port"))?,
-        }),
-        _ => Ok(SmartHost {
-            host: s.trim_matches(['[', ']']).to_string(),
-            port: 25,
-        }),
-    }
 }
 
 /// Everything `mailflow relay` is started with.

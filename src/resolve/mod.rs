@@ -11,6 +11,10 @@ mod test_cases;
 mod values;
 
 pub(crate) use values::domain_problem;
+// The relay's `--listen`, `--remote` and `--smart-host` are checked by these, the functions
+// that check `listen`, `remote` and `smart-host` in a rule file, so the command line accepts
+// exactly what a rule file accepts and refuses the rest with the same diagnostic.
+pub use values::{ip_range, smart_host, socket_addr};
 
 pub use rules::{
     MAX_MATCHES_PATTERNS, MAX_TEXT_CHARS, MAX_WORD_BYTES, MAX_WORDS, PATTERN_CACHE_LIMIT,

@@ -184,7 +184,7 @@ pub(crate) fn sender(t: &Text) -> Checked<Option<Address>> {
 }
 
 /// An IP address, CIDR block, or `first-last` range.
-pub(crate) fn ip_range(t: &Text) -> Checked<IpRange> {
+pub fn ip_range(t: &Text) -> Checked<IpRange> {
     let v = t.value.trim();
     let invalid = |why: String| {
         bad(
@@ -253,7 +253,7 @@ pub(crate) fn ip(t: &Text) -> Checked<IpAddr> {
 }
 
 /// `ip:port`.
-pub(crate) fn socket_addr(t: &Text) -> Checked<SocketAddr> {
+pub fn socket_addr(t: &Text) -> Checked<SocketAddr> {
     t.value.parse().map_err(|_| {
         bad(
             Code::E032,
@@ -266,7 +266,7 @@ pub(crate) fn socket_addr(t: &Text) -> Checked<SocketAddr> {
 }
 
 /// `host[:port]` or `[ipv6]:port`.
-pub(crate) fn smart_host(t: &Text) -> Checked<SmartHost> {
+pub fn smart_host(t: &Text) -> Checked<SmartHost> {
     let v = t.value.as_str();
     if let Ok(sa) = v.parse::<SocketAddr>() {
         return Ok(SmartHost {
