@@ -836,3 +836,36 @@ fn compaction_moves_tombstones_still_needed() {
     assert!(spool.get(&small.id).is_none(), "finished message came back");
     assert!(fillers.iter().all(|id| spool.get(id).is_none()));
 }
+
+/// A spool written before the journal's CRC-32 came from `crc32fast` (when it was computed by
+/// hand): it opens with nothing quarantined, its records replay, and the body passes its
+/// checksum. The fixture's three records hold a message with one recipient delivered and a
+/// message stored and removed.
+#[test]
+fn a_spool_written_by_the_hand_written_crc_still_opens() {
+    let dir = tempfile::tempdir().unwrap();
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/spool/v1");
+    std::fs::create_dir(dir.path().join("journal")).unwrap();
+    std::fs::copy(
+        fixture.join("journal/00000001.seg"),
+        dir.path().join("journal/00000001.seg"),
+    )
+    .unwrap();
+    let rt = rt();
+    let (spool, live) = open(dir.path(), SpoolOptions::default());
+    assert_eq!(corrupt_files(dir.path()), 0);
+    assert_eq!(ids(&live), [QueueId("662079D226A07000".into())]);
+    let m = &live[0];
+    assert_eq!(m.meta.mail_from.as_deref(), Some("sender-a@example.org"));
+    assert_eq!(m.meta.recipients.len(), 2);
+    assert_eq!(m.states[0], delivered());
+    assert!(matches!(
+        m.states[1],
+        RecipientState::Pending { attempts: 0, .. }
+    ));
+    assert_eq!(
+        spool.read_body(&m.id).unwrap(),
+        b"Subject: kept\r\nFrom: <sender-a@example.org>\r\n\r\n8-bit: \xc3\xa9t\xc3\xa9, a line of the body that is kept\r\n"
+    );
+    rt.block_on(spool.close()).unwrap();
+}

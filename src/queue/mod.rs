@@ -32,13 +32,13 @@
 //! "MFR1" | kind u8 | 0 0 0 | head_len u32 | body_len u32 | head_crc u32 | body_crc u32 | head | body
 //! ```
 //!
-//! (little endian; `head_crc` is CRC-32 of bytes 4..16 and the head, XOR the segment salt, so
-//! record-shaped bytes inside a message body are not mistaken for records when resyncing).
+//! (little endian; CRC-32 is the IEEE/zlib one, as `crc32fast` computes it; `head_crc` is
+//! CRC-32 of bytes 4..16 and the head, XOR the segment salt, so record-shaped bytes inside a
+//! message body are not mistaken for records when resyncing).
 //! Heads are postcard: kind 1 `Message {id, received_at, meta, states}` with the message as
 //! body, kind 2 `Recipients {id, updates}`, kind 3 `Done {id}`. Replay applies records in
 //! segment order; a later `Message` record for an id (a compaction copy) replaces the earlier.
 
-mod crc;
 mod format;
 mod index;
 mod recover;
@@ -578,7 +578,7 @@ impl Spool {
         // A compaction may delete the segment meanwhile; the open handle still reads it.
         let mut body = vec![0u8; loc.len as usize];
         file.read_exact_at(&mut body, loc.offset)?;
-        if crc::crc32(&body) != loc.crc {
+        if crc32fast::hash(&body) != loc.crc {
             return Err(QueueError::Corrupt {
                 detail: format!("body of {id} fails its checksum (segment {})", loc.seg),
             });

@@ -13,7 +13,6 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
-use super::crc::crc32;
 use super::format::{DoneHead, Encoded, Kind, MessageHeadRef, SEG_HEADER_LEN, segment_header};
 use super::index::{BodyLoc, any_pending};
 use super::recover::segment_path;
@@ -587,7 +586,7 @@ impl Writer {
             };
             let mut body = vec![0u8; loc.len as usize];
             file.read_exact_at(&mut body, loc.offset)?;
-            if crc32(&body) != loc.crc {
+            if crc32fast::hash(&body) != loc.crc {
                 // Copied as it is, with the checksum it was stored with, so the copy still
                 // reads as damaged: the message stays until the scheduler bounces it.
                 tracing::error!(segment = seg, id = %id, "spool message body fails its checksum; copied forward as it is");
