@@ -150,7 +150,7 @@ pub fn compose(input: &DsnInput<'_>) -> Vec<u8> {
         }
     }
 
-    let original = crlf(input.original);
+    let original = crate::smtp::to_crlf(input.original);
     // Nothing to return (a body damaged in the spool): no third part, which RFC 6522
     // allows, rather than an empty one that looks like the message was empty.
     let returned = if original.is_empty() {
@@ -247,29 +247,6 @@ fn clean(s: &str) -> String {
         .collect()
 }
 
-/// Every line ending CRLF; ends with CRLF.
-fn crlf(input: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(input.len() + input.len() / 40 + 2);
-    let mut i = 0;
-    while i < input.len() {
-        match input[i] {
-            b'\r' => {
-                out.extend_from_slice(b"\r\n");
-                if input.get(i + 1) == Some(&b'\n') {
-                    i += 1;
-                }
-            }
-            b'\n' => out.extend_from_slice(b"\r\n"),
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    if !out.is_empty() && !out.ends_with(b"\r\n") {
-        out.extend_from_slice(b"\r\n");
-    }
-    out
-}
-
 /// The length of the header block of a CRLF message, its last line's CRLF included and the
 /// empty line excluded.
 fn header_len(msg: &[u8]) -> usize {
@@ -299,9 +276,9 @@ mod tests {
 
     #[test]
     fn header_block() {
-        let m = crlf(b"Subject: x\nFrom: a@b\n\nbody\n");
+        let m = crate::smtp::to_crlf(b"Subject: x\nFrom: a@b\n\nbody\n");
         assert_eq!(&m[..header_len(&m)], b"Subject: x\r\nFrom: a@b\r\n");
-        let m = crlf(b"Subject: only\n");
+        let m = crate::smtp::to_crlf(b"Subject: only\n");
         assert_eq!(&m[..header_len(&m)], b"Subject: only\r\n");
     }
 

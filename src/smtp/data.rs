@@ -1,6 +1,8 @@
 //! The message-transfer phase, sans I/O: [`DataReceiver`] for `DATA` (ends only at a real
 //! CRLF.CRLF, undoes dot-stuffing) and [`BdatReceiver`] for `BDAT` chunks, both normalising
-//! bare CR and LF to CRLF under a size cap; [`dot_stuff`] for the outbound side.
+//! bare CR and LF to CRLF under a size cap; [`dot_stuff`] for the outbound side and
+//! [`to_crlf`] for a whole message (a returned message in a DSN). One rule of line endings
+//! for all of them (`next_line`).
 //!
 //! Why normalise rather than pass through: a stored message without bare CR or LF cannot
 //! carry an end-of-data marker that some next hop reads differently (SMTP smuggling), and
@@ -334,27 +336,15 @@ impl BdatReceiver {
             }
         }
         while !bytes.is_empty() {
-            let run = bytes
-                .iter()
-                .position(|&c| c == b'\r' || c == b'\n')
-                .unwrap_or(bytes.len());
-            self.sink.push(bytes.get(..run).unwrap_or_default());
-            let rest = bytes.get(run..).unwrap_or_default();
-            bytes = match rest {
-                [] => rest,
-                [b'\r', b'\n', tail @ ..] => {
-                    self.sink.push(b"\r\n");
-                    tail
-                }
-                [b'\r'] => {
-                    self.pending_cr = true;
-                    &[]
-                }
-                [_, tail @ ..] => {
-                    self.bare_ending();
-                    tail
-                }
-            };
+            let (line, ending, rest) = next_line(bytes);
+            self.sink.push(line);
+            match ending {
+                Ending::Crlf => self.sink.push(b"\r\n"),
+                Ending::Bare => self.bare_ending(),
+                Ending::CrAtEnd => self.pending_cr = true,
+                Ending::None => {}
+            }
+            bytes = rest;
         }
     }
 
@@ -392,38 +382,67 @@ impl BdatReceiver {
     }
 }
 
+/// How a line ends, as [`next_line`] finds it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Ending {
+    /// CR LF.
+    Crlf,
+    /// A CR not followed by LF, or an LF not preceded by CR.
+    Bare,
+    /// A CR that is the input's last byte: whether it is bare depends on what comes next.
+    CrAtEnd,
+    /// None: the input ends inside the line.
+    None,
+}
+
+/// Splits off the first line of `input`: its content, how it ends, and the rest. The one
+/// rule of line endings that the BDAT receiver and the whole-message normalisers share (the
+/// DATA receiver's byte-at-a-time state machine applies it too, interleaved with
+/// unstuffing and the end marker): CRLF, a bare CR and a bare LF each end a line.
+fn next_line(input: &[u8]) -> (&[u8], Ending, &[u8]) {
+    let run = input
+        .iter()
+        .position(|&c| c == b'\r' || c == b'\n')
+        .unwrap_or(input.len());
+    let (line, tail) = input.split_at_checked(run).unwrap_or((input, &[]));
+    match tail {
+        [] => (line, Ending::None, tail),
+        [b'\r', b'\n', rest @ ..] => (line, Ending::Crlf, rest),
+        [b'\r'] => (line, Ending::CrAtEnd, &[]),
+        [_, rest @ ..] => (line, Ending::Bare, rest),
+    }
+}
+
+/// Appends `message` to `out` with every line ending CRLF: bare CRs and LFs become CRLF and
+/// a last line without an ending gets one (an empty message stays empty). With `stuff`, a
+/// line starting with `.` gets another.
+fn push_crlf_lines(message: &[u8], stuff: bool, out: &mut Vec<u8>) {
+    let mut rest = message;
+    while !rest.is_empty() {
+        let (line, _, tail) = next_line(rest);
+        if stuff && line.first() == Some(&b'.') {
+            out.push(b'.');
+        }
+        out.extend_from_slice(line);
+        out.extend_from_slice(b"\r\n");
+        rest = tail;
+    }
+}
+
+/// A whole message with every line ending CRLF, as the receivers store it: bare CRs and LFs
+/// become CRLF, and a non-empty message ends with CRLF.
+pub fn to_crlf(message: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(message.len() + message.len() / 40 + 2);
+    push_crlf_lines(message, false, &mut out);
+    out
+}
+
 /// Prepares a message for `DATA` on the outbound side: every bare CR or LF becomes CRLF,
 /// lines starting with `.` get another, the message is made to end with CRLF (unless
 /// empty), and the end marker `.\r\n` is appended.
 pub fn dot_stuff(message: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(message.len() + message.len() / 32 + 5);
-    let mut line_start = true;
-    let mut rest = message;
-    while !rest.is_empty() {
-        let run = rest
-            .iter()
-            .position(|&c| c == b'\r' || c == b'\n')
-            .unwrap_or(rest.len());
-        if run > 0 {
-            if line_start && rest.first() == Some(&b'.') {
-                out.push(b'.');
-            }
-            out.extend_from_slice(rest.get(..run).unwrap_or_default());
-            line_start = false;
-        }
-        let tail = rest.get(run..).unwrap_or_default();
-        rest = match tail {
-            [] => tail,
-            [b'\r', b'\n', more @ ..] | [_, more @ ..] => {
-                out.extend_from_slice(b"\r\n");
-                line_start = true;
-                more
-            }
-        };
-    }
-    if !line_start {
-        out.extend_from_slice(b"\r\n");
-    }
+    push_crlf_lines(message, true, &mut out);
     out.extend_from_slice(b".\r\n");
     out
 }
@@ -625,5 +644,35 @@ mod tests {
         assert_eq!(dot_stuff(b"a"), b"a\r\n.\r\n");
         assert_eq!(dot_stuff(b".\n.a\r\r\n"), b"..\r\n..a\r\n\r\n.\r\n");
         assert_eq!(dot_stuff(b"a\r\n.\r\n"), b"a\r\n..\r\n.\r\n");
+    }
+
+    /// A whole message normalised at once is what the BDAT receiver stores from it, however
+    /// it is cut into chunks.
+    #[test]
+    fn to_crlf_stores_what_bdat_stores() {
+        assert_eq!(to_crlf(b""), b"");
+        assert_eq!(to_crlf(b"\r"), b"\r\n");
+        assert_eq!(
+            to_crlf(b"Subject: x\nFrom: a@b\n\nbody"),
+            b"Subject: x\r\nFrom: a@b\r\n\r\nbody\r\n"
+        );
+        for input in [
+            &b"a\nb\rc\r\r\n.\n.\r\r\n.\r\n"[..],
+            b"\r\r\n\n\r",
+            b"no ending",
+            b".dot\r\nend\r",
+        ] {
+            for cut in 0..=input.len() {
+                let (a, b) = input.split_at(cut);
+                let mut r = BdatReceiver::new(1 << 20);
+                r.feed(a);
+                r.feed(b);
+                assert_eq!(
+                    r.finish().unwrap(),
+                    to_crlf(input),
+                    "{input:?} cut at {cut}"
+                );
+            }
+        }
     }
 }

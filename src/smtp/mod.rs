@@ -14,5 +14,6 @@ pub use command::{
 };
 pub use data::{
     BdatReceiver, Buffered, DataError, DataProgress, DataReceiver, MAX_TEXT_LINE, dot_stuff,
+    to_crlf,
 };
 pub use reply::{MAX_REPLY_LINE, Reply, ReplyError, parse_reply, parse_reply_line, split_enhanced};
