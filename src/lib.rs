@@ -8,6 +8,7 @@
 
 pub mod ast;
 pub mod check;
+pub mod clock;
 pub mod compile;
 pub mod deliver;
 pub mod diagnostic;

@@ -10,7 +10,6 @@ use mail_builder::headers::raw::Raw;
 use mail_builder::mime::MimePart;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Longest Diagnostic-Code text kept, so the field stays well under 998 octets.
 const MAX_DIAGNOSTIC: usize = 900;
@@ -190,9 +189,7 @@ pub fn compose(input: &DsnInput<'_>) -> Vec<u8> {
     } else {
         "Delayed Mail (still being retried)"
     };
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default();
+    let now = crate::clock::since_epoch();
     let message = MessageBuilder::new()
         .from(Address::new_address(
             Some("Mail Delivery System"),

@@ -15,7 +15,8 @@ use super::format::{
     SegmentReader, read_segment_header,
 };
 use super::index::{BodyLoc, Index};
-use super::{QueueError, QueueId, now_secs};
+use super::{QueueError, QueueId};
+use crate::clock::now_secs;
 
 pub(crate) struct Recovered {
     pub(crate) index: Index,

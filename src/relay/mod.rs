@@ -109,9 +109,7 @@ impl Shared {
     }
 
     fn queue_gauges(&self) -> metrics::QueueGauges {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
+        let now = crate::clock::now_secs();
         let plan = self.plan();
         metrics::QueueGauges {
             messages: self.spool.len(),

@@ -198,7 +198,7 @@ impl Shared {
             sender: sender.as_deref(),
             envid: params.envid.as_deref(),
             ret_full: matches!(params.ret, Some(crate::smtp::command::Ret::Full)),
-            arrival: crate::queue::now_secs(),
+            arrival: crate::clock::now_secs(),
             recipients: &failed,
             original,
             about: None,

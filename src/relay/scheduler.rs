@@ -8,13 +8,14 @@ use super::metrics::Metrics;
 use super::plan::{Dest, Key, Task, crosses};
 use super::report;
 use super::track::{Event, EventId};
+use crate::clock::now_secs;
 use crate::compile::route;
 use crate::deliver::dsn::{DsnAction, FailedRecipient};
 use crate::deliver::{
     Attempt, DeliverError, OutboundMessage, OutboundRcpt, RcptOutcome, deliver_reusing, next_hops,
 };
 use crate::eval::organization::{leaves_organization, strip_organization_headers};
-use crate::queue::{QueueId, QueuedMessage, RecipientState, now_secs};
+use crate::queue::{QueueId, QueuedMessage, RecipientState};
 use std::sync::Arc;
 use std::time::Duration;
 
