@@ -6,7 +6,7 @@
 //! on BDAT, while a line of 998 octets is delivered intact. SECURITY.md cites these tests.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
-mod support;
+use crate::support;
 
 use std::path::Path;
 use std::process::{Command, Stdio};

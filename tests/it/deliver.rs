@@ -3,7 +3,7 @@
 //! fail-over, body encoding, SMTPUTF8, client certificates), and DSNs parsed back.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod support;
+use crate::support;
 
 use mail_parser::MimeHeaders;
 use mailflow::deliver::{

@@ -13,8 +13,7 @@ use mailflow::smtp::{
 // The naive reference receiver and its helpers are the fuzz target's own, so the
 // fuzzer and these tests hold the receivers to one definition.
 #[allow(dead_code)]
-#[path = "../fuzz/fuzz_targets/smtp_checks.rs"]
-mod smtp_checks;
+use crate::smtp_checks;
 use smtp_checks::{has_no_bare_endings, normalise, reference_receive};
 
 /// xorshift64*: small, seeded, deterministic.

@@ -124,7 +124,7 @@ fn expectations(fixture: &Path, run: &Run) {
 
 #[test]
 fn exchange_fixtures_import_and_pass_check() {
-    insta::glob!("fixtures/import/exchange/*.ps1", |path| {
+    insta::glob!("../fixtures/import/exchange", "*.ps1", |path| {
         let (tmp, run) = import("exchange", path);
         expectations(path, &run);
         check_accepts(tmp.path(), &path.display().to_string());
@@ -137,7 +137,7 @@ fn exchange_fixtures_import_and_pass_check() {
 
 #[test]
 fn csv_fixtures_import_and_pass_check() {
-    insta::glob!("fixtures/import/csv/*.csv", |path| {
+    insta::glob!("../fixtures/import/csv", "*.csv", |path| {
         let (tmp, run) = import("csv", path);
         expectations(path, &run);
         check_accepts(tmp.path(), &path.display().to_string());

@@ -5,7 +5,7 @@
 //! is bounced, a torn one cut off, both after a copy.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 use support::raw::Raw;

@@ -18,7 +18,7 @@ fn rule_set(path: &Path) -> mailflow::model::RuleSet {
 
 #[test]
 fn every_rule_set_draws_in_both_formats() {
-    insta::glob!("../rules", "*.mailflow", |path| {
+    insta::glob!("../../rules", "*.mailflow", |path| {
         let set = rule_set(path);
         insta::assert_snapshot!("mermaid", render(&set, Format::Mermaid));
         insta::assert_snapshot!("dot", render(&set, Format::Dot));
@@ -27,7 +27,7 @@ fn every_rule_set_draws_in_both_formats() {
 
 #[test]
 fn graphviz_accepts_every_dot_output() {
-    insta::glob!("../rules", "*.mailflow", |path| {
+    insta::glob!("../../rules", "*.mailflow", |path| {
         let dot = render(&rule_set(path), Format::Dot);
         let mut child = Command::new("dot")
             .arg("-Tsvg")
@@ -55,7 +55,7 @@ fn graphviz_accepts_every_dot_output() {
 /// receive connectors to the send connectors is connected.
 #[test]
 fn every_item_is_drawn_in_order() {
-    insta::glob!("../rules", "*.mailflow", |path| {
+    insta::glob!("../../rules", "*.mailflow", |path| {
         let set = rule_set(path);
         let text = render(&set, Format::Mermaid);
         for c in &set.receive_connectors {

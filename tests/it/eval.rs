@@ -11,7 +11,7 @@ use mailflow::testing::run_tests;
 #[test]
 fn every_evaluator_fixture_passes() {
     let mut ran = 0;
-    insta::glob!("fixtures/eval/*.mailflow", |path| {
+    insta::glob!("../fixtures/eval", "*.mailflow", |path| {
         let rel = path
             .strip_prefix(env!("CARGO_MANIFEST_DIR"))
             .unwrap_or(path);

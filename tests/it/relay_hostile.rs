@@ -6,7 +6,7 @@
 //! `shared/reference/security-and-reliability.md`; SECURITY.md says what they prove.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
-mod support;
+use crate::support;
 
 use std::path::Path;
 use std::time::{Duration, Instant};

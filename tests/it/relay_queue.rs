@@ -4,7 +4,7 @@
 //! the delay once (RFC 3464 `action=delayed`), as their NOTIFY asks.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
-mod support;
+use crate::support;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -5,7 +5,7 @@
 //! up to 50,000 octets), and its per-recipient fields must say who, what and why.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
-mod support;
+use crate::support;
 
 use mail_parser::MimeHeaders;
 use support::raw::Raw;

@@ -50,8 +50,8 @@ fn every_rule_file_formats_idempotently_keeping_tree_and_comments() {
             formatted += 1;
         }
     };
-    insta::glob!("../rules", "**/*.mailflow", |path| check(path));
-    insta::glob!("fixtures", "**/*.mailflow", |path| check(path));
+    insta::glob!("../../rules", "**/*.mailflow", |path| check(path));
+    insta::glob!("../fixtures", "**/*.mailflow", |path| check(path));
     // Everything under rules/ and tests/fixtures/ except the few files that must not parse.
     assert!(formatted >= 60, "only {formatted} files formatted");
 }
@@ -103,8 +103,8 @@ fn mangled_rule_files_keep_the_promises() {
             mangled += 1;
         }
     };
-    insta::glob!("../rules", "**/*.mailflow", |path| check(path));
-    insta::glob!("fixtures", "**/*.mailflow", |path| check(path));
+    insta::glob!("../../rules", "**/*.mailflow", |path| check(path));
+    insta::glob!("../fixtures", "**/*.mailflow", |path| check(path));
     assert!(mangled >= 240, "only {mangled} variants");
 }
 
@@ -140,7 +140,7 @@ fn the_documented_example_is_what_fmt_does() {
 
 #[test]
 fn messy_inputs_format_as_snapshotted() {
-    insta::glob!("fixtures/fmt/*.mailflow", |path| {
+    insta::glob!("../fixtures/fmt", "*.mailflow", |path| {
         let text = std::fs::read_to_string(path).unwrap();
         let out = format_checked(&path.display().to_string(), &text).unwrap();
         // Shown so that a snapshot says which line ending the file got.

@@ -4,7 +4,7 @@
 //! certificates are read when the rules are loaded, not per attempt.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
-mod support;
+use crate::support;
 
 use mailflow::deliver::{
     self, Attempt, ClientConfig, Hop, OutboundMessage, OutboundRcpt, Pool, RcptOutcome,

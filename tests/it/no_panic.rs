@@ -14,7 +14,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-#[path = "../benches/generate.rs"]
+#[path = "../../benches/generate.rs"]
 mod generate;
 
 /// xorshift64*: small, seeded, good enough to pick offsets and bytes.
@@ -586,7 +586,14 @@ const MUTATIONS: usize = 12;
 #[test]
 fn check_never_panics() {
     let started = Instant::now();
-    std::panic::set_hook(Box::new(|info| {
+    // Tests of other modules run beside this one in the same process: their panics keep the
+    // hook they had.
+    let previous = std::panic::take_hook();
+    let this_thread = std::thread::current().id();
+    std::panic::set_hook(Box::new(move |info| {
+        if std::thread::current().id() != this_thread {
+            return previous(info);
+        }
         if let (Ok(mut last), Some(loc)) = (LAST_PANIC.lock(), info.location()) {
             *last = loc.to_string();
         }

@@ -4,7 +4,7 @@
 //! (`tests/support/smtp_client.py`), and recording sinks and a DNS server as the next hops.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
-mod support;
+use crate::support;
 
 use serde_json::Value;
 use std::io::{BufRead, BufReader};

@@ -471,7 +471,7 @@ fn check_marker(s: &mut Server, uri: &str, dir: &Path, m: &Marker, log: &mut Str
 
 #[test]
 fn every_case_speaks_lsp() {
-    insta::glob!("fixtures/lsp/*/main.mailflow", |path| {
+    insta::glob!("../fixtures/lsp", "*/main.mailflow", |path| {
         let dir = path.parent().unwrap();
         let text = std::fs::read_to_string(path).unwrap();
         let uri = Url::from_file_path(path).unwrap().to_string();

@@ -6,7 +6,7 @@
 //! figure at rest, so the bounds hold for debug and release builds alike.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
-mod support;
+use crate::support;
 
 use std::path::Path;
 use std::sync::Arc;

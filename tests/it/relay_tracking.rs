@@ -4,7 +4,7 @@
 //! and a spool so nearly full that the log must stop while mail is still accepted.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
-mod support;
+use crate::support;
 
 use serde_json::Value;
 use std::net::SocketAddr;

@@ -6,10 +6,9 @@
 
 use std::path::{Path, PathBuf};
 
-#[path = "../fuzz/fuzz_targets/header_checks.rs"]
+#[path = "../../fuzz/fuzz_targets/header_checks.rs"]
 mod header_checks;
-#[path = "../fuzz/fuzz_targets/smtp_checks.rs"]
-mod smtp_checks;
+use crate::smtp_checks;
 
 fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))

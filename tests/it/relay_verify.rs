@@ -6,7 +6,7 @@
 //! `450 4.1.1`, and a flood of RCPTs is bounded in probes and in remembered answers.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
-mod support;
+use crate::support;
 
 use std::path::Path;
 use std::time::Instant;

@@ -5,7 +5,7 @@
 //! SECURITY.md says what each test proves.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
-mod support;
+use crate::support;
 
 use std::path::Path;
 use support::raw::Raw;

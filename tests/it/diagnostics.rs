@@ -16,7 +16,7 @@ fn relative(path: &Path) -> PathBuf {
 
 #[test]
 fn every_fixture_reports_its_code() {
-    insta::glob!("fixtures/diagnostics/*.mailflow", |path| {
+    insta::glob!("../fixtures/diagnostics", "*.mailflow", |path| {
         let rel = relative(path);
         let report = check_file(&rel).unwrap();
         let stem = rel.file_stem().unwrap().to_string_lossy().to_string();
@@ -63,7 +63,7 @@ fn every_code_has_a_fixture() {
 
 #[test]
 fn clean_fixtures_report_nothing() {
-    insta::glob!("fixtures/ok/*.mailflow", |path| {
+    insta::glob!("../fixtures/ok", "*.mailflow", |path| {
         let rel = relative(path);
         let report = check_file(&rel).unwrap();
         assert!(
