@@ -1,5 +1,5 @@
 //! The checks of the `header_rewrite` fuzz target, shared with the stable replay test
-//! (`tests/fuzz_replay.rs`): a message parsed with `Message::parse` goes through `evaluate`
+//! (`tests/it/fuzz_replay.rs`): a message parsed with `Message::parse` goes through `evaluate`
 //! against fixed rule sets that rewrite addresses in headers and set, prepend to and extend
 //! header fields; the serialised result (what the relay queues, see `stamp` in
 //! `src/relay/session.rs`) must not have gained a bare line ending, an over-long header line, a

@@ -1,7 +1,7 @@
 //! Header rewriting: a message (`Message::parse`) and an envelope, both from the fuzz data,
 //! evaluated against fixed compiled rule sets; the serialised message must not gain a bare
 //! line ending, an over-long header line, a header field nobody asked for, or a changed
-//! body. The checks live in `header_checks.rs`, shared with `tests/fuzz_replay.rs`.
+//! body. The checks live in `header_checks.rs`, shared with `tests/it/fuzz_replay.rs`.
 
 #![no_main]
 

@@ -1,5 +1,5 @@
 //! The checks of the `smtp_command` fuzz target, shared with the stable replay test
-//! (`tests/fuzz_replay.rs`), so that a saved input is held to exactly what the fuzzer held it
+//! (`tests/it/fuzz_replay.rs`), so that a saved input is held to exactly what the fuzzer held it
 //! to. Plain `assert!`s: a failed invariant is a crash to the fuzzer and a failure to the test.
 //!
 //! Input layout: byte 0 picks where the stream is split for the receivers, byte 1 the size
@@ -272,7 +272,7 @@ fn replies(stream: &[u8]) {
 }
 
 /// `true` when every CR is followed by LF and every LF preceded by CR (the crate's claim for
-/// what it stores and sends; `tests/smtp_protocol.rs` has the same function).
+/// what it stores and sends; `tests/it/smtp_protocol.rs` has the same function).
 pub fn has_no_bare_endings(msg: &[u8]) -> bool {
     msg.iter().enumerate().all(|(i, &b)| match b {
         b'\r' => msg.get(i + 1) == Some(&b'\n'),
@@ -282,7 +282,7 @@ pub fn has_no_bare_endings(msg: &[u8]) -> bool {
 }
 
 /// CRLF, bare CR and bare LF all become CRLF; a non-empty result ends with CRLF (as in
-/// `tests/smtp_protocol.rs`). Also returns how many bare endings there were.
+/// `tests/it/smtp_protocol.rs`). Also returns how many bare endings there were.
 pub fn normalise(x: &[u8]) -> (Vec<u8>, u64) {
     let mut out = Vec::new();
     let mut bare = 0;
@@ -310,7 +310,7 @@ pub fn normalise(x: &[u8]) -> (Vec<u8>, u64) {
     (out, bare)
 }
 
-/// The naive reference (also `tests/smtp_protocol.rs`'s): the first CRLF.CRLF (with a CRLF
+/// The naive reference (also `tests/it/smtp_protocol.rs`'s): the first CRLF.CRLF (with a CRLF
 /// assumed before the stream) ends the data; lines before it lose one dot if they start with
 /// two; every CR or LF not part of a CRLF becomes CRLF. (consumed, message, bare count), or
 /// `None` when there is no end.

@@ -424,7 +424,7 @@ mod tests {
 
     /// Segments already on disk were summed by a hand-written slicing-by-8 CRC-32 with the
     /// IEEE/zlib polynomial (0xEDB88320, initial and final value all ones): these are that
-    /// CRC's check values, so `crc32fast` reads them back. `tests/queue.rs` opens a segment
+    /// CRC's check values, so `crc32fast` reads them back. `tests/it/queue.rs` opens a segment
     /// the old code wrote.
     #[test]
     fn known_vectors() {

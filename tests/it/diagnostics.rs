@@ -37,7 +37,7 @@ fn every_fixture_reports_its_code() {
 }
 
 /// Codes of `check` have a rule-file fixture here; codes of `mailflow import` (E07x, W04x)
-/// have a `.ps1` fixture in `tests/fixtures/import/exchange/`, run by `tests/import.rs`.
+/// have a `.ps1` fixture in `tests/fixtures/import/exchange/`, run by `tests/it/import.rs`.
 #[test]
 fn every_code_has_a_fixture() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
@@ -85,7 +85,7 @@ fn docs_list_every_code() {
     let on_disk = std::fs::read_to_string(&path).unwrap_or_default();
     assert!(
         on_disk == generated,
-        "docs/diagnostics.md is out of date: run `MAILFLOW_UPDATE_DOCS=1 cargo test --test diagnostics docs_list_every_code`"
+        "docs/diagnostics.md is out of date: run `MAILFLOW_UPDATE_DOCS=1 cargo test --test it diagnostics::docs_list_every_code`"
     );
 }
 

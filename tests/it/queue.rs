@@ -755,7 +755,7 @@ fn kill_9_loses_nothing_acknowledged() {
     );
 }
 
-/// `cargo test --release --test queue -- --ignored --nocapture throughput` (`SPOOL_BENCH_DIR`
+/// `cargo test --release --test it -- --ignored --nocapture queue::throughput` (`SPOOL_BENCH_DIR`
 /// picks the file system). Measured: about 15,000-18,000 messages/s, ~10.5 per fsync, on
 /// the ext4 virtual disk of the 2-core development machine.
 #[test]

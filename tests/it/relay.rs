@@ -160,7 +160,7 @@ async fn seed_002_shared_domain_end_to_end() {
     );
 
     // Another Office 365 customer tries to relay through EOP's connector: its XOORG is not
-    // ours, so it is anonymous and refused at RCPT (tests/relay_tenants.rs tries every form).
+    // ours, so it is anonymous and refused at RCPT (tests/it/relay_tenants.rs tries every form).
     let attempt = client(eop_client(&[
         "--from",
         "lee.gu@contoso.com",

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """DKIM signing and verification with dkimpy, an independent implementation, for the relay
-tests (tests/relay_bytes.rs). No DNS: the public key is given on the command line.
+tests (tests/it/relay_bytes.rs). No DNS: the public key is given on the command line.
 
     dkim_check.py sign KEY DOMAIN SELECTOR < message > signed
     dkim_check.py verify PUBLIC_KEY_BASE64 < message    (exit 0: verifies; 1: does not)

@@ -2,7 +2,7 @@
 // (which exist only inside VS Code and after `npm install`) and lets the stand-in client start
 // the server as vscode-languageclient does: spawn `command args...`, talk LSP over stdio. The
 // server must answer `initialize` with its capabilities and exit 0 after `shutdown` + `exit`.
-// Usage: node test/activate.js PATH-TO-MAILFLOW-BINARY (tests/lsp.rs runs it).
+// Usage: node test/activate.js PATH-TO-MAILFLOW-BINARY (tests/it/lsp.rs runs it).
 "use strict";
 
 const Module = require("module");
