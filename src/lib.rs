@@ -7,6 +7,7 @@
 //! a [`diagnostic::Diagnostic`] with a stable code.
 
 pub mod ast;
+pub mod auth;
 pub mod check;
 pub mod clock;
 pub mod compile;

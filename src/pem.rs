@@ -1,11 +1,11 @@
 //! The one reader of PEM files in mailflow: certificate chains, private keys and trust
 //! anchors, for `check` (is the file usable?), the relay's listeners (server certificates)
-//! and its send connectors (client certificates, CA bundles). Files are read bounded
+//! and its send connectors (client certificates, CA bundles), and DKIM signing keys. Files are read bounded
 //! ([`crate::input::read_limited`]) and parsed from memory, so every caller gets the same
 //! limits and the same reasons.
 
 use rustls::RootCertStore;
-use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::pem::{PemObject, SectionKind};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use std::path::{Path, PathBuf};
 
@@ -42,6 +42,12 @@ pub fn certificates(bytes: &[u8]) -> Result<Vec<CertificateDer<'static>>, String
 /// The first private key in PEM text (PKCS#8, PKCS#1 or SEC1).
 pub fn private_key(bytes: &[u8]) -> Result<PrivateKeyDer<'static>, String> {
     PrivateKeyDer::from_pem_slice(bytes).map_err(|e| e.to_string())
+}
+
+/// The first PEM section of a kind the parser knows, with its kind: for a caller that says
+/// what a file holds when it is not what it needs (a DKIM key file holding a public key).
+pub fn first_section(bytes: &[u8]) -> Result<(SectionKind, Vec<u8>), String> {
+    <(SectionKind, Vec<u8>)>::from_pem_slice(bytes).map_err(|e| e.to_string())
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, PemError> {

@@ -9,7 +9,6 @@
 use crate::support;
 
 use std::path::Path;
-use std::process::{Command, Stdio};
 use support::raw::{Raw, Reply};
 use support::relay::*;
 use support::sink::{Received, Sink, SinkOptions};
@@ -189,26 +188,8 @@ async fn a_dsn_returns_the_header_as_it_arrived() {
     );
 }
 
-/// Runs `tests/support/dkim_check.py` (dkimpy); its exit code and output. A missing dkimpy
-/// fails the test (exit 2), it never skips it.
 fn dkim(args: &[&str], message: &[u8]) -> (i32, Vec<u8>) {
-    let mut child = Command::new("python3")
-        .arg(root().join("tests/support/dkim_check.py"))
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("python3 is needed for the relay tests");
-    use std::io::Write;
-    child.stdin.take().unwrap().write_all(message).unwrap();
-    let out = child.wait_with_output().unwrap();
-    let code = out.status.code().unwrap_or(-1);
-    assert_ne!(
-        code, 2,
-        "dkimpy is needed (.ci/run installs it: pip install dkimpy)"
-    );
-    (code, out.stdout)
+    support::dkimpy::run(args, message)
 }
 
 fn key(name: &str) -> String {

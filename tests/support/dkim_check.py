@@ -3,7 +3,10 @@
 tests (tests/it/relay_bytes.rs). No DNS: the public key is given on the command line.
 
     dkim_check.py sign KEY DOMAIN SELECTOR < message > signed
-    dkim_check.py verify PUBLIC_KEY_BASE64 < message    (exit 0: verifies; 1: does not)
+    dkim_check.py verify PUBLIC_KEY_BASE64 [KEY_TYPE] < message    (exit 0: verifies; 1: not)
+    dkim_check.py verify-files PUBLIC_KEY_BASE64 KEY_TYPE FILE...  (a line each: pass/fail)
+
+KEY_TYPE is the record's k= (rsa, the default, or ed25519: dkimpy needs PyNaCl for it).
 
 dkimpy is required: a missing module is an error (exit 2), never a pass. .ci/run installs it.
 """
@@ -36,13 +39,23 @@ def main():
         sys.stdout.buffer.write(sig + message)
     elif mode == "verify":
         public = sys.argv[2].encode()
+        kind = (sys.argv[3] if len(sys.argv) > 3 else "rsa").encode()
 
         def dnsfunc(name, timeout=5):
-            return b"v=DKIM1; k=rsa; p=" + public
+            return b"v=DKIM1; k=" + kind + b"; p=" + public
 
         ok = dkim.verify(message, dnsfunc=dnsfunc)
         print("pass" if ok else "fail")
         sys.exit(0 if ok else 1)
+    elif mode == "verify-files":
+        public, kind = sys.argv[2].encode(), sys.argv[3].encode()
+
+        def dnsfunc(name, timeout=5):
+            return b"v=DKIM1; k=" + kind + b"; p=" + public
+
+        for path in sys.argv[4:]:
+            with open(path, "rb") as f:
+                print("pass" if dkim.verify(f.read(), dnsfunc=dnsfunc) else "fail")
     else:
         sys.exit(f"unknown mode {mode}")
 

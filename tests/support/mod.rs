@@ -2,6 +2,7 @@
 //! answering from a map, and test certificates. Each test crate uses only some of it.
 #![allow(dead_code)]
 
+pub mod dkimpy;
 pub mod dns;
 pub mod raw;
 pub mod relay;
