@@ -87,7 +87,7 @@ fn command(line: &[u8]) {
             one_reply_line(&wire);
             let (code, last, text) = parse_reply_line(&wire).expect("own reply unreadable");
             assert_eq!((code, last), (e.code, true));
-            assert!(text.starts_with(e.enhanced), "{text:?}");
+            assert!(text.starts_with(e.enhanced.as_str()), "{text:?}");
         }
     }
 }

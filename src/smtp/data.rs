@@ -14,6 +14,7 @@ pub use super::buffer::Buffered;
 #[cfg(test)]
 use super::buffer::SLACK;
 use super::buffer::Sink;
+use super::status::Status;
 
 /// The longest text line RFC 5321 §4.5.3.1.6 allows, CRLF excluded (1,000 octets with it).
 pub const MAX_TEXT_LINE: u64 = 998;
@@ -61,17 +62,17 @@ pub enum DataError {
 }
 
 impl DataError {
-    /// The reply for the client: code, enhanced code, text.
-    pub fn reply(&self) -> (u16, &'static str, String) {
+    /// The status to answer the client with.
+    pub fn status(&self) -> Status {
         match self {
-            DataError::TooLarge { limit } => (
+            DataError::TooLarge { limit } => Status::new(
                 552,
                 "5.3.4",
                 format!("message size exceeds fixed maximum message size of {limit} octets"),
             ),
             // Exchange answers an over-long header block with 552 5.3.4 as well (its
             // MaxHeaderSize): the message is too big in one of its parts, permanently.
-            DataError::HeaderTooLarge { limit } => (
+            DataError::HeaderTooLarge { limit } => Status::new(
                 552,
                 "5.3.4",
                 format!("header exceeds the limit of {limit} octets"),
@@ -79,17 +80,19 @@ impl DataError {
             // Exim's answer to a line over its `message_linelength_limit` (998 as well): the
             // transaction failed (554) for its content (5.6.0), permanently; the sender hears
             // it at once rather than in a bounce from the next hop.
-            DataError::LineTooLong { limit } => (
+            DataError::LineTooLong { limit } => Status::new(
                 554,
                 "5.6.0",
                 format!("message has a line longer than {limit} octets (RFC 5321 4.5.3.1.6)"),
             ),
-            DataError::NoMemory => (
+            DataError::NoMemory => Status::new(
                 452,
                 "4.3.1",
                 "insufficient system resources; try again later".to_string(),
             ),
-            DataError::Incomplete => (451, "4.3.0", "message data incomplete".to_string()),
+            DataError::Incomplete => {
+                Status::new(451, "4.3.0", "message data incomplete".to_string())
+            }
         }
     }
 }
@@ -510,8 +513,8 @@ mod tests {
         );
         let e = r.finish().unwrap_err();
         assert_eq!(e, DataError::TooLarge { limit: 4 });
-        assert_eq!(e.reply().0, 552);
-        assert_eq!(e.reply().1, "5.3.4");
+        assert_eq!(e.status().code, 552);
+        assert_eq!(e.status().enhanced, "5.3.4");
         let mut r = DataReceiver::new(5);
         r.feed(b"abc\r\n.\r\n");
         assert_eq!(r.finish().unwrap(), b"abc\r\n");
@@ -554,7 +557,10 @@ mod tests {
         r.feed(b"\r\n.\r\n");
         let e = r.finish().unwrap_err();
         assert_eq!(e, DataError::HeaderTooLarge { limit: 20 });
-        assert_eq!((e.reply().0, e.reply().1), (552, "5.3.4"));
+        assert_eq!(
+            (e.status().code, e.status().enhanced.as_str()),
+            (552, "5.3.4")
+        );
         // No empty line at all: the whole message is header. Bare LFs count as CRLF.
         let mut b = BdatReceiver::new(1 << 20).with_header_limit(20);
         b.feed(b"A: 34567\nB: 34567\nC");
@@ -590,7 +596,10 @@ mod tests {
                     } else {
                         let e = got.unwrap_err();
                         assert_eq!(e, DataError::LineTooLong { limit: 998 });
-                        assert_eq!((e.reply().0, e.reply().1), (554, "5.6.0"));
+                        assert_eq!(
+                            (e.status().code, e.status().enhanced.as_str()),
+                            (554, "5.6.0")
+                        );
                     }
                 }
             }
@@ -635,7 +644,10 @@ mod tests {
         assert!(r.feed(b"\r\nbody\r\n.\r\n").done);
         let e = r.finish().unwrap_err();
         assert_eq!(e, DataError::NoMemory);
-        assert_eq!((e.reply().0, e.reply().1), (452, "4.3.1"));
+        assert_eq!(
+            (e.status().code, e.status().enhanced.as_str()),
+            (452, "4.3.1")
+        );
     }
 
     #[test]

@@ -2,7 +2,6 @@
 //! extra line whatever the text holds) and reading them as a client ([`parse_reply_line`],
 //! [`parse_reply`]).
 
-use super::command::CommandError;
 use super::data::DataError;
 
 /// Longest reply line, CRLF included (RFC 5321 §4.5.3.1.5).
@@ -155,22 +154,9 @@ impl Reply {
     }
 }
 
-impl From<&CommandError> for Reply {
-    fn from(e: &CommandError) -> Self {
-        Reply::new(e.code, e.enhanced, e.message.clone())
-    }
-}
-
-impl From<CommandError> for Reply {
-    fn from(e: CommandError) -> Self {
-        Reply::new(e.code, e.enhanced, e.message)
-    }
-}
-
 impl From<&DataError> for Reply {
     fn from(e: &DataError) -> Self {
-        let (code, enhanced, text) = e.reply();
-        Reply::new(code, enhanced, text)
+        e.status().into()
     }
 }
 

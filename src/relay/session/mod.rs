@@ -313,10 +313,7 @@ impl Session {
             let cmd = match parse_command(&line) {
                 Ok(c) => c,
                 Err(e) => {
-                    if !self
-                        .error(Reply::new(e.code, e.enhanced, e.message.clone()))
-                        .await
-                    {
+                    if !self.error(e.reply()).await {
                         return End::TooManyErrors;
                     }
                     continue;
