@@ -7,10 +7,11 @@
 use super::config::ClientConfig;
 use super::connection::{Connection, open};
 use super::envelope::{Payload, safe_path};
-use super::failure::Failure;
+use super::failure;
 use super::hop::Hop;
 use super::pool::{Pool, PoolKey};
 use super::transaction::{self, Ended, HopResult};
+use crate::smtp::Status;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -53,40 +54,18 @@ pub enum RcptOutcome {
         /// E.g. `250 2.0.0 Ok: queued as 4Xyz`.
         reply: String,
     },
-    /// Try again later.
-    Temporary {
-        /// The reply code (4xx).
-        code: u16,
-        /// The enhanced status (`4.4.1`).
-        enhanced: String,
-        /// The reply text, or what went wrong locally.
-        text: String,
-    },
-    /// Do not try again: bounce.
-    Permanent {
-        /// The reply code (5xx).
-        code: u16,
-        /// The enhanced status (`5.1.1`).
-        enhanced: String,
-        /// The reply text, or what went wrong locally.
-        text: String,
-    },
+    /// Try again later: the hop's 4xx reply, or what went wrong locally.
+    Temporary(Status),
+    /// Do not try again, bounce: the hop's 5xx reply, or what went wrong locally.
+    Permanent(Status),
 }
 
 impl RcptOutcome {
-    pub(super) fn failure(f: &Failure) -> RcptOutcome {
-        if f.code >= 500 {
-            RcptOutcome::Permanent {
-                code: f.code,
-                enhanced: f.enhanced.clone(),
-                text: f.text.clone(),
-            }
+    pub(super) fn failure(f: &Status) -> RcptOutcome {
+        if f.is_permanent() {
+            RcptOutcome::Permanent(f.clone())
         } else {
-            RcptOutcome::Temporary {
-                code: f.code,
-                enhanced: f.enhanced.clone(),
-                text: f.text.clone(),
-            }
+            RcptOutcome::Temporary(f.clone())
         }
     }
 }
@@ -151,14 +130,14 @@ async fn deliver_with(
 
     if let Some(from) = msg.mail_from {
         if !safe_path(from) {
-            let f = Failure::new(553, "5.1.7", "invalid sender address");
+            let f = Status::new(553, "5.1.7", "invalid sender address");
             attempt.outcomes = vec![RcptOutcome::failure(&f); msg.recipients.len()];
             return attempt;
         }
     }
     for (i, r) in msg.recipients.iter().enumerate() {
         if !safe_path(&r.address) || r.address.is_empty() {
-            outcomes[i] = Some(RcptOutcome::failure(&Failure::new(
+            outcomes[i] = Some(RcptOutcome::failure(&Status::new(
                 553,
                 "5.1.3",
                 "invalid recipient address",
@@ -168,7 +147,7 @@ async fn deliver_with(
 
     let payload = Payload::new(msg, &outcomes);
     if !payload.pending.is_empty() {
-        let mut last = Failure::new(451, "4.4.0", "no next hop");
+        let mut last = Status::new(451, "4.4.0", "no next hop");
         for (hop, addr) in targets(cfg, pool, hops) {
             attempt.host = hop.host.clone();
             attempt.addr = Some(addr);
@@ -194,16 +173,14 @@ async fn deliver_with(
         }
         // Nothing accepted the transaction: whatever is left is tried again later.
         attempt.unreachable = outcomes.iter().all(Option::is_none);
-        let temp = last.temporary();
+        let temp = failure::retry_later(&last);
         for o in outcomes.iter_mut().filter(|o| o.is_none()) {
             *o = Some(RcptOutcome::failure(&temp));
         }
     }
     attempt.outcomes = outcomes
         .into_iter()
-        .map(|o| {
-            o.unwrap_or_else(|| RcptOutcome::failure(&Failure::new(451, "4.4.0", "not tried")))
-        })
+        .map(|o| o.unwrap_or_else(|| RcptOutcome::failure(&Status::new(451, "4.4.0", "not tried"))))
         .collect();
     attempt
 }
@@ -263,7 +240,7 @@ impl Target<'_> {
         };
         match self.run(conn, payload, false).await {
             // Only a reused connection is ever stale.
-            Ended::Stale => HopResult::Next(Failure::new(451, "4.4.2", "connection lost")),
+            Ended::Stale => HopResult::Next(Status::new(451, "4.4.2", "connection lost")),
             Ended::Result(result, conn) => self.finish(key, result, conn).await,
         }
     }

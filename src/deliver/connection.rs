@@ -4,9 +4,10 @@
 //! one reply parser ([`crate::smtp::parse_reply`]), each wait under its timeout.
 
 use super::config::ClientConfig;
-use super::failure::{Failure, HopError};
+use super::failure::{self, HopError};
 use super::hop::Hop;
 use crate::model::OutboundTls;
+use crate::smtp::Status;
 use crate::smtp::{MAX_REPLY_LINE, Reply, parse_reply};
 use rustls::pki_types::ServerName;
 use std::collections::HashMap;
@@ -189,7 +190,7 @@ impl Session {
         &mut self,
         helo: &str,
         t: Duration,
-    ) -> Result<Result<Extensions, Failure>, HopError> {
+    ) -> Result<Result<Extensions, Status>, HopError> {
         let reply = self.command(&format!("EHLO {helo}"), t).await?;
         if reply.is_completion() {
             let ext = reply
@@ -206,14 +207,14 @@ impl Session {
         }
         if reply.code < 500 {
             self.quit().await;
-            return Ok(Err(Failure::from_reply(&reply, "EHLO")));
+            return Ok(Err(failure::from_reply(&reply, "EHLO")));
         }
         let reply = self.command(&format!("HELO {helo}"), t).await?;
         if reply.is_completion() {
             return Ok(Ok(HashMap::new()));
         }
         self.quit().await;
-        Ok(Err(Failure::from_reply(&reply, "HELO")))
+        Ok(Err(failure::from_reply(&reply, "HELO")))
     }
 
     async fn starttls(
@@ -314,18 +315,14 @@ pub(super) async fn open(
     hop: &Hop,
     addr: SocketAddr,
     tls_out: &mut Option<String>,
-) -> Result<Connection, Failure> {
+) -> Result<Connection, Status> {
     let tcp = match tokio::time::timeout(cfg.connect_timeout, TcpStream::connect(addr)).await {
         Ok(Ok(tcp)) => tcp,
         Ok(Err(e)) => {
-            return Err(Failure::new(
-                451,
-                "4.4.1",
-                format!("connect to {addr}: {e}"),
-            ));
+            return Err(Status::new(451, "4.4.1", format!("connect to {addr}: {e}")));
         }
         Err(_) => {
-            return Err(Failure::new(
+            return Err(Status::new(
                 451,
                 "4.4.1",
                 format!("connect to {addr}: timed out"),
@@ -341,15 +338,15 @@ pub(super) async fn open(
     let greeting = s
         .read_reply(t)
         .await
-        .map_err(|e| Failure::io("greeting", &e))?;
+        .map_err(|e| failure::io("greeting", &e))?;
     if !greeting.is_completion() {
         s.quit().await;
-        return Err(Failure::from_reply(&greeting, "greeting"));
+        return Err(failure::from_reply(&greeting, "greeting"));
     }
     let mut ext = match s.hello(cfg.helo(), t).await {
         Ok(Ok(ext)) => ext,
         Ok(Err(f)) => return Err(f),
-        Err(e) => return Err(Failure::io("EHLO", &e)),
+        Err(e) => return Err(failure::io("EHLO", &e)),
     };
 
     let offers_tls = ext.contains_key("STARTTLS");
@@ -359,7 +356,7 @@ pub(super) async fn open(
         OutboundTls::Required => {
             if !offers_tls {
                 s.quit().await;
-                return Err(Failure::new(
+                return Err(Status::new(
                     454,
                     "4.7.5",
                     "TLS is required, but the server does not offer STARTTLS",
@@ -372,11 +369,11 @@ pub(super) async fn open(
         let reply = s
             .command("STARTTLS", t)
             .await
-            .map_err(|e| Failure::io("STARTTLS", &e))?;
+            .map_err(|e| failure::io("STARTTLS", &e))?;
         if !reply.is_completion() {
             if cfg.tls() == OutboundTls::Required {
                 s.quit().await;
-                return Err(Failure::from_reply(&reply, "STARTTLS").tls_failure());
+                return Err(failure::tls(failure::from_reply(&reply, "STARTTLS")));
             }
             // Opportunistic: the server declined, the session is still clean plaintext.
         } else {
@@ -385,7 +382,7 @@ pub(super) async fn open(
             s = match s.starttls(cfg, verify, name, addr.ip()).await {
                 Ok(s) => s,
                 Err(e) => {
-                    return Err(Failure::new(454, "4.7.5", format!("TLS with {name}: {e}")));
+                    return Err(Status::new(454, "4.7.5", format!("TLS with {name}: {e}")));
                 }
             };
             *tls_out = s.tls_description();
@@ -393,7 +390,7 @@ pub(super) async fn open(
             ext = match s.hello(cfg.helo(), t).await {
                 Ok(Ok(ext)) => ext,
                 Ok(Err(f)) => return Err(f),
-                Err(e) => return Err(Failure::io("EHLO after STARTTLS", &e)),
+                Err(e) => return Err(failure::io("EHLO after STARTTLS", &e)),
             };
         }
     }

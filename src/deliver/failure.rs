@@ -1,76 +1,60 @@
 //! Why a next hop did not take (part of) a message, as the client reports it: a
-//! [`Failure`] is a reply (the server's, or one the client makes up for a local problem),
-//! a [`HopError`] is trouble on the wire that has no reply at all.
+//! [`Status`] (the server's reply, or one the client makes up for a local problem, built by
+//! the functions here), or a [`HopError`], trouble on the wire that has no reply at all.
 
-use crate::smtp::Reply;
+use crate::smtp::{Reply, Status};
 use std::io;
 
-/// A reason not to deliver, as a reply.
-#[derive(Debug, Clone)]
-pub(super) struct Failure {
-    pub(super) code: u16,
-    pub(super) enhanced: String,
-    pub(super) text: String,
+/// A next hop's refusal as the client reports it: the reply's status, its text after the
+/// command it answered (`RCPT: user unknown`).
+pub(super) fn from_reply(r: &Reply, context: &str) -> Status {
+    let mut s = Status::from_reply(r);
+    if !context.is_empty() {
+        s.text = format!("{context}: {}", s.text);
+    }
+    s
 }
 
-impl Failure {
-    pub(super) fn new(code: u16, enhanced: &str, text: impl Into<String>) -> Failure {
-        Failure {
-            code,
-            enhanced: enhanced.to_string(),
-            text: text.into(),
-        }
+/// The same reason, but to be retried: a hop that refused us may not be the last word.
+pub(super) fn retry_later(s: &Status) -> Status {
+    if s.code < 500 {
+        return s.clone();
     }
-
-    pub(super) fn from_reply(r: &Reply, context: &str) -> Failure {
-        Failure {
-            code: r.code,
-            enhanced: r.status(),
-            text: if context.is_empty() {
-                r.text()
-            } else {
-                format!("{context}: {}", r.text())
-            },
-        }
+    let enhanced = match s.enhanced.split_once('.') {
+        Some((_, rest)) => format!("4.{rest}"),
+        None => "4.0.0".to_string(),
+    };
+    Status {
+        code: 451,
+        enhanced,
+        text: format!("{} {}", s.code, s.text),
     }
+}
 
-    /// The same reason, but to be retried: a hop that refused us may not be the last word.
-    pub(super) fn temporary(&self) -> Failure {
-        if self.code < 500 {
-            return self.clone();
-        }
-        let enhanced = match self.enhanced.split_once('.') {
-            Some((_, rest)) => format!("4.{rest}"),
-            None => "4.0.0".to_string(),
-        };
-        Failure {
-            code: 451,
-            enhanced,
-            text: format!("{} {}", self.code, self.text),
-        }
+/// Trouble on the wire during `context`: retry.
+pub(super) fn io(context: &str, e: &HopError) -> Status {
+    Status::new(451, "4.4.2", format!("{context}: {e}"))
+}
+
+/// A refused STARTTLS: TLS was required, so this is a TLS failure whatever the hop said.
+pub(super) fn tls(s: Status) -> Status {
+    Status {
+        code: 454,
+        enhanced: "4.7.5".into(),
+        text: s.text,
     }
+}
 
-    pub(super) fn io(context: &str, e: &HopError) -> Failure {
-        Failure::new(451, "4.4.2", format!("{context}: {e}"))
-    }
-
-    pub(super) fn tls_failure(mut self) -> Failure {
-        self.code = 454;
-        self.enhanced = "4.7.5".into();
-        self
-    }
-
-    /// Replies outside 4xx/5xx where a 4xx or 5xx was due are protocol trouble: retry.
-    pub(super) fn class(self) -> Failure {
-        if (400..600).contains(&self.code) {
-            self
-        } else {
-            Failure::new(
-                451,
-                "4.5.0",
-                format!("unexpected reply {}: {}", self.code, self.text),
-            )
-        }
+/// Replies outside 4xx/5xx where a 4xx or 5xx was due are protocol trouble: retry.
+pub(super) fn refusal(s: Status) -> Status {
+    if (400..600).contains(&s.code) {
+        s
+    } else {
+        Status::new(
+            451,
+            "4.5.0",
+            format!("unexpected reply {}: {}", s.code, s.text),
+        )
     }
 }
 
@@ -91,7 +75,7 @@ mod tests {
 
     #[test]
     fn failures_become_temporary() {
-        let f = Failure::new(554, "5.7.1", "go away").temporary();
+        let f = retry_later(&Status::new(554, "5.7.1", "go away"));
         assert_eq!((f.code, f.enhanced.as_str()), (451, "4.7.1"));
     }
 }

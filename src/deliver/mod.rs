@@ -25,6 +25,7 @@ pub use hop::{Hop, Resolver, next_hops};
 pub use pool::{Pool, ReuseOptions};
 pub use probe::{ProbeOutcome, probe};
 
+use crate::smtp::Status;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -78,21 +79,22 @@ pub enum DeliverError {
 }
 
 impl DeliverError {
-    /// The reply the relay reports for this error: (code, enhanced status), e.g.
-    /// `(556, "5.1.10")` for a null MX.
-    pub fn reply(&self) -> (u16, &'static str) {
-        match self {
+    /// The status the relay reports for this error, its text the error's message: e.g.
+    /// `556 5.1.10` for a null MX.
+    pub fn status(&self) -> Status {
+        let (code, enhanced) = match self {
             DeliverError::ResolverConfig(_) => (451, "4.3.5"),
             DeliverError::DnsTemporary { .. } => (451, "4.4.3"),
             DeliverError::NoAddress { .. } => (550, "5.1.2"),
             DeliverError::NullMx { .. } => (556, "5.1.10"),
             DeliverError::Loop { .. } => (554, "5.4.4"),
             DeliverError::Certificate { .. } => (451, "4.3.5"),
-        }
+        };
+        Status::new(code, enhanced, self.to_string())
     }
 
     /// Whether retrying later cannot help (a 5xx reply).
     pub fn is_permanent(&self) -> bool {
-        self.reply().0 >= 500
+        self.status().is_permanent()
     }
 }

@@ -6,23 +6,17 @@
 
 use super::config::ClientConfig;
 use super::connection::open;
-use super::failure::Failure;
+use super::failure;
 use super::hop::Hop;
+use crate::smtp::Status;
 
 /// What a next hop said about one recipient.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ProbeOutcome {
     /// It accepted `RCPT TO` (2xx).
     Accepted,
-    /// It refused the recipient permanently (5xx to `RCPT TO`).
-    Refused {
-        /// The reply code.
-        code: u16,
-        /// The enhanced status code (`5.1.1`).
-        enhanced: String,
-        /// The reply text.
-        text: String,
-    },
+    /// It refused the recipient permanently (5xx to `RCPT TO`): its reply.
+    Refused(Status),
     /// No answer about the recipient: every hop was down, slow, refused the session or the
     /// null sender, or answered 4xx. Ask again later.
     Unknown {
@@ -40,13 +34,9 @@ pub async fn probe(cfg: &ClientConfig, hops: &[Hop], address: &str) -> ProbeOutc
             .chars()
             .any(|c| c.is_control() || c == '<' || c == '>')
     {
-        return ProbeOutcome::Refused {
-            code: 553,
-            enhanced: "5.1.3".into(),
-            text: "invalid recipient address".into(),
-        };
+        return ProbeOutcome::Refused(Status::new(553, "5.1.3", "invalid recipient address"));
     }
-    let mut last = Failure::new(451, "4.4.0", "no next hop");
+    let mut last = Status::new(451, "4.4.0", "no next hop");
     for hop in hops {
         for addr in &hop.addrs {
             let mut tls = None;
@@ -67,43 +57,36 @@ pub async fn probe(cfg: &ClientConfig, hops: &[Hop], address: &str) -> ProbeOutc
             let reply = match s.command(mail, t).await {
                 Ok(r) => r,
                 Err(e) => {
-                    last = Failure::io("MAIL", &e);
+                    last = failure::io("MAIL", &e);
                     continue;
                 }
             };
             if !reply.is_completion() {
                 // A hop that refuses the null sender says nothing about the recipient.
-                last = Failure::new(
-                    reply.code,
-                    &reply.status(),
-                    format!("MAIL FROM:<>: {}", reply.text()),
-                );
+                last = failure::from_reply(&reply, "MAIL FROM:<>");
                 tokio::spawn(async move { s.quit().await });
                 continue;
             }
             let reply = match s.command(&format!("RCPT TO:<{address}>"), t).await {
                 Ok(r) => r,
                 Err(e) => {
-                    last = Failure::io("RCPT", &e);
+                    last = failure::io("RCPT", &e);
                     continue;
                 }
             };
             // QUIT is a courtesy: the answer does not wait for it.
             tokio::spawn(async move { s.quit().await });
+            let status = Status::from_reply(&reply);
             return match reply.code {
                 200..=299 => ProbeOutcome::Accepted,
-                500..=599 => ProbeOutcome::Refused {
-                    code: reply.code,
-                    enhanced: reply.status(),
-                    text: reply.text(),
-                },
+                500..=599 => ProbeOutcome::Refused(status),
                 _ => ProbeOutcome::Unknown {
-                    reason: format!("{} {} {}", reply.code, reply.status(), reply.text()),
+                    reason: status.to_string(),
                 },
             };
         }
     }
     ProbeOutcome::Unknown {
-        reason: format!("{} {} {}", last.code, last.enhanced, last.text),
+        reason: last.to_string(),
     }
 }

@@ -10,8 +10,9 @@
 use super::client::RcptOutcome;
 use super::connection::Connection;
 use super::envelope::Payload;
-use super::failure::{Failure, HopError};
+use super::failure::{self, HopError};
 use crate::smtp::Reply;
+use crate::smtp::Status;
 use std::time::Duration;
 
 /// The body goes out in blocks of this size, each under the command timeout.
@@ -20,7 +21,7 @@ const DATA_BLOCK: usize = 64 * 1024;
 /// What one transaction came to.
 pub(super) enum HopResult {
     /// Nothing was delivered here; try the next address.
-    Next(Failure),
+    Next(Status),
     /// This hop's answers, per recipient index.
     Done(Vec<(usize, RcptOutcome)>),
 }
@@ -49,7 +50,7 @@ pub(super) async fn run(
     reused: bool,
 ) -> Ended {
     let mut conn = conn;
-    let all = |f: &Failure| -> Vec<(usize, RcptOutcome)> {
+    let all = |f: &Status| -> Vec<(usize, RcptOutcome)> {
         payload
             .pending
             .iter()
@@ -58,7 +59,7 @@ pub(super) async fn run(
     };
     // Refused before any command: the connection is still clean for the next message.
     if payload.needs_utf8 && !conn.ext.contains_key("SMTPUTF8") {
-        let f = Failure::new(
+        let f = Status::new(
             553,
             "5.6.7",
             "the message needs SMTPUTF8, which the next hop does not offer",
@@ -71,7 +72,7 @@ pub(super) async fn run(
         .and_then(|v| v.trim().parse::<usize>().ok())
     {
         if limit > 0 && payload.data.len() > limit {
-            let f = Failure::new(
+            let f = Status::new(
                 552,
                 "5.3.4",
                 format!("message size exceeds the next hop's limit of {limit} bytes"),
@@ -88,8 +89,8 @@ pub(super) async fn run(
     let Envelope { mail, rcpts, data } = match replies {
         Ok(r) => r,
         Err(Lost::BeforeMail(_)) if reused => return Ended::Stale,
-        Err(Lost::BeforeMail(e)) => return next(Failure::io("MAIL", &e)),
-        Err(Lost::After(context, e)) => return next(Failure::io(context, &e)),
+        Err(Lost::BeforeMail(e)) => return next(failure::io("MAIL", &e)),
+        Err(Lost::After(context, e)) => return next(failure::io(context, &e)),
     };
     if reused && mail.code == 421 {
         conn.session.quit().await;
@@ -97,11 +98,11 @@ pub(super) async fn run(
     }
     if !mail.is_completion() {
         close(&mut conn, data.as_ref()).await;
-        let f = Failure::from_reply(&mail, "MAIL");
+        let f = failure::from_reply(&mail, "MAIL");
         if mail.code >= 500 {
             return Ended::Result(HopResult::Done(all(&f)), None);
         }
-        return next(f.temporary());
+        return next(failure::retry_later(&f));
     }
 
     let mut results = Vec::with_capacity(payload.pending.len());
@@ -110,7 +111,7 @@ pub(super) async fn run(
         if reply.is_completion() {
             accepted.push(*i);
         } else {
-            let f = Failure::from_reply(reply, "RCPT").class();
+            let f = failure::refusal(failure::from_reply(reply, "RCPT"));
             results.push((*i, RcptOutcome::failure(&f)));
         }
     }
@@ -122,7 +123,7 @@ pub(super) async fn run(
         (false, Some(d)) => d,
         (false, None) => match conn.session.command("DATA", t).await {
             Ok(d) => d,
-            Err(e) => return next(Failure::io("DATA", &e)),
+            Err(e) => return next(failure::io("DATA", &e)),
         },
     };
     let for_accepted = |results: &mut Vec<(usize, RcptOutcome)>, o: RcptOutcome| {
@@ -130,13 +131,13 @@ pub(super) async fn run(
     };
     if data.code != 354 {
         conn.session.quit().await;
-        let f = Failure::from_reply(&data, "DATA").class();
+        let f = failure::refusal(failure::from_reply(&data, "DATA"));
         for_accepted(&mut results, RcptOutcome::failure(&f));
         return done(results, None);
     }
     for block in payload.data.chunks(DATA_BLOCK) {
         if let Err(e) = conn.session.send(block, t).await {
-            return next(Failure::io("sending the message", &e));
+            return next(failure::io("sending the message", &e));
         }
     }
     match conn.session.read_reply(data_timeout).await {
@@ -146,7 +147,10 @@ pub(super) async fn run(
                     reply: reply.full(),
                 }
             } else {
-                RcptOutcome::failure(&Failure::from_reply(&reply, "end of data").class())
+                RcptOutcome::failure(&failure::refusal(failure::from_reply(
+                    &reply,
+                    "end of data",
+                )))
             };
             for_accepted(&mut results, o);
             conn.transactions += 1;
@@ -159,7 +163,7 @@ pub(super) async fn run(
         Err(e) => {
             // The dot went out: the hop may have the message. Retrying risks a duplicate,
             // which is better than a loss.
-            let f = Failure::io("waiting for the reply to end of data", &e);
+            let f = failure::io("waiting for the reply to end of data", &e);
             for_accepted(&mut results, RcptOutcome::failure(&f));
             done(results, None)
         }
@@ -177,7 +181,7 @@ async fn close(conn: &mut Connection, data: Option<&Reply>) {
     }
 }
 
-fn next(f: Failure) -> Ended {
+fn next(f: Status) -> Ended {
     Ended::Result(HopResult::Next(f), None)
 }
 

@@ -58,6 +58,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
 use crate::clock::{now_micros, now_secs};
+use crate::smtp::Status;
 
 pub use format::MessageBytes;
 use format::{Encoded, Kind, MessageHeadRef};
@@ -215,15 +216,10 @@ pub enum RecipientState {
         /// The next hop's reply.
         reply: String,
     },
-    /// Failed for good (bounced or expired).
-    Failed {
-        /// SMTP reply code.
-        code: u16,
-        /// Enhanced status code, e.g. `5.1.1`.
-        enhanced: String,
-        /// Reply text.
-        text: String,
-    },
+    /// Failed for good (bounced or expired): the status reported. A newtype variant of a
+    /// struct encodes in postcard exactly as the struct variant `Failed { code, enhanced,
+    /// text }` that spools were written with (see [`Status`]).
+    Failed(Status),
 }
 
 /// A message in the spool, as the scheduler sees it (the body stays on disk: [`Spool::read_body`]).
@@ -312,11 +308,12 @@ pub enum QueueError {
 }
 
 impl QueueError {
-    /// The SMTP reply code and enhanced status for answering a client after this error.
-    pub fn smtp_status(&self) -> (u16, &'static str) {
+    /// The status for answering a client after this error. The text names no cause: the
+    /// client cannot act on the spool's details, the log has them.
+    pub fn smtp_status(&self) -> Status {
         match self {
-            QueueError::NoSpace { .. } => (452, "4.3.1"),
-            _ => (451, "4.3.0"),
+            QueueError::NoSpace { .. } => Status::new(452, "4.3.1", "insufficient system storage"),
+            _ => Status::new(451, "4.3.0", "local error in processing; try again later"),
         }
     }
 
@@ -721,17 +718,42 @@ mod tests {
         }
     }
 
+    /// `Failed` was a struct variant before [`Status`] existed; spools hold records in that
+    /// layout, so both must encode alike.
+    #[test]
+    fn failed_encodes_as_the_struct_variant_did() {
+        #[derive(Serialize)]
+        #[expect(dead_code, reason = "mirrors the old layout; only Failed is built")]
+        enum Old {
+            Pending {
+                attempts: u32,
+                next_attempt: u64,
+                last_error: Option<String>,
+            },
+            Delivered {
+                reply: String,
+            },
+            Failed {
+                code: u16,
+                enhanced: String,
+                text: String,
+            },
+        }
+        let old = postcard::to_stdvec(&Old::Failed {
+            code: 550,
+            enhanced: "5.1.1".into(),
+            text: "no such user".into(),
+        })
+        .unwrap();
+        let new = RecipientState::Failed(Status::new(550, "5.1.1", "no such user"));
+        assert_eq!(postcard::to_stdvec(&new).unwrap(), old);
+        assert_eq!(postcard::from_bytes::<RecipientState>(&old).unwrap(), new);
+    }
+
     #[test]
     fn tuple_encoding_is_a_recipients_head() {
         let id = QueueId("0123456789ABCDEF".into());
-        let updates = vec![(
-            3u32,
-            RecipientState::Failed {
-                code: 550,
-                enhanced: "5.1.1".into(),
-                text: "x".into(),
-            },
-        )];
+        let updates = vec![(3u32, RecipientState::Failed(Status::new(550, "5.1.1", "x")))];
         let tuple = postcard::to_stdvec(&(&id, &updates)).unwrap();
         let head = postcard::to_stdvec(&RecipientsHead {
             id: id.clone(),
@@ -751,7 +773,10 @@ mod tests {
             .block_on(spool.store(message(), b"lost".to_vec()))
             .unwrap_err();
         assert!(matches!(err, QueueError::Io(_)), "{err:?}");
-        assert_eq!(err.smtp_status(), (451, "4.3.0"));
+        assert_eq!(
+            (err.smtp_status().code, err.smtp_status().enhanced.as_str()),
+            (451, "4.3.0")
+        );
         assert!(spool.is_empty());
         let kept = rt
             .block_on(spool.store(message(), b"kept".to_vec()))

@@ -16,6 +16,7 @@ use crate::deliver::{
 };
 use crate::eval::organization::{leaves_organization, strip_organization_headers};
 use crate::queue::{QueueId, QueuedMessage, RecipientState};
+use crate::smtp::Status;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -74,13 +75,8 @@ async fn run_task(shared: Arc<Shared>, task: Task) {
         if suspended.is_none() {
             reached = Some(!result.unreachable);
         }
-        if let Some(RcptOutcome::Temporary {
-            code,
-            enhanced,
-            text,
-        }) = result.outcomes.first()
-        {
-            error = format!("{code} {enhanced} {text}");
+        if let Some(RcptOutcome::Temporary(status)) = result.outcomes.first() {
+            error = status.to_string();
         }
         next = record(&shared, &job, result, body).await;
     }
@@ -128,19 +124,11 @@ fn deferred(n: usize, dest: &Dest, reason: &str) -> Attempt {
 }
 
 fn temporary(code: u16, enhanced: &str, text: impl Into<String>) -> RcptOutcome {
-    RcptOutcome::Temporary {
-        code,
-        enhanced: enhanced.to_string(),
-        text: text.into(),
-    }
+    RcptOutcome::Temporary(Status::new(code, enhanced, text))
 }
 
 fn permanent(code: u16, enhanced: &str, text: impl Into<String>) -> RcptOutcome {
-    RcptOutcome::Permanent {
-        code,
-        enhanced: enhanced.to_string(),
-        text: text.into(),
-    }
+    RcptOutcome::Permanent(Status::new(code, enhanced, text))
 }
 
 /// The body one attempt read, kept for the report on its outcome, with its share of the
@@ -174,12 +162,12 @@ async fn attempt(shared: &Shared, job: &Job) -> (Attempt, Option<Body>) {
             all(permanent(554, "5.4.4", text))
         }
         Err(e) => {
-            let (code, enhanced) = e.reply();
-            if e.is_permanent() {
-                all(permanent(code, enhanced, e.to_string()))
+            let status = e.status();
+            if status.is_permanent() {
+                all(RcptOutcome::Permanent(status))
             } else {
                 // No next hop to try (DNS failing): the destination is unreachable.
-                let failed = every(job.indexes.len(), temporary(code, enhanced, e.to_string()));
+                let failed = every(job.indexes.len(), RcptOutcome::Temporary(status));
                 let attempt = Attempt {
                     unreachable: true,
                     ..failed
@@ -379,50 +367,38 @@ fn judge(shared: &Shared, job: &Job, result: &Attempt, t: u64) -> Judgement {
                 event(EventId::Send, reply.clone());
                 j.updates.push((i, RecipientState::Delivered { reply }));
             }
-            RcptOutcome::Permanent {
-                code,
-                enhanced,
-                text,
-            } => {
+            RcptOutcome::Permanent(failure) => {
                 Metrics::inc(&shared.metrics.bounced);
-                let status = format!("{code} {enhanced} {text}");
+                let status = failure.to_string();
                 event(EventId::Fail, status.clone());
-                let f = report::recipient(r, &enhanced, &status, remote.clone(), DsnAction::Failed);
+                let f = report::recipient(
+                    r,
+                    &failure.enhanced,
+                    &status,
+                    remote.clone(),
+                    DsnAction::Failed,
+                );
                 j.failed.push((i, f));
-                let state = RecipientState::Failed {
-                    code,
-                    enhanced,
-                    text,
-                };
-                j.updates.push((i, state));
+                j.updates.push((i, RecipientState::Failed(failure)));
             }
-            RcptOutcome::Temporary {
-                code,
-                enhanced,
-                text,
-            } if expired => {
+            RcptOutcome::Temporary(last) if expired => {
                 Metrics::inc(&shared.metrics.bounced);
                 let status = format!(
-                    "{code} 4.4.7 message expired after {} attempts; last error: {code} {enhanced} {text}",
+                    "{} 4.4.7 message expired after {} attempts; last error: {last}",
+                    last.code,
                     attempts + 1
                 );
                 event(EventId::Fail, status.clone());
                 let f = report::recipient(r, "4.4.7", &status, remote.clone(), DsnAction::Failed);
                 j.failed.push((i, f));
-                let state = RecipientState::Failed {
-                    code: 550,
-                    enhanced: "4.4.7".into(),
-                    text: status,
-                };
+                // 550 with 4.4.7, as spooled since the first version: the class mismatch is
+                // kept so that records and DSNs read as they always have.
+                let state = RecipientState::Failed(Status::new(550, "4.4.7", status));
                 j.updates.push((i, state));
             }
-            RcptOutcome::Temporary {
-                code,
-                enhanced,
-                text,
-            } => {
+            RcptOutcome::Temporary(last) => {
                 Metrics::inc(&shared.metrics.deferred);
-                let status = format!("{code} {enhanced} {text}");
+                let status = last.to_string();
                 event(EventId::Defer, status.clone());
                 // The previous attempt was at `due` less the delay it set (or at arrival):
                 // the warning time falls between it and now for exactly one deferral, so
@@ -435,7 +411,7 @@ fn judge(shared: &Shared, job: &Job, result: &Attempt, t: u64) -> Judgement {
                 if crosses(m.received_at, warning, previous, t) {
                     let f = report::recipient(
                         r,
-                        &enhanced,
+                        &last.enhanced,
                         &status,
                         remote.clone(),
                         DsnAction::Delayed,

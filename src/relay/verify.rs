@@ -127,12 +127,8 @@ async fn verify(
                     lock(&v.cache).insert(key, true, Instant::now() + v.options.positive_ttl);
                     true
                 }
-                ProbeOutcome::Refused {
-                    code,
-                    enhanced,
-                    text,
-                } => {
-                    tracing::info!(recipient = %address, %connector, "verification: the next hop refused it: {code} {enhanced} {text}");
+                ProbeOutcome::Refused(status) => {
+                    tracing::info!(recipient = %address, %connector, "verification: the next hop refused it: {status}");
                     lock(&v.cache).insert(key, false, Instant::now() + v.options.negative_ttl);
                     false
                 }

@@ -126,7 +126,10 @@ async fn null_mx_nxdomain_and_servfail() {
         .await
         .unwrap_err();
     assert!(matches!(e, DeliverError::NullMx { .. }), "{e:?}");
-    assert_eq!(e.reply(), (556, "5.1.10"));
+    assert_eq!(
+        (e.status().code, e.status().enhanced.as_str()),
+        (556, "5.1.10")
+    );
 
     let e = deliver::next_hops(&resolver, &c, "missing.example.test", &[])
         .await
@@ -199,7 +202,10 @@ async fn hops_back_to_this_relay_are_loops() {
         .await
         .unwrap_err();
     assert!(matches!(e, DeliverError::Loop { .. }), "{e:?}");
-    assert_eq!(e.reply(), (554, "5.4.4"));
+    assert_eq!(
+        (e.status().code, e.status().enhanced.as_str()),
+        (554, "5.4.4")
+    );
     assert!(
         deliver::next_hops(&resolver, &smart, "x.test", &[sa("0.0.0.0:2525")])
             .await
@@ -277,14 +283,14 @@ fn delivered(a: &Attempt) -> bool {
 
 fn temporary(o: &RcptOutcome) -> (u16, &str) {
     match o {
-        RcptOutcome::Temporary { code, enhanced, .. } => (*code, enhanced.as_str()),
+        RcptOutcome::Temporary(s) => (s.code, s.enhanced.as_str()),
         other => panic!("expected a temporary failure, got {other:?}"),
     }
 }
 
 fn permanent(o: &RcptOutcome) -> (u16, &str) {
     match o {
-        RcptOutcome::Permanent { code, enhanced, .. } => (*code, enhanced.as_str()),
+        RcptOutcome::Permanent(s) => (s.code, s.enhanced.as_str()),
         other => panic!("expected a permanent failure, got {other:?}"),
     }
 }
@@ -475,7 +481,7 @@ async fn each_recipient_gets_its_own_outcome() {
         assert_eq!(permanent(&a.outcomes[2]), (550, "5.1.1"));
         assert_eq!(permanent(&a.outcomes[3]), (550, "5.0.0"));
         match &a.outcomes[2] {
-            RcptOutcome::Permanent { text, .. } => assert!(text.contains("no such user"), "{text}"),
+            RcptOutcome::Permanent(s) => assert!(s.text.contains("no such user"), "{}", s.text),
             _ => unreachable!(),
         }
         let m = sink.messages();
@@ -993,7 +999,7 @@ async fn a_silent_hop_times_out_and_the_next_is_used() {
 
     let a = deliver::deliver(&cfg, &[hop("silent.test", silent_addr)], &message(&r, BODY)).await;
     match &a.outcomes[0] {
-        RcptOutcome::Temporary { text, .. } => assert!(text.contains("timed out"), "{text}"),
+        RcptOutcome::Temporary(s) => assert!(s.text.contains("timed out"), "{}", s.text),
         other => panic!("{other:?}"),
     }
     holder.abort();

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use mailflow::queue::{
     NewMessage, NewRecipient, QueueError, QueueId, RecipientState, RetryPolicy, Spool, SpoolOptions,
 };
+use mailflow::smtp::Status;
 
 fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
@@ -141,11 +142,7 @@ fn store_reopen_update_and_finish() {
         .unwrap_err();
     assert!(matches!(err, QueueError::UnknownId(_)));
 
-    let failed = RecipientState::Failed {
-        code: 550,
-        enhanced: "5.1.1".into(),
-        text: "no such user".into(),
-    };
+    let failed = RecipientState::Failed(Status::new(550, "5.1.1", "no such user"));
     rt.block_on(spool.update(&stored.id, vec![(0, delivered()), (2, failed)]))
         .unwrap();
     assert!(spool.is_empty());
@@ -359,11 +356,7 @@ fn damaged_last_record_is_kept_and_reported() {
     let (spool, live) = open(dir, SpoolOptions::default());
     assert_eq!(ids(&live), vec![a.id.clone(), b.id.clone()]);
     assert!(spool.read_body(&b.id).is_err());
-    let failed = RecipientState::Failed {
-        code: 554,
-        enhanced: "5.3.0".into(),
-        text: "damaged".into(),
-    };
+    let failed = RecipientState::Failed(Status::new(554, "5.3.0", "damaged"));
     rt.block_on(spool.update(&b.id, vec![(0, failed.clone()), (1, failed)]))
         .unwrap();
     rt.block_on(spool.close()).unwrap();
@@ -588,7 +581,10 @@ fn no_space_is_a_typed_refusal() {
         .block_on(spool.store(message(1), body(1, 10)))
         .unwrap_err();
     assert!(matches!(err, QueueError::NoSpace { .. }), "{err:?}");
-    assert_eq!(err.smtp_status(), (452, "4.3.1"));
+    assert_eq!(
+        (err.smtp_status().code, err.smtp_status().enhanced.as_str()),
+        (452, "4.3.1")
+    );
     assert!(spool.is_empty());
     rt.block_on(spool.close()).unwrap();
 

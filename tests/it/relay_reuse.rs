@@ -125,8 +125,8 @@ async fn a_recipient_refused_in_a_pipelined_group_gets_its_own_outcome() {
     let a = deliver::deliver(&config(), &hops(&sink), &message(&r)).await;
     assert!(matches!(a.outcomes[0], RcptOutcome::Delivered { .. }));
     match &a.outcomes[1] {
-        RcptOutcome::Permanent { code, enhanced, .. } => {
-            assert_eq!((*code, enhanced.as_str()), (550, "5.1.1"));
+        RcptOutcome::Permanent(s) => {
+            assert_eq!((s.code, s.enhanced.as_str()), (550, "5.1.1"));
         }
         other => panic!("{other:?}"),
     }

@@ -144,16 +144,11 @@ impl Session {
         let body = self.stamp(verdict, bytes, params);
         match self.shared.spool.store(new, body).await {
             Ok(q) => Ok(Some(q)),
-            Err(QueueError::NoSpace { .. }) => {
-                Err(Reply::new(452, "4.3.1", "insufficient system storage"))
-            }
             Err(e) => {
-                tracing::error!("spool write failed: {e}");
-                Err(Reply::new(
-                    451,
-                    "4.3.0",
-                    "local error in processing; try again later",
-                ))
+                if !matches!(e, QueueError::NoSpace { .. }) {
+                    tracing::error!("spool write failed: {e}");
+                }
+                Err(e.smtp_status().reply())
             }
         }
     }
