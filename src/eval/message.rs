@@ -8,18 +8,20 @@
 
 pub use super::address_list::{AddressChanges, addresses, rewrite_addresses};
 
-/// One header field.
+/// One header field, kept as the bytes it is written with: its name and value are read out
+/// of them, so copying a message (the evaluator's verdict carries one) costs one allocation
+/// per field, not three.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Header {
-    /// The name as written (blanks before the colon, obsolete syntax, left out).
-    name: String,
-    /// Everything after the colon as text, folding included, without the final line break;
-    /// bytes that are not UTF-8 are replaced. What rules read; never written.
-    value: String,
     /// The field as it is written: from the name through the final CRLF.
     raw: Vec<u8>,
     /// Where the colon is in `raw`.
     colon: usize,
+    /// How long the name is (blanks before the colon, obsolete syntax, left out).
+    name_len: usize,
+    /// The value as text when its bytes are not UTF-8 (each bad sequence replaced); `None`
+    /// when they are, and the text is read from `raw`.
+    lossy: Option<Box<str>>,
 }
 
 impl Header {
@@ -32,11 +34,26 @@ impl Header {
         raw.extend_from_slice(value.as_bytes());
         raw.extend_from_slice(b"\r\n");
         Header {
-            name: name.to_string(),
-            value: value.to_string(),
             raw,
             colon: name.len(),
+            name_len: name.len(),
+            lossy: None,
         }
+    }
+
+    /// A field from its bytes (through the final CRLF), with the text of a value that is not
+    /// UTF-8 worked out once.
+    fn from_raw(raw: Vec<u8>, colon: usize, name_len: usize) -> Header {
+        let mut h = Header {
+            raw,
+            colon,
+            name_len,
+            lossy: None,
+        };
+        if std::str::from_utf8(h.raw_value()).is_err() {
+            h.lossy = Some(String::from_utf8_lossy(h.raw_value()).into());
+        }
+        h
     }
 
     /// The field with the bytes after the colon replaced by `value` (without the final line
@@ -47,23 +64,25 @@ impl Header {
         raw.extend_from_slice(head);
         raw.extend_from_slice(value);
         raw.extend_from_slice(b"\r\n");
-        Header {
-            name: self.name.clone(),
-            value: String::from_utf8_lossy(value).into_owned(),
-            raw,
-            colon: self.colon,
-        }
+        Header::from_raw(raw, self.colon, self.name_len)
     }
 
     /// The name as written.
     pub fn name(&self) -> &str {
-        &self.name
+        // Every constructor takes the name from a `&str` or from printable ASCII.
+        self.raw
+            .get(..self.name_len)
+            .and_then(|n| std::str::from_utf8(n).ok())
+            .unwrap_or_default()
     }
 
     /// Everything after the colon, folding included, as text (bytes that are not UTF-8
     /// replaced).
     pub fn value(&self) -> &str {
-        &self.value
+        match &self.lossy {
+            Some(text) => text,
+            None => std::str::from_utf8(self.raw_value()).unwrap_or_default(),
+        }
     }
 
     /// The field as it is written: the bytes that arrived, unless the evaluator changed it.
@@ -125,13 +144,14 @@ impl Header {
     /// The value as text: unfolded, with RFC 2047 encoded words (`=?UTF-8?B?...?=`) decoded
     /// by mail-parser. This is what rules compare against.
     pub fn text(&self) -> String {
-        if !self.value.contains("=?") {
+        let value = self.value();
+        if !value.contains("=?") {
             return self.unfolded();
         }
         // Any header is decoded as unstructured text, which is how Subject is parsed.
-        let mut raw = Vec::with_capacity(self.value.len() + 16);
+        let mut raw = Vec::with_capacity(value.len() + 16);
         raw.extend_from_slice(b"Subject:");
-        raw.extend_from_slice(self.value.as_bytes());
+        raw.extend_from_slice(value.as_bytes());
         raw.extend_from_slice(b"\r\n\r\n");
         mail_parser::MessageParser::default()
             .parse_headers(&raw)
@@ -141,8 +161,13 @@ impl Header {
 
     /// The value unfolded and trimmed.
     pub fn unfolded(&self) -> String {
-        let mut out = String::with_capacity(self.value.len());
-        for (i, line) in self.value.split("\r\n").enumerate() {
+        let value = self.value();
+        // Most fields are one line: no searching for line breaks, one allocation.
+        if !value.contains('\r') {
+            return value.trim_matches([' ', '\t']).trim().to_string();
+        }
+        let mut out = String::with_capacity(value.len());
+        for (i, line) in value.split("\r\n").enumerate() {
             if i > 0 {
                 out.push(' ');
             }
@@ -189,8 +214,6 @@ impl Message {
             }
             if line.starts_with(b" ") || line.starts_with(b"\t") {
                 if let Some(last) = headers.last_mut() {
-                    last.value.push_str("\r\n");
-                    last.value.push_str(&String::from_utf8_lossy(line));
                     last.raw.extend_from_slice(line);
                     last.raw.extend_from_slice(b"\r\n");
                     start = next;
@@ -208,12 +231,12 @@ impl Message {
             rest.extend_from_slice(b"\r\n");
             rest.extend_from_slice(body);
             return Message {
-                headers,
+                headers: settled(headers),
                 body: rest,
             };
         }
         Message {
-            headers,
+            headers: settled(headers),
             body: body.to_vec(),
         }
     }
@@ -234,7 +257,7 @@ impl Message {
     pub fn get(&self, name: &str) -> Option<String> {
         self.headers
             .iter()
-            .find(|h| h.name.eq_ignore_ascii_case(name))
+            .find(|h| h.name().eq_ignore_ascii_case(name))
             .map(Header::unfolded)
     }
 
@@ -242,7 +265,7 @@ impl Message {
     pub fn text(&self, name: &str) -> Option<String> {
         self.headers
             .iter()
-            .find(|h| h.name.eq_ignore_ascii_case(name))
+            .find(|h| h.name().eq_ignore_ascii_case(name))
             .map(Header::text)
     }
 
@@ -272,12 +295,23 @@ fn field(line: &[u8]) -> Option<Header> {
     let mut raw = Vec::with_capacity(line.len() + 2);
     raw.extend_from_slice(line);
     raw.extend_from_slice(b"\r\n");
+    // Its continuation lines are still to come: the text of a value that is not UTF-8 is
+    // worked out once they are all there (`settled`).
     Some(Header {
-        name: String::from_utf8_lossy(name).into_owned(),
-        value: String::from_utf8_lossy(line.get(colon + 1..).unwrap_or_default()).into_owned(),
         raw,
         colon,
+        name_len: name.len(),
+        lossy: None,
     })
+}
+
+/// The parsed fields with the text of each value that is not UTF-8 worked out, once per
+/// field (not once per continuation line, which would cost the square of a long header).
+fn settled(headers: Vec<Header>) -> Vec<Header> {
+    headers
+        .into_iter()
+        .map(|h| Header::from_raw(h.raw, h.colon, h.name_len))
+        .collect()
 }
 
 /// The longest header line RFC 5322 §2.1.1 allows, CRLF excluded.

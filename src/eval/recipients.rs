@@ -31,7 +31,7 @@ pub(super) fn resolve<'a>(
         // how an open relay is found: the next hop may route on the local part. From a
         // client that may not relay it is refused whatever the domain, and checked on the
         // address as written and as rewritten (Postfix's allow_untrusted_routing = no).
-        if !may_relay && (routes(&p.original) || routes(&p.address)) {
+        if !may_relay && (routes(&p.original) || routes(p.address())) {
             trace!(
                 run,
                 Stage::Resolve,
@@ -48,7 +48,7 @@ pub(super) fn resolve<'a>(
             });
             continue;
         }
-        match run.table.domains.kind(&p.address.domain) {
+        match run.table.domains.kind(&p.address().domain) {
             Some(kind) => resolve_accepted(run, auth, kind, p, &mut resolved),
             None => resolved.push(relay_or_refuse(run, connector, auth, may_relay, p)),
         }
@@ -70,7 +70,7 @@ fn relay_or_refuse<'a>(
             run,
             Stage::Resolve,
             "{}: not an accepted domain; relayed ({})",
-            p.address,
+            p.address(),
             if auth == AuthAs::Internal {
                 "the sender is internal"
             } else {
@@ -83,7 +83,7 @@ fn relay_or_refuse<'a>(
         run,
         Stage::Resolve,
         "{}: not an accepted domain, and `{}` does not relay for {} senders: 550 5.7.54",
-        p.address,
+        p.address(),
         connector.name.value,
         auth_word(auth).to_lowercase()
     );
@@ -108,7 +108,7 @@ fn resolve_accepted<'a>(
     resolved: &mut Vec<Pending<'a>>,
 ) {
     let table = run.table;
-    match table.directory.lookup(&p.address) {
+    match table.directory.lookup(p.address()) {
         Lookup::Forward {
             recipient,
             external,
@@ -121,16 +121,16 @@ fn resolve_accepted<'a>(
                 run,
                 Stage::Resolve,
                 "{}: `{name}` forwards to {external}",
-                p.address
+                p.address()
             );
             resolved.push(Pending {
-                address: external,
+                forwarded: Some(external),
                 ..p
             });
         }
         Lookup::Group { recipient } => expand_group(run, auth, recipient, p, resolved),
         Lookup::Deleted { recipient }
-            if kind == DomainKind::Authoritative && !p.address.is_postmaster() =>
+            if kind == DomainKind::Authoritative && !p.address().is_postmaster() =>
         {
             let name = table
                 .directory
@@ -140,7 +140,7 @@ fn resolve_accepted<'a>(
                 run,
                 Stage::Resolve,
                 "{}: the recipient `{name}` was deleted: 550 5.1.1",
-                p.address
+                p.address()
             );
             resolved.push(Pending {
                 fate: Some(reject(
@@ -173,7 +173,7 @@ fn expand_group<'a>(
             run,
             Stage::Resolve,
             "{}: group `{}` accepts only authenticated senders: 550 5.7.1",
-            p.address,
+            p.address(),
             group.name.value
         );
         resolved.push(Pending {
@@ -191,7 +191,7 @@ fn expand_group<'a>(
         run,
         Stage::Resolve,
         "{}: group `{}` expands to {}",
-        p.address,
+        p.address(),
         group.name.value,
         e.addresses
             .iter()
@@ -203,7 +203,7 @@ fn expand_group<'a>(
         resolved.push(Pending {
             original: p.original.clone(),
             addressed: p.addressed.clone(),
-            address: a,
+            forwarded: Some(a),
             fate: None,
             verify: false,
         });
@@ -214,15 +214,15 @@ fn expand_group<'a>(
 /// excepted), relayed in an internal- or external-relay one (verified with the next hop
 /// first where the domain says so).
 fn unknown<'a>(run: &mut Run<'_>, kind: DomainKind, p: Pending<'a>) -> Pending<'a> {
-    if kind == DomainKind::Authoritative && p.address.is_postmaster() {
+    if kind == DomainKind::Authoritative && p.address().is_postmaster() {
         // RFC 5321 §4.5.1: postmaster is never refused. No recipient or rewrite
         // entry claims it here, so it goes where the domain's mail is routed.
         trace!(
             run,
             Stage::Resolve,
             "{}: postmaster of the authoritative domain {} is always accepted (RFC 5321); no recipient claims it, so it is routed like the domain's other mail",
-            p.address,
-            p.address.domain
+            p.address(),
+            p.address().domain
         );
         return p;
     }
@@ -231,8 +231,8 @@ fn unknown<'a>(run: &mut Run<'_>, kind: DomainKind, p: Pending<'a>) -> Pending<'
             run,
             Stage::Resolve,
             "{}: no such recipient in the authoritative domain {}: 550 5.1.1",
-            p.address,
-            p.address.domain
+            p.address(),
+            p.address().domain
         );
         return Pending {
             fate: Some(reject(
@@ -243,13 +243,13 @@ fn unknown<'a>(run: &mut Run<'_>, kind: DomainKind, p: Pending<'a>) -> Pending<'
             ..p
         };
     }
-    let verify = run.table.domains.verifies(&p.address.domain);
+    let verify = run.table.domains.verifies(&p.address().domain);
     trace!(
         run,
         Stage::Resolve,
         "{}: {} is {}; relayed{}",
-        p.address,
-        p.address.domain,
+        p.address(),
+        p.address().domain,
         match kind {
             DomainKind::InternalRelay => "an internal-relay domain",
             _ => "an external-relay domain",

@@ -41,11 +41,19 @@ pub(super) struct Pending<'a> {
     pub(super) original: Cow<'a, Address>,
     /// As addressed after inbound rewriting (what transport rules see).
     pub(super) addressed: Cow<'a, Address>,
-    /// The final address (after forwarding and expansion).
-    pub(super) address: Address,
+    /// The final address when forwarding or expansion made it another than `addressed`
+    /// (most recipients keep theirs, and are not copied for it).
+    pub(super) forwarded: Option<Address>,
     pub(super) fate: Option<Fate>,
     /// No object here knows the address, and its internal-relay domain verifies recipients.
     pub(super) verify: bool,
+}
+
+impl Pending<'_> {
+    /// The final address (after forwarding and expansion).
+    pub(super) fn address(&self) -> &Address {
+        self.forwarded.as_ref().unwrap_or(&self.addressed)
+    }
 }
 
 /// What the stages decided, for [`finish`] to put in the verdict beside the run's message,
@@ -214,7 +222,7 @@ fn inbound_rewrite<'a>(run: &mut Run<'_>, env: &'a Envelope) -> Vec<Pending<'a>>
         };
         pending.push(Pending {
             original: Cow::Borrowed(a),
-            address: address.as_ref().clone(),
+            forwarded: None,
             addressed: address,
             fate: None,
             verify: false,
@@ -283,11 +291,11 @@ fn route_all(run: &mut Run<'_>, resolved: Vec<Pending>) -> Vec<RecipientVerdict>
     for p in resolved {
         let fate = match p.fate {
             Some(f) => f,
-            None => match route(&table.send_connectors, &p.address.domain, &table.domains)
+            None => match route(&table.send_connectors, &p.address().domain, &table.domains)
                 .and_then(|i| table.send_connectors.get(i))
             {
                 Some(c) => {
-                    trace!(run, Stage::Route, "{} via `{}`", p.address, c.name.value);
+                    trace!(run, Stage::Route, "{} via `{}`", p.address(), c.name.value);
                     Fate::Deliver {
                         connector: c.name.value.clone(),
                     }
@@ -297,8 +305,8 @@ fn route_all(run: &mut Run<'_>, resolved: Vec<Pending>) -> Vec<RecipientVerdict>
                         run,
                         Stage::Route,
                         "{}: no send connector's address space covers {}: 550 5.4.4",
-                        p.address,
-                        p.address.domain
+                        p.address(),
+                        p.address().domain
                     );
                     reject(
                         550,
@@ -311,7 +319,7 @@ fn route_all(run: &mut Run<'_>, resolved: Vec<Pending>) -> Vec<RecipientVerdict>
         let verify = p.verify && matches!(fate, Fate::Deliver { .. });
         verdicts.push(RecipientVerdict {
             original: p.original.into_owned(),
-            address: p.address,
+            address: p.forwarded.unwrap_or_else(|| p.addressed.into_owned()),
             fate,
             verify,
         });

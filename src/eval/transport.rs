@@ -2,6 +2,7 @@
 //! as addressed, the subject and the headers some rule reads), the rules that fire, and
 //! their actions applied to the message and the recipients.
 
+use super::address_list::each_address;
 use super::run::{Run, auth_word, parse_address};
 use super::stages::{Pending, reject};
 use super::{Envelope, Fate, Stage};
@@ -73,11 +74,13 @@ pub(super) fn transport_rules(
 /// The sender rules see (the From header's address when there is one, else MAIL FROM), as
 /// text, and whether it is inside the organization.
 fn sender_and_scope(run: &mut Run<'_>, env: &Envelope, auth: AuthAs) -> (String, Scope) {
-    let header_from = run
-        .message
-        .get("From")
-        .and_then(|v| super::message::addresses(&v).into_iter().next())
-        .and_then(|(_, a)| parse_address(&a));
+    let header_from = run.message.get("From").and_then(|v| {
+        let mut first = None;
+        each_address(v.as_bytes(), |_, a| {
+            first.get_or_insert_with(|| parse_address(a));
+        });
+        first.flatten()
+    });
     let sender = header_from.or_else(|| env.mail_from.clone());
     let sender_text = sender.as_ref().map(ToString::to_string).unwrap_or_default();
     let sender_domain_internal = sender.as_ref().is_some_and(|s| {
@@ -237,7 +240,7 @@ fn apply(
             recipients.push(Pending {
                 original: Cow::Owned(a.clone()),
                 addressed: Cow::Owned(a.clone()),
-                address: a.clone(),
+                forwarded: None,
                 fate: None,
                 verify: false,
             });
