@@ -14,52 +14,60 @@ pub use super::address_list::{AddressChanges, addresses, rewrite_addresses};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Header {
     /// The field as it is written: from the name through the final CRLF.
-    raw: Vec<u8>,
-    /// Where the colon is in `raw`.
+    written: Written,
+    /// Where the colon is in the bytes.
     colon: usize,
     /// How long the name is (blanks before the colon, obsolete syntax, left out).
     name_len: usize,
-    /// The value as text when its bytes are not UTF-8 (each bad sequence replaced); `None`
-    /// when they are, and the text is read from `raw`.
-    lossy: Option<Box<str>>,
+}
+
+/// A field's bytes: as a string when they are UTF-8 (nearly always), so its name and value
+/// are slices of them; else the bytes and the value's text with each bad sequence replaced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Written {
+    Text(String),
+    Bytes { raw: Vec<u8>, value: Box<str> },
 }
 
 impl Header {
     /// A new field `name:value` (the value as it follows the colon, a leading blank and
     /// any folding included), written with a final CRLF.
     pub fn new(name: &str, value: &str) -> Header {
-        let mut raw = Vec::with_capacity(name.len() + value.len() + 3);
-        raw.extend_from_slice(name.as_bytes());
-        raw.push(b':');
-        raw.extend_from_slice(value.as_bytes());
-        raw.extend_from_slice(b"\r\n");
+        let mut raw = String::with_capacity(name.len() + value.len() + 3);
+        raw.push_str(name);
+        raw.push(':');
+        raw.push_str(value);
+        raw.push_str("\r\n");
         Header {
-            raw,
+            written: Written::Text(raw),
             colon: name.len(),
             name_len: name.len(),
-            lossy: None,
         }
     }
 
-    /// A field from its bytes (through the final CRLF), with the text of a value that is not
-    /// UTF-8 worked out once.
+    /// A field from its bytes (through the final CRLF), checked for UTF-8 once.
     fn from_raw(raw: Vec<u8>, colon: usize, name_len: usize) -> Header {
-        let mut h = Header {
-            raw,
+        let written = match String::from_utf8(raw) {
+            Ok(text) => Written::Text(text),
+            Err(e) => {
+                let raw = e.into_bytes();
+                let end = raw.len().saturating_sub(2);
+                let value = raw.get(colon + 1..end).unwrap_or_default();
+                let value = String::from_utf8_lossy(value).into();
+                Written::Bytes { raw, value }
+            }
+        };
+        Header {
+            written,
             colon,
             name_len,
-            lossy: None,
-        };
-        if std::str::from_utf8(h.raw_value()).is_err() {
-            h.lossy = Some(String::from_utf8_lossy(h.raw_value()).into());
         }
-        h
     }
 
     /// The field with the bytes after the colon replaced by `value` (without the final line
     /// break); the name is kept as it was written.
     fn with_raw_value(&self, value: &[u8]) -> Header {
-        let head = self.raw.get(..=self.colon).unwrap_or_default();
+        let head = self.raw().get(..=self.colon).unwrap_or_default();
         let mut raw = Vec::with_capacity(head.len() + value.len() + 2);
         raw.extend_from_slice(head);
         raw.extend_from_slice(value);
@@ -69,31 +77,41 @@ impl Header {
 
     /// The name as written.
     pub fn name(&self) -> &str {
-        // Every constructor takes the name from a `&str` or from printable ASCII.
-        self.raw
-            .get(..self.name_len)
-            .and_then(|n| std::str::from_utf8(n).ok())
-            .unwrap_or_default()
+        match &self.written {
+            Written::Text(text) => text.get(..self.name_len).unwrap_or_default(),
+            // A parsed name is printable ASCII.
+            Written::Bytes { raw, .. } => raw
+                .get(..self.name_len)
+                .and_then(|n| std::str::from_utf8(n).ok())
+                .unwrap_or_default(),
+        }
     }
 
     /// Everything after the colon, folding included, as text (bytes that are not UTF-8
     /// replaced).
     pub fn value(&self) -> &str {
-        match &self.lossy {
-            Some(text) => text,
-            None => std::str::from_utf8(self.raw_value()).unwrap_or_default(),
+        match &self.written {
+            Written::Text(text) => {
+                let end = text.len().saturating_sub(2);
+                text.get(self.colon + 1..end).unwrap_or_default()
+            }
+            Written::Bytes { value, .. } => value,
         }
     }
 
     /// The field as it is written: the bytes that arrived, unless the evaluator changed it.
     pub fn raw(&self) -> &[u8] {
-        &self.raw
+        match &self.written {
+            Written::Text(text) => text.as_bytes(),
+            Written::Bytes { raw, .. } => raw,
+        }
     }
 
     /// The bytes after the colon, without the final line break.
     pub fn raw_value(&self) -> &[u8] {
-        let end = self.raw.len().saturating_sub(2);
-        self.raw.get(self.colon + 1..end).unwrap_or_default()
+        let raw = self.raw();
+        let end = raw.len().saturating_sub(2);
+        raw.get(self.colon + 1..end).unwrap_or_default()
     }
 
     /// The field with the addr-specs `rewrite` has a new address for replaced in its bytes
@@ -199,7 +217,7 @@ impl Message {
     /// unfolds first.
     pub fn parse(raw: &[u8]) -> Message {
         let (raw_head, body) = split_head(raw);
-        let mut headers: Vec<Header> = Vec::new();
+        let mut headers: Vec<Parsed> = Vec::new();
         let mut start = 0;
         while start < raw_head.len() {
             let rest = raw_head.get(start..).unwrap_or_default();
@@ -246,7 +264,7 @@ impl Message {
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(self.size() as usize);
         for h in &self.headers {
-            out.extend_from_slice(&h.raw);
+            out.extend_from_slice(h.raw());
         }
         out.extend_from_slice(b"\r\n");
         out.extend_from_slice(&self.body);
@@ -271,15 +289,22 @@ impl Message {
 
     /// Size in bytes as it would be sent.
     pub fn size(&self) -> u64 {
-        let head: usize = self.headers.iter().map(|h| h.raw.len()).sum();
+        let head: usize = self.headers.iter().map(|h| h.raw().len()).sum();
         (head + 2 + self.body.len()) as u64
     }
+}
+
+/// A field being read: its continuation lines may still follow.
+struct Parsed {
+    raw: Vec<u8>,
+    colon: usize,
+    name_len: usize,
 }
 
 /// The field a header line (without its line break) starts, when it starts one: `Name:`, or
 /// obsolete `Name :` (blanks before the colon, RFC 5322 §4.5.3, are dropped from the name;
 /// nothing else is: `Bcc\u{a0}:` is not `Bcc:`, and not a field).
-fn field(line: &[u8]) -> Option<Header> {
+fn field(line: &[u8]) -> Option<Parsed> {
     let colon = line.iter().position(|&b| b == b':')?;
     let name = line.get(..colon)?;
     let trimmed = name.len()
@@ -295,19 +320,16 @@ fn field(line: &[u8]) -> Option<Header> {
     let mut raw = Vec::with_capacity(line.len() + 2);
     raw.extend_from_slice(line);
     raw.extend_from_slice(b"\r\n");
-    // Its continuation lines are still to come: the text of a value that is not UTF-8 is
-    // worked out once they are all there (`settled`).
-    Some(Header {
+    Some(Parsed {
         raw,
         colon,
         name_len: name.len(),
-        lossy: None,
     })
 }
 
-/// The parsed fields with the text of each value that is not UTF-8 worked out, once per
-/// field (not once per continuation line, which would cost the square of a long header).
-fn settled(headers: Vec<Header>) -> Vec<Header> {
+/// The parsed fields, each checked for UTF-8 once its continuation lines are all there (not
+/// once per line, which would cost the square of a long header).
+fn settled(headers: Vec<Parsed>) -> Vec<Header> {
     headers
         .into_iter()
         .map(|h| Header::from_raw(h.raw, h.colon, h.name_len))
@@ -331,6 +353,10 @@ pub fn fold(name: &str, value: &str) -> String {
 /// [`fold`] on the bytes of a value that follows `lead` octets (the name and colon) on its
 /// first line; bytes that are not UTF-8 are carried through.
 fn fold_bytes(lead: usize, value: &[u8]) -> Vec<u8> {
+    if lead + value.len() <= MAX_LINE {
+        // Every line fits: the usual case, without looking for blanks.
+        return value.to_vec();
+    }
     let blank = |b: &u8| *b == b' ' || *b == b'\t';
     let mut out = Vec::with_capacity(value.len() + 8);
     for (i, line) in split_crlf(value).enumerate() {

@@ -109,7 +109,7 @@ impl<'t> Run<'t> {
                 if explain {
                     notes.push(format!("{}: {a} -> {new} (entry `{entry}`)", h.name()));
                 }
-                Some(new.to_string())
+                Some(address_text(&new))
             });
             if let Some((new, _)) = rewritten {
                 let before = h.unfolded();
@@ -135,6 +135,16 @@ pub(super) fn parse_address(text: &str) -> Option<Address> {
         local: Address::canonical_local(local).into_owned(),
         domain: domain.to_ascii_lowercase(),
     })
+}
+
+/// `local@domain` in one allocation of the right size (`to_string` grows its buffer part by
+/// part, and this runs for every address a message's rules or rewrites look at).
+pub(super) fn address_text(a: &Address) -> String {
+    let mut text = String::with_capacity(a.local.len() + 1 + a.domain.len());
+    text.push_str(&a.local);
+    text.push('@');
+    text.push_str(&a.domain);
+    text
 }
 
 /// An AuthAs level as Exchange writes it in its header.

@@ -3,7 +3,7 @@
 //! their actions applied to the message and the recipients.
 
 use super::address_list::each_address;
-use super::run::{Run, auth_word, parse_address};
+use super::run::{Run, address_text, auth_word, parse_address};
 use super::stages::{Pending, reject};
 use super::{Envelope, Fate, Stage};
 use crate::compile::{Facts, Outcome, RuleIndex};
@@ -52,7 +52,7 @@ pub(super) fn transport_rules(
                     seen.push(a);
                 }
             }
-            seen.iter().map(ToString::to_string).collect()
+            seen.into_iter().map(address_text).collect()
         },
         sender: &sender_text,
         subject: subject.as_deref(),
@@ -82,7 +82,7 @@ fn sender_and_scope(run: &mut Run<'_>, env: &Envelope, auth: AuthAs) -> (String,
         first.flatten()
     });
     let sender = header_from.or_else(|| env.mail_from.clone());
-    let sender_text = sender.as_ref().map(ToString::to_string).unwrap_or_default();
+    let sender_text = sender.as_ref().map(address_text).unwrap_or_default();
     let sender_domain_internal = sender.as_ref().is_some_and(|s| {
         matches!(
             run.table.domains.kind(&s.domain),
