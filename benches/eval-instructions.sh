@@ -18,10 +18,10 @@ valgrind --tool=callgrind --callgrind-out-file="$out/cg" \
     --toggle-collect='mailflow::eval::stages::evaluate' \
     "$bin" --bench "evaluate/3-recipients/mailflow/$size-" --profile-time 1 \
     >"$out/log" 2>&1
-total=$(sed -n 's/.*Collected : \([0-9]*\).*/\1/p' "$out/log" | sort -n | tail -1)
+total=$(sed -n 's/.*Collected : \([0-9]*\).*/\1/p' "$out/log" | sort -n | tail -1 || true)
 calls=$(callgrind_annotate --tree=calling "$out/cg" 2>/dev/null \
     | grep -A1 '\*  .*stages::evaluate \[' \
-    | sed -n 's/.*evaluate_inner (\([0-9,]*\)x).*/\1/p' | tr -d , | head -1)
+    | sed -n 's/.*evaluate_inner (\([0-9,]*\)x).*/\1/p' | tr -d , | head -1 || true)
 [ -n "$total" ] && [ -n "$calls" ] && [ "$calls" -gt 0 ] || {
     echo "no evaluations counted (see $out/log)" >&2
     trap - EXIT
