@@ -142,7 +142,11 @@ impl std::hash::Hash for Address {
 
 impl fmt::Display for Address {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}@{}", self.local, self.domain)
+        // Piece by piece: `write!` with a format string goes through the padding machinery
+        // for each part, and addresses are formatted on every message's path.
+        f.write_str(&self.local)?;
+        f.write_str("@")?;
+        f.write_str(&self.domain)
     }
 }
 

@@ -181,6 +181,14 @@ pub struct RuleIndex {
     by_scope: [Vec<u32>; 2],
     always: Vec<u32>,
     header_names: HashSet<String>,
+    /// Bit `n` set when some tested header name is `n` bytes long (bit 127: 127 or more), so
+    /// most of a message's headers are passed over without hashing their names.
+    header_lengths: u128,
+}
+
+/// The bit of [`RuleIndex::header_lengths`] for a name `len` bytes long.
+fn length_bit(len: usize) -> u128 {
+    1 << len.min(127)
 }
 
 fn scope_slot(s: Scope) -> usize {
@@ -345,6 +353,10 @@ impl RuleIndex {
         }
         index.pattern_slots = b.pattern_slots;
         index.slots = b.slots;
+        index.header_lengths = b
+            .header_names
+            .iter()
+            .fold(0, |mask, n| mask | length_bit(n.len()));
         index.header_names = b.header_names;
         Ok(index)
     }
@@ -392,7 +404,7 @@ impl RuleIndex {
 
     /// Whether some rule tests this header (by any name case).
     pub fn tests_header(&self, name: &str) -> bool {
-        if self.header_names.is_empty() {
+        if self.header_lengths & length_bit(name.len()) == 0 {
             return false;
         }
         // Lowercased on the stack: this runs for every header of every message.

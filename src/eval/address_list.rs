@@ -10,39 +10,69 @@ pub type AddressChanges = Vec<(String, String)>;
 /// The byte ranges of the addr-specs in an address-list header value, with the address text
 /// (an addr-spec that is not UTF-8 is left out: no address can be made of it).
 pub fn addresses(value: impl AsRef<[u8]>) -> Vec<(Range<usize>, String)> {
-    let bytes = value.as_ref();
-    let text = |r: Range<usize>| {
-        bytes
-            .get(r)
-            .and_then(|t| std::str::from_utf8(t).ok())
-            .map(str::to_string)
-    };
     let mut out = Vec::new();
+    each_address(value.as_ref(), |r, text| out.push((r, text.to_string())));
+    out
+}
+
+/// The text of the mailbox being read, outside comments, as runs of adjacent non-blank
+/// bytes: a bare addr-spec is the one run that holds an `@`. Only the last run and the one
+/// with an `@` are kept, so reading a header allocates nothing.
+#[derive(Default)]
+struct Mailbox {
+    last: Option<Range<usize>>,
+    with_at: usize,
+    found: Option<Range<usize>>,
+}
+
+impl Mailbox {
+    fn extend(&mut self, bytes: &[u8], r: Range<usize>) {
+        match &mut self.last {
+            Some(last) if last.end == r.start => last.end = r.end,
+            _ => {
+                self.close(bytes);
+                self.last = Some(r);
+            }
+        }
+    }
+
+    fn close(&mut self, bytes: &[u8]) {
+        if let Some(r) = self.last.take() {
+            if bytes.get(r.clone()).is_some_and(|t| t.contains(&b'@')) {
+                self.with_at += 1;
+                self.found = Some(r);
+            }
+        }
+    }
+
+    /// The bare addr-spec of the mailbox just ended, if it has exactly one; starts the next.
+    fn end(&mut self, bytes: &[u8]) -> Option<Range<usize>> {
+        self.close(bytes);
+        let bare = if self.with_at == 1 {
+            self.found.take()
+        } else {
+            None
+        };
+        *self = Mailbox::default();
+        bare
+    }
+}
+
+/// Calls `visit` with the byte range and text of each addr-spec of an address-list header
+/// value, in order (one that is not UTF-8 is skipped).
+pub(super) fn each_address(bytes: &[u8], mut visit: impl FnMut(Range<usize>, &str)) {
+    let mut emit = |r: Range<usize>| {
+        if let Some(t) = bytes
+            .get(r.clone())
+            .and_then(|t| std::str::from_utf8(t).ok())
+        {
+            visit(r, t);
+        }
+    };
     let mut i = 0;
-    // The start of the current mailbox's bare text (outside comments and quotes), if any.
-    let mut element: Vec<Range<usize>> = Vec::new();
+    let mut mailbox = Mailbox::default();
     let mut in_angle: Option<usize> = None;
     let mut saw_angle = false;
-    // The current mailbox's text outside comments, as runs of adjacent non-blank bytes; a
-    // bare addr-spec is the one run that holds an `@`.
-    let flush =
-        |runs: &mut Vec<Range<usize>>, saw_angle: bool, out: &mut Vec<(Range<usize>, String)>| {
-            if !saw_angle {
-                let mut with_at = runs
-                    .iter()
-                    .filter(|r| bytes.get((*r).clone()).is_some_and(|t| t.contains(&b'@')));
-                if let (Some(r), None) = (with_at.next(), with_at.next()) {
-                    if let Some(t) = text(r.clone()) {
-                        out.push((r.clone(), t));
-                    }
-                }
-            }
-            runs.clear();
-        };
-    let extend = |runs: &mut Vec<Range<usize>>, r: Range<usize>| match runs.last_mut() {
-        Some(last) if last.end == r.start => last.end = r.end,
-        _ => runs.push(r),
-    };
     while let Some(&b) = bytes.get(i) {
         match b {
             b'"' => {
@@ -59,7 +89,7 @@ pub fn addresses(value: impl AsRef<[u8]>) -> Vec<(Range<usize>, String)> {
                     }
                 }
                 if in_angle.is_none() {
-                    extend(&mut element, start..i.min(bytes.len()));
+                    mailbox.extend(bytes, start..i.min(bytes.len()));
                 }
                 continue;
             }
@@ -87,31 +117,31 @@ pub fn addresses(value: impl AsRef<[u8]>) -> Vec<(Range<usize>, String)> {
                 saw_angle = true;
             }
             b'>' => {
-                if let Some(s) = in_angle.take() {
-                    if let Some(spec) = angle_addr_spec(bytes, s..i) {
-                        if let Some(t) = text(spec.clone()) {
-                            out.push((spec, t));
-                        }
-                    }
+                if let Some(spec) = in_angle.take().and_then(|s| angle_addr_spec(bytes, s..i)) {
+                    emit(spec);
                 }
             }
             b',' | b';' if in_angle.is_none() => {
-                flush(&mut element, saw_angle, &mut out);
+                let bare = mailbox.end(bytes);
+                if let Some(r) = bare.filter(|_| !saw_angle) {
+                    emit(r);
+                }
                 saw_angle = false;
             }
             b':' if in_angle.is_none() => {
                 // A group's display name ends here; its members follow.
-                element.clear();
+                mailbox = Mailbox::default();
                 saw_angle = false;
             }
             b' ' | b'\t' | b'\r' | b'\n' => {}
-            _ if in_angle.is_none() => extend(&mut element, i..i + 1),
+            _ if in_angle.is_none() => mailbox.extend(bytes, i..i + 1),
             _ => {}
         }
         i += 1;
     }
-    flush(&mut element, saw_angle, &mut out);
-    out
+    if let Some(r) = mailbox.end(bytes).filter(|_| !saw_angle) {
+        emit(r);
+    }
 }
 
 /// The addr-spec inside `<...>` (the range between the brackets): without an obsolete
@@ -142,12 +172,12 @@ pub fn rewrite_addresses(
     let mut out = Vec::new();
     let mut changes = Vec::new();
     let mut last = 0;
-    for (range, addr) in addresses(value) {
-        let Some(new) = rewrite(&addr) else {
-            continue;
+    each_address(value, |range, addr| {
+        let Some(new) = rewrite(addr) else {
+            return;
         };
         if new.contains(['\r', '\n']) || new == addr {
-            continue;
+            return;
         }
         if out.is_empty() {
             out.reserve(value.len() + new.len());
@@ -155,8 +185,8 @@ pub fn rewrite_addresses(
         out.extend_from_slice(value.get(last..range.start).unwrap_or_default());
         out.extend_from_slice(new.as_bytes());
         last = range.end;
-        changes.push((addr, new));
-    }
+        changes.push((addr.to_string(), new));
+    });
     if changes.is_empty() {
         return None;
     }

@@ -9,73 +9,110 @@
 pub use super::address_list::{AddressChanges, addresses, rewrite_addresses};
 use bytes::Bytes;
 
-/// One header field.
+/// One header field, kept as the bytes it is written with: its name and value are read out
+/// of them, so copying a message (the evaluator's verdict carries one) costs one allocation
+/// per field, not three.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Header {
-    /// The name as written (blanks before the colon, obsolete syntax, left out).
-    name: String,
-    /// Everything after the colon as text, folding included, without the final line break;
-    /// bytes that are not UTF-8 are replaced. What rules read; never written.
-    value: String,
     /// The field as it is written: from the name through the final CRLF.
-    raw: Vec<u8>,
-    /// Where the colon is in `raw`.
+    written: Written,
+    /// Where the colon is in the bytes.
     colon: usize,
+    /// How long the name is (blanks before the colon, obsolete syntax, left out).
+    name_len: usize,
+}
+
+/// A field's bytes: as a string when they are UTF-8 (nearly always), so its name and value
+/// are slices of them; else the bytes and the value's text with each bad sequence replaced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Written {
+    Text(String),
+    Bytes { raw: Vec<u8>, value: Box<str> },
 }
 
 impl Header {
     /// A new field `name:value` (the value as it follows the colon, a leading blank and
     /// any folding included), written with a final CRLF.
     pub fn new(name: &str, value: &str) -> Header {
-        let mut raw = Vec::with_capacity(name.len() + value.len() + 3);
-        raw.extend_from_slice(name.as_bytes());
-        raw.push(b':');
-        raw.extend_from_slice(value.as_bytes());
-        raw.extend_from_slice(b"\r\n");
+        let mut raw = String::with_capacity(name.len() + value.len() + 3);
+        raw.push_str(name);
+        raw.push(':');
+        raw.push_str(value);
+        raw.push_str("\r\n");
         Header {
-            name: name.to_string(),
-            value: value.to_string(),
-            raw,
+            written: Written::Text(raw),
             colon: name.len(),
+            name_len: name.len(),
+        }
+    }
+
+    /// A field from its bytes (through the final CRLF), checked for UTF-8 once.
+    fn from_raw(raw: Vec<u8>, colon: usize, name_len: usize) -> Header {
+        let written = match String::from_utf8(raw) {
+            Ok(text) => Written::Text(text),
+            Err(e) => {
+                let raw = e.into_bytes();
+                let end = raw.len().saturating_sub(2);
+                let value = raw.get(colon + 1..end).unwrap_or_default();
+                let value = String::from_utf8_lossy(value).into();
+                Written::Bytes { raw, value }
+            }
+        };
+        Header {
+            written,
+            colon,
+            name_len,
         }
     }
 
     /// The field with the bytes after the colon replaced by `value` (without the final line
     /// break); the name is kept as it was written.
     fn with_raw_value(&self, value: &[u8]) -> Header {
-        let head = self.raw.get(..=self.colon).unwrap_or_default();
+        let head = self.raw().get(..=self.colon).unwrap_or_default();
         let mut raw = Vec::with_capacity(head.len() + value.len() + 2);
         raw.extend_from_slice(head);
         raw.extend_from_slice(value);
         raw.extend_from_slice(b"\r\n");
-        Header {
-            name: self.name.clone(),
-            value: String::from_utf8_lossy(value).into_owned(),
-            raw,
-            colon: self.colon,
-        }
+        Header::from_raw(raw, self.colon, self.name_len)
     }
 
     /// The name as written.
     pub fn name(&self) -> &str {
-        &self.name
+        match &self.written {
+            Written::Text(text) => text.get(..self.name_len).unwrap_or_default(),
+            // A parsed name is printable ASCII.
+            Written::Bytes { raw, .. } => raw
+                .get(..self.name_len)
+                .and_then(|n| std::str::from_utf8(n).ok())
+                .unwrap_or_default(),
+        }
     }
 
     /// Everything after the colon, folding included, as text (bytes that are not UTF-8
     /// replaced).
     pub fn value(&self) -> &str {
-        &self.value
+        match &self.written {
+            Written::Text(text) => {
+                let end = text.len().saturating_sub(2);
+                text.get(self.colon + 1..end).unwrap_or_default()
+            }
+            Written::Bytes { value, .. } => value,
+        }
     }
 
     /// The field as it is written: the bytes that arrived, unless the evaluator changed it.
     pub fn raw(&self) -> &[u8] {
-        &self.raw
+        match &self.written {
+            Written::Text(text) => text.as_bytes(),
+            Written::Bytes { raw, .. } => raw,
+        }
     }
 
     /// The bytes after the colon, without the final line break.
     pub fn raw_value(&self) -> &[u8] {
-        let end = self.raw.len().saturating_sub(2);
-        self.raw.get(self.colon + 1..end).unwrap_or_default()
+        let raw = self.raw();
+        let end = raw.len().saturating_sub(2);
+        raw.get(self.colon + 1..end).unwrap_or_default()
     }
 
     /// The field with the addr-specs `rewrite` has a new address for replaced in its bytes
@@ -126,13 +163,14 @@ impl Header {
     /// The value as text: unfolded, with RFC 2047 encoded words (`=?UTF-8?B?...?=`) decoded
     /// by mail-parser. This is what rules compare against.
     pub fn text(&self) -> String {
-        if !self.value.contains("=?") {
+        let value = self.value();
+        if !value.contains("=?") {
             return self.unfolded();
         }
         // Any header is decoded as unstructured text, which is how Subject is parsed.
-        let mut raw = Vec::with_capacity(self.value.len() + 16);
+        let mut raw = Vec::with_capacity(value.len() + 16);
         raw.extend_from_slice(b"Subject:");
-        raw.extend_from_slice(self.value.as_bytes());
+        raw.extend_from_slice(value.as_bytes());
         raw.extend_from_slice(b"\r\n\r\n");
         mail_parser::MessageParser::default()
             .parse_headers(&raw)
@@ -142,8 +180,13 @@ impl Header {
 
     /// The value unfolded and trimmed.
     pub fn unfolded(&self) -> String {
-        let mut out = String::with_capacity(self.value.len());
-        for (i, line) in self.value.split("\r\n").enumerate() {
+        let value = self.value();
+        // Most fields are one line: no searching for line breaks, one allocation.
+        if !value.contains('\r') {
+            return value.trim_matches([' ', '\t']).trim().to_string();
+        }
+        let mut out = String::with_capacity(value.len());
+        for (i, line) in value.split("\r\n").enumerate() {
             if i > 0 {
                 out.push(' ');
             }
@@ -193,7 +236,7 @@ impl Message {
 
     fn split(raw: &[u8], body_of: impl FnOnce(&[u8]) -> Bytes) -> Message {
         let (raw_head, body) = split_head(raw);
-        let mut headers: Vec<Header> = Vec::new();
+        let mut headers: Vec<Parsed> = Vec::new();
         let mut start = 0;
         while start < raw_head.len() {
             let rest = raw_head.get(start..).unwrap_or_default();
@@ -208,8 +251,6 @@ impl Message {
             }
             if line.starts_with(b" ") || line.starts_with(b"\t") {
                 if let Some(last) = headers.last_mut() {
-                    last.value.push_str("\r\n");
-                    last.value.push_str(&String::from_utf8_lossy(line));
                     last.raw.extend_from_slice(line);
                     last.raw.extend_from_slice(b"\r\n");
                     start = next;
@@ -227,12 +268,12 @@ impl Message {
             rest.extend_from_slice(b"\r\n");
             rest.extend_from_slice(body);
             return Message {
-                headers,
+                headers: settled(headers),
                 body: Bytes::from(rest),
             };
         }
         Message {
-            headers,
+            headers: settled(headers),
             body: body_of(body),
         }
     }
@@ -249,11 +290,11 @@ impl Message {
     /// `before`, then every field as [`Message::to_bytes`] writes it and the blank line: the
     /// message without its body, which goes after it as it is.
     pub fn header_bytes(&self, before: &[u8]) -> Vec<u8> {
-        let head: usize = self.headers.iter().map(|h| h.raw.len()).sum();
+        let head: usize = self.headers.iter().map(|h| h.raw().len()).sum();
         let mut out = Vec::with_capacity(before.len() + head + 2);
         out.extend_from_slice(before);
         for h in &self.headers {
-            out.extend_from_slice(&h.raw);
+            out.extend_from_slice(h.raw());
         }
         out.extend_from_slice(b"\r\n");
         out
@@ -263,7 +304,7 @@ impl Message {
     pub fn get(&self, name: &str) -> Option<String> {
         self.headers
             .iter()
-            .find(|h| h.name.eq_ignore_ascii_case(name))
+            .find(|h| h.name().eq_ignore_ascii_case(name))
             .map(Header::unfolded)
     }
 
@@ -271,21 +312,28 @@ impl Message {
     pub fn text(&self, name: &str) -> Option<String> {
         self.headers
             .iter()
-            .find(|h| h.name.eq_ignore_ascii_case(name))
+            .find(|h| h.name().eq_ignore_ascii_case(name))
             .map(Header::text)
     }
 
     /// Size in bytes as it would be sent.
     pub fn size(&self) -> u64 {
-        let head: usize = self.headers.iter().map(|h| h.raw.len()).sum();
+        let head: usize = self.headers.iter().map(|h| h.raw().len()).sum();
         (head + 2 + self.body.len()) as u64
     }
+}
+
+/// A field being read: its continuation lines may still follow.
+struct Parsed {
+    raw: Vec<u8>,
+    colon: usize,
+    name_len: usize,
 }
 
 /// The field a header line (without its line break) starts, when it starts one: `Name:`, or
 /// obsolete `Name :` (blanks before the colon, RFC 5322 §4.5.3, are dropped from the name;
 /// nothing else is: `Bcc\u{a0}:` is not `Bcc:`, and not a field).
-fn field(line: &[u8]) -> Option<Header> {
+fn field(line: &[u8]) -> Option<Parsed> {
     let colon = line.iter().position(|&b| b == b':')?;
     let name = line.get(..colon)?;
     let trimmed = name.len()
@@ -301,12 +349,20 @@ fn field(line: &[u8]) -> Option<Header> {
     let mut raw = Vec::with_capacity(line.len() + 2);
     raw.extend_from_slice(line);
     raw.extend_from_slice(b"\r\n");
-    Some(Header {
-        name: String::from_utf8_lossy(name).into_owned(),
-        value: String::from_utf8_lossy(line.get(colon + 1..).unwrap_or_default()).into_owned(),
+    Some(Parsed {
         raw,
         colon,
+        name_len: name.len(),
     })
+}
+
+/// The parsed fields, each checked for UTF-8 once its continuation lines are all there (not
+/// once per line, which would cost the square of a long header).
+fn settled(headers: Vec<Parsed>) -> Vec<Header> {
+    headers
+        .into_iter()
+        .map(|h| Header::from_raw(h.raw, h.colon, h.name_len))
+        .collect()
 }
 
 /// The longest header line RFC 5322 §2.1.1 allows, CRLF excluded.
@@ -326,6 +382,10 @@ pub fn fold(name: &str, value: &str) -> String {
 /// [`fold`] on the bytes of a value that follows `lead` octets (the name and colon) on its
 /// first line; bytes that are not UTF-8 are carried through.
 fn fold_bytes(lead: usize, value: &[u8]) -> Vec<u8> {
+    if lead + value.len() <= MAX_LINE {
+        // Every line fits: the usual case, without looking for blanks.
+        return value.to_vec();
+    }
     let blank = |b: &u8| *b == b' ' || *b == b'\t';
     let mut out = Vec::with_capacity(value.len() + 8);
     for (i, line) in split_crlf(value).enumerate() {

@@ -4,10 +4,23 @@
 //! rewriting, routing. No I/O and no panics; the result is a [`Verdict`] per recipient plus a
 //! trace that says, in an administrator's words, why.
 
+/// Adds a line to the trace, formatting it only when the trace is wanted: the relay's path
+/// evaluates without one and must not pay for the words.
+macro_rules! trace {
+    ($run:expr, $stage:expr, $($fmt:tt)+) => {
+        if $run.explain {
+            $run.step($stage, format!($($fmt)+));
+        }
+    };
+}
+
 mod address_list;
 pub mod message;
 pub mod organization;
+mod recipients;
+mod run;
 mod stages;
+mod transport;
 mod trust;
 
 pub use message::{Header, Message};

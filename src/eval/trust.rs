@@ -11,7 +11,7 @@
 //! and accepted domain").
 
 use super::organization::{is_organization_domain, is_organization_header};
-use super::stages::{Run, auth_word};
+use super::run::{Run, auth_word};
 use super::{Envelope, Stage};
 use crate::model::{AuthAs, AuthLevel, InboundTls, ReceiveConnector};
 
