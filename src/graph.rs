@@ -334,7 +334,7 @@ fn chain(g: &mut Graph, ids: &[String]) {
 fn ending(a: &Action) -> Option<String> {
     match a {
         Action::Delete => Some("deleted".into()),
-        Action::Reject { code, enhanced, .. } => Some(format!("rejected {code} {enhanced}")),
+        Action::Reject(s) => Some(format!("rejected {} {}", s.code, s.enhanced)),
         Action::Quarantine(q) => Some(format!("quarantined to {q}")),
         Action::Disconnect => Some("disconnected".into()),
         Action::RedirectTo(v) => Some(format!(

@@ -2,6 +2,7 @@
 //! checked. Each object keeps the spans of what it was built from, so `lint` (and later the
 //! evaluator's trace) can point at the text.
 
+use crate::smtp::Status;
 use crate::source::Span;
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -637,15 +638,9 @@ pub enum Action {
     Stop,
     /// Accept and drop silently.
     Delete,
-    /// Refuse.
-    Reject {
-        /// 4xx or 5xx.
-        code: u16,
-        /// `5.7.1`.
-        enhanced: String,
-        /// Reply text.
-        text: String,
-    },
+    /// Refuse with this status (4xx or 5xx, e.g. `550 5.7.1`). The artifact stores it with
+    /// postcard, where this newtype encodes as the struct variant it replaced did.
+    Reject(Status),
     /// Replace the recipients.
     RedirectTo(Vec<Address>),
     /// Add To recipients.
@@ -680,7 +675,7 @@ impl Action {
             self,
             Action::Stop
                 | Action::Delete
-                | Action::Reject { .. }
+                | Action::Reject(_)
                 | Action::Quarantine(_)
                 | Action::Disconnect
         )
@@ -858,11 +853,7 @@ impl fmt::Display for Action {
         match self {
             Action::Stop => f.write_str("stop"),
             Action::Delete => f.write_str("delete"),
-            Action::Reject {
-                code,
-                enhanced,
-                text,
-            } => write!(f, "reject {code} {enhanced} {}", q(text)),
+            Action::Reject(s) => write!(f, "reject {} {} {}", s.code, s.enhanced, q(&s.text)),
             Action::RedirectTo(v) => write!(f, "redirect-to {}", list(v)),
             Action::AddRecipient(v) => write!(f, "add-recipient {}", list(v)),
             Action::CopyTo(v) => write!(f, "copy-to {}", list(v)),

@@ -150,11 +150,7 @@ fn fate_text(f: &Fate) -> String {
     match f {
         Fate::Deliver { connector } => format!("delivered via `{connector}`"),
         Fate::Drop { reason } => format!("dropped ({reason})"),
-        Fate::Reject {
-            code,
-            enhanced,
-            text,
-        } => format!("rejected {code} {enhanced} {text}"),
+        Fate::Reject(status) => format!("rejected {status}"),
     }
 }
 
@@ -257,11 +253,9 @@ fn check(e: &Expect, v: &Verdict) -> Option<(String, String)> {
                     .unwrap_or_default()
             );
             fates(v, recipients, &want, |f| match f {
-                Fate::Reject {
-                    code: c,
-                    enhanced: en,
-                    ..
-                } => c == code && enhanced.as_ref().is_none_or(|e| e == en),
+                Fate::Reject(s) => {
+                    s.code == *code && enhanced.as_ref().is_none_or(|e| *e == s.enhanced)
+                }
                 _ => false,
             })
         }

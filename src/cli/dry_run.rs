@@ -27,11 +27,7 @@ fn fate_text(f: &Fate) -> String {
     match f {
         Fate::Deliver { connector } => format!("delivered via `{connector}`"),
         Fate::Drop { reason } => format!("dropped: {reason}"),
-        Fate::Reject {
-            code,
-            enhanced,
-            text,
-        } => format!("rejected: {code} {enhanced} {text}"),
+        Fate::Reject(status) => format!("rejected: {status}"),
     }
 }
 

@@ -104,4 +104,36 @@ mod tests {
         let cut = &bytes[..bytes.len() - 3];
         assert!(matches!(load(cut), Err(ArtifactError::Corrupt(_))));
     }
+
+    /// `Action::Reject` was a struct variant before `smtp::Status`; the newtype that replaced
+    /// it must encode alike, or artifacts compiled earlier would load wrong under the same
+    /// FORMAT_VERSION.
+    #[test]
+    fn reject_encodes_as_the_struct_variant_did() {
+        use crate::model::Action;
+        use crate::smtp::Status;
+        #[derive(serde::Serialize)]
+        #[expect(
+            dead_code,
+            reason = "mirrors the old layout up to Reject; only Reject is built"
+        )]
+        enum Old {
+            Stop,
+            Delete,
+            Reject {
+                code: u16,
+                enhanced: String,
+                text: String,
+            },
+        }
+        let old = postcard::to_stdvec(&Old::Reject {
+            code: 550,
+            enhanced: "5.7.1".into(),
+            text: "no".into(),
+        })
+        .unwrap();
+        let new = Action::Reject(Status::new(550, "5.7.1", "no"));
+        assert_eq!(postcard::to_stdvec(&new).unwrap(), old);
+        assert_eq!(postcard::from_bytes::<Action>(&old).unwrap(), new);
+    }
 }

@@ -27,6 +27,7 @@ pub use message::{Header, Message};
 pub use stages::{evaluate, evaluate_recipients};
 
 use crate::model::{Address, AuthAs};
+use crate::smtp::Status;
 use serde::Serialize;
 use std::net::{IpAddr, SocketAddr};
 
@@ -63,15 +64,8 @@ pub enum Fate {
         /// Why.
         reason: String,
     },
-    /// Refused.
-    Reject {
-        /// SMTP code.
-        code: u16,
-        /// Enhanced status code.
-        enhanced: String,
-        /// Reply text.
-        text: String,
-    },
+    /// Refused, with this status (`code`, `enhanced` and `text` beside `fate` in JSON).
+    Reject(Status),
 }
 
 /// One recipient's verdict.

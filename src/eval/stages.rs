@@ -11,6 +11,7 @@ use super::trust::{attribute, header_firewall};
 use super::{Change, Envelope, Fate, RecipientVerdict, Stage, Verdict};
 use crate::compile::{Outbound, Table, route, select_receive};
 use crate::model::{Address, AuthAs, ReceiveConnector};
+use crate::smtp::Status;
 use std::borrow::Cow;
 
 /// Headers an outbound rewrite changes (never Received, Return-Path, Message-ID, ...).
@@ -28,11 +29,7 @@ const OUTBOUND_HEADERS: &[&str] = &[
 const INBOUND_HEADERS: &[&str] = &["To", "Cc"];
 
 pub(super) fn reject(code: u16, enhanced: &str, text: &str) -> Fate {
-    Fate::Reject {
-        code,
-        enhanced: enhanced.to_string(),
-        text: text.to_string(),
-    }
+    Fate::Reject(Status::new(code, enhanced, text))
 }
 
 /// A recipient on its way through the stages.

@@ -4,7 +4,7 @@
 
 use super::address_list::each_address;
 use super::run::{Run, address_text, auth_word, parse_address};
-use super::stages::{Pending, reject};
+use super::stages::Pending;
 use super::{Change, Envelope, Fate, Stage};
 use crate::compile::{Facts, Outcome, RuleIndex};
 use crate::model::{Action, Address, AuthAs, DomainKind, ReceiveConnector, RuleMode, Scope};
@@ -204,11 +204,7 @@ fn describe(a: &Action) -> String {
     match a {
         Action::Stop => "stop processing rules".into(),
         Action::Delete => "delete the message".into(),
-        Action::Reject {
-            code,
-            enhanced,
-            text,
-        } => format!("reject the message with {code} {enhanced} {text}"),
+        Action::Reject(status) => format!("reject the message with {status}"),
         Action::RedirectTo(v) => format!("redirect the message to {}", list(v)),
         Action::AddRecipient(v) => format!("add {} to To", list(v)),
         Action::CopyTo(v) => format!("add {} to Cc", list(v)),
@@ -255,11 +251,7 @@ fn apply(
                 reason: format!("deleted by rule `{rule}`"),
             },
         ),
-        Action::Reject {
-            code,
-            enhanced,
-            text,
-        } => open(recipients, reject(*code, enhanced, text)),
+        Action::Reject(status) => open(recipients, Fate::Reject(status.clone())),
         Action::Disconnect => {
             *disconnect = true;
             open(

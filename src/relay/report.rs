@@ -178,15 +178,11 @@ impl Shared {
         let failed: Vec<FailedRecipient> = rejected
             .iter()
             .filter_map(|r| match &r.fate {
-                Fate::Reject {
-                    code,
-                    enhanced,
-                    text,
-                } => Some(FailedRecipient {
+                Fate::Reject(status) => Some(FailedRecipient {
                     address: r.address.to_string(),
                     original: None,
-                    status: enhanced.clone(),
-                    diagnostic: format!("smtp; {code} {enhanced} {text}"),
+                    status: status.enhanced.clone(),
+                    diagnostic: format!("smtp; {status}"),
                     remote_mta: None,
                     action: DsnAction::Failed,
                 }),

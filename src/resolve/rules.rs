@@ -6,6 +6,7 @@ use super::{RefKind, Resolver};
 use crate::ast::{self, ActionKind, PredicateKind, RuleStatement, Text};
 use crate::diagnostic::{Code, Diagnostic};
 use crate::model::{Action, Predicate, RuleMode, Scope, Spanned, TextMatch, TextOp, TransportRule};
+use crate::smtp::Status;
 
 // Limits on what a rule set may ask the evaluator to hold in memory, reported by `check` as
 // E045 (E041 for one pattern's compiled size). The measurements behind each number are in
@@ -508,13 +509,13 @@ impl Resolver<'_> {
                 t.value.clone()
             }
         };
-        Some(Action::Reject {
+        Some(Action::Reject(Status {
             code: code_n,
             enhanced: enhanced_s,
             text: text.map_or_else(
                 || "Delivery not authorized, message refused".to_string(),
                 |t| t.value.clone(),
             ),
-        })
+        }))
     }
 }

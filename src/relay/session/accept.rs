@@ -81,11 +81,7 @@ impl Session {
         if !rejected.is_empty() && rejected.len() == verdict.recipients.len() {
             self.track_rules(&verdict, &message);
             let r = match &rejected[0].fate {
-                Fate::Reject {
-                    code,
-                    enhanced,
-                    text,
-                } => Reply::new(*code, enhanced, text.clone()),
+                Fate::Reject(status) => status.reply(),
                 _ => Reply::new(550, "5.7.1", "refused"),
             };
             return self.ok_or_close(r).await;

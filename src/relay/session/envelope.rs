@@ -223,11 +223,7 @@ impl Session {
         let tx = self.state.transaction()?;
         let verdict = evaluate_recipients(&self.table, &self.envelope(tx, vec![to.clone()]));
         let refused = verdict.recipients.iter().find_map(|r| match &r.fate {
-            Fate::Reject {
-                code,
-                enhanced,
-                text,
-            } => Some(Reply::new(*code, enhanced, text.clone())),
+            Fate::Reject(status) => Some(status.reply()),
             _ => None,
         });
         match refused {
