@@ -30,4 +30,5 @@ pub mod relay;
 pub mod resolve;
 pub mod smtp;
 pub mod source;
+pub(crate) mod stream;
 pub mod testing;

@@ -9,14 +9,13 @@ use super::hop::Hop;
 use crate::model::OutboundTls;
 use crate::smtp::Status;
 use crate::smtp::{MAX_REPLY_LINE, Reply, parse_reply};
+use crate::stream::Stream;
 use rustls::pki_types::ServerName;
 use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::pin::Pin;
-use std::task::{Context, Poll};
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 /// Most lines in one multi-line reply.
@@ -26,52 +25,6 @@ const QUIT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The extensions a server offered in its EHLO reply: keyword in upper case, parameters.
 pub(super) type Extensions = HashMap<String, String>;
-
-/// A connection, plaintext or TLS.
-enum Stream {
-    Plain(TcpStream),
-    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
-}
-
-impl AsyncRead for Stream {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
-        }
-    }
-}
-
-impl AsyncWrite for Stream {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
-            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Stream::Plain(s) => Pin::new(s).poll_flush(cx),
-            Stream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
-        }
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
-            Stream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
-        }
-    }
-}
 
 /// One SMTP conversation: the stream and what has been read but not parsed yet.
 pub(super) struct Session {
@@ -233,7 +186,9 @@ impl Session {
         }
         let tcp = match self.stream {
             Stream::Plain(tcp) => tcp,
-            Stream::Tls(_) => return Err(HopError::Protocol("TLS already active".into())),
+            Stream::Tls(_) | Stream::Closed => {
+                return Err(HopError::Protocol("TLS already active".into()));
+            }
         };
         let server_name = match ServerName::try_from(name.to_string()) {
             Ok(n) => n,
@@ -256,14 +211,13 @@ impl Session {
                 Ok(r) => r?,
                 Err(_) => return Err(HopError::Timeout),
             };
-        Ok(Session::new(Stream::Tls(Box::new(stream))))
+        Ok(Session::new(Stream::Tls(Box::new(stream.into()))))
     }
 
     fn tls_description(&self) -> Option<String> {
-        match &self.stream {
-            Stream::Plain(_) => None,
-            Stream::Tls(s) => {
-                let conn = s.get_ref().1;
+        match self.stream.tls() {
+            None => None,
+            Some(conn) => {
                 let version = conn
                     .protocol_version()
                     .map(|v| format!("{v:?}").replace('_', "."))

@@ -3,6 +3,7 @@
 //! recipient stages (rewriting, resolution, relay permission, route; no transport rules,
 //! which wait for the message), then from the next hop when its domain verifies recipients.
 
+use super::stream;
 use super::{End, Session, State, Transaction};
 use crate::eval::{Envelope, Fate, evaluate_recipients};
 use crate::model::Address;
@@ -163,7 +164,10 @@ impl Session {
             tx.overshoot += 1;
             if tx.overshoot <= RECIPIENT_OVERSHOOT {
                 Metrics::inc(&self.shared.metrics.rejected);
-                return if self.stream.write_all(&r.to_bytes()).await.is_ok() {
+                return if stream::write_flush(&mut self.stream, &r.to_bytes())
+                    .await
+                    .is_ok()
+                {
                     Ok(())
                 } else {
                     Err(End::Closed)

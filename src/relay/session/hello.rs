@@ -3,11 +3,11 @@
 //! certificate the connector trusts for it), and the TLS handshake, after which the client
 //! starts over.
 
-use super::stream::Stream;
 use super::{End, Hello, Session, State};
 use crate::model::InboundTls;
 use crate::relay::tls::{ClientCert, peer_name, trusted_for_oorg};
 use crate::smtp::reply::Reply;
+use crate::stream::Stream;
 use std::sync::Arc;
 
 impl Session {
@@ -96,7 +96,7 @@ impl Session {
                         None
                     }
                 };
-                self.stream = Stream::Tls(Box::new(tls));
+                self.stream = Stream::Tls(Box::new(tls.into()));
                 self.tls_active = true;
                 // RFC 3207: the client starts over, EHLO first.
                 self.state = State::Connected;

@@ -27,10 +27,11 @@ use crate::relay::metrics::Metrics;
 use crate::smtp::command::{Command, MailParams, RcptParams, parse_command};
 use crate::smtp::data::BdatReceiver;
 use crate::smtp::reply::Reply;
+use crate::stream::Stream;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
-use stream::{Read, Stream};
+use stream::Read;
 use tokio::net::TcpStream;
 
 /// Errors before the session gives up on a client (Postfix's hard error limit).
@@ -169,11 +170,8 @@ pub(super) async fn serve(
     let mut stream = Stream::Plain(tcp);
     let Some(connector) = chosen.connector else {
         Metrics::inc(&shared.metrics.rejected);
-        let _ = stream
-            .write_all(
-                &Reply::new(554, "5.7.1", "no receive connector accepts mail from you").to_bytes(),
-            )
-            .await;
+        let refusal = Reply::new(554, "5.7.1", "no receive connector accepts mail from you");
+        let _ = stream::write_flush(&mut stream, &refusal.to_bytes()).await;
         tracing::info!(client = %peer, "refused: no receive connector accepts this client");
         return;
     };
@@ -227,7 +225,9 @@ impl Session {
         if r.code >= 400 {
             Metrics::inc(&self.shared.metrics.rejected);
         }
-        self.stream.write_all(&r.to_bytes()).await.is_ok()
+        stream::write_flush(&mut self.stream, &r.to_bytes())
+            .await
+            .is_ok()
     }
 
     /// Sends an error reply and counts it; false once the client has made too many.

@@ -4,53 +4,26 @@
 
 use super::{End, Session};
 use crate::smtp::command::{LineEnd, find_line};
+use crate::stream::Stream;
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpStream;
-use tokio_rustls::server::TlsStream;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// The longest command line read before it is refused; MAIL and RCPT with parameters.
 const MAX_LINE: usize = 1024;
 
-pub(super) enum Stream {
-    Plain(TcpStream),
-    Tls(Box<TlsStream<TcpStream>>),
-    /// Moved out for the TLS handshake.
-    Closed,
+/// Reads what is there (up to 16 KiB) onto the end of `buf`: the buffer grows by what
+/// came, never by a read's worth of spare room.
+async fn read_into(stream: &mut Stream, buf: &mut Vec<u8>) -> std::io::Result<usize> {
+    let mut chunk = [0u8; 16 * 1024];
+    let n = stream.read(&mut chunk).await?;
+    buf.extend_from_slice(&chunk[..n]);
+    Ok(n)
 }
 
-impl Stream {
-    pub(super) async fn read(&mut self, buf: &mut Vec<u8>) -> std::io::Result<usize> {
-        let mut chunk = [0u8; 16 * 1024];
-        let n = match self {
-            Stream::Plain(s) => s.read(&mut chunk).await?,
-            Stream::Tls(s) => s.read(&mut chunk).await?,
-            Stream::Closed => 0,
-        };
-        buf.extend_from_slice(&chunk[..n]);
-        Ok(n)
-    }
-
-    async fn shutdown(&mut self) {
-        let _ = match self {
-            Stream::Plain(s) => s.shutdown().await,
-            Stream::Tls(s) => s.shutdown().await,
-            Stream::Closed => Ok(()),
-        };
-    }
-
-    pub(super) async fn write_all(&mut self, bytes: &[u8]) -> std::io::Result<()> {
-        match self {
-            Stream::Plain(s) => write_flush(s, bytes).await,
-            Stream::Tls(s) => write_flush(s.as_mut(), bytes).await,
-            Stream::Closed => Err(std::io::ErrorKind::NotConnected.into()),
-        }
-    }
-}
-
-async fn write_flush<S: AsyncWrite + Unpin>(s: &mut S, bytes: &[u8]) -> std::io::Result<()> {
-    s.write_all(bytes).await?;
-    s.flush().await
+/// Writes a reply and flushes it: a TLS stream holds written bytes until flushed.
+pub(super) async fn write_flush(stream: &mut Stream, bytes: &[u8]) -> std::io::Result<()> {
+    stream.write_all(bytes).await?;
+    stream.flush().await
 }
 
 /// What reading a command line gave.
@@ -85,7 +58,7 @@ impl Session {
         let wait = idle.min(left);
         let mut shutdown = self.shared.shutdown.clone();
         tokio::select! {
-            r = tokio::time::timeout(wait, self.stream.read(&mut self.buf)) => match r {
+            r = tokio::time::timeout(wait, read_into(&mut self.stream, &mut self.buf)) => match r {
                 Ok(Ok(0)) | Ok(Err(_)) => Err(Read::Closed),
                 Ok(Ok(_)) => Ok(()),
                 Err(_) => Err(Read::Timeout),
@@ -157,13 +130,13 @@ impl Session {
     pub(super) async fn linger(&mut self) {
         const LINGER: Duration = Duration::from_secs(2);
         const LINGER_BYTES: usize = 4 * 1024 * 1024;
-        self.stream.shutdown().await;
+        let _ = self.stream.shutdown().await;
         let deadline = Instant::now() + LINGER;
         let mut seen = 0;
         while seen < LINGER_BYTES {
             self.buf.clear();
             let left = deadline.saturating_duration_since(Instant::now());
-            match tokio::time::timeout(left, self.stream.read(&mut self.buf)).await {
+            match tokio::time::timeout(left, read_into(&mut self.stream, &mut self.buf)).await {
                 Ok(Ok(n)) if n > 0 => seen += n,
                 _ => break,
             }
