@@ -14,7 +14,7 @@ use crate::compile::Table;
 use crate::deliver::{ClientConfig, ProbeOutcome, next_hops, probe};
 use crate::eval::{Fate, Verdict};
 use crate::model::Address;
-use crate::smtp::reply::Reply;
+use crate::smtp::Status;
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -73,21 +73,21 @@ impl Verifier {
     }
 }
 
-/// The reply for the first recipient of `verdict` that the evaluator marked for verification
+/// The status to refuse the first recipient of `verdict` that the evaluator marked for verification
 /// and that is not verified; `None` when every recipient may be accepted.
-pub(crate) async fn refusal(shared: &Shared, table: &Table, verdict: &Verdict) -> Option<Reply> {
+pub(crate) async fn refusal(shared: &Shared, table: &Table, verdict: &Verdict) -> Option<Status> {
     for r in verdict.recipients.iter().filter(|r| r.verify) {
         if let Fate::Deliver { connector } = &r.fate {
-            if let Some(reply) = verify(shared, table, connector, &r.address).await {
-                return Some(reply);
+            if let Some(status) = verify(shared, table, connector, &r.address).await {
+                return Some(status);
             }
         }
     }
     None
 }
 
-fn unverified(why: &str) -> Reply {
-    Reply::new(
+fn unverified(why: &str) -> Status {
+    Status::new(
         450,
         "4.1.1",
         format!("recipient address not verified: {why}; try again later"),
@@ -99,7 +99,7 @@ async fn verify(
     table: &Table,
     connector: &str,
     address: &Address,
-) -> Option<Reply> {
+) -> Option<Status> {
     let v = &shared.verifier;
     // Case-insensitive, as every lookup of the organization's addresses: `NoBody@` is not a
     // new address to probe.
@@ -140,7 +140,7 @@ async fn verify(
         }
     };
     (!accepted).then(|| {
-        Reply::new(
+        Status::new(
             550,
             "5.1.1",
             "recipient address rejected: the next hop does not know it",

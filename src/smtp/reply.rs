@@ -7,14 +7,18 @@ use super::data::DataError;
 /// Longest reply line, CRLF included (RFC 5321 §4.5.3.1.5).
 pub const MAX_REPLY_LINE: usize = 512;
 
-/// A reply: code, optional enhanced status code (RFC 3463) repeated on every line, and one
-/// or more lines of text.
+/// A reply as it goes on the wire: code, optional enhanced status code (RFC 3463) repeated
+/// on every line, and one or more lines of text. What the relay decides to answer is a
+/// [`Status`](super::Status) (one line, [`Status::reply`](super::Status::reply)); a `Reply`
+/// adds what only the wire has: several lines (EHLO) and no enhanced code at all (the
+/// greeting, EHLO, a next hop that sends none).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reply {
     /// Basic code, 200..=599.
     pub code: u16,
-    /// Enhanced status code such as `2.1.0`, without the code class check.
-    pub enhanced: Option<String>,
+    /// Enhanced status code such as `2.1.0`, without the code class check; empty when the
+    /// reply has none (as in [`Status`](super::Status)).
+    pub enhanced: String,
     /// Text lines; none means one empty line.
     pub lines: Vec<String>,
 }
@@ -24,7 +28,7 @@ impl Reply {
     pub fn new(code: u16, enhanced: &str, text: impl Into<String>) -> Self {
         Reply {
             code,
-            enhanced: (!enhanced.is_empty()).then(|| enhanced.to_string()),
+            enhanced: enhanced.to_string(),
             lines: vec![text.into()],
         }
     }
@@ -37,7 +41,7 @@ impl Reply {
     {
         Reply {
             code,
-            enhanced: (!enhanced.is_empty()).then(|| enhanced.to_string()),
+            enhanced: enhanced.to_string(),
             lines: lines.into_iter().map(Into::into).collect(),
         }
     }
@@ -52,7 +56,7 @@ impl Reply {
         } else {
             451
         };
-        let enhanced = self.enhanced.as_deref().filter(|e| valid_enhanced(e));
+        let enhanced = Some(self.enhanced.as_str()).filter(|e| valid_enhanced(e));
         let empty = [String::new()];
         let lines: &[String] = if self.lines.is_empty() {
             &empty
@@ -123,9 +127,7 @@ impl Reply {
     pub fn text(&self) -> String {
         let mut out = String::new();
         if self.matching_enhanced().is_none() {
-            if let Some(e) = &self.enhanced {
-                out.push_str(e);
-            }
+            out.push_str(&self.enhanced);
         }
         for line in &self.lines {
             if !out.is_empty() {
@@ -139,7 +141,8 @@ impl Reply {
     /// Code, enhanced code and text, lines joined: `250 2.0.0 Ok: queued as 4Xyz`.
     pub fn full(&self) -> String {
         let mut out = self.code.to_string();
-        for part in self.enhanced.iter().chain(&self.lines) {
+        let enhanced = Some(&self.enhanced).filter(|e| !e.is_empty());
+        for part in enhanced.into_iter().chain(&self.lines) {
             out.push(' ');
             out.push_str(part);
         }
@@ -148,8 +151,7 @@ impl Reply {
 
     fn matching_enhanced(&self) -> Option<&str> {
         let class = char::from_digit(u32::from(self.code / 100), 10)?;
-        self.enhanced
-            .as_deref()
+        Some(self.enhanced.as_str())
             .filter(|e| e.starts_with(class) && e.as_bytes().get(1) == Some(&b'.'))
     }
 }
@@ -228,7 +230,7 @@ pub fn split_enhanced(text: &str) -> (Option<&str>, &str) {
 pub fn parse_reply(buf: &[u8]) -> Result<Option<(Reply, usize)>, ReplyError> {
     let mut pos = 0;
     let mut code = None;
-    let mut enhanced: Option<String> = None;
+    let mut enhanced = String::new();
     let mut lines = Vec::new();
     loop {
         let rest = buf.get(pos..).unwrap_or_default();
@@ -246,9 +248,9 @@ pub fn parse_reply(buf: &[u8]) -> Result<Option<(Reply, usize)>, ReplyError> {
         }
         let (e, t) = split_enhanced(text);
         if lines.is_empty() {
-            enhanced = e.map(str::to_string);
+            enhanced = e.unwrap_or_default().to_string();
         }
-        let text = if e.is_some() && e == enhanced.as_deref() {
+        let text = if e.is_some_and(|e| e == enhanced) {
             t
         } else {
             text

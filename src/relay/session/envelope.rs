@@ -9,6 +9,7 @@ use crate::eval::{Envelope, Fate, evaluate_recipients};
 use crate::model::Address;
 use crate::relay::metrics::Metrics;
 use crate::relay::track::Refusal;
+use crate::smtp::Status;
 use crate::smtp::command::{MailParams, RcptParams};
 use crate::smtp::data::DataError;
 use crate::smtp::reply::Reply;
@@ -205,14 +206,9 @@ impl Session {
                     .and_then(|tx| tx.mail_from.as_ref())
                     .map(ToString::to_string),
                 recipient: to.to_string(),
-                status: format!(
-                    "{} {} {}",
-                    r.code,
-                    r.enhanced.as_deref().unwrap_or_default(),
-                    r.lines.join(" ")
-                ),
+                status: r.to_string(),
             });
-            return self.ok_or_close(r).await;
+            return self.ok_or_close(r.reply()).await;
         }
         if let Some(tx) = self.state.transaction_mut() {
             tx.rcpts.push((to, params));
@@ -223,11 +219,11 @@ impl Session {
 
     /// Why the evaluator, or the next hop of a domain that verifies recipients, refuses
     /// `to` in the open transaction, if it does.
-    async fn recipient_refusal(&self, to: &Address) -> Option<Reply> {
+    async fn recipient_refusal(&self, to: &Address) -> Option<Status> {
         let tx = self.state.transaction()?;
         let verdict = evaluate_recipients(&self.table, &self.envelope(tx, vec![to.clone()]));
         let refused = verdict.recipients.iter().find_map(|r| match &r.fate {
-            Fate::Reject(status) => Some(status.reply()),
+            Fate::Reject(status) => Some(status.clone()),
             _ => None,
         });
         match refused {
