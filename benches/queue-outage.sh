@@ -29,36 +29,8 @@ command -v smtp-source > /dev/null || {
 mkdir -p "$DIR"
 rm -rf "$DIR/spool"
 
-python3 - 100000 > "$DIR/entries.csv" <<'PY'
-import sys
-n = int(sys.argv[1])
-print("Name,InternalAddress,ExternalAddress,ExceptionList,OutboundOnly")
-for i in range(n):
-    print(f"user{i},user{i}@tenant1.example.com,user{i}@shared.example.com,,False")
-print("tenant2,tenant2.example.com,shared.example.com,,True")
-PY
-
-cat > "$DIR/outage.mailflow" <<RULES
-# The relay benchmark's rule set (benches/relay-setup.sh) with its next hop down.
-accepted-domain shared.example.com internal-relay
-accepted-domain tenant1.example.com internal-relay
-accepted-domain tenant2.example.com internal-relay
-
-receive-connector "Loopback" {
-  listen 127.0.0.1:$PORT
-  remote 127.0.0.0/8
-  auth externally-secured
-  max-recipients 1000
-  max-connections-per-source 100
-}
-
-send-connector "Down" {
-  address-space *
-  smart-host 127.0.0.1:$HOP
-}
-
-import rewrites "entries.csv"
-RULES
+. benches/bench-rules.sh
+bench_rules "$DIR" 100000 outage.mailflow "$PORT" "$HOP" "max-connections-per-source 100"
 
 cargo build --release --quiet
 BIN=target/release/mailflow

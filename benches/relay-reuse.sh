@@ -21,34 +21,8 @@ LIMITS="${LIMITS:-0 100}"
 BENCH="$(pwd)/../shared/bench/postfix-relay/bench.sh"
 mkdir -p "$DIR"
 
-python3 - "$N" > "$DIR/entries.csv" <<'PY'
-import sys
-n = int(sys.argv[1])
-print("Name,InternalAddress,ExternalAddress,ExceptionList,OutboundOnly")
-for i in range(n):
-    print(f"user{i},user{i}@tenant1.example.com,user{i}@shared.example.com,,False")
-print("tenant2,tenant2.example.com,shared.example.com,,True")
-PY
-
-cat > "$DIR/bench.mailflow" <<RULES
-accepted-domain shared.example.com internal-relay
-accepted-domain tenant1.example.com internal-relay
-accepted-domain tenant2.example.com internal-relay
-
-receive-connector "Loopback" {
-  listen 127.0.0.1:$PORT
-  remote 127.0.0.0/8
-  auth externally-secured
-  max-recipients 1000
-}
-
-send-connector "Sink" {
-  address-space *
-  smart-host 127.0.0.1:$SINK_PORT
-}
-
-import rewrites "entries.csv"
-RULES
+. benches/bench-rules.sh
+bench_rules "$DIR" "$N" bench.mailflow "$PORT" "$SINK_PORT"
 
 start_relay() {
     rm -rf "$DIR/spool" "$DIR/ready.json"

@@ -16,36 +16,8 @@ DIR="${DIR:-/tmp/mailflow-bench}"
 mkdir -p "$DIR"
 rm -rf "$DIR/spool"
 
-python3 - "$N" > "$DIR/entries.csv" <<'PY'
-import sys
-n = int(sys.argv[1])
-print("Name,InternalAddress,ExternalAddress,ExceptionList,OutboundOnly")
-for i in range(n):
-    print(f"user{i},user{i}@tenant1.example.com,user{i}@shared.example.com,,False")
-print("tenant2,tenant2.example.com,shared.example.com,,True")
-PY
-
-cat > "$DIR/bench.mailflow" <<'RULES'
-# The Postfix benchmark's relay: loopback clients are internal (so outbound rewriting
-# applies, like Postfix's canonical maps), and every message goes to the sink.
-accepted-domain shared.example.com internal-relay
-accepted-domain tenant1.example.com internal-relay
-accepted-domain tenant2.example.com internal-relay
-
-receive-connector "Loopback" {
-  listen 127.0.0.1:2625
-  remote 127.0.0.0/8
-  auth externally-secured
-  max-recipients 1000
-}
-
-send-connector "Sink" {
-  address-space *
-  smart-host 127.0.0.1:2526
-}
-
-import rewrites "entries.csv"
-RULES
+. benches/bench-rules.sh
+bench_rules "$DIR" "$N" bench.mailflow 2625 2526
 
 cargo build --release --quiet
 echo "checking the rules"
