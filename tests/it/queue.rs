@@ -37,7 +37,7 @@ fn message(rcpts: usize) -> NewMessage {
                 address: format!("r{i}@example.net"),
                 original: format!("R{i}@Example.net"),
                 send_connector: "internet".into(),
-                notify: Some("FAILURE,DELAY".into()),
+                notify: Some("FAILURE,DELAY".parse().unwrap()),
                 orcpt: None,
             })
             .collect(),
