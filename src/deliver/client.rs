@@ -11,7 +11,7 @@ use super::failure;
 use super::hop::Hop;
 use super::pool::{Pool, PoolKey};
 use super::transaction::{self, Ended, HopResult};
-use crate::smtp::Status;
+use crate::smtp::{Notify, Status};
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -39,8 +39,8 @@ pub struct OutboundMessage<'a> {
 pub struct OutboundRcpt {
     /// The forward path, without angle brackets.
     pub address: String,
-    /// DSN NOTIFY, as given (`NEVER` or a comma list of SUCCESS, FAILURE, DELAY).
-    pub notify: Option<String>,
+    /// DSN NOTIFY, passed on as the sender gave it.
+    pub notify: Option<Notify>,
     /// DSN ORCPT decoded, `addr-type;address` (`rfc822;joe@example.com`); a bare address
     /// is taken as rfc822. Sent xtext-encoded.
     pub orcpt: Option<String>,

@@ -73,8 +73,8 @@ impl<'a> Payload<'a> {
             .map(|r| {
                 let mut line = format!("RCPT TO:<{}>", r.address);
                 if dsn {
-                    if let Some(notify) = r.notify.as_deref().filter(|n| valid_notify(n)) {
-                        let _ = write!(line, " NOTIFY={}", notify.to_ascii_uppercase());
+                    if let Some(notify) = r.notify {
+                        let _ = write!(line, " NOTIFY={notify}");
                     }
                     if let Some(orcpt) = r.orcpt.as_deref() {
                         let (kind, addr) = match orcpt.split_once(';') {
@@ -89,15 +89,6 @@ impl<'a> Payload<'a> {
             .collect();
         (mail, rcpts)
     }
-}
-
-fn valid_notify(n: &str) -> bool {
-    !n.is_empty()
-        && n.split(',').all(|w| {
-            ["NEVER", "SUCCESS", "FAILURE", "DELAY"]
-                .iter()
-                .any(|k| k.eq_ignore_ascii_case(w))
-        })
 }
 
 fn valid_addr_type(t: &str) -> bool {

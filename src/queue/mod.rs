@@ -41,6 +41,7 @@
 
 mod format;
 mod index;
+mod notify_text;
 mod recover;
 mod writer;
 
@@ -58,7 +59,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
 use crate::clock::{now_micros, now_secs};
-use crate::smtp::Status;
+use crate::smtp::{Notify, Status};
 
 pub use format::MessageBytes;
 use format::{Encoded, Kind, MessageHeadRef};
@@ -193,8 +194,10 @@ pub struct NewRecipient {
     pub original: String,
     /// The send connector chosen for it.
     pub send_connector: String,
-    /// DSN `NOTIFY`, e.g. `"FAILURE,DELAY"` or `"NEVER"`.
-    pub notify: Option<String>,
+    /// DSN `NOTIFY`; `None` when `RCPT TO` gave none. Stored as its text (`"NEVER"`,
+    /// `"FAILURE,DELAY"`), the layout spools have always had.
+    #[serde(with = "notify_text")]
+    pub notify: Option<Notify>,
     /// DSN `ORCPT`.
     pub orcpt: Option<String>,
 }
@@ -710,7 +713,10 @@ mod tests {
                 address: "a@example.net".into(),
                 original: "a@example.net".into(),
                 send_connector: "out".into(),
-                notify: Some("NEVER".into()),
+                notify: Some(Notify {
+                    never: true,
+                    ..Notify::default()
+                }),
                 orcpt: Some("rfc822;a@example.net".into()),
             }],
             smtputf8: true,
@@ -791,7 +797,10 @@ mod tests {
             "the unacknowledged message must not come back"
         );
         assert_eq!(live[0].id, kept.id);
-        assert_eq!(live[0].meta.recipients[0].notify.as_deref(), Some("NEVER"));
+        assert_eq!(
+            live[0].meta.recipients[0].notify.map(Notify::as_str),
+            Some("NEVER")
+        );
         assert_eq!(spool.read_body(&kept.id).unwrap(), b"kept");
     }
 

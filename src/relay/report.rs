@@ -11,6 +11,7 @@ use crate::eval::organization::{leaves_organization, strip_organization_headers}
 use crate::eval::{Fate, RecipientVerdict, Verdict};
 use crate::queue::{NewMessage, NewRecipient, QueueId, QueuedMessage};
 use crate::smtp::command::MailParams;
+use crate::smtp::{DsnKind, Notify};
 
 /// Reports on one attempt's outcomes: a DSN for the recipients in `failed`, a delay notice
 /// for those in `delayed`, each to a sender whose `NOTIFY` asks for it. `original` is the
@@ -22,16 +23,16 @@ pub(super) async fn outcomes(
     delayed: Vec<(usize, FailedRecipient)>,
     original: &[u8],
 ) {
-    for (list, keyword, ret_full) in [
-        (failed, "FAILURE", m.meta.ret_full.unwrap_or(false)),
+    for (list, kind, ret_full) in [
+        (failed, DsnKind::Failure, m.meta.ret_full.unwrap_or(false)),
         // A delay notice returns the header only, whatever RET says (RFC 3461 4.3).
-        (delayed, "DELAY", false),
+        (delayed, DsnKind::Delay, false),
     ] {
         let wanted: Vec<FailedRecipient> = list
             .into_iter()
             .filter(|(i, _)| {
-                let notify = m.meta.recipients.get(*i).and_then(|r| r.notify.as_deref());
-                wants_dsn(notify, keyword)
+                let notify = m.meta.recipients.get(*i).and_then(|r| r.notify);
+                notify.unwrap_or(Notify::ABSENT).wants(kind)
             })
             .map(|(_, f)| f)
             .collect();
@@ -65,12 +66,6 @@ pub(super) fn recipient(
         remote_mta: remote,
         action,
     }
-}
-
-/// RFC 3461: without NOTIFY, failures and delays are reported (the choice Postfix and
-/// Exchange make); with NOTIFY, only the kinds it lists (`NEVER` lists none).
-fn wants_dsn(notify: Option<&str>, keyword: &str) -> bool {
-    notify.is_none_or(|n| n.split(',').any(|k| k.trim().eq_ignore_ascii_case(keyword)))
 }
 
 /// The largest message a DSN returns whole (`RET=FULL`); larger ones are returned as their

@@ -233,7 +233,7 @@ async fn send(
         .filter_map(|&i| job.message.meta.recipients.get(i))
         .map(|r| OutboundRcpt {
             address: r.address.clone(),
-            notify: r.notify.clone(),
+            notify: r.notify,
             orcpt: r.orcpt.clone(),
         })
         .collect();

@@ -16,7 +16,7 @@
 //! - The decoded value of `ENVID`, `ORCPT` and `AUTH` must be printable ASCII: a `+0D+0A`
 //!   would otherwise reach a DSN header.
 
-use super::Status;
+use super::{Notify, Status};
 use crate::model::Address;
 use logos::{Lexer, Logos};
 use std::net::{Ipv4Addr, Ipv6Addr};
@@ -131,19 +131,6 @@ pub struct RcptParams {
     pub notify: Option<Notify>,
     /// `ORCPT=` as `type;address`, the address xtext-decoded, the type as written.
     pub orcpt: Option<String>,
-}
-
-/// `NOTIFY=` flags: either `never` alone or any of the other three.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Notify {
-    /// `NEVER`.
-    pub never: bool,
-    /// `SUCCESS`.
-    pub success: bool,
-    /// `FAILURE`.
-    pub failure: bool,
-    /// `DELAY`.
-    pub delay: bool,
 }
 
 /// A 501 5.5.4: the command's arguments are malformed.
@@ -716,30 +703,7 @@ fn rcpt_params(list: &[(String, Option<&str>)]) -> Result<RcptParams, Status> {
     for (key, value) in list {
         let bad = || syntax(format!("bad {key} parameter"));
         match key.as_str() {
-            "NOTIFY" => {
-                let mut n = Notify::default();
-                for word in need_value(key, *value)?.split(',') {
-                    let flag = if word.eq_ignore_ascii_case("NEVER") {
-                        &mut n.never
-                    } else if word.eq_ignore_ascii_case("SUCCESS") {
-                        &mut n.success
-                    } else if word.eq_ignore_ascii_case("FAILURE") {
-                        &mut n.failure
-                    } else if word.eq_ignore_ascii_case("DELAY") {
-                        &mut n.delay
-                    } else {
-                        return Err(bad());
-                    };
-                    if *flag {
-                        return Err(bad());
-                    }
-                    *flag = true;
-                }
-                if n.never && (n.success || n.failure || n.delay) {
-                    return Err(bad());
-                }
-                p.notify = Some(n);
-            }
+            "NOTIFY" => p.notify = Some(need_value(key, *value)?.parse().map_err(|_| bad())?),
             "ORCPT" => {
                 let v = need_value(key, *value)?;
                 if v.len() > MAX_ORCPT {

@@ -639,7 +639,7 @@ async fn smtputf8_needed_but_not_offered_is_permanent() {
 async fn esmtp_parameters_only_when_offered() {
     let r = vec![OutboundRcpt {
         address: "b@example.test".into(),
-        notify: Some("failure,delay".into()),
+        notify: Some("failure,delay".parse().unwrap()),
         orcpt: Some("rfc822;b+tag=x@example.test".into()),
     }];
     let msg = OutboundMessage {

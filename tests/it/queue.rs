@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use mailflow::queue::{
     NewMessage, NewRecipient, QueueError, QueueId, RecipientState, RetryPolicy, Spool, SpoolOptions,
 };
-use mailflow::smtp::Status;
+use mailflow::smtp::{DsnKind, Status};
 
 fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
@@ -37,7 +37,7 @@ fn message(rcpts: usize) -> NewMessage {
                 address: format!("r{i}@example.net"),
                 original: format!("R{i}@Example.net"),
                 send_connector: "internet".into(),
-                notify: Some("FAILURE,DELAY".into()),
+                notify: Some("FAILURE,DELAY".parse().unwrap()),
                 orcpt: None,
             })
             .collect(),
@@ -838,12 +838,8 @@ fn compaction_moves_tombstones_still_needed() {
     assert!(fillers.iter().all(|id| spool.get(id).is_none()));
 }
 
-/// A spool written before the journal's CRC-32 came from `crc32fast` (when it was computed by
-/// hand): it opens with nothing quarantined, its records replay, and the body passes its
-/// checksum. The fixture's three records hold a message with one recipient delivered and a
-/// message stored and removed.
-#[test]
-fn a_spool_written_by_the_hand_written_crc_still_opens() {
+/// A copy of `tests/fixtures/spool/v1`, a spool written by older code.
+fn v1_spool() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/spool/v1");
     std::fs::create_dir(dir.path().join("journal")).unwrap();
@@ -852,6 +848,16 @@ fn a_spool_written_by_the_hand_written_crc_still_opens() {
         dir.path().join("journal/00000001.seg"),
     )
     .unwrap();
+    dir
+}
+
+/// A spool written before the journal's CRC-32 came from `crc32fast` (when it was computed by
+/// hand): it opens with nothing quarantined, its records replay, and the body passes its
+/// checksum. The fixture's three records hold a message with one recipient delivered and a
+/// message stored and removed.
+#[test]
+fn a_spool_written_by_the_hand_written_crc_still_opens() {
+    let dir = v1_spool();
     let rt = rt();
     let (spool, live) = open(dir.path(), SpoolOptions::default());
     assert_eq!(corrupt_files(dir.path()), 0);
@@ -868,5 +874,23 @@ fn a_spool_written_by_the_hand_written_crc_still_opens() {
         spool.read_body(&m.id).unwrap(),
         b"Subject: kept\r\nFrom: <sender-a@example.org>\r\n\r\n8-bit: \xc3\xa9t\xc3\xa9, a line of the body that is kept\r\n"
     );
+    rt.block_on(spool.close()).unwrap();
+}
+
+/// The fixture's recipients gave `NOTIFY=FAILURE,DELAY`, stored as text before the value was
+/// typed: it reads back as the typed value, asking for failures and delays only.
+#[test]
+fn notify_stored_as_text_by_older_code_reads_back_typed() {
+    let dir = v1_spool();
+    let rt = rt();
+    let (spool, live) = open(dir.path(), SpoolOptions::default());
+    let rcpts = &live[0].meta.recipients;
+    assert_eq!(rcpts.len(), 2);
+    for r in rcpts {
+        let notify = r.notify.unwrap();
+        assert_eq!(notify.to_string(), "FAILURE,DELAY");
+        assert!(notify.wants(DsnKind::Failure) && notify.wants(DsnKind::Delay));
+        assert!(!notify.wants(DsnKind::Success));
+    }
     rt.block_on(spool.close()).unwrap();
 }

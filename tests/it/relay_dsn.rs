@@ -408,3 +408,60 @@ async fn expiry_returns_the_header_block() {
     assert_eq!(kind, "text/rfc822-headers");
     assert_eq!(String::from_utf8(returned).unwrap(), HEADER);
 }
+
+/// Each recipient's NOTIFY goes from its RCPT through the spool to the next hop's RCPT, in
+/// the wire's upper case and RFC order whatever case and order the sender wrote; a recipient
+/// without NOTIFY is passed on without one (the next hop applies the same default).
+#[tokio::test(flavor = "multi_thread")]
+async fn notify_is_passed_on_to_the_next_hop() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = Sink::start(SinkOptions::default()).await;
+    let hop = Sink::start(SinkOptions {
+        dsn: true,
+        ..SinkOptions::default()
+    })
+    .await;
+    let relay = start(tmp.path(), out.addr.port(), hop.addr.port(), &[]);
+    send(
+        &relay,
+        "",
+        &[
+            ("a@dead.example", " NOTIFY=delay,Success"),
+            ("b@dead.example", " NOTIFY=never"),
+            ("c@dead.example", ""),
+            ("d@dead.example", " NOTIFY=FAILURE"),
+        ],
+        &original(),
+    )
+    .await;
+    assert!(wait_until(20, || hop.messages().len() == 1).await);
+    let m = &hop.messages()[0];
+    let mut sent: Vec<(String, Vec<String>)> = m
+        .rcpts
+        .iter()
+        .cloned()
+        .zip(m.rcpt_params.iter().cloned())
+        .collect();
+    sent.sort();
+    let notify = |params: &[String]| -> Vec<String> {
+        params
+            .iter()
+            .filter(|p| p.starts_with("NOTIFY="))
+            .cloned()
+            .collect()
+    };
+    let got: Vec<(&str, Vec<String>)> = sent
+        .iter()
+        .map(|(rcpt, params)| (rcpt.as_str(), notify(params)))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("a@dead.example", vec!["NOTIFY=SUCCESS,DELAY".to_string()]),
+            ("b@dead.example", vec!["NOTIFY=NEVER".to_string()]),
+            ("c@dead.example", vec![]),
+            ("d@dead.example", vec!["NOTIFY=FAILURE".to_string()]),
+        ]
+    );
+    assert!(dsns(&out).is_empty(), "all were delivered: no report");
+}

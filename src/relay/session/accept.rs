@@ -8,7 +8,7 @@ use crate::model::Address;
 use crate::queue::{NewMessage, NewRecipient, QueueError, QueuedMessage};
 use crate::relay::memory::Lease;
 use crate::relay::metrics::Metrics;
-use crate::smtp::command::{Body, MailParams, Notify, RcptParams, Ret};
+use crate::smtp::command::{Body, MailParams, RcptParams, Ret};
 use crate::smtp::data::DataError;
 use crate::smtp::reply::Reply;
 use bytes::Bytes;
@@ -192,26 +192,9 @@ fn delivered(verdicts: &[RecipientVerdict], rcpts: &[(Address, RcptParams)]) -> 
                 address: r.address.to_string(),
                 original: r.original.to_string(),
                 send_connector: connector.clone(),
-                notify: p.and_then(|p| p.notify.as_ref()).map(notify_text),
+                notify: p.and_then(|p| p.notify),
                 orcpt: p.and_then(|p| p.orcpt.clone()),
             }
         })
         .collect()
-}
-
-fn notify_text(n: &Notify) -> String {
-    if n.never {
-        return "NEVER".into();
-    }
-    let mut v = Vec::new();
-    if n.success {
-        v.push("SUCCESS");
-    }
-    if n.failure {
-        v.push("FAILURE");
-    }
-    if n.delay {
-        v.push("DELAY");
-    }
-    v.join(",")
 }
