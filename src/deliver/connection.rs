@@ -14,8 +14,10 @@ use rustls::pki_types::ServerName;
 use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::task::Poll;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 
 /// Most lines in one multi-line reply.
@@ -75,6 +77,27 @@ impl Session {
     /// out of step and must not carry another transaction.
     pub(super) fn in_step(&self) -> bool {
         self.buf.is_empty() && !self.skipping
+    }
+
+    /// Whether the connection can carry another transaction: nothing unread, and nothing
+    /// (no bytes, no close) waiting on the socket either. Looks without waiting. A server
+    /// that sent a reply nobody asked for (a second answer to the dot, anything while the
+    /// connection was idle) would otherwise have it read as the answer to the next MAIL, and
+    /// every reply after it shifted by one. Postfix's connection cache checks the same before
+    /// reuse. A reply that arrives after this look and before the next MAIL's answer is not
+    /// caught; it can only come from a server that breaks RFC 5321's one reply per command.
+    pub(super) async fn settled(&mut self) -> bool {
+        if !self.in_step() {
+            return false;
+        }
+        let mut chunk = [0u8; 64];
+        let mut read = ReadBuf::new(&mut chunk);
+        let stream = &mut self.stream;
+        let polled =
+            std::future::poll_fn(|cx| Poll::Ready(Pin::new(&mut *stream).poll_read(cx, &mut read)))
+                .await;
+        // Pending: nothing waiting. Bytes, end of stream or an error: not fit.
+        polled.is_pending()
     }
 
     async fn read_reply_inner(&mut self) -> Result<Reply, HopError> {

@@ -1,0 +1,484 @@
+//! Connection reuse and PIPELINING under a hostile or broken next hop: extra replies after
+//! the final dot or while a connection is idle, too few replies to a pipelined group,
+//! replies out of protocol, a hop that closes after accepting. Each test asserts a bound:
+//! every recipient's outcome, what the hop took, how many connections, and that nothing
+//! waits past the command timeout. The hop is a scripted server ([`Hop`]): it answers
+//! like a plain SMTP server except where its script says otherwise.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+
+use mailflow::deliver::{
+    self, Attempt, ClientConfig, Hop as NextHop, OutboundMessage, OutboundRcpt, Pool, RcptOutcome,
+    ReuseOptions,
+};
+use mailflow::model::OutboundTls;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpListener;
+
+const BODY: &[u8] = b"From: a@example.test\r\nSubject: hi\r\n\r\nhello\r\n";
+const COMMAND_TIMEOUT: Duration = Duration::from_millis(800);
+
+/// What the scripted hop does with one command.
+#[derive(Clone)]
+enum Act {
+    /// Writes these bytes (one or more replies, CRLFs included).
+    Say(String),
+    /// Answers nothing (and reads on).
+    Silent,
+    /// Writes these bytes, then closes the connection.
+    SayAndClose(String),
+    /// Writes the first bytes, then the second ones after the delay (unsolicited).
+    SayThenLater(String, Duration, String),
+}
+
+/// What the script sees: the connection's number (0 first), the number of messages this
+/// connection took before, and the command (`.` for the final dot).
+type Script = dyn Fn(usize, usize, &str) -> Option<Act> + Send + Sync;
+
+/// A message the hop answered the dot of with 2xx.
+#[derive(Debug, Clone)]
+struct Taken {
+    connection: usize,
+    rcpts: Vec<String>,
+}
+
+struct Hop {
+    addr: SocketAddr,
+    connections: Arc<AtomicUsize>,
+    taken: Arc<Mutex<Vec<Taken>>>,
+}
+
+impl Hop {
+    /// A hop offering PIPELINING (or not) that asks `script` first for each command; `None`
+    /// from the script: the usual answer (`250`, `354` to DATA).
+    async fn start(pipelining: bool, script: Arc<Script>) -> Hop {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let connections = Arc::new(AtomicUsize::new(0));
+        let taken = Arc::new(Mutex::new(Vec::new()));
+        let (c, t) = (connections.clone(), taken.clone());
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let n = c.fetch_add(1, Ordering::SeqCst);
+                let (script, taken) = (script.clone(), t.clone());
+                tokio::spawn(async move {
+                    let _ = serve(tcp, n, pipelining, &*script, &taken).await;
+                });
+            }
+        });
+        Hop {
+            addr,
+            connections,
+            taken,
+        }
+    }
+
+    fn hops(&self) -> Vec<NextHop> {
+        vec![NextHop {
+            host: "hop.test".into(),
+            addrs: vec![self.addr],
+            preference: 0,
+        }]
+    }
+
+    fn taken(&self) -> Vec<Taken> {
+        self.taken.lock().unwrap().clone()
+    }
+
+    fn connections(&self) -> usize {
+        self.connections.load(Ordering::SeqCst)
+    }
+}
+
+async fn serve(
+    tcp: tokio::net::TcpStream,
+    n: usize,
+    pipelining: bool,
+    script: &Script,
+    taken: &Mutex<Vec<Taken>>,
+) -> std::io::Result<()> {
+    let (r, mut w) = tcp.into_split();
+    let mut r = BufReader::new(r);
+    w.write_all(b"220 hop.test ESMTP\r\n").await?;
+    let mut messages = 0;
+    let mut rcpts = Vec::new();
+    let mut line = String::new();
+    loop {
+        line.clear();
+        if r.read_line(&mut line).await? == 0 {
+            return Ok(());
+        }
+        let cmd = line.trim_end().to_string();
+        let verb = cmd
+            .split([' ', ':'])
+            .next()
+            .unwrap_or("")
+            .to_ascii_uppercase();
+        let usual = match verb.as_str() {
+            "EHLO" if pipelining => "250-hop.test\r\n250 PIPELINING\r\n".to_string(),
+            "EHLO" => "250 hop.test\r\n".to_string(),
+            "MAIL" => {
+                rcpts.clear();
+                "250 2.1.0 ok\r\n".into()
+            }
+            "RCPT" => "250 2.1.5 ok\r\n".into(),
+            "DATA" => "354 go on\r\n".into(),
+            "QUIT" => {
+                w.write_all(b"221 bye\r\n").await?;
+                return Ok(());
+            }
+            _ => "250 ok\r\n".into(),
+        };
+        let act = script(n, messages, &cmd).unwrap_or(Act::Say(usual));
+        let said = match &act {
+            Act::Say(s) | Act::SayAndClose(s) | Act::SayThenLater(s, _, _) => s.clone(),
+            Act::Silent => String::new(),
+        };
+        if verb == "RCPT" && said.starts_with('2') {
+            rcpts.push(cmd[8..].trim_matches(['<', '>']).to_string());
+        }
+        // The usual answer to DATA: read the message up to the dot, then ask for that.
+        if verb == "DATA" && said.starts_with("354") {
+            w.write_all(said.as_bytes()).await?;
+            loop {
+                line.clear();
+                if r.read_line(&mut line).await? == 0 {
+                    return Ok(());
+                }
+                if line == ".\r\n" {
+                    break;
+                }
+            }
+            let act = script(n, messages, ".").unwrap_or(Act::Say("250 2.0.0 queued\r\n".into()));
+            let said = match &act {
+                Act::Say(s) | Act::SayAndClose(s) | Act::SayThenLater(s, _, _) => s.clone(),
+                Act::Silent => String::new(),
+            };
+            if said.starts_with('2') {
+                taken.lock().unwrap().push(Taken {
+                    connection: n,
+                    rcpts: std::mem::take(&mut rcpts),
+                });
+            }
+            messages += 1;
+            if !act_out(&mut w, act).await? {
+                return Ok(());
+            }
+            continue;
+        }
+        if !act_out(&mut w, act).await? {
+            return Ok(());
+        }
+    }
+}
+
+/// Carries out `act`; false: the connection is to close.
+async fn act_out(w: &mut tokio::net::tcp::OwnedWriteHalf, act: Act) -> std::io::Result<bool> {
+    match act {
+        Act::Say(s) => w.write_all(s.as_bytes()).await?,
+        Act::Silent => {}
+        Act::SayAndClose(s) => {
+            w.write_all(s.as_bytes()).await?;
+            w.shutdown().await?;
+            return Ok(false);
+        }
+        Act::SayThenLater(now, after, later) => {
+            w.write_all(now.as_bytes()).await?;
+            w.flush().await?;
+            tokio::time::sleep(after).await;
+            w.write_all(later.as_bytes()).await?;
+        }
+    }
+    w.flush().await?;
+    Ok(true)
+}
+
+fn config() -> ClientConfig {
+    let roots = Arc::new(rustls::RootCertStore::empty());
+    let mut cfg = ClientConfig::new("relay.example.test", OutboundTls::Off, None, &roots, None);
+    cfg.connect_timeout = Duration::from_secs(2);
+    cfg.command_timeout = COMMAND_TIMEOUT;
+    cfg.data_timeout = COMMAND_TIMEOUT;
+    cfg
+}
+
+fn pool() -> Arc<Pool> {
+    Pool::new(ReuseOptions {
+        limit: 100,
+        idle_timeout: Duration::from_secs(10),
+        per_destination: 4,
+        total: 16,
+    })
+}
+
+fn rcpts(addrs: &[&str]) -> Vec<OutboundRcpt> {
+    addrs
+        .iter()
+        .map(|a| OutboundRcpt {
+            address: a.to_string(),
+            ..OutboundRcpt::default()
+        })
+        .collect()
+}
+
+fn message(rcpts: &[OutboundRcpt]) -> OutboundMessage<'_> {
+    OutboundMessage {
+        mail_from: Some("a@example.test"),
+        recipients: rcpts,
+        body: BODY,
+        envid: None,
+        ret_full: None,
+        smtputf8: false,
+        eight_bit: false,
+    }
+}
+
+fn is_delivered(o: &RcptOutcome) -> bool {
+    matches!(o, RcptOutcome::Delivered { .. })
+}
+
+fn is_temporary(o: &RcptOutcome) -> bool {
+    matches!(o, RcptOutcome::Temporary(_))
+}
+
+/// Sends `m`, bounded: the attempt must end within `limit`.
+async fn send(
+    cfg: &ClientConfig,
+    pool: &Arc<Pool>,
+    hop: &Hop,
+    r: &[OutboundRcpt],
+    limit: Duration,
+) -> Attempt {
+    let started = Instant::now();
+    let a = tokio::time::timeout(
+        limit,
+        deliver::deliver_reusing(cfg, pool, &hop.hops(), &message(r)),
+    )
+    .await
+    .expect("the attempt hung");
+    assert!(started.elapsed() < limit);
+    a
+}
+
+/// A hop that refuses `bad@` at RCPT and whose first message on each connection ends with
+/// `after_dot` (the usual 250 plus whatever it adds).
+fn refusing_bad(after_dot: Act) -> Arc<Script> {
+    Arc::new(move |_, messages, cmd: &str| {
+        if cmd.to_ascii_lowercase().starts_with("rcpt to:<bad@") {
+            return Some(Act::Say("550 5.1.1 no such user\r\n".into()));
+        }
+        (cmd == "." && messages == 0).then(|| after_dot.clone())
+    })
+}
+
+/// The second message, to a good and a refused recipient, after the first ended with an
+/// extra reply: each recipient gets the hop's own answer, the hop took the good one only.
+async fn second_message_gets_its_own_replies(pipelining: bool, after_dot: Act) {
+    let hop = Hop::start(pipelining, refusing_bad(after_dot)).await;
+    let (cfg, pool) = (config(), pool());
+    let bound = COMMAND_TIMEOUT * 4;
+    let first = rcpts(&["a@example.test"]);
+    let a = send(&cfg, &pool, &hop, &first, bound).await;
+    assert!(is_delivered(&a.outcomes[0]), "{a:?}");
+    // Long enough for a late extra reply to be waiting on the kept connection.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let second = rcpts(&["good@example.test", "bad@example.test"]);
+    let a = send(&cfg, &pool, &hop, &second, bound).await;
+    assert!(
+        is_delivered(&a.outcomes[0]),
+        "pipelining {pipelining}: {a:?}"
+    );
+    match &a.outcomes[1] {
+        RcptOutcome::Permanent(s) => assert_eq!((s.code, s.enhanced.as_str()), (550, "5.1.1")),
+        other => panic!("pipelining {pipelining}: {other:?}"),
+    }
+    let taken = hop.taken();
+    assert_eq!(taken.len(), 2, "{taken:?}");
+    assert_eq!(taken[1].rcpts, ["good@example.test"]);
+    // The out-of-step connection was not reused.
+    assert_eq!(hop.connections(), 2);
+    assert_eq!(taken[1].connection, 1);
+}
+
+#[tokio::test]
+async fn a_second_reply_to_the_dot_in_the_same_write_is_never_read_as_the_next_mail() {
+    for pipelining in [true, false] {
+        let twice = Act::Say("250 2.0.0 queued\r\n250 2.0.0 queued again\r\n".into());
+        second_message_gets_its_own_replies(pipelining, twice).await;
+    }
+}
+
+#[tokio::test]
+async fn a_late_second_reply_to_the_dot_is_never_read_as_the_next_mail() {
+    for pipelining in [true, false] {
+        let late = Act::SayThenLater(
+            "250 2.0.0 queued\r\n".into(),
+            Duration::from_millis(50),
+            "250 2.0.0 queued again\r\n".into(),
+        );
+        second_message_gets_its_own_replies(pipelining, late).await;
+    }
+}
+
+#[tokio::test]
+async fn an_unsolicited_reply_while_idle_is_never_read_as_the_next_mail() {
+    for pipelining in [true, false] {
+        // Well after the client has put the connection back in the pool.
+        let idle = Act::SayThenLater(
+            "250 2.0.0 queued\r\n".into(),
+            Duration::from_millis(150),
+            "250-ok\r\n250 ok\r\n".into(),
+        );
+        second_message_gets_its_own_replies(pipelining, idle).await;
+    }
+}
+
+#[tokio::test]
+async fn too_few_replies_to_a_pipelined_group_defer_within_the_timeout() {
+    // MAIL and the first RCPT are answered, then nothing: not the second RCPT, not DATA.
+    let script: Arc<Script> = Arc::new(|_, _, cmd: &str| {
+        let c = cmd.to_ascii_lowercase();
+        (c.starts_with("rcpt to:<c@") || c == "data").then_some(Act::Silent)
+    });
+    let hop = Hop::start(true, script).await;
+    let (cfg, pool) = (config(), pool());
+    let r = rcpts(&["b@example.test", "c@example.test"]);
+    let started = Instant::now();
+    let a = send(&cfg, &pool, &hop, &r, COMMAND_TIMEOUT * 3).await;
+    // One command timeout for the missing reply, not one per missing reply.
+    assert!(started.elapsed() >= COMMAND_TIMEOUT);
+    assert!(a.outcomes.iter().all(is_temporary), "{a:?}");
+    assert!(hop.taken().is_empty());
+    // A connection that lost count of its replies is not kept.
+    assert_eq!(pool.idle(), 0);
+}
+
+/// Sends one message to `b@` and `c@` over a hop whose script is `script` and returns the
+/// attempt, checked to be bounded by a few command timeouts; nothing may be kept.
+async fn one_message(pipelining: bool, script: Arc<Script>) -> (Attempt, Hop) {
+    let hop = Hop::start(pipelining, script).await;
+    let (cfg, pool) = (config(), pool());
+    let r = rcpts(&["b@example.test", "c@example.test"]);
+    let a = send(&cfg, &pool, &hop, &r, COMMAND_TIMEOUT * 3).await;
+    assert_eq!(pool.idle(), 0, "pipelining {pipelining}: {a:?}");
+    (a, hop)
+}
+
+#[tokio::test]
+async fn a_354_to_mail_is_no_acceptance() {
+    for pipelining in [true, false] {
+        let script: Arc<Script> = Arc::new(|_, _, cmd: &str| {
+            cmd.starts_with("MAIL")
+                .then(|| Act::Say("354 go on\r\n".into()))
+        });
+        let (a, hop) = one_message(pipelining, script).await;
+        assert!(a.outcomes.iter().all(is_temporary), "{a:?}");
+        assert!(hop.taken().is_empty());
+    }
+}
+
+#[tokio::test]
+async fn a_250_to_data_before_the_data_delivers_nothing() {
+    for pipelining in [true, false] {
+        let script: Arc<Script> =
+            Arc::new(|_, _, cmd: &str| (cmd == "DATA").then(|| Act::Say("250 ok\r\n".into())));
+        let (a, hop) = one_message(pipelining, script).await;
+        assert!(a.outcomes.iter().all(is_temporary), "{a:?}");
+        assert!(hop.taken().is_empty());
+    }
+}
+
+#[tokio::test]
+async fn a_multi_line_reply_whose_codes_disagree_accepts_nobody() {
+    for pipelining in [true, false] {
+        // A first line that accepts and a last that refuses: neither is believed.
+        let script: Arc<Script> = Arc::new(|_, _, cmd: &str| {
+            cmd.to_ascii_lowercase()
+                .starts_with("rcpt to:<c@")
+                .then(|| Act::Say("250-ok\r\n550 5.1.1 no\r\n".into()))
+        });
+        let (a, hop) = one_message(pipelining, script).await;
+        assert!(!a.outcomes.iter().any(is_delivered), "{a:?}");
+        assert!(is_temporary(&a.outcomes[1]), "{a:?}");
+        // Whatever b@ got, the hop took no message for c@.
+        assert!(
+            hop.taken()
+                .iter()
+                .all(|t| !t.rcpts.contains(&"c@example.test".to_string()))
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_reply_line_of_100_kb_is_cut_and_read_in_step() {
+    for pipelining in [true, false] {
+        let long = format!("550 5.1.1 {}\r\n", "x".repeat(100 * 1024));
+        let script: Arc<Script> = Arc::new(move |_, _, cmd: &str| {
+            cmd.to_ascii_lowercase()
+                .starts_with("rcpt to:<c@")
+                .then(|| Act::Say(long.clone()))
+        });
+        let hop = Hop::start(pipelining, script).await;
+        let (cfg, pool) = (config(), pool());
+        let r = rcpts(&["b@example.test", "c@example.test"]);
+        let a = send(&cfg, &pool, &hop, &r, COMMAND_TIMEOUT * 3).await;
+        // The reply after the long line (DATA's 354) was read as DATA's: b@ delivered.
+        assert!(
+            is_delivered(&a.outcomes[0]),
+            "pipelining {pipelining}: {a:?}"
+        );
+        match &a.outcomes[1] {
+            RcptOutcome::Permanent(s) => {
+                assert_eq!((s.code, s.enhanced.as_str()), (550, "5.1.1"));
+                assert!(s.text.len() <= 600, "{}", s.text.len());
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(hop.taken()[0].rcpts, ["b@example.test"]);
+        // In step after it: the connection is kept, and the next message goes over it.
+        assert_eq!(pool.idle(), 1);
+        let r = rcpts(&["b@example.test"]);
+        let a = send(&cfg, &pool, &hop, &r, COMMAND_TIMEOUT * 3).await;
+        assert!(is_delivered(&a.outcomes[0]), "{a:?}");
+        assert_eq!(hop.connections(), 1);
+    }
+}
+
+#[tokio::test]
+async fn a_reply_line_that_never_ends_is_bounded_by_the_timeout() {
+    let script: Arc<Script> = Arc::new(|_, _, cmd: &str| {
+        cmd.starts_with("MAIL")
+            .then(|| Act::Say(format!("250 {}", "x".repeat(1024 * 1024))))
+    });
+    let (a, hop) = one_message(true, script).await;
+    assert!(a.outcomes.iter().all(is_temporary), "{a:?}");
+    assert!(hop.taken().is_empty());
+}
+
+#[tokio::test]
+async fn a_hop_that_closes_after_accepting_gets_each_message_once() {
+    let script: Arc<Script> = Arc::new(|_, _, cmd: &str| {
+        (cmd == ".").then(|| Act::SayAndClose("250 2.0.0 queued\r\n".into()))
+    });
+    for pipelining in [true, false] {
+        let hop = Hop::start(pipelining, script.clone()).await;
+        let (cfg, pool) = (config(), pool());
+        let r = rcpts(&["b@example.test"]);
+        // Back to back: the close may or may not have arrived when the next message starts.
+        for _ in 0..5 {
+            let a = send(&cfg, &pool, &hop, &r, COMMAND_TIMEOUT * 3).await;
+            assert!(
+                is_delivered(&a.outcomes[0]),
+                "pipelining {pipelining}: {a:?}"
+            );
+        }
+        let taken = hop.taken();
+        assert_eq!(taken.len(), 5);
+        let per: Vec<usize> = taken.iter().map(|t| t.connection).collect();
+        assert_eq!(per, [0, 1, 2, 3, 4]);
+        assert_eq!(hop.connections(), 5);
+    }
+}
