@@ -48,6 +48,7 @@ struct Taken {
 struct Hop {
     addr: SocketAddr,
     connections: Arc<AtomicUsize>,
+    closed: Arc<AtomicUsize>,
     taken: Arc<Mutex<Vec<Taken>>>,
 }
 
@@ -59,19 +60,22 @@ impl Hop {
         let addr = listener.local_addr().unwrap();
         let connections = Arc::new(AtomicUsize::new(0));
         let taken = Arc::new(Mutex::new(Vec::new()));
-        let (c, t) = (connections.clone(), taken.clone());
+        let closed = Arc::new(AtomicUsize::new(0));
+        let (c, t, d) = (connections.clone(), taken.clone(), closed.clone());
         tokio::spawn(async move {
             while let Ok((tcp, _)) = listener.accept().await {
                 let n = c.fetch_add(1, Ordering::SeqCst);
-                let (script, taken) = (script.clone(), t.clone());
+                let (script, taken, closed) = (script.clone(), t.clone(), d.clone());
                 tokio::spawn(async move {
                     let _ = serve(tcp, n, pipelining, &*script, &taken).await;
+                    closed.fetch_add(1, Ordering::SeqCst);
                 });
             }
         });
         Hop {
             addr,
             connections,
+            closed,
             taken,
         }
     }
@@ -90,6 +94,11 @@ impl Hop {
 
     fn connections(&self) -> usize {
         self.connections.load(Ordering::SeqCst)
+    }
+
+    /// Connections the client has not closed yet, as the hop sees them.
+    fn open(&self) -> usize {
+        self.connections() - self.closed.load(Ordering::SeqCst)
     }
 }
 
@@ -481,4 +490,75 @@ async fn a_hop_that_closes_after_accepting_gets_each_message_once() {
         assert_eq!(per, [0, 1, 2, 3, 4]);
         assert_eq!(hop.connections(), 5);
     }
+}
+
+fn small_pool() -> Arc<Pool> {
+    Pool::new(ReuseOptions {
+        limit: 100,
+        idle_timeout: Duration::from_secs(30),
+        per_destination: 2,
+        total: 5,
+    })
+}
+
+/// Waits up to 5 s for `f` to hold.
+async fn eventually(f: impl Fn() -> bool) -> bool {
+    for _ in 0..100 {
+        if f() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    f()
+}
+
+#[tokio::test]
+async fn idle_connections_to_many_destinations_stay_within_the_total() {
+    let usual: Arc<Script> = Arc::new(|_, _, _: &str| None);
+    let mut hops = Vec::new();
+    for _ in 0..20 {
+        hops.push(Hop::start(true, usual.clone()).await);
+    }
+    let (cfg, pool) = (config(), small_pool());
+    let r = rcpts(&["b@example.test"]);
+    for hop in &hops {
+        let a = send(&cfg, &pool, hop, &r, COMMAND_TIMEOUT * 3).await;
+        assert!(is_delivered(&a.outcomes[0]), "{a:?}");
+    }
+    assert_eq!(pool.idle(), 5);
+    // Counted where it matters, at the hops: the rest were closed.
+    let open = || hops.iter().map(Hop::open).sum::<usize>();
+    assert!(eventually(|| open() == 5).await, "{} open", open());
+    assert!(hops.iter().all(|h| h.open() <= 1));
+}
+
+#[tokio::test]
+async fn idle_connections_to_one_destination_stay_within_its_share() {
+    // Slow to answer MAIL, so that ten messages at once need ten connections.
+    let slow: Arc<Script> = Arc::new(|_, _, cmd: &str| {
+        cmd.starts_with("MAIL").then(|| {
+            Act::SayThenLater(
+                String::new(),
+                Duration::from_millis(200),
+                "250 ok\r\n".into(),
+            )
+        })
+    });
+    let hop = Arc::new(Hop::start(true, slow).await);
+    let (cfg, pool) = (Arc::new(config()), small_pool());
+    let mut all = tokio::task::JoinSet::new();
+    for _ in 0..10 {
+        let (cfg, pool, hop) = (cfg.clone(), pool.clone(), hop.clone());
+        all.spawn(async move {
+            let r = rcpts(&["b@example.test"]);
+            send(&cfg, &pool, &hop, &r, COMMAND_TIMEOUT * 3).await
+        });
+    }
+    while let Some(a) = all.join_next().await {
+        let a = a.unwrap();
+        assert!(is_delivered(&a.outcomes[0]), "{a:?}");
+    }
+    assert_eq!(hop.connections(), 10);
+    assert_eq!(pool.idle(), 2);
+    assert!(eventually(|| hop.open() == 2).await, "{} open", hop.open());
 }
