@@ -417,6 +417,27 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn settled_sees_bytes_and_a_close_that_nobody_asked_for() {
+        let t = Duration::from_secs(5);
+        // Quiet after its reply (and open for a second more): fit for another transaction.
+        let mut quiet = vec![b"250 ok\r\n".to_vec()];
+        quiet.extend(std::iter::repeat_n(Vec::new(), 20));
+        let mut s = session_with(quiet).await;
+        s.read_reply(t).await.unwrap();
+        assert!(s.settled().await);
+        // An extra reply waiting on the socket, not yet read into the buffer.
+        let mut s = session_with(vec![b"250 ok\r\n".to_vec(), b"250 again\r\n".to_vec()]).await;
+        s.read_reply(t).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        assert!(!s.settled().await);
+        // Closed by the server (the task ends and drops its socket).
+        let mut s = session_with(vec![b"250 ok\r\n".to_vec()]).await;
+        s.read_reply(t).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        assert!(!s.settled().await);
+    }
+
+    #[tokio::test]
     async fn a_reply_of_too_many_lines_is_refused() {
         let lines = "250-x\r\n".repeat(MAX_REPLY_LINES + 1);
         let mut s = session_with(vec![lines.into_bytes()]).await;
