@@ -224,7 +224,12 @@ impl Target<'_> {
     async fn try_addr(&self, payload: &Payload<'_>, tls_out: &mut Option<String>) -> HopResult {
         let key = PoolKey::new(self.cfg, &self.hop.host, self.addr);
         if let Some(pool) = self.pool {
-            while let Some(conn) = pool.take(&key) {
+            while let Some(mut conn) = pool.take(&key) {
+                if !conn.session.settled().await {
+                    tracing::debug!(addr = %self.addr, "kept connection is out of step; next");
+                    conn.session.abort().await;
+                    continue;
+                }
                 *tls_out = conn.tls.clone();
                 match self.run(conn, payload, true).await {
                     Ended::Stale => {
@@ -252,9 +257,15 @@ impl Target<'_> {
 
     /// Keeps the connection for the next message, or closes it.
     async fn finish(&self, key: PoolKey, result: HopResult, conn: Option<Connection>) -> HopResult {
-        let Some(conn) = conn else {
+        let Some(mut conn) = conn else {
             return result;
         };
+        if !conn.session.settled().await {
+            // It sent more than it was asked for: closed without QUIT, whose reply could
+            // not be told from the extra ones.
+            conn.session.abort().await;
+            return result;
+        }
         let unkept = match self.pool {
             Some(pool) => pool.put(key, conn),
             None => Some(conn),

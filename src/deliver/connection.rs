@@ -14,8 +14,10 @@ use rustls::pki_types::ServerName;
 use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::task::Poll;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 
 /// Most lines in one multi-line reply.
@@ -75,6 +77,27 @@ impl Session {
     /// out of step and must not carry another transaction.
     pub(super) fn in_step(&self) -> bool {
         self.buf.is_empty() && !self.skipping
+    }
+
+    /// Whether the connection can carry another transaction: nothing unread, and nothing
+    /// (no bytes, no close) waiting on the socket either. Looks without waiting. A server
+    /// that sent a reply nobody asked for (a second answer to the dot, anything while the
+    /// connection was idle) would otherwise have it read as the answer to the next MAIL, and
+    /// every reply after it shifted by one. Postfix's connection cache checks the same before
+    /// reuse. A reply that arrives after this look and before the next MAIL's answer is not
+    /// caught; it can only come from a server that breaks RFC 5321's one reply per command.
+    pub(super) async fn settled(&mut self) -> bool {
+        if !self.in_step() {
+            return false;
+        }
+        let mut chunk = [0u8; 64];
+        let mut read = ReadBuf::new(&mut chunk);
+        let stream = &mut self.stream;
+        let polled =
+            std::future::poll_fn(|cx| Poll::Ready(Pin::new(&mut *stream).poll_read(cx, &mut read)))
+                .await;
+        // Pending: nothing waiting. Bytes, end of stream or an error: not fit.
+        polled.is_pending()
     }
 
     async fn read_reply_inner(&mut self) -> Result<Reply, HopError> {
@@ -391,6 +414,27 @@ mod tests {
         let r = s.read_reply(t).await.unwrap();
         assert_eq!(r.full(), "250 ok");
         assert!(s.in_step());
+    }
+
+    #[tokio::test]
+    async fn settled_sees_bytes_and_a_close_that_nobody_asked_for() {
+        let t = Duration::from_secs(5);
+        // Quiet after its reply (and open for a second more): fit for another transaction.
+        let mut quiet = vec![b"250 ok\r\n".to_vec()];
+        quiet.extend(std::iter::repeat_n(Vec::new(), 20));
+        let mut s = session_with(quiet).await;
+        s.read_reply(t).await.unwrap();
+        assert!(s.settled().await);
+        // An extra reply waiting on the socket, not yet read into the buffer.
+        let mut s = session_with(vec![b"250 ok\r\n".to_vec(), b"250 again\r\n".to_vec()]).await;
+        s.read_reply(t).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        assert!(!s.settled().await);
+        // Closed by the server (the task ends and drops its socket).
+        let mut s = session_with(vec![b"250 ok\r\n".to_vec()]).await;
+        s.read_reply(t).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        assert!(!s.settled().await);
     }
 
     #[tokio::test]

@@ -55,4 +55,5 @@ mod relay_tenants;
 mod relay_tracking;
 mod relay_trust;
 mod relay_verify;
+mod reuse_attack;
 mod smtp_protocol;

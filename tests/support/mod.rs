@@ -6,5 +6,6 @@ pub mod dkimpy;
 pub mod dns;
 pub mod raw;
 pub mod relay;
+pub mod scripted_hop;
 pub mod sink;
 pub mod tls;
