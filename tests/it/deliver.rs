@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use crate::support;
+use support::outbound::{BODY, message, rcpts};
 
 use mail_parser::MimeHeaders;
 use mailflow::deliver::{
@@ -248,30 +249,6 @@ fn hop(host: &str, addr: SocketAddr) -> Hop {
         host: host.into(),
         addrs: vec![addr],
         preference: 0,
-    }
-}
-
-fn rcpts(addrs: &[&str]) -> Vec<OutboundRcpt> {
-    addrs
-        .iter()
-        .map(|a| OutboundRcpt {
-            address: a.to_string(),
-            ..OutboundRcpt::default()
-        })
-        .collect()
-}
-
-const BODY: &[u8] = b"From: a@example.test\r\nSubject: hi\r\n\r\nhello\r\n";
-
-fn message<'a>(rcpts: &'a [OutboundRcpt], body: &'a [u8]) -> OutboundMessage<'a> {
-    OutboundMessage {
-        mail_from: Some("a@example.test"),
-        recipients: rcpts,
-        body,
-        envid: None,
-        ret_full: None,
-        smtputf8: false,
-        eight_bit: false,
     }
 }
 

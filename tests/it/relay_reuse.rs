@@ -5,11 +5,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
 use crate::support;
+use support::outbound::{BODY, message, rcpts};
 
-use mailflow::deliver::{
-    self, Attempt, ClientConfig, Hop, OutboundMessage, OutboundRcpt, Pool, RcptOutcome,
-    ReuseOptions,
-};
+use mailflow::deliver::{self, Attempt, ClientConfig, Hop, Pool, RcptOutcome, ReuseOptions};
 use mailflow::model::OutboundTls;
 use std::path::Path;
 use std::process::Command;
@@ -20,8 +18,6 @@ use support::sink::{SessionLog, Sink, SinkOptions};
 use support::tls::TestCa;
 
 // ------------------------------------------------------------- the client and its pool
-
-const BODY: &[u8] = b"From: a@example.test\r\nSubject: hi\r\n\r\nhello\r\n";
 
 fn config() -> ClientConfig {
     let roots = Arc::new(rustls::RootCertStore::empty());
@@ -49,28 +45,6 @@ fn hops(sink: &Sink) -> Vec<Hop> {
     }]
 }
 
-fn rcpts(addrs: &[&str]) -> Vec<OutboundRcpt> {
-    addrs
-        .iter()
-        .map(|a| OutboundRcpt {
-            address: a.to_string(),
-            ..OutboundRcpt::default()
-        })
-        .collect()
-}
-
-fn message(rcpts: &[OutboundRcpt]) -> OutboundMessage<'_> {
-    OutboundMessage {
-        mail_from: Some("a@example.test"),
-        recipients: rcpts,
-        body: BODY,
-        envid: None,
-        ret_full: None,
-        smtputf8: false,
-        eight_bit: false,
-    }
-}
-
 fn delivered(a: &Attempt) -> bool {
     a.outcomes
         .iter()
@@ -96,7 +70,7 @@ async fn a_pipelined_group_arrives_in_one_read_and_lock_step_otherwise() {
         })
         .await;
         let r = rcpts(&["b@example.test", "c@example.test"]);
-        let a = deliver::deliver(&config(), &hops(&sink), &message(&r)).await;
+        let a = deliver::deliver(&config(), &hops(&sink), &message(&r, BODY)).await;
         assert!(delivered(&a), "{a:?}");
         let session = &sink.sessions()[0];
         let group: Vec<(String, bool)> = session
@@ -122,7 +96,7 @@ async fn a_pipelined_group_arrives_in_one_read_and_lock_step_otherwise() {
 async fn a_recipient_refused_in_a_pipelined_group_gets_its_own_outcome() {
     let sink = Sink::start(SinkOptions::default().rcpt("bad@", "550 5.1.1 no such user")).await;
     let r = rcpts(&["b@example.test", "bad@example.test", "c@example.test"]);
-    let a = deliver::deliver(&config(), &hops(&sink), &message(&r)).await;
+    let a = deliver::deliver(&config(), &hops(&sink), &message(&r, BODY)).await;
     assert!(matches!(a.outcomes[0], RcptOutcome::Delivered { .. }));
     match &a.outcomes[1] {
         RcptOutcome::Permanent(s) => {
@@ -145,7 +119,7 @@ async fn kept_connections_carry_the_next_messages_with_mail_first() {
     let cfg = config();
     let r = rcpts(&["b@example.test"]);
     for _ in 0..5 {
-        let a = deliver::deliver_reusing(&cfg, &pool, &hops(&sink), &message(&r)).await;
+        let a = deliver::deliver_reusing(&cfg, &pool, &hops(&sink), &message(&r, BODY)).await;
         assert!(delivered(&a), "{a:?}");
     }
     assert_eq!(sink.connections(), 1);
@@ -166,7 +140,7 @@ async fn the_cap_closes_a_connection_after_its_share() {
     let cfg = config();
     let r = rcpts(&["b@example.test"]);
     for _ in 0..10 {
-        let a = deliver::deliver_reusing(&cfg, &pool, &hops(&sink), &message(&r)).await;
+        let a = deliver::deliver_reusing(&cfg, &pool, &hops(&sink), &message(&r, BODY)).await;
         assert!(delivered(&a), "{a:?}");
     }
     assert_eq!(sink.connections(), 4);
@@ -199,7 +173,7 @@ async fn a_kept_connection_the_hop_closed_costs_no_attempt() {
         let cfg = config();
         let r = rcpts(&["b@example.test"]);
         for _ in 0..3 {
-            let a = deliver::deliver_reusing(&cfg, &pool, &hops(&sink), &message(&r)).await;
+            let a = deliver::deliver_reusing(&cfg, &pool, &hops(&sink), &message(&r, BODY)).await;
             assert!(delivered(&a), "{a:?}");
             // Long enough for the idle sink to have closed the kept connection.
             tokio::time::sleep(Duration::from_millis(900)).await;
@@ -235,7 +209,7 @@ async fn a_kept_connection_to_a_later_hop_goes_before_a_hop_that_is_down() {
     hops.extend(self::hops(&sink));
     let r = rcpts(&["b@example.test"]);
     for _ in 0..3 {
-        let a = deliver::deliver_reusing(&cfg, &pool, &hops, &message(&r)).await;
+        let a = deliver::deliver_reusing(&cfg, &pool, &hops, &message(&r, BODY)).await;
         assert!(delivered(&a), "{a:?}");
         assert_eq!(a.host, "sink.test");
     }
@@ -250,7 +224,7 @@ async fn idle_connections_are_closed_after_the_timeout() {
     let sink = Sink::start(SinkOptions::default()).await;
     let pool = pool(100, Duration::from_millis(500));
     let r = rcpts(&["b@example.test"]);
-    let a = deliver::deliver_reusing(&config(), &pool, &hops(&sink), &message(&r)).await;
+    let a = deliver::deliver_reusing(&config(), &pool, &hops(&sink), &message(&r, BODY)).await;
     assert!(delivered(&a));
     assert_eq!(pool.idle(), 1);
     assert!(wait_until(5, || sink.sessions()[0].closed.is_some()).await);
@@ -272,7 +246,7 @@ async fn a_connection_is_reused_only_under_the_configuration_it_was_opened_with(
     let r = rcpts(&["b@example.test"]);
     let (old, new) = (config(), config());
     for cfg in [&old, &new, &old, &new] {
-        let a = deliver::deliver_reusing(cfg, &pool, &hops(&sink), &message(&r)).await;
+        let a = deliver::deliver_reusing(cfg, &pool, &hops(&sink), &message(&r, BODY)).await;
         assert!(delivered(&a), "{a:?}");
     }
     // Same settings, built twice (as a reload does): two connections, each reused once.

@@ -5,15 +5,15 @@
 //! waits past the command timeout. The hop is `support::scripted_hop`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
+use crate::support::outbound::{BODY, message, rcpts};
 use crate::support::scripted_hop::{Act, Hop, Script};
 use mailflow::deliver::{
-    self, Attempt, ClientConfig, OutboundMessage, OutboundRcpt, Pool, RcptOutcome, ReuseOptions,
+    self, Attempt, ClientConfig, OutboundRcpt, Pool, RcptOutcome, ReuseOptions,
 };
 use mailflow::model::OutboundTls;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-const BODY: &[u8] = b"From: a@example.test\r\nSubject: hi\r\n\r\nhello\r\n";
 const COMMAND_TIMEOUT: Duration = Duration::from_millis(800);
 
 fn config() -> ClientConfig {
@@ -32,28 +32,6 @@ fn pool() -> Arc<Pool> {
         per_destination: 4,
         total: 16,
     })
-}
-
-fn rcpts(addrs: &[&str]) -> Vec<OutboundRcpt> {
-    addrs
-        .iter()
-        .map(|a| OutboundRcpt {
-            address: a.to_string(),
-            ..OutboundRcpt::default()
-        })
-        .collect()
-}
-
-fn message(rcpts: &[OutboundRcpt]) -> OutboundMessage<'_> {
-    OutboundMessage {
-        mail_from: Some("a@example.test"),
-        recipients: rcpts,
-        body: BODY,
-        envid: None,
-        ret_full: None,
-        smtputf8: false,
-        eight_bit: false,
-    }
 }
 
 fn is_delivered(o: &RcptOutcome) -> bool {
@@ -75,7 +53,7 @@ async fn send(
     let started = Instant::now();
     let a = tokio::time::timeout(
         limit,
-        deliver::deliver_reusing(cfg, pool, &hop.hops(), &message(r)),
+        deliver::deliver_reusing(cfg, pool, &hop.hops(), &message(r, BODY)),
     )
     .await
     .expect("the attempt hung");

@@ -4,6 +4,7 @@
 
 pub mod dkimpy;
 pub mod dns;
+pub mod outbound;
 pub mod raw;
 pub mod relay;
 pub mod scripted_hop;
