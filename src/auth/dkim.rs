@@ -121,10 +121,12 @@ impl PrivateKey {
         match self {
             // RFC 6376 3.6.1: the public key as a DER SubjectPublicKeyInfo.
             PrivateKey::Rsa(key, _) => {
-                format!(
-                    "v=DKIM1; k=rsa; p={}",
-                    b64.encode(rsa_spki(&key.public_key()))
-                )
+                use rsa::pkcs8::EncodePublicKey;
+                let spki = rsa_public(&key.public_key())
+                    .and_then(|p| p.to_public_key_der().ok())
+                    .map(|d| d.as_bytes().to_vec())
+                    .unwrap_or_default(); // read when the key was loaded (`rsa_checked`)
+                format!("v=DKIM1; k=rsa; p={}", b64.encode(spki))
             }
             // RFC 8463 4.2: the bare 32-byte public key.
             PrivateKey::Ed25519(key) => {
@@ -196,8 +198,12 @@ fn unfold_end(header: String) -> String {
 }
 
 fn rsa_checked(key: RsaKey<Sha256>) -> Result<PrivateKey, KeyError> {
-    // The modulus is the public key's first INTEGER; its size in bits is what RFC 8301 limits.
-    let bits = rsa_modulus_bits(&key.public_key());
+    use rsa::traits::PublicKeyParts;
+    // The modulus's size in bits is what RFC 8301 limits.
+    // ring took the key; one the `rsa` crate cannot read would publish an empty record.
+    let public = rsa_public(&key.public_key())
+        .ok_or_else(|| KeyError::Invalid("its public key does not parse".into()))?;
+    let bits = public.n().bits();
     if bits < MIN_RSA_BITS {
         return Err(KeyError::TooShort(bits));
     }
@@ -238,63 +244,11 @@ fn pem_encode(label: &str, der: &[u8]) -> String {
     out
 }
 
-/// A DER length prefix.
-fn der_len(n: usize) -> Vec<u8> {
-    match n {
-        0..=0x7f => vec![n as u8],
-        0x80..=0xff => vec![0x81, n as u8],
-        _ => vec![0x82, (n >> 8) as u8, n as u8],
-    }
-}
-
-/// Wraps a PKCS#1 `RSAPublicKey` in a `SubjectPublicKeyInfo` with rsaEncryption.
-fn rsa_spki(pkcs1: &[u8]) -> Vec<u8> {
-    // SEQUENCE { OID 1.2.840.113549.1.1.1, NULL }
-    const ALGORITHM: &[u8] = &[
-        0x30, 0x0d, 0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x01, 0x05, 0x00,
-    ];
-    let mut bit_string = vec![0x03];
-    bit_string.extend(der_len(pkcs1.len() + 1));
-    bit_string.push(0); // no unused bits
-    bit_string.extend_from_slice(pkcs1);
-    let mut out = vec![0x30];
-    out.extend(der_len(ALGORITHM.len() + bit_string.len()));
-    out.extend_from_slice(ALGORITHM);
-    out.extend(bit_string);
-    out
-}
-
-/// The size in bits of the modulus of a PKCS#1 `RSAPublicKey` (0 when it does not parse).
-fn rsa_modulus_bits(pkcs1: &[u8]) -> usize {
-    fn read_len(b: &[u8], i: &mut usize) -> Option<usize> {
-        let first = *b.get(*i)?;
-        *i += 1;
-        if first < 0x80 {
-            return Some(first as usize);
-        }
-        let n = (first & 0x7f) as usize;
-        let mut len = 0usize;
-        for _ in 0..n {
-            len = len.checked_mul(256)? + *b.get(*i)? as usize;
-            *i += 1;
-        }
-        Some(len)
-    }
-    let parse = || -> Option<usize> {
-        let mut i = 0;
-        (pkcs1.get(i)? == &0x30).then_some(())?;
-        i += 1;
-        read_len(pkcs1, &mut i)?;
-        (pkcs1.get(i)? == &0x02).then_some(())?;
-        i += 1;
-        let len = read_len(pkcs1, &mut i)?;
-        let modulus = pkcs1.get(i..i + len)?;
-        let skip = modulus.iter().take_while(|&&b| b == 0).count();
-        let m = modulus.get(skip..)?;
-        let top = *m.first()?;
-        Some((m.len() - 1) * 8 + (8 - top.leading_zeros() as usize))
-    };
-    parse().unwrap_or(0)
+/// The RSA public key of a key pair, from ring's PKCS#1 form, read by the `rsa` crate (its
+/// size and its SubjectPublicKeyInfo are that crate's, not DER written here).
+fn rsa_public(pkcs1: &[u8]) -> Option<rsa::RsaPublicKey> {
+    use rsa::pkcs1::DecodeRsaPublicKey;
+    rsa::RsaPublicKey::from_pkcs1_der(pkcs1).ok()
 }
 
 #[cfg(test)]
