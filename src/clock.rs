@@ -21,6 +21,11 @@ pub fn now_micros() -> u64 {
     u64::try_from(since_epoch().as_micros()).unwrap_or(u64::MAX)
 }
 
+/// Whole days since the Unix epoch (UTC), as SRS stamps them.
+pub fn days_since_epoch() -> u64 {
+    now_secs() / 86_400
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -294,6 +294,51 @@ pub struct RuleSet {
     pub recipients: Vec<Recipient>,
     /// Test blocks.
     pub tests: Vec<TestCase>,
+    /// DKIM signing keys (`dkim-key`), in definition order: a domain may have several (an
+    /// RSA and an Ed25519 key, say), and each signs.
+    pub dkim_keys: Vec<DkimKey>,
+    /// The `authentication` block: verification, ARC sealing and SRS (at most one).
+    pub authentication: Option<Authentication>,
+}
+
+/// `dkim-key "DOMAIN" { selector S; key "FILE" }`: a key the relay signs with for `DOMAIN`
+/// (the `d=` tag) under `SELECTOR` (the `s=` tag). Checked to exist and parse at `check`;
+/// read again by the relay at start and reload.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DkimKey {
+    /// The signing domain, lowercased.
+    pub domain: Spanned<String>,
+    /// The selector.
+    pub selector: Spanned<String>,
+    /// The private key file (PEM), relative paths resolved against the rule file's folder.
+    pub key: Spanned<PathBuf>,
+    /// The whole block.
+    pub span: Span,
+}
+
+/// The `authentication` block.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Authentication {
+    /// The whole block.
+    pub span: Span,
+    /// The authserv-id of the `Authentication-Results` fields the relay adds (and the one
+    /// whose forgeries from outside it removes). Absent: no inbound verification.
+    pub authserv_id: Option<Spanned<String>>,
+    /// `arc-seal DOMAIN`: seal changed Internet mail with the `dkim-key` of this domain.
+    pub arc_seal: Option<Spanned<String>>,
+    /// SRS for forwarded mail.
+    pub srs: Option<SrsSettings>,
+}
+
+/// SRS settings (`srs-domain`, `srs-secret`, `srs-max-age`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SrsSettings {
+    /// The domain of SRS addresses (an accepted domain of ours).
+    pub domain: Spanned<String>,
+    /// Secrets; the first makes new addresses, all are accepted (rotation).
+    pub secrets: Vec<Spanned<String>>,
+    /// Days an SRS0 address stays valid.
+    pub max_age_days: u32,
 }
 
 /// How the relay treats an accepted domain.
@@ -487,6 +532,9 @@ pub struct SendConnector {
     pub key: Option<Spanned<PathBuf>>,
     /// Name used in EHLO.
     pub fqdn: Option<String>,
+    /// `dkim-sign on|off` (on by default): sign what goes out here with the `dkim-key` of the
+    /// From domain, where there is one.
+    pub dkim_sign: bool,
 }
 
 /// The internal side of a rewrite entry.
@@ -629,6 +677,89 @@ pub enum Predicate {
     Connector(Vec<String>),
     /// `originating-org ...` (lowercase).
     OriginatingOrg(Vec<String>),
+    /// `spf|dkim|dmarc|arc RESULT, ... [for DOMAIN, ...]`: a verification's result (the
+    /// relay verifies Internet mail before rewriting); `domains` only for `dkim`: a
+    /// signature of one of these `d=` domains with one of these results.
+    Auth {
+        /// Which verification.
+        method: AuthMethod,
+        /// Any of these results.
+        results: Vec<AuthResult>,
+        /// For `dkim ... for`: the signing domains (lowercase); empty: any signature.
+        domains: Vec<String>,
+    },
+}
+
+/// A mail authentication method a rule can test.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthMethod {
+    /// SPF (RFC 7208) of the MAIL FROM domain (the HELO name for the null sender).
+    Spf,
+    /// DKIM (RFC 6376), per signature.
+    Dkim,
+    /// DMARC (RFC 7489) of the From domain.
+    Dmarc,
+    /// The ARC chain (RFC 8617) that arrived.
+    Arc,
+}
+
+/// A verification result, in RFC 8601's words.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthResult {
+    /// Verified.
+    Pass,
+    /// Verified false.
+    Fail,
+    /// SPF `~all`.
+    Softfail,
+    /// SPF `?all`.
+    Neutral,
+    /// Nothing to verify (no record, no signature), or not verified at all.
+    None,
+    /// A temporary error (DNS).
+    Temperror,
+    /// A permanent error (a broken record or signature).
+    Permerror,
+}
+
+impl AuthMethod {
+    /// As written in a rule and in `Authentication-Results`.
+    pub fn keyword(self) -> &'static str {
+        match self {
+            AuthMethod::Spf => "spf",
+            AuthMethod::Dkim => "dkim",
+            AuthMethod::Dmarc => "dmarc",
+            AuthMethod::Arc => "arc",
+        }
+    }
+}
+
+impl AuthResult {
+    /// As written in a rule and in `Authentication-Results`.
+    pub fn keyword(self) -> &'static str {
+        match self {
+            AuthResult::Pass => "pass",
+            AuthResult::Fail => "fail",
+            AuthResult::Softfail => "softfail",
+            AuthResult::Neutral => "neutral",
+            AuthResult::None => "none",
+            AuthResult::Temperror => "temperror",
+            AuthResult::Permerror => "permerror",
+        }
+    }
+
+    /// Every result, for parsing and suggestions.
+    pub const ALL: [AuthResult; 7] = [
+        AuthResult::Pass,
+        AuthResult::Fail,
+        AuthResult::Softfail,
+        AuthResult::Neutral,
+        AuthResult::None,
+        AuthResult::Temperror,
+        AuthResult::Permerror,
+    ];
 }
 
 /// A rule action.
@@ -890,6 +1021,18 @@ impl fmt::Display for Predicate {
             ),
             Predicate::Connector(c) => write!(f, "connector {}", quoted_list(c)),
             Predicate::OriginatingOrg(o) => write!(f, "originating-org {}", list(o)),
+            Predicate::Auth {
+                method,
+                results,
+                domains,
+            } => {
+                let words: Vec<&str> = results.iter().map(|r| r.keyword()).collect();
+                write!(f, "{} {}", method.keyword(), words.join(", "))?;
+                if !domains.is_empty() {
+                    write!(f, " for {}", list(domains))?;
+                }
+                Ok(())
+            }
         }
     }
 }

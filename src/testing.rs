@@ -81,6 +81,8 @@ pub fn test_envelope(t: &TestCase) -> Envelope {
         xoorg: t.xoorg.clone(),
         mail_from: t.from.clone(),
         rcpt_to: t.to.iter().map(|a| a.value.clone()).collect(),
+        auth: None,
+        day: Some(crate::clock::days_since_epoch()),
     }
 }
 

@@ -1,6 +1,9 @@
-//! Mail authentication that survives the relay's rewriting (issue 16): for now the Sender
-//! Rewriting Scheme ([`srs`]), pure functions the evaluator and the relay share, and DKIM
-//! signing keys ([`dkim`]).
+//! Mail authentication the relay keeps intact while it rewrites: the Sender Rewriting Scheme
+//! ([`srs`]), DKIM signing keys ([`dkim`]), and what verifying a message found
+//! ([`results`]), pure data the evaluator's rules read.
 
 pub mod dkim;
+pub mod results;
 pub mod srs;
+
+pub use results::{AuthResults, Verification};

@@ -31,6 +31,16 @@ pub struct Srs {
     max_age_days: u32,
 }
 
+impl std::fmt::Debug for Srs {
+    // The secrets stay out of logs and panics.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Srs")
+            .field("secrets", &self.keys.len())
+            .field("max_age_days", &self.max_age_days)
+            .finish()
+    }
+}
+
 /// Why an address that looks like SRS is not accepted as one of ours.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SrsError {

@@ -156,6 +156,8 @@ pub(super) fn run(d: DryRun) -> Exit {
         xoorg: d.oorg,
         mail_from: from,
         rcpt_to: to,
+        auth: None,
+        day: Some(mailflow::clock::days_since_epoch()),
     };
     let verdict = evaluate(&table, &env, message.as_ref(), true);
     match d.format {

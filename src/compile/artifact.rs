@@ -10,7 +10,7 @@ use crate::model::RuleSet;
 pub const MAGIC: &[u8; 16] = b"mailflow-table\0\0";
 
 /// Bumped whenever the rule set's binary form changes; older artifacts are refused.
-pub const FORMAT_VERSION: u32 = 2;
+pub const FORMAT_VERSION: u32 = 3;
 
 /// Why an artifact cannot be used.
 #[derive(Debug, thiserror::Error)]

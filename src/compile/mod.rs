@@ -18,7 +18,8 @@ pub use rules::{
     RuleIndex,
 };
 
-use crate::model::{ReceiveConnector, RuleSet, SendConnector};
+use crate::auth::srs::Srs;
+use crate::model::{Authentication, DkimKey, ReceiveConnector, RuleSet, SendConnector};
 
 /// Why a checked rule set could not be compiled.
 #[derive(Debug, thiserror::Error)]
@@ -43,6 +44,12 @@ pub struct Table {
     pub receive_connectors: Vec<ReceiveConnector>,
     /// Send connectors.
     pub send_connectors: Vec<SendConnector>,
+    /// DKIM signing keys as written (the relay reads the files at load and reload).
+    pub dkim_keys: Vec<DkimKey>,
+    /// The `authentication` block.
+    pub authentication: Option<Authentication>,
+    /// SRS, ready to make and check addresses, when the block configures it.
+    pub srs: Option<Srs>,
 }
 
 impl Table {
@@ -62,6 +69,16 @@ pub fn compile(set: &RuleSet) -> Result<Table, CompileError> {
         rules: RuleIndex::new(&set.rules)?,
         receive_connectors: set.receive_connectors.clone(),
         send_connectors: set.send_connectors.clone(),
+        dkim_keys: set.dkim_keys.clone(),
+        authentication: set.authentication.clone(),
+        srs: set
+            .authentication
+            .as_ref()
+            .and_then(|a| a.srs.as_ref())
+            .and_then(|s| {
+                let secrets: Vec<&str> = s.secrets.iter().map(|x| x.value.as_str()).collect();
+                Srs::new(&secrets, s.max_age_days)
+            }),
     })
 }
 

@@ -19,11 +19,13 @@ pub mod message;
 pub mod organization;
 mod recipients;
 mod run;
+mod srs;
 mod stages;
 mod transport;
 mod trust;
 
 pub use message::{Header, Message};
+pub use srs::srs_sender;
 pub use stages::{evaluate, evaluate_recipients};
 
 use crate::model::{Address, AuthAs};
@@ -48,6 +50,12 @@ pub struct Envelope {
     pub mail_from: Option<Address>,
     /// RCPT TO, in order.
     pub rcpt_to: Vec<Address>,
+    /// What verifying the message found (Internet mail on a relay with an
+    /// `authentication` block); `None`: not verified, every method reads as `none`.
+    pub auth: Option<crate::auth::AuthResults>,
+    /// Today in days since 1970 (UTC), for SRS addresses' day stamps; `None` where no clock
+    /// was given (then SRS addresses are not reversed).
+    pub day: Option<u64>,
 }
 
 /// What becomes of one recipient.

@@ -316,6 +316,7 @@ impl Resolver<'_> {
             certificate,
             key,
             fqdn,
+            dkim_sign: true,
         });
     }
 

@@ -47,6 +47,7 @@ fn connector(smart_hosts: &[(&str, u16)], tls: OutboundTls) -> SendConnector {
         certificate: None,
         key: None,
         fqdn: Some("relay.example.test".into()),
+        dkim_sign: true,
     }
 }
 

@@ -136,6 +136,8 @@ impl Session {
             xoorg: tx.params.xoorg.clone(),
             mail_from: tx.mail_from.clone(),
             rcpt_to: rcpts,
+            auth: None,
+            day: Some(crate::clock::days_since_epoch()),
         }
     }
 
