@@ -153,6 +153,7 @@ pub fn run(sets: &[Set], data: &[u8]) {
         rcpt_to: (0..usize::from(flags >> 5).min(4))
             .filter_map(|i| pick(&message, byte(3 + i)))
             .collect(),
+        ..Envelope::default()
     };
     check(set, &env, &input, &message);
 }

@@ -3,6 +3,7 @@
 //! ([`results`]), pure data the evaluator's rules read.
 
 pub mod dkim;
+pub mod keys;
 pub mod results;
 pub mod srs;
 

@@ -133,6 +133,7 @@ fn hostile_messages_never_panic_and_both_paths_agree() {
                 rcpt_to: (0..(rng.next() % 4))
                     .map(|_| addr(rng.pick(ADDRESSES)))
                     .collect(),
+                ..Envelope::default()
             };
             let fast = evaluate(&table, &env, Some(&message), false);
             let explained = evaluate(&table, &env, Some(&message), true);
