@@ -15,6 +15,7 @@ pub mod tls;
 pub mod track;
 pub mod verify;
 
+use crate::auth::keys::KeyStore;
 use crate::compile::Table;
 use crate::compile::select_receive;
 use crate::deliver::{ClientConfig, Pool, Resolver, ReuseOptions};
@@ -36,9 +37,9 @@ pub enum RelayError {
     /// The rule set did not load.
     #[error("{0}")]
     Rules(#[from] LoadFailure),
-    /// TLS could not be set up.
+    /// TLS or DKIM keys could not be set up.
     #[error(transparent)]
-    Tls(#[from] tls::TlsError),
+    Credentials(#[from] CredentialError),
     /// The spool could not be opened.
     #[error("spool: {0}")]
     Spool(#[from] crate::queue::QueueError),
@@ -60,20 +61,34 @@ fn io_error(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> RelayErro
     move |source| RelayError::Io { what, source }
 }
 
-/// The TLS each connector runs with, built when the rules are loaded: certificates and keys
-/// are read then, never per session or attempt. A reload builds a new set or none.
+/// The TLS each connector runs with and the DKIM keys the relay signs and seals with, built
+/// when the rules are loaded: certificates and keys are read then, never per session or
+/// attempt. A reload builds a new set or none.
 #[derive(Default)]
-struct TlsConfigs {
+struct Credentials {
     /// Receive connector name → its server configuration (connectors that offer TLS).
     inbound: HashMap<String, tls::ConnectorTls>,
     /// Send connector name → how to talk to its next hops, client certificate included.
     outbound: HashMap<String, Arc<ClientConfig>>,
+    /// The `dkim-key` files, read.
+    dkim: Arc<KeyStore>,
+}
+
+/// Why the credentials of a rule set could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum CredentialError {
+    /// A certificate or TLS key.
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+    /// A DKIM key.
+    #[error(transparent)]
+    Dkim(#[from] crate::auth::keys::LoadError),
 }
 
 /// What every session and the scheduler share.
 pub(crate) struct Shared {
     table: RwLock<Arc<Table>>,
-    tls: RwLock<Arc<TlsConfigs>>,
+    tls: RwLock<Arc<Credentials>>,
     roots: Arc<RootCertStore>,
     pub(crate) spool: Spool,
     pub(crate) tracker: Tracker,
@@ -132,11 +147,20 @@ impl Shared {
         }
     }
 
-    fn tls(&self) -> Arc<TlsConfigs> {
+    fn tls(&self) -> Arc<Credentials> {
         match self.tls.read() {
             Ok(t) => Arc::clone(&t),
             Err(poisoned) => Arc::clone(&poisoned.into_inner()),
         }
+    }
+
+    /// The DKIM keys of the last successful load.
+    #[allow(
+        dead_code,
+        reason = "signing (deliver) and sealing (session) use it next"
+    )]
+    pub(crate) fn dkim_keys(&self) -> Arc<KeyStore> {
+        Arc::clone(&self.tls().dkim)
     }
 
     pub(crate) fn tls_config(&self, connector: &str) -> Option<tls::ConnectorTls> {
@@ -161,7 +185,7 @@ impl Shared {
         let result = tokio::task::spawn_blocking(move || {
             load(&options.rules, &options.overrides).and_then(|loaded| {
                 let configs =
-                    tls_configs(&loaded.table, &roots, &options).map_err(|e| LoadFailure {
+                    credentials(&loaded.table, &roots, &options).map_err(|e| LoadFailure {
                         message: e.to_string(),
                     })?;
                 Ok((loaded, configs))
@@ -214,12 +238,15 @@ fn listen_set(t: &Table) -> Vec<SocketAddr> {
     v
 }
 
-fn tls_configs(
+fn credentials(
     t: &Table,
     roots: &Arc<RootCertStore>,
     options: &RelayOptions,
-) -> Result<TlsConfigs, tls::TlsError> {
-    let mut out = TlsConfigs::default();
+) -> Result<Credentials, CredentialError> {
+    let mut out = Credentials {
+        dkim: Arc::new(KeyStore::load(&t.dkim_keys)?),
+        ..Credentials::default()
+    };
     for c in &t.receive_connectors {
         if let Some(cfg) = tls::server_config(c, roots)? {
             out.inbound.insert(c.name.value.clone(), cfg);
@@ -271,8 +298,9 @@ impl Relay {
         if !loaded.warnings.is_empty() {
             tracing::warn!("rule warnings:\n{}", loaded.warnings);
         }
-        let roots = Arc::new(tls::roots(options.ca_file.as_deref())?);
-        let configs = tls_configs(&loaded.table, &roots, &options)?;
+        let roots =
+            Arc::new(tls::roots(options.ca_file.as_deref()).map_err(CredentialError::from)?);
+        let configs = credentials(&loaded.table, &roots, &options)?;
         std::fs::create_dir_all(&options.spool)
             .map_err(io_error(format!("{}", options.spool.display())))?;
         let largest = loaded
