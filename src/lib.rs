@@ -32,3 +32,4 @@ pub mod smtp;
 pub mod source;
 pub(crate) mod stream;
 pub mod testing;
+pub mod x509;
