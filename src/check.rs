@@ -2,6 +2,7 @@
 //! the findings in a stable order. The CLI only renders what this returns.
 
 use crate::diagnostic::{Diagnostic, Severity};
+use crate::lint::LintOptions;
 use crate::load::{LoadError, Workspace};
 use crate::model::RuleSet;
 use crate::resolve::Reference;
@@ -48,7 +49,10 @@ impl Report {
 
 /// Checks the rule sets named by `paths` (files, or folders of `.mailflow` files).
 pub fn check_paths(paths: &[PathBuf]) -> Result<Report, LoadError> {
-    Ok(check_workspace(Workspace::load(paths)?))
+    Ok(check_workspace(
+        Workspace::load(paths)?,
+        &LintOptions::now(),
+    ))
 }
 
 /// [`check_paths`], with the rule files named in `overlays` read from there instead of from
@@ -57,22 +61,39 @@ pub fn check_paths_with(
     paths: &[PathBuf],
     overlays: HashMap<PathBuf, String>,
 ) -> Result<Report, LoadError> {
-    Ok(check_workspace(Workspace::load_with(paths, overlays)?))
+    Ok(check_workspace(
+        Workspace::load_with(paths, overlays)?,
+        &LintOptions::now(),
+    ))
 }
 
 /// [`check_paths`], letting includes and imports read inside the folders `allow` too
 /// (`--allow-path`), not only inside each rule set's own folder.
 pub fn check_paths_allowing(paths: &[PathBuf], allow: &[PathBuf]) -> Result<Report, LoadError> {
-    Ok(check_workspace(Workspace::load_allowing(
-        paths,
-        HashMap::new(),
-        allow,
-    )?))
+    check_paths_options(paths, allow, &LintOptions::now())
+}
+
+/// [`check_paths_allowing`], judging certificates at the time and with the expiry window
+/// `options` give (`--cert-expiry-days`; tests fix the time).
+pub fn check_paths_options(
+    paths: &[PathBuf],
+    allow: &[PathBuf],
+    options: &LintOptions,
+) -> Result<Report, LoadError> {
+    Ok(check_workspace(
+        Workspace::load_allowing(paths, HashMap::new(), allow)?,
+        options,
+    ))
 }
 
 /// Checks one rule file.
 pub fn check_file(path: &Path) -> Result<Report, LoadError> {
     check_paths(&[path.to_path_buf()])
+}
+
+/// [`check_file`] with [`check_paths_options`]'s options.
+pub fn check_file_options(path: &Path, options: &LintOptions) -> Result<Report, LoadError> {
+    check_paths_options(&[path.to_path_buf()], &[], options)
 }
 
 /// [`check_file`] with [`check_paths_allowing`]'s allowed folders.
@@ -82,15 +103,23 @@ pub fn check_file_allowing(path: &Path, allow: &[PathBuf]) -> Result<Report, Loa
 
 /// Checks rule text held in memory (includes resolve against the current folder).
 pub fn check_text(name: &str, text: &str) -> Report {
-    check_workspace(Workspace::from_text(name, text))
+    check_text_options(name, text, &LintOptions::now())
+}
+
+/// [`check_text`] with [`check_paths_options`]'s options.
+pub fn check_text_options(name: &str, text: &str, options: &LintOptions) -> Report {
+    check_workspace(Workspace::from_text(name, text), options)
 }
 
 /// [`check_text`], with the files it includes read from `overlays` when named there.
 pub fn check_text_with(name: &str, text: &str, overlays: HashMap<PathBuf, String>) -> Report {
-    check_workspace(Workspace::from_text_with(name, text, overlays))
+    check_workspace(
+        Workspace::from_text_with(name, text, overlays),
+        &LintOptions::now(),
+    )
 }
 
-fn check_workspace(ws: Workspace) -> Report {
+fn check_workspace(ws: Workspace, options: &LintOptions) -> Report {
     let Workspace {
         sources,
         rule_sets,
@@ -103,7 +132,7 @@ fn check_workspace(ws: Workspace) -> Report {
         let (rules, diags, references) =
             crate::resolve::resolve_with_references(&sources, &set.items, &set.broken);
         all.extend(diags);
-        all.extend(crate::lint::lint(&rules));
+        all.extend(crate::lint::lint(&rules, options));
         checked.push(CheckedRuleSet {
             root: set.root,
             rules,

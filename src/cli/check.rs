@@ -8,11 +8,12 @@ use std::path::PathBuf;
 pub(super) fn run(
     paths: &[PathBuf],
     allow: &[PathBuf],
+    lint: &mailflow::lint::LintOptions,
     format: Format,
     deny_warnings: bool,
     color: ColorChoice,
 ) -> Exit {
-    let report = match mailflow::check::check_paths_allowing(paths, allow) {
+    let report = match mailflow::check::check_paths_options(paths, allow, lint) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: {e}");

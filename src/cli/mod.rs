@@ -451,6 +451,10 @@ struct CheckArgs {
     /// the rule set's folder otherwise); repeat for more.
     #[arg(long = "allow-path", value_name = "DIR")]
     allow_path: Vec<PathBuf>,
+    /// Warn about certificates (connectors' server and client certificates) that expire
+    /// within this many days, have expired or are not valid yet; 0 turns these warnings off.
+    #[arg(long, value_name = "DAYS", default_value_t = mailflow::lint::LintOptions::DEFAULT_CERT_EXPIRY_DAYS)]
+    cert_expiry_days: u32,
 }
 
 #[derive(Debug, clap::Args)]
@@ -487,7 +491,18 @@ struct ExplainArgs {
 pub fn run(cli: Cli) -> Exit {
     match cli.command {
         Command::Check(a) => {
-            check::run(&a.paths, &a.allow_path, a.format, a.deny_warnings, a.color)
+            let lint = mailflow::lint::LintOptions {
+                cert_expiry_days: a.cert_expiry_days,
+                ..mailflow::lint::LintOptions::now()
+            };
+            check::run(
+                &a.paths,
+                &a.allow_path,
+                &lint,
+                a.format,
+                a.deny_warnings,
+                a.color,
+            )
         }
         Command::Fmt(a) => fmt::run(&a.paths, a.check, a.stdin, a.color),
         Command::Explain(a) => explain::run(a.code.as_deref(), a.list, a.markdown),

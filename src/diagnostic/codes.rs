@@ -1,7 +1,7 @@
 //! The registry of diagnostic codes: one place that says what every `E0xx` error and `W0xx`
 //! warning means. Codes are grouped by range (E00x files and syntax, E01x names and values,
 //! E02x rewrites, E03x connectors, E04x rules, E05x recipients, E06x tests, E07x and W04x
-//! `mailflow import`; the other W ranges
+//! `mailflow import`, W07x certificates; the other W ranges
 //! mirror them) and a code is never reused for something else.
 
 use serde::Serialize;
@@ -849,6 +849,90 @@ rule \"Block<U+200B>\" { delete }   # not the rule named \"Block\"
 ```
 
 Delete the character (an editor that shows invisible characters, or `grep -P '[\\x{200b}-\\x{200f}\\x{202a}-\\x{202e}\\x{2066}-\\x{2069}]'`, finds it). A byte order mark at the start of a file is accepted; `mailflow fmt` drops it.";
+
+    /// Two tenant send connectors present the same client certificate.
+    W070 = "shared-tenant-certificate", "two send connectors present one client certificate to different microsoft 365 tenants",
+"Exchange Online attributes mail arriving on an OnPremises inbound connector to a tenant by the domain of the sender's certificate first, then by the envelope sender and recipient domains. Microsoft (message center MC1226222, 2026) requires a server that relays to several tenants to present a distinct client certificate to each; with one certificate, attribution becomes a guess that may stop working without notice.
+
+A send connector is taken to deliver to a tenant when a smart host is under `mail.protection.outlook.com` (or `mail.protection.office365.us`, `mail.protection.partner.outlook.cn`), when its `tls-name` names one of those, or, without a smart host, when an address space is a routing domain under `mail.onmicrosoft.com`. Two such connectors reach one tenant only when they share a smart host. Two files holding the same certificate count as one certificate.
+
+```mailflow
+send-connector \"To Tenant1\" {
+  address-space tenant1.example.com
+  smart-host tenant1-example-com.mail.protection.outlook.com
+  tls required
+  certificate \"certs/edge.pem\"
+  key \"certs/edge.key\"
+}
+send-connector \"To Tenant2\" {
+  address-space tenant2.example.com
+  smart-host tenant2-example-com.mail.protection.outlook.com
+  tls required
+  certificate \"certs/edge.pem\"    # the same certificate for another tenant
+  key \"certs/edge.key\"
+}
+```
+
+Give each tenant its own certificate, named for one of that tenant's domains (`edge.tenant1.example.com`, `edge.tenant2.example.com`), and set that name as the tenant's `TlsSenderCertificateName`. docs/authentication.md, \"Tenant certificates (MC1226222)\", has the steps.";
+
+    /// A tenant send connector's client certificate is named for no domain of the tenant.
+    W071 = "certificate-not-tenant-domain", "a tenant send connector's client certificate is not named for a domain of the tenant",
+"Exchange Online accepts the certificate of an OnPremises inbound connector only when its subject alternative names (or, without any, its common name) name one of the tenant's accepted domains (message center MC1226222). `check` takes the tenant's domains to be the connector's address spaces, plus the accepted domains where the connector covers them (`address-space --` or `*`) or where it is the only tenant connector (in a hybrid organization every accepted domain is the one tenant's). A name under a tenant domain counts (`edge.contoso.com` for `contoso.com`), and so does a wildcard name (`*.contoso.com`).
+
+```mailflow
+send-connector \"To Tenant1\" {
+  address-space tenant1.example.com
+  smart-host tenant1-example-com.mail.protection.outlook.com
+  tls required
+  certificate \"certs/relay.example.net.pem\"   # names relay.example.net
+  key \"certs/relay.example.net.key\"
+}
+```
+
+Present a certificate named for a domain of the tenant (`edge.tenant1.example.com`), and set that name as the tenant's `TlsSenderCertificateName`.";
+
+    /// A certificate expires within the warning window.
+    W072 = "certificate-expires-soon", "a certificate expires within the warning window",
+"A receive connector's server certificate or a send connector's client certificate expires within 30 days (`mailflow check --cert-expiry-days N` sets the window; `0` turns W072, W073 and W074 off). After that day senders that verify the relay's certificate refuse it, and an Exchange Online inbound connector no longer recognises the relay's client certificate. The finding is reported once per file, at its first use; the other connectors using it are labelled.
+
+```mailflow
+receive-connector \"Internet\" {
+  tls optional
+  certificate \"certs/edge.pem\"   # notAfter next week
+  key \"certs/edge.key\"
+}
+```
+
+Renew the certificate and reload the relay (`mailflow reload`). The relay exports every certificate's expiry as `mailflow_certificate_expiry_timestamp_seconds` on `/metrics`, to alert on before `check` runs again.";
+
+    /// A certificate has expired.
+    W073 = "certificate-expired", "a certificate has expired",
+"A receive connector's server certificate or a send connector's client certificate is past its `notAfter`. Senders that verify certificates refuse the relay's TLS (and with `tls required` on their side, its mail), and next hops that expect the client certificate, such as an Exchange Online inbound connector, no longer recognise the relay.
+
+```mailflow
+send-connector \"To Office 365\" {
+  smart-host contoso-com.mail.protection.outlook.com
+  tls required
+  certificate \"certs/relay.pem\"   # expired last month
+  key \"certs/relay.key\"
+}
+```
+
+Renew the certificate and reload the relay. `--cert-expiry-days 0` turns this check off, for a lab whose certificates are allowed to lapse.";
+
+    /// A certificate is not valid yet.
+    W074 = "certificate-not-yet-valid", "a certificate is not valid yet",
+"A certificate's `notBefore` lies in the future: peers refuse it until then. It usually means the issuing machine's clock is wrong, or the certificate was deployed early.
+
+```mailflow
+receive-connector \"Internet\" {
+  tls optional
+  certificate \"certs/next-year.pem\"
+  key \"certs/next-year.key\"
+}
+```
+
+Keep the current certificate until the new one is valid, or have it issued again with a correct start date.";
 }
 
 /// The whole registry as Markdown: the text of `docs/diagnostics.md`.
