@@ -34,6 +34,22 @@ pub struct Metrics {
     /// a failed write, or a full backlog (shared with the tracking log's writer).
     pub tracking_dropped: Arc<AtomicU64>,
     rule_hits: Mutex<BTreeMap<String, u64>>,
+    /// The certificates of the last successful load.
+    certificates: Mutex<Vec<CertificateExpiry>>,
+}
+
+/// When one certificate the relay presents expires: the
+/// `mailflow_certificate_expiry_timestamp_seconds` gauge, one series per connector and file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CertificateExpiry {
+    /// The connector presenting it.
+    pub connector: String,
+    /// `server` (a receive connector's) or `client` (a send connector's).
+    pub kind: &'static str,
+    /// The file, as resolved from the rule file's folder.
+    pub path: String,
+    /// The leaf's `notAfter`, seconds since the Unix epoch.
+    pub not_after: i64,
 }
 
 /// The queue's gauges at the moment of rendering.
@@ -67,6 +83,15 @@ impl Metrics {
             for n in names {
                 *hits.entry(n.clone()).or_default() += 1;
             }
+        }
+    }
+
+    /// Replaces the certificates exported, at load and at every successful reload (a
+    /// renewed certificate shows its new expiry; a removed connector's series goes).
+    pub fn set_certificates(&self, certificates: Vec<CertificateExpiry>) {
+        match self.certificates.lock() {
+            Ok(mut c) => *c = certificates,
+            Err(poisoned) => *poisoned.into_inner() = certificates,
         }
     }
 
@@ -152,20 +177,39 @@ impl Metrics {
             out,
             "# HELP mailflow_destinations_suspended Destinations none of whose next hops answered, waiting out a backoff.\n# TYPE mailflow_destinations_suspended gauge\nmailflow_destinations_suspended {suspended}\n"
         );
+        out.push_str("# HELP mailflow_certificate_expiry_timestamp_seconds When each certificate the relay presents expires (notAfter, Unix time).\n# TYPE mailflow_certificate_expiry_timestamp_seconds gauge\n");
+        if let Ok(certs) = self.certificates.lock() {
+            for c in certs.iter() {
+                let _ = writeln!(
+                    out,
+                    "mailflow_certificate_expiry_timestamp_seconds{{connector=\"{}\",kind=\"{}\",path=\"{}\"}} {}",
+                    label(&c.connector),
+                    c.kind,
+                    label(&c.path),
+                    c.not_after
+                );
+            }
+        }
         out.push_str("# HELP mailflow_rule_hits_total Messages each transport rule fired on.\n# TYPE mailflow_rule_hits_total counter\n");
         if let Ok(hits) = self.rule_hits.lock() {
             for (rule, n) in hits.iter() {
                 let _ = writeln!(
                     out,
                     "mailflow_rule_hits_total{{rule=\"{}\"}} {n}",
-                    rule.replace('\\', "\\\\")
-                        .replace('"', "\\\"")
-                        .replace('\n', "\\n")
+                    label(rule)
                 );
             }
         }
         out
     }
+}
+
+/// A label value in the exposition format's escaping.
+fn label(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 #[cfg(test)]
@@ -187,5 +231,42 @@ mod tests {
         assert!(text.contains("mailflow_queue_deliveries 4\n"));
         assert!(text.contains("mailflow_destinations_suspended 1\n"));
         assert!(text.contains("mailflow_rule_hits_total{rule=\"drop \\\"relay\\\"\"} 1\n"));
+    }
+
+    #[test]
+    fn renders_one_expiry_series_per_certificate_and_replaces_them_on_reload() {
+        let m = Metrics::default();
+        let cert = |connector: &str, kind, path: &str, not_after| CertificateExpiry {
+            connector: connector.into(),
+            kind,
+            path: path.into(),
+            not_after,
+        };
+        m.set_certificates(vec![
+            cert(
+                "Internet",
+                "server",
+                "/etc/mailflow/edge.pem",
+                1_803_859_200,
+            ),
+            cert("To \"T1\"", "client", "C:\\certs\\t1.pem", 1_900_000_000),
+        ]);
+        let text = m.render(QueueGauges::default());
+        assert!(text.contains("# TYPE mailflow_certificate_expiry_timestamp_seconds gauge\n"));
+        assert!(text.contains("mailflow_certificate_expiry_timestamp_seconds{connector=\"Internet\",kind=\"server\",path=\"/etc/mailflow/edge.pem\"} 1803859200\n"), "{text}");
+        assert!(text.contains("mailflow_certificate_expiry_timestamp_seconds{connector=\"To \\\"T1\\\"\",kind=\"client\",path=\"C:\\\\certs\\\\t1.pem\"} 1900000000\n"), "{text}");
+        m.set_certificates(vec![cert(
+            "Internet",
+            "server",
+            "/etc/mailflow/edge.pem",
+            1_900_000_000,
+        )]);
+        let text = m.render(QueueGauges::default());
+        assert_eq!(
+            text.matches("mailflow_certificate_expiry_timestamp_seconds{")
+                .count(),
+            1
+        );
+        assert!(text.contains("path=\"/etc/mailflow/edge.pem\"} 1900000000\n"));
     }
 }

@@ -72,6 +72,8 @@ struct Credentials {
     outbound: HashMap<String, Arc<ClientConfig>>,
     /// The `dkim-key` files, read.
     dkim: Arc<KeyStore>,
+    /// When each certificate presented expires, for `/metrics`.
+    expiry: Vec<metrics::CertificateExpiry>,
 }
 
 /// Why the credentials of a rule set could not be built.
@@ -205,6 +207,7 @@ impl Shared {
                         "reload: listen addresses changed; they take effect at the next restart"
                     );
                 }
+                self.metrics.set_certificates(configs.expiry.clone());
                 if let Ok(mut t) = self.tls.write() {
                     *t = Arc::new(configs);
                 }
@@ -250,9 +253,13 @@ fn credentials(
     for c in &t.receive_connectors {
         if let Some(cfg) = tls::server_config(c, roots)? {
             out.inbound.insert(c.name.value.clone(), cfg);
+            out.expiry
+                .extend(expiry(&c.name.value, "server", &c.certificate));
         }
     }
     for c in &t.send_connectors {
+        out.expiry
+            .extend(expiry(&c.name.value, "client", &c.certificate));
         let mut cfg = ClientConfig::for_connector(c, &options.hostname, Arc::clone(roots))
             .map_err(|e| tls::TlsError::Config {
                 connector: c.name.value.clone(),
@@ -265,6 +272,28 @@ fn credentials(
         out.outbound.insert(c.name.value.clone(), Arc::new(cfg));
     }
     Ok(out)
+}
+
+/// The expiry of a certificate file the credentials were just built from. A leaf rustls took
+/// but x509-parser cannot read costs only its series, never the load.
+fn expiry(
+    connector: &str,
+    kind: &'static str,
+    file: &Option<crate::model::Spanned<std::path::PathBuf>>,
+) -> Option<metrics::CertificateExpiry> {
+    let path = &file.as_ref()?.value;
+    match crate::x509::read_leaf(path) {
+        Ok(leaf) => Some(metrics::CertificateExpiry {
+            connector: connector.to_string(),
+            kind,
+            path: path.display().to_string(),
+            not_after: leaf.not_after,
+        }),
+        Err(why) => {
+            tracing::warn!("{}: no expiry for /metrics: {why}", path.display());
+            None
+        }
+    }
 }
 
 /// One bound listener and the connectors that listen on its address.
@@ -331,6 +360,7 @@ impl Relay {
             );
         }
         let metrics = Metrics::default();
+        metrics.set_certificates(configs.expiry.clone());
         let tracker = Tracker::open(
             &options.spool.join("tracking"),
             options.tracking,
