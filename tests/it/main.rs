@@ -26,6 +26,7 @@ mod support;
 mod smtp_checks;
 
 mod auth_dkim;
+mod certificates;
 mod cli;
 mod deliver;
 mod diagnostics;
