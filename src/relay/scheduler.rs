@@ -1,7 +1,9 @@
 //! The delivery scheduler: takes what the [`super::plan`] says is due (queued recipients
 //! grouped by send connector and domain), hands each group to [`crate::deliver`], records
 //! every outcome in the spool before acting on it, retries with backoff, warns senders of
-//! delays and bounces what fails for good.
+//! delays and bounces what fails for good. Each attempt signs what it sends
+//! ([`super::sign`]) and sends forwarded mail with an SRS envelope sender; the spool keeps
+//! the original sender, to whom reports go.
 
 use super::Shared;
 use super::metrics::Metrics;
@@ -15,6 +17,8 @@ use crate::deliver::{
     Attempt, DeliverError, OutboundMessage, OutboundRcpt, RcptOutcome, deliver_reusing, next_hops,
 };
 use crate::eval::organization::{leaves_organization, strip_organization_headers};
+use crate::eval::srs_sender;
+use crate::model::Address;
 use crate::queue::{QueueId, QueuedMessage, RecipientState};
 use crate::smtp::Status;
 use std::sync::Arc;
@@ -26,6 +30,9 @@ struct Job {
     connector: String,
     domain: String,
     indexes: Vec<usize>,
+    /// The SRS envelope sender these recipients get (forwarded mail from an outside
+    /// sender); `None`: the stored sender.
+    srs_sender: Option<String>,
 }
 
 /// Runs until shutdown: starts what the plan says is due, then sleeps until the next due
@@ -63,7 +70,10 @@ async fn run_task(shared: Arc<Shared>, task: Task) {
         Task::Attempt(key) => (key, None),
         Task::Defer { key, reason } => (key, Some(reason)),
     };
-    let job = shared.spool.get(&key.id).and_then(|m| job_for(m, &key));
+    let job = shared
+        .spool
+        .get(&key.id)
+        .and_then(|m| job_for(m, &key, &shared.table()));
     let mut reached = None;
     let mut error = String::new();
     let mut next = None;
@@ -92,9 +102,9 @@ async fn run_task(shared: Arc<Shared>, task: Task) {
     shared.wake.notify_one();
 }
 
-/// The message's pending recipients for the key's destination; `None` when there are none
-/// left (delivered, bounced or deleted meanwhile).
-fn job_for(message: QueuedMessage, key: &Key) -> Option<Job> {
+/// The message's pending recipients for the key's destination, and the envelope sender they
+/// get; `None` when there are none left (delivered, bounced or deleted meanwhile).
+fn job_for(message: QueuedMessage, key: &Key, table: &crate::compile::Table) -> Option<Job> {
     let indexes: Vec<usize> = (0..message.states.len())
         .filter(|&i| {
             matches!(message.states.get(i), Some(RecipientState::Pending { .. }))
@@ -109,11 +119,33 @@ fn job_for(message: QueuedMessage, key: &Key) -> Option<Job> {
     if indexes.is_empty() {
         return None;
     }
+    // Every recipient of a job is in one domain, which is all `srs_sender` asks of it.
+    let recipient = Address {
+        local: String::new(),
+        domain: key.dest.domain.to_ascii_lowercase(),
+    };
+    let sender = message.meta.mail_from.as_deref().and_then(stored_address);
+    let srs = srs_sender(
+        table,
+        sender.as_ref(),
+        &recipient,
+        crate::clock::days_since_epoch(),
+    );
     Some(Job {
         message,
         connector: key.dest.connector.to_string(),
         domain: key.dest.domain.to_string(),
         indexes,
+        srs_sender: srs.map(|a| a.to_string()),
+    })
+}
+
+/// A stored sender (`local@domain`, as the session wrote it) as an address.
+fn stored_address(text: &str) -> Option<Address> {
+    let (local, domain) = text.rsplit_once('@')?;
+    Some(Address {
+        local: local.to_string(),
+        domain: domain.to_ascii_lowercase(),
     })
 }
 
@@ -227,6 +259,15 @@ async fn send(
         }
     };
     let stripped = outbound_body(table, &job.domain, &original);
+    let outgoing = stripped.as_deref().unwrap_or(&original);
+    let signatures = if c.dkim_sign {
+        sign(shared, &job.message.id, outgoing)
+    } else {
+        String::new()
+    };
+    if job.srs_sender.is_some() {
+        Metrics::inc(&shared.metrics.srs_rewrites);
+    }
     let rcpts: Vec<OutboundRcpt> = job
         .indexes
         .iter()
@@ -239,9 +280,10 @@ async fn send(
         .collect();
     let meta = &job.message.meta;
     let msg = OutboundMessage {
-        mail_from: meta.mail_from.as_deref(),
+        mail_from: job.srs_sender.as_deref().or(meta.mail_from.as_deref()),
         recipients: &rcpts,
-        body: stripped.as_deref().unwrap_or(&original),
+        body: outgoing,
+        prepend: signatures.as_bytes(),
         envid: meta.envid.as_deref(),
         ret_full: meta.ret_full,
         smtputf8: meta.smtputf8,
@@ -254,6 +296,23 @@ async fn send(
         _memory: memory,
     };
     (attempt, Some(body))
+}
+
+/// The `DKIM-Signature` fields for what this attempt sends (empty: unsigned, and the debug
+/// log says why).
+fn sign(shared: &Shared, id: &QueueId, outgoing: &[u8]) -> String {
+    use super::sign::Signing;
+    match super::sign::sign(&shared.dkim_keys(), outgoing) {
+        Signing::Signed(fields, n) => {
+            Metrics::inc(&shared.metrics.dkim_signed);
+            tracing::debug!("message {id}: {n} DKIM signature(s)");
+            fields
+        }
+        Signing::Unsigned(why) => {
+            tracing::debug!("message {id}: sent without a DKIM signature: {why:?}");
+            String::new()
+        }
+    }
 }
 
 /// A body the spool cannot give back: damaged on disk (it fails its checksum) is final, as
@@ -353,6 +412,7 @@ fn judge(shared: &Shared, job: &Job, result: &Attempt, t: u64) -> Judgement {
             e.internal_message_id = Some(m.id.to_string());
             e.message_id = m.meta.message_id.clone();
             e.sender_address = m.meta.mail_from.clone();
+            e.srs_sender_address = job.srs_sender.clone();
             e.recipient_address = vec![r.address.clone()];
             e.recipient_status = vec![status];
             e.connector_id = Some(job.connector.clone());
