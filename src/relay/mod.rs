@@ -11,7 +11,7 @@ mod plan;
 mod report;
 mod scheduler;
 mod session;
-mod sign;
+pub mod sign;
 pub mod tls;
 pub mod track;
 pub mod verify;

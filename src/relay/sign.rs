@@ -10,7 +10,7 @@ use crate::eval::message::Header;
 
 /// What signing one message came to.
 #[derive(Debug, PartialEq, Eq)]
-pub(crate) enum Signing {
+pub enum Signing {
     /// The fields to put before the message (each ending CRLF), and how many there are.
     Signed(String, usize),
     /// Sent unsigned, and why (for the debug log).
@@ -19,7 +19,7 @@ pub(crate) enum Signing {
 
 /// Why a message leaves without our signature.
 #[derive(Debug, PartialEq, Eq)]
-pub(crate) enum Unsigned {
+pub enum Unsigned {
     /// No `From` field.
     NoFrom,
     /// More than one `From` field, or a `From` with other than one address: no one domain
@@ -33,7 +33,7 @@ pub(crate) enum Unsigned {
 
 /// The signatures for `message` (header and body as they will be sent, CRLF lines), one
 /// per key of its `From` domain, in the order the keys were defined.
-pub(crate) fn sign(keys: &KeyStore, message: &[u8]) -> Signing {
+pub fn sign(keys: &KeyStore, message: &[u8]) -> Signing {
     let domain = match author_domain(message) {
         Ok(d) => d,
         Err(why) => return Signing::Unsigned(why),
