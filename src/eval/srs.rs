@@ -5,25 +5,42 @@
 //! relay calls [`srs_sender`] per delivery, recipient resolution calls [`reverse`].
 
 use crate::auth::srs::SrsError;
-use crate::compile::Table;
+use crate::compile::{Lookup, Table};
 use crate::model::Address;
 
-/// The SRS envelope sender for delivering a message from `mail_from` to `recipient` on
-/// `day` (days since 1970): `Some` when the rule set configures SRS and neither the
-/// sender's nor the recipient's domain is an accepted domain (the message is being
-/// forwarded out, by a contact, a group, a redirect or a tenant's own forwarding). The null
-/// sender stays null; our own senders stay as they are.
+/// The SRS envelope sender for delivering a message from `mail_from`, addressed to
+/// `original` (RCPT TO), to `recipient` (where it goes) on `day` (days since 1970): `Some`
+/// when the rule set configures SRS, the sender is outside every accepted domain, and the
+/// message is forwarded to another system, which checks the sender's SPF against us:
+/// - the recipient is outside every accepted domain (a contact or group member on the
+///   Internet, a redirect, a tenant's own forwarding), or
+/// - `original` is a contact, mail user or group of ours that sent it on to another address
+///   (seed 000: a contact whose external address is the cloud tenant's domain, one of our
+///   internal-relay domains).
+///
+/// Mail delivered as addressed (or as an inbound rewrite entry maps it) to one of our
+/// domains keeps its sender: that next hop is ours, and ARC vouches for what we changed.
+/// The null sender stays null; our own senders stay as they are.
 pub fn srs_sender(
     table: &Table,
     mail_from: Option<&Address>,
+    original: &Address,
     recipient: &Address,
     day: u64,
 ) -> Option<Address> {
     let srs = table.srs.as_ref()?;
     let domain = srs_domain(table)?;
     let from = mail_from?;
-    if table.domains.kind(&from.domain).is_some() || table.domains.kind(&recipient.domain).is_some()
-    {
+    if table.domains.kind(&from.domain).is_some() {
+        return None;
+    }
+    let forwarded = table.domains.kind(&recipient.domain).is_none()
+        || (recipient != original
+            && matches!(
+                table.directory.lookup(original),
+                Lookup::Forward { .. } | Lookup::Group { .. }
+            ));
+    if !forwarded {
         return None;
     }
     // A quoted local part (`"a b"@x`) would sit unquoted inside ours and make an address
@@ -92,19 +109,25 @@ mod tests {
         }
     }
 
-    /// Seed 000's shape: an accepted domain with a contact that forwards outside, a group
-    /// with an outside member, an Internet connector that does not relay; SRS at
-    /// `contoso.example` when `srs` is set.
+    /// Seed 000's shape: an accepted domain with a contact that forwards outside, one that
+    /// forwards to the cloud tenant's (internal-relay) domain, a group with an outside
+    /// member, an Internet connector that does not relay; SRS at `contoso.example` when
+    /// `srs` is set.
     fn table(srs: bool) -> Table {
         let report = crate::check::check_text(
             "t.mailflow",
             "accepted-domain contoso.example authoritative
+accepted-domain tenant.example internal-relay
 receive-connector \"Internet\" {
   listen 127.0.0.1:25
   auth anonymous
 }
 send-connector \"Out\" {
   address-space *
+}
+contact \"Cloud\" {
+  address cloud@contoso.example
+  external cloud@tenant.example
 }
 contact \"Desk\" {
   address desk@contoso.example
@@ -154,34 +177,56 @@ group \"Team\" {
         }
     }
 
+    /// The sender `mail_from` gets on its way from RCPT TO `original` to `recipient`.
+    fn sender(
+        t: &Table,
+        mail_from: Option<&str>,
+        original: &str,
+        recipient: &str,
+    ) -> Option<String> {
+        let from = mail_from.map(a);
+        srs_sender(t, from.as_ref(), &a(original), &a(recipient), DAY).map(|s| s.to_string())
+    }
+
     #[test]
-    fn outside_senders_forwarded_outside_get_an_srs_sender() {
+    fn outside_senders_forwarded_to_another_system_get_an_srs_sender() {
         let t = table(true);
-        let sender = a("alice@example.org");
-        let out = srs_sender(&t, Some(&sender), &a("desk@partner.example"), DAY).unwrap();
-        assert_eq!(out.domain, "contoso.example");
-        assert!(out.local.starts_with("SRS0="), "{out}");
-        assert!(out.local.ends_with("=example.org=alice"), "{out}");
-        // Our own senders, mail to our own domains, the null sender: as they are.
-        let ours = a("bob@contoso.example");
+        let alice = Some("alice@example.org");
+        // The contact and the group forward to the Internet; the cloud contact to the
+        // tenant's domain (internal-relay: another system, which checks SPF).
+        for (original, recipient) in [
+            ("desk@contoso.example", "desk@partner.example"),
+            ("team@contoso.example", "pat@outside.example"),
+            ("cloud@contoso.example", "cloud@tenant.example"),
+            ("x@partner.example", "x@partner.example"),
+        ] {
+            let out = sender(&t, alice, original, recipient).unwrap();
+            assert!(
+                out.starts_with("SRS0=") && out.ends_with("=example.org=alice@contoso.example"),
+                "{original} -> {recipient}: {out}"
+            );
+        }
+        // Delivered as addressed to one of our domains: the sender stays.
         assert_eq!(
-            srs_sender(&t, Some(&ours), &a("x@partner.example"), DAY),
+            sender(&t, alice, "y@tenant.example", "y@tenant.example"),
             None
         );
         assert_eq!(
-            srs_sender(&t, Some(&sender), &a("desk@contoso.example"), DAY),
+            sender(&t, alice, "desk@contoso.example", "desk@contoso.example"),
             None
         );
-        assert_eq!(srs_sender(&t, None, &a("x@partner.example"), DAY), None);
-        let quoted = a("\"a b\"@example.org");
+        // Our own senders, the null sender, a quoted local part: as they are.
+        let out = "desk@partner.example";
         assert_eq!(
-            srs_sender(&t, Some(&quoted), &a("x@partner.example"), DAY),
+            sender(&t, Some("bob@contoso.example"), "desk@contoso.example", out),
             None
         );
+        assert_eq!(sender(&t, Some("bob@tenant.example"), out, out), None);
+        assert_eq!(sender(&t, None, "desk@contoso.example", out), None);
+        assert_eq!(sender(&t, Some("\"a b\"@example.org"), out, out), None);
         // No SRS configured: nothing is rewritten.
-        let plain = table(false);
         assert_eq!(
-            srs_sender(&plain, Some(&sender), &a("x@partner.example"), DAY),
+            sender(&table(false), alice, "desk@contoso.example", out),
             None
         );
     }
@@ -189,16 +234,16 @@ group \"Team\" {
     #[test]
     fn a_bounce_to_a_valid_srs_address_goes_back_to_the_original_sender() {
         let t = table(true);
-        let srs = srs_sender(
+        let srs = sender(
             &t,
-            Some(&a("Alice@example.org")),
-            &a("d@partner.example"),
-            DAY,
+            Some("Alice@example.org"),
+            "d@partner.example",
+            "d@partner.example",
         )
         .unwrap();
         // Any case, a few days later: the next hop may have lowercased it.
-        let lower = srs.to_string().to_ascii_lowercase();
-        for (to, day) in [(srs.to_string(), DAY), (lower, DAY + 3)] {
+        let lower = srs.to_ascii_lowercase();
+        for (to, day) in [(srs.clone(), DAY), (lower, DAY + 3)] {
             let v = evaluate_recipients(&t, &bounce(&to, Some(day)));
             let r = &v.recipients[0];
             assert_eq!(
@@ -214,7 +259,7 @@ group \"Team\" {
                 }
             );
         }
-        let explained = evaluate(&t, &bounce(&srs.to_string(), Some(DAY)), None, true);
+        let explained = evaluate(&t, &bounce(&srs, Some(DAY)), None, true);
         assert!(
             explained
                 .trace
@@ -229,14 +274,13 @@ group \"Team\" {
     #[test]
     fn forged_expired_and_malformed_srs_addresses_are_refused_at_rcpt() {
         let t = table(true);
-        let srs = srs_sender(
+        let srs = sender(
             &t,
-            Some(&a("alice@example.org")),
-            &a("d@partner.example"),
-            DAY,
+            Some("alice@example.org"),
+            "d@partner.example",
+            "d@partner.example",
         )
-        .unwrap()
-        .to_string();
+        .unwrap();
         let forged = srs.replace("=alice@", "=mallory@");
         let refused = |to: &str, day: u64| {
             let v = evaluate_recipients(&t, &bounce(to, Some(day)));
@@ -272,14 +316,13 @@ group \"Team\" {
     fn what_is_not_one_of_our_srs_addresses_resolves_as_before() {
         let t = table(true);
         let plain = table(false);
-        let srs = srs_sender(
+        let srs = sender(
             &t,
-            Some(&a("alice@example.org")),
-            &a("d@partner.example"),
-            DAY,
+            Some("alice@example.org"),
+            "d@partner.example",
+            "d@partner.example",
         )
-        .unwrap()
-        .to_string();
+        .unwrap();
         let fate = |t: &Table, to: &str, day| {
             evaluate_recipients(t, &bounce(to, day)).recipients[0].clone()
         };

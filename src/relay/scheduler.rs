@@ -119,18 +119,17 @@ fn job_for(message: QueuedMessage, key: &Key, table: &crate::compile::Table) -> 
     if indexes.is_empty() {
         return None;
     }
-    // Every recipient of a job is in one domain, which is all `srs_sender` asks of it.
-    let recipient = Address {
-        local: String::new(),
-        domain: key.dest.domain.to_ascii_lowercase(),
-    };
+    // One transaction has one sender: forwarded mail for any of its recipients (a contact's
+    // next to one addressed directly) makes it SRS for all, and a bounce to it is reversed
+    // to the same original sender either way.
     let sender = message.meta.mail_from.as_deref().and_then(stored_address);
-    let srs = srs_sender(
-        table,
-        sender.as_ref(),
-        &recipient,
-        crate::clock::days_since_epoch(),
-    );
+    let day = crate::clock::days_since_epoch();
+    let srs = indexes.iter().find_map(|&i| {
+        let r = message.meta.recipients.get(i)?;
+        let original = stored_address(&r.original)?;
+        let recipient = stored_address(&r.address)?;
+        srs_sender(table, sender.as_ref(), &original, &recipient, day)
+    });
     Some(Job {
         message,
         connector: key.dest.connector.to_string(),
@@ -140,7 +139,7 @@ fn job_for(message: QueuedMessage, key: &Key, table: &crate::compile::Table) -> 
     })
 }
 
-/// A stored sender (`local@domain`, as the session wrote it) as an address.
+/// A stored address (`local@domain`, as the session wrote it) as an address.
 fn stored_address(text: &str) -> Option<Address> {
     let (local, domain) = text.rsplit_once('@')?;
     Some(Address {
