@@ -308,7 +308,7 @@ fn sign(shared: &Shared, id: &QueueId, outgoing: &[u8]) -> String {
             fields
         }
         Signing::Unsigned(why) => {
-            tracing::debug!("message {id}: sent without a DKIM signature: {why:?}");
+            tracing::debug!("message {id}: sent without a DKIM signature: {why}");
             String::new()
         }
     }

@@ -4,7 +4,7 @@
 //! scheduler calls it once per attempt; the keys are the ones read at load
 //! ([`crate::auth::keys::KeyStore`]).
 
-use crate::auth::keys::KeyStore;
+use crate::auth::keys::{KeyStore, LoadedKey};
 use crate::eval::Message;
 use crate::eval::message::Header;
 
@@ -18,31 +18,33 @@ pub enum Signing {
 }
 
 /// Why a message leaves without our signature.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
 pub enum Unsigned {
     /// No `From` field.
+    #[error("the message has no `From` field")]
     NoFrom,
     /// More than one `From` field, or a `From` with other than one address: no one domain
     /// to sign for (RFC 6376 leaves it to the signer; DMARC receivers reject such mail).
+    #[error("the message has no single `From` address to sign for")]
     NotOneAuthor,
     /// No `dkim-key` for the `From` domain.
+    #[error("no `dkim-key` for `{0}`")]
     NoKey(String),
     /// Every key failed to sign (logged per key).
+    #[error("every key of `{0}` failed to sign")]
     Failed(String),
 }
 
 /// The signatures for `message` (header and body as they will be sent, CRLF lines), one
 /// per key of its `From` domain, in the order the keys were defined.
 pub fn sign(keys: &KeyStore, message: &[u8]) -> Signing {
-    let domain = match author_domain(message) {
-        Ok(d) => d,
+    let (domain, signers) = match signers(keys, message) {
+        Ok(found) => found,
         Err(why) => return Signing::Unsigned(why),
     };
     let mut fields = String::new();
     let mut n = 0;
-    let mut any = false;
-    for key in keys.for_domain(&domain) {
-        any = true;
+    for key in signers {
         match key.signer.sign(message) {
             Ok(field) => {
                 fields.push_str(&field);
@@ -55,11 +57,24 @@ pub fn sign(keys: &KeyStore, message: &[u8]) -> Signing {
             ),
         }
     }
-    match (any, n) {
-        (false, _) => Signing::Unsigned(Unsigned::NoKey(domain)),
-        (true, 0) => Signing::Unsigned(Unsigned::Failed(domain)),
-        _ => Signing::Signed(fields, n),
+    if n == 0 {
+        return Signing::Unsigned(Unsigned::Failed(domain));
     }
+    Signing::Signed(fields, n)
+}
+
+/// The `From` domain of `message` and the keys that sign for it (at least one), or why
+/// none does; what [`sign`] signs with, for a dry run to show.
+pub fn signers<'k>(
+    keys: &'k KeyStore,
+    message: &[u8],
+) -> Result<(String, Vec<&'k LoadedKey>), Unsigned> {
+    let domain = author_domain(message)?;
+    let found: Vec<&LoadedKey> = keys.for_domain(&domain).collect();
+    if found.is_empty() {
+        return Err(Unsigned::NoKey(domain));
+    }
+    Ok((domain, found))
 }
 
 /// The domain (lowercase) of the one address of the one `From` field. Only the header is

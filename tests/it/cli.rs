@@ -290,6 +290,84 @@ fn dry_run_explains_the_seed_002_outbound_rewrite() {
     insta::assert_snapshot!(out);
 }
 
+/// With keys and SRS in the rule set, the dry run says what delivery adds: which keys sign
+/// (or why none does) and the SRS sender a forwarded recipient gets.
+#[test]
+fn dry_run_shows_signatures_and_srs_senders() {
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/bytes/dkim-test.key"),
+        tmp.path().join("k.pem"),
+    )
+    .unwrap();
+    let rules = tmp.path().join("r.mailflow");
+    std::fs::write(
+        &rules,
+        "accepted-domain example.com authoritative
+receive-connector \"In\" {
+  listen 127.0.0.1:25
+  auth anonymous
+}
+send-connector \"Out\" {
+  address-space *
+}
+contact \"Desk\" {
+  address desk@example.com
+  external desk@partner.example
+}
+dkim-key \"example.com\" {
+  selector s1
+  key \"k.pem\"
+}
+authentication {
+  srs-domain example.com
+  srs-secret \"a long random secret for the test\"
+}
+",
+    )
+    .unwrap();
+    let message = tmp.path().join("m.eml");
+    let run = |from_header: &str| {
+        std::fs::write(
+            &message,
+            format!("From: {from_header}\r\nSubject: x\r\n\r\nhi\r\n"),
+        )
+        .unwrap();
+        let o = mailflow(&[
+            "dry-run",
+            rules.to_str().unwrap(),
+            "--connector",
+            "In",
+            "--from",
+            "dana@contoso.example",
+            "--to",
+            "desk@example.com",
+            "--message",
+            message.to_str().unwrap(),
+        ]);
+        assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
+        stdout(&o)
+    };
+    let out = run("News <news@example.com>");
+    assert!(
+        out.contains("\noutbound:\n  via `Out`: signed d=example.com s=s1\n"),
+        "{out}"
+    );
+    let srs = out
+        .lines()
+        .find_map(|l| l.strip_prefix("  desk@partner.example: MAIL FROM "))
+        .unwrap_or_else(|| panic!("{out}"));
+    assert!(
+        srs.starts_with("SRS0=") && srs.ends_with("=contoso.example=dana@example.com (SRS)"),
+        "{out}"
+    );
+    let out = run("dana@contoso.example");
+    assert!(
+        out.contains("via `Out`: not signed: no `dkim-key` for `contoso.example`"),
+        "{out}"
+    );
+}
+
 #[test]
 fn dry_run_json_and_exit_codes() {
     let mut args = JOHN.to_vec();
