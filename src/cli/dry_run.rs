@@ -1,6 +1,7 @@
 //! `mailflow dry-run`.
 
 use super::{Exit, Format};
+use mailflow::auth::AuthResults;
 use mailflow::auth::keys::KeyStore;
 use mailflow::compile::{Table, artifact};
 use mailflow::diagnostic::render;
@@ -20,6 +21,7 @@ pub(super) struct DryRun {
     pub client_ip: Option<IpAddr>,
     pub tls_peer: Option<String>,
     pub oorg: Option<String>,
+    pub auth: Option<String>,
     pub message: Option<PathBuf>,
     pub format: Format,
     pub allow_path: Vec<PathBuf>,
@@ -182,6 +184,10 @@ pub(super) fn run(d: DryRun) -> Exit {
         },
         None => None,
     };
+    let auth = match d.auth.as_deref().map(AuthResults::from_spec).transpose() {
+        Ok(a) => a,
+        Err(why) => return usage(format!("--auth: {why}")),
+    };
     if d.connector.is_none() && d.client_ip.is_none() {
         return usage(
             "give --connector NAME or --client-ip IP, so the receive connector is known".into(),
@@ -204,7 +210,7 @@ pub(super) fn run(d: DryRun) -> Exit {
         xoorg: d.oorg,
         mail_from: from,
         rcpt_to: to,
-        auth: None,
+        auth,
         day: Some(mailflow::clock::days_since_epoch()),
     };
     let verdict = evaluate(&table, &env, message.as_ref(), true);
