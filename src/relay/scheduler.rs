@@ -258,12 +258,17 @@ async fn send(
         }
     };
     let stripped = outbound_body(table, &job.domain, &original);
-    let outgoing = stripped.as_deref().unwrap_or(&original);
-    let signatures = if c.dkim_sign {
-        sign(shared, &job.message.id, outgoing)
-    } else {
-        String::new()
+    let Some((original, stripped, signatures)) =
+        sign(shared, c, &job.message.id, original, stripped).await
+    else {
+        let text = "the DKIM signer failed; retried later";
+        let body = Body {
+            bytes: None,
+            _memory: memory,
+        };
+        return (all(temporary(451, "4.3.0", text)), Some(body));
     };
+    let outgoing = stripped.as_deref().unwrap_or(&original);
     if job.srs_sender.is_some() {
         Metrics::inc(&shared.metrics.srs_rewrites);
     }
@@ -297,11 +302,36 @@ async fn send(
     (attempt, Some(body))
 }
 
-/// The `DKIM-Signature` fields for what this attempt sends (empty: unsigned, and the debug
-/// log says why).
-fn sign(shared: &Shared, id: &QueueId, outgoing: &[u8]) -> String {
+/// The `DKIM-Signature` fields for what this attempt sends (`stripped`, else `original`;
+/// empty: unsigned, by the connector's `dkim-sign off`, for want of keys, or as the debug
+/// log says), with the bodies handed back. Off the async workers: an RSA signature and the body hash hold a core for a millisecond to tens of
+/// milliseconds (BENCHMARKS.md). The bodies move to the blocking task and back, uncopied;
+/// `None` only if that task died (a panic in the signer), and the bodies with it.
+async fn sign(
+    shared: &Shared,
+    c: &crate::model::SendConnector,
+    id: &QueueId,
+    original: Vec<u8>,
+    stripped: Option<Vec<u8>>,
+) -> Option<(Vec<u8>, Option<Vec<u8>>, String)> {
     use super::sign::Signing;
-    match super::sign::sign(&shared.dkim_keys(), outgoing) {
+    let keys = shared.dkim_keys();
+    if !c.dkim_sign || keys.is_empty() {
+        return Some((original, stripped, String::new()));
+    }
+    let signing = tokio::task::spawn_blocking(move || {
+        let signing = super::sign::sign(&keys, stripped.as_deref().unwrap_or(&original));
+        (original, stripped, signing)
+    })
+    .await;
+    let (original, stripped, signing) = match signing {
+        Ok(done) => done,
+        Err(e) => {
+            tracing::error!("message {id}: the DKIM signer failed: {e}");
+            return None;
+        }
+    };
+    let fields = match signing {
         Signing::Signed(fields, n) => {
             Metrics::inc(&shared.metrics.dkim_signed);
             tracing::debug!("message {id}: {n} DKIM signature(s)");
@@ -311,7 +341,8 @@ fn sign(shared: &Shared, id: &QueueId, outgoing: &[u8]) -> String {
             tracing::debug!("message {id}: sent without a DKIM signature: {why}");
             String::new()
         }
-    }
+    };
+    Some((original, stripped, fields))
 }
 
 /// A body the spool cannot give back: damaged on disk (it fails its checksum) is final, as
