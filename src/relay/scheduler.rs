@@ -259,7 +259,7 @@ async fn send(
     };
     let stripped = outbound_body(table, &job.domain, &original);
     let Some((original, stripped, signatures)) =
-        sign(shared, c, &job.message.id, original, stripped).await
+        super::sign::for_attempt(shared, c, &job.message.id, original, stripped).await
     else {
         let text = "the DKIM signer failed; retried later";
         let body = Body {
@@ -300,49 +300,6 @@ async fn send(
         _memory: memory,
     };
     (attempt, Some(body))
-}
-
-/// The `DKIM-Signature` fields for what this attempt sends (`stripped`, else `original`;
-/// empty: unsigned, by the connector's `dkim-sign off`, for want of keys, or as the debug
-/// log says), with the bodies handed back. Off the async workers: an RSA signature and the body hash hold a core for a millisecond to tens of
-/// milliseconds (BENCHMARKS.md). The bodies move to the blocking task and back, uncopied;
-/// `None` only if that task died (a panic in the signer), and the bodies with it.
-async fn sign(
-    shared: &Shared,
-    c: &crate::model::SendConnector,
-    id: &QueueId,
-    original: Vec<u8>,
-    stripped: Option<Vec<u8>>,
-) -> Option<(Vec<u8>, Option<Vec<u8>>, String)> {
-    use super::sign::Signing;
-    let keys = shared.dkim_keys();
-    if !c.dkim_sign || keys.is_empty() {
-        return Some((original, stripped, String::new()));
-    }
-    let signing = tokio::task::spawn_blocking(move || {
-        let signing = super::sign::sign(&keys, stripped.as_deref().unwrap_or(&original));
-        (original, stripped, signing)
-    })
-    .await;
-    let (original, stripped, signing) = match signing {
-        Ok(done) => done,
-        Err(e) => {
-            tracing::error!("message {id}: the DKIM signer failed: {e}");
-            return None;
-        }
-    };
-    let fields = match signing {
-        Signing::Signed(fields, n) => {
-            Metrics::inc(&shared.metrics.dkim_signed);
-            tracing::debug!("message {id}: {n} DKIM signature(s)");
-            fields
-        }
-        Signing::Unsigned(why) => {
-            tracing::debug!("message {id}: sent without a DKIM signature: {why}");
-            String::new()
-        }
-    };
-    Some((original, stripped, fields))
 }
 
 /// A body the spool cannot give back: damaged on disk (it fails its checksum) is final, as

@@ -1,12 +1,13 @@
 //! DKIM signing of what leaves: the `DKIM-Signature` fields a delivery attempt puts before
 //! the message, one per `dkim-key` of the domain of its `From` address, computed over the
 //! bytes that attempt sends (after rewriting and the header firewall's stripping). The
-//! scheduler calls it once per attempt; the keys are the ones read at load
-//! ([`crate::auth::keys::KeyStore`]).
+//! scheduler calls [`for_attempt`] once per attempt, which signs on a blocking thread; the
+//! keys are the ones read at load ([`crate::auth::keys::KeyStore`]).
 
 use crate::auth::keys::{KeyStore, LoadedKey};
 use crate::eval::Message;
 use crate::eval::message::Header;
+use crate::relay::metrics::Metrics;
 
 /// What signing one message came to.
 #[derive(Debug, PartialEq, Eq)]
@@ -75,6 +76,49 @@ pub fn signers<'k>(
         return Err(Unsigned::NoKey(domain));
     }
     Ok((domain, found))
+}
+
+/// The `DKIM-Signature` fields for what a delivery attempt through `c` sends (`stripped`,
+/// else `original`; empty: unsigned, by the connector's `dkim-sign off`, for want of keys,
+/// or as the debug log says), with the bodies handed back. Off the async workers: an RSA
+/// signature and the body hash hold a core for a millisecond to tens of milliseconds
+/// (BENCHMARKS.md). The bodies move to the blocking task and back, uncopied; `None` only if
+/// that task died (a panic in the signer), and the bodies with it.
+pub(crate) async fn for_attempt(
+    shared: &super::Shared,
+    c: &crate::model::SendConnector,
+    id: &crate::queue::QueueId,
+    original: Vec<u8>,
+    stripped: Option<Vec<u8>>,
+) -> Option<(Vec<u8>, Option<Vec<u8>>, String)> {
+    let keys = shared.dkim_keys();
+    if !c.dkim_sign || keys.is_empty() {
+        return Some((original, stripped, String::new()));
+    }
+    let signing = tokio::task::spawn_blocking(move || {
+        let signing = sign(&keys, stripped.as_deref().unwrap_or(&original));
+        (original, stripped, signing)
+    })
+    .await;
+    let (original, stripped, signing) = match signing {
+        Ok(done) => done,
+        Err(e) => {
+            tracing::error!("message {id}: the DKIM signer failed: {e}");
+            return None;
+        }
+    };
+    let fields = match signing {
+        Signing::Signed(fields, n) => {
+            Metrics::inc(&shared.metrics.dkim_signed);
+            tracing::debug!("message {id}: {n} DKIM signature(s)");
+            fields
+        }
+        Signing::Unsigned(why) => {
+            tracing::debug!("message {id}: sent without a DKIM signature: {why}");
+            String::new()
+        }
+    };
+    Some((original, stripped, fields))
 }
 
 /// The domain (lowercase) of the one address of the one `From` field. Only the header is
