@@ -56,6 +56,15 @@ pub enum Item {
     ReceiveConnector(Block),
     /// `send-connector "name" { ... }`.
     SendConnector(Block),
+    /// `dkim-key "domain" { selector S; key "FILE" }`: the name is the signing domain.
+    DkimKey(Block),
+    /// `authentication { ... }`: a block of settings without a name.
+    Authentication {
+        /// Settings in order.
+        settings: Vec<Setting>,
+        /// The whole block.
+        span: Span,
+    },
     /// `[deleted] contact|group|mail-user "name" { ... }`.
     Recipient {
         /// The `deleted` keyword, when present.
@@ -185,6 +194,17 @@ pub enum PredicateKind {
     Connector(Vec<Text>),
     /// `originating-org domain, ...`.
     OriginatingOrg(Vec<Text>),
+    /// `spf|dkim|dmarc|arc RESULT, ... [for DOMAIN, ...]`.
+    Auth {
+        /// The method word.
+        method: Text,
+        /// The result words.
+        results: Vec<Text>,
+        /// The domains after `for`.
+        domains: Vec<Text>,
+        /// The `for` keyword, when present.
+        for_kw: Option<Span>,
+    },
 }
 
 /// An action with its span.
@@ -301,7 +321,8 @@ impl Item {
         match self {
             Item::Include(t) | Item::ImportRewrites(t) => t.span,
             Item::AcceptedDomain { span, .. } => *span,
-            Item::ReceiveConnector(b) | Item::SendConnector(b) => b.span,
+            Item::ReceiveConnector(b) | Item::SendConnector(b) | Item::DkimKey(b) => b.span,
+            Item::Authentication { span, .. } => *span,
             Item::Recipient { block, .. } => block.span,
             Item::Rewrite(r) => r.span,
             Item::Rule(r) => r.span,

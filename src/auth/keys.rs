@@ -72,8 +72,11 @@ impl KeyStore {
         Ok(KeyStore { keys: loaded })
     }
 
-    /// The keys for `domain` (any case), in definition order.
-    pub fn for_domain<'a>(&'a self, domain: &'a str) -> impl Iterator<Item = &'a LoadedKey> + 'a {
+    /// The keys for `domain` (any case), in definition order; they outlive the iterator.
+    pub fn for_domain<'a: 'd, 'd>(
+        &'a self,
+        domain: &'d str,
+    ) -> impl Iterator<Item = &'a LoadedKey> + 'd {
         self.keys
             .iter()
             .filter(move |k| k.domain.eq_ignore_ascii_case(domain))

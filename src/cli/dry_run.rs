@@ -1,10 +1,13 @@
 //! `mailflow dry-run`.
 
 use super::{Exit, Format};
+use mailflow::auth::AuthResults;
+use mailflow::auth::keys::KeyStore;
 use mailflow::compile::{Table, artifact};
 use mailflow::diagnostic::render;
-use mailflow::eval::{Envelope, Fate, Message, Verdict, evaluate};
+use mailflow::eval::{Envelope, Fate, Message, Verdict, evaluate, srs_sender};
 use mailflow::model::RuleSet;
+use mailflow::relay::sign::signers;
 use mailflow::resolve::parse_sender;
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -18,6 +21,7 @@ pub(super) struct DryRun {
     pub client_ip: Option<IpAddr>,
     pub tls_peer: Option<String>,
     pub oorg: Option<String>,
+    pub auth: Option<String>,
     pub message: Option<PathBuf>,
     pub format: Format,
     pub allow_path: Vec<PathBuf>,
@@ -71,6 +75,52 @@ fn human(v: &Verdict, rules: &str) -> String {
     }
     if v.disconnect {
         out.push_str("  the connection is dropped\n");
+    }
+    out
+}
+
+/// What delivery adds that the verdict does not say, when the rule set signs or rewrites
+/// senders: per send connector the verdict delivers through, the DKIM signatures (keys read
+/// as the relay reads them), and per recipient the SRS envelope sender.
+fn outbound(table: &Table, v: &Verdict, day: u64) -> String {
+    if table.dkim_keys.is_empty() && table.srs.is_none() {
+        return String::new();
+    }
+    let keys = KeyStore::load(&table.dkim_keys);
+    let message = v.message.to_bytes();
+    let mut out = String::from("\noutbound:\n");
+    let mut seen: Vec<&str> = Vec::new();
+    for r in &v.recipients {
+        let Fate::Deliver { connector } = &r.fate else {
+            continue;
+        };
+        if !table.dkim_keys.is_empty() && !seen.contains(&connector.as_str()) {
+            seen.push(connector);
+            let signing = match &keys {
+                _ if table
+                    .send_connectors
+                    .iter()
+                    .any(|c| c.name.value == *connector && !c.dkim_sign) =>
+                {
+                    "not signed: `dkim-sign off`".to_string()
+                }
+                Err(e) => format!("not signed: {e}"),
+                Ok(keys) => match signers(keys, &message) {
+                    Ok((_, found)) => {
+                        let each: Vec<String> = found
+                            .iter()
+                            .map(|k| format!("d={} s={}", k.domain, k.selector))
+                            .collect();
+                        format!("signed {}", each.join(", "))
+                    }
+                    Err(why) => format!("not signed: {why}"),
+                },
+            };
+            out.push_str(&format!("  via `{connector}`: {signing}\n"));
+        }
+        if let Some(srs) = srs_sender(table, v.mail_from.as_ref(), &r.original, &r.address, day) {
+            out.push_str(&format!("  {}: MAIL FROM {srs} (SRS)\n", r.address));
+        }
     }
     out
 }
@@ -134,6 +184,10 @@ pub(super) fn run(d: DryRun) -> Exit {
         },
         None => None,
     };
+    let auth = match d.auth.as_deref().map(AuthResults::from_spec).transpose() {
+        Ok(a) => a,
+        Err(why) => return usage(format!("--auth: {why}")),
+    };
     if d.connector.is_none() && d.client_ip.is_none() {
         return usage(
             "give --connector NAME or --client-ip IP, so the receive connector is known".into(),
@@ -156,7 +210,7 @@ pub(super) fn run(d: DryRun) -> Exit {
         xoorg: d.oorg,
         mail_from: from,
         rcpt_to: to,
-        auth: None,
+        auth,
         day: Some(mailflow::clock::days_since_epoch()),
     };
     let verdict = evaluate(&table, &env, message.as_ref(), true);
@@ -165,7 +219,11 @@ pub(super) fn run(d: DryRun) -> Exit {
             "{}",
             serde_json::to_string_pretty(&verdict).unwrap_or_default()
         ),
-        _ => print!("{}", human(&verdict, &d.rules.display().to_string())),
+        _ => print!(
+            "{}{}",
+            human(&verdict, &d.rules.display().to_string()),
+            outbound(&table, &verdict, env.day.unwrap_or_default())
+        ),
     }
     if verdict.all_delivered() {
         Exit::Clean

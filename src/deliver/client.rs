@@ -24,6 +24,9 @@ pub struct OutboundMessage<'a> {
     pub recipients: &'a [OutboundRcpt],
     /// The message as received (header and body; any line ending).
     pub body: &'a [u8],
+    /// Header fields sent before `body` (the relay's `DKIM-Signature` fields, each ending
+    /// CRLF); empty for none.
+    pub prepend: &'a [u8],
     /// DSN ENVID (decoded; sent xtext-encoded).
     pub envid: Option<&'a str>,
     /// DSN RET: `Some(true)` FULL, `Some(false)` HDRS.

@@ -35,7 +35,7 @@ impl<'a> Payload<'a> {
             data: if pending.is_empty() {
                 Vec::new()
             } else {
-                encode_data(msg.body)
+                encode_data(msg.prepend, msg.body)
             },
             pending,
             needs_utf8,
@@ -105,12 +105,12 @@ fn xtext(s: &str) -> String {
     crate::smtp::command::xtext_encode(s)
 }
 
-/// The DATA payload: every line ending CRLF (bare CR and bare LF become CRLF, so no
+/// The DATA payload (`prepend`, then `body`): every line ending CRLF (bare CR and bare LF become CRLF, so no
 /// variant of `<CR><LF>.<CR><LF>` can end the message early at the next hop), lines
 /// starting with `.` doubled, and the terminating `.` line; the same encoder the server
 /// side's tests round-trip through its DATA receiver.
-pub(crate) fn encode_data(body: &[u8]) -> Vec<u8> {
-    crate::smtp::data::dot_stuff(body)
+pub(crate) fn encode_data(prepend: &[u8], body: &[u8]) -> Vec<u8> {
+    crate::smtp::data::dot_stuff_after(prepend, body)
 }
 
 #[cfg(test)]
@@ -119,13 +119,24 @@ mod tests {
 
     #[test]
     fn encode_normalises_and_stuffs() {
-        assert_eq!(encode_data(b""), b".\r\n");
-        assert_eq!(encode_data(b"a"), b"a\r\n.\r\n");
-        assert_eq!(encode_data(b"a\nb\rc\r\n"), b"a\r\nb\r\nc\r\n.\r\n");
-        assert_eq!(encode_data(b".x\n..y\n."), b"..x\r\n...y\r\n..\r\n.\r\n");
+        assert_eq!(encode_data(b"", b""), b".\r\n");
+        assert_eq!(encode_data(b"", b"a"), b"a\r\n.\r\n");
+        assert_eq!(encode_data(b"", b"a\nb\rc\r\n"), b"a\r\nb\r\nc\r\n.\r\n");
+        assert_eq!(
+            encode_data(b"", b".x\n..y\n."),
+            b"..x\r\n...y\r\n..\r\n.\r\n"
+        );
         // Smuggling shapes cannot end the data early.
-        assert_eq!(encode_data(b"a\r\n.\r\r\nb"), b"a\r\n..\r\n\r\nb\r\n.\r\n");
-        assert_eq!(encode_data(b"a\n.\nb"), b"a\r\n..\r\nb\r\n.\r\n");
+        assert_eq!(
+            encode_data(b"", b"a\r\n.\r\r\nb"),
+            b"a\r\n..\r\n\r\nb\r\n.\r\n"
+        );
+        assert_eq!(encode_data(b"", b"a\n.\nb"), b"a\r\n..\r\nb\r\n.\r\n");
+        // Fields put before the message go out first, in the same buffer.
+        assert_eq!(
+            encode_data(b"DKIM-Signature: a\r\n", b"From: x\r\n\r\n.b\r\n"),
+            b"DKIM-Signature: a\r\nFrom: x\r\n\r\n..b\r\n.\r\n"
+        );
     }
 
     #[test]

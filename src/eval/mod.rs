@@ -25,7 +25,7 @@ mod transport;
 mod trust;
 
 pub use message::{Header, Message};
-pub use srs::srs_sender;
+pub use srs::{is_srs_address, srs_sender};
 pub use stages::{evaluate, evaluate_recipients};
 
 use crate::model::{Address, AuthAs};

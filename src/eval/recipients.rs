@@ -1,11 +1,13 @@
 //! The recipient resolution and relay permission stage: which recipients the organization
 //! has (contacts and mail users forward, groups expand, deleted and unknown recipients of an
-//! authoritative domain are refused), which it relays for, and sender-specified routing
-//! refused from clients that may not relay.
+//! authoritative domain are refused), which it relays for, sender-specified routing
+//! refused from clients that may not relay, and bounces to our SRS addresses returned to
+//! the sender their hash vouches for.
 
 use super::run::{Run, auth_word};
 use super::stages::{Pending, reject};
 use super::{Change, Stage};
+use crate::auth::srs::SrsError;
 use crate::compile::Lookup;
 use crate::model::{Address, AuthAs, DomainKind, ReceiveConnector};
 
@@ -16,12 +18,13 @@ fn routes(a: &Address) -> bool {
 }
 
 /// Recipient resolution and relay permission: sender-specified routing refused from clients
-/// that may not relay, accepted domains resolved through the directory, the rest relayed or
-/// refused.
+/// that may not relay, our SRS addresses reversed (on `day`, days since 1970; `None`: not
+/// reversed), accepted domains resolved through the directory, the rest relayed or refused.
 pub(super) fn resolve<'a>(
     run: &mut Run<'_>,
     connector: &ReceiveConnector,
     auth: AuthAs,
+    day: Option<u64>,
     pending: Vec<Pending<'a>>,
 ) -> Vec<Pending<'a>> {
     let may_relay = auth == AuthAs::Internal || connector.accept_any_recipient.is_some();
@@ -48,12 +51,63 @@ pub(super) fn resolve<'a>(
             });
             continue;
         }
+        if let Some(reversal) = day.and_then(|d| super::srs::reverse(run.table, p.address(), d)) {
+            resolved.push(srs_reversed(run, reversal, p));
+            continue;
+        }
         match run.table.domains.kind(&p.address().domain) {
             Some(kind) => resolve_accepted(run, auth, kind, p, &mut resolved),
             None => resolved.push(relay_or_refuse(run, connector, auth, may_relay, p)),
         }
     }
     resolved
+}
+
+/// A bounce to one of our SRS addresses: on to the address its hash vouches for (and
+/// relayed there whoever sends it: that address is the one the message came from, which is
+/// what makes SRS no open relay), or refused when the hash, the day stamp or the shape is
+/// wrong.
+fn srs_reversed<'a>(
+    run: &mut Run<'_>,
+    reversal: Result<Address, SrsError>,
+    p: Pending<'a>,
+) -> Pending<'a> {
+    let why = match reversal {
+        Ok(original) => {
+            trace!(
+                run,
+                Stage::Resolve,
+                "{}: an SRS address of ours, its hash and day stamp valid: goes back to {original}",
+                p.address()
+            );
+            return Pending {
+                forwarded: Some(original),
+                change: Some(Change::Resolve),
+                ..p
+            };
+        }
+        Err(SrsError::Expired) => {
+            "SRS address expired: bounces are returned only for a limited time"
+        }
+        Err(SrsError::BadHash) => {
+            "SRS address not valid: its hash does not match (forged or altered)"
+        }
+        Err(SrsError::Malformed | SrsError::NotSrs) => "malformed SRS address",
+    };
+    trace!(
+        run,
+        Stage::Resolve,
+        "{}: looks like an SRS address of ours, but {}: 550 5.7.1",
+        p.address(),
+        match why.split_once(": ") {
+            Some((_, reason)) => reason,
+            None => "it is malformed",
+        }
+    );
+    Pending {
+        fate: Some(reject(550, "5.7.1", why)),
+        ..p
+    }
 }
 
 /// A recipient outside every accepted domain: relayed when the sender may relay, else

@@ -106,7 +106,7 @@ fn evaluate_inner(
         header_firewall(&mut run, auth, originating_org.as_deref());
     }
     let pending = inbound_rewrite(&mut run, env, with_rules);
-    let mut resolved = resolve(&mut run, connector, auth, pending);
+    let mut resolved = resolve(&mut run, connector, auth, env.day, pending);
     let (rules_fired, disconnect) = if with_rules {
         let org = originating_org.as_deref();
         transport_rules(&mut run, env, auth, org, connector, &mut resolved)

@@ -90,7 +90,11 @@ fn clear_item(item: &mut Item) {
             }
             *span = NOWHERE;
         }
-        Item::ReceiveConnector(b) | Item::SendConnector(b) => clear_block(b),
+        Item::ReceiveConnector(b) | Item::SendConnector(b) | Item::DkimKey(b) => clear_block(b),
+        Item::Authentication { settings, span } => {
+            settings.iter_mut().for_each(clear_setting);
+            *span = NOWHERE;
+        }
         Item::Recipient {
             deleted,
             kind,
@@ -185,6 +189,19 @@ fn clear_predicate(p: &mut Predicate) {
         PredicateKind::ClientIp(v)
         | PredicateKind::Connector(v)
         | PredicateKind::OriginatingOrg(v) => clear_all(v),
+        PredicateKind::Auth {
+            method,
+            results,
+            domains,
+            for_kw,
+        } => {
+            clear(method);
+            clear_all(results);
+            clear_all(domains);
+            if let Some(f) = for_kw {
+                *f = NOWHERE;
+            }
+        }
     }
     *span = NOWHERE;
 }

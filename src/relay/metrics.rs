@@ -26,6 +26,15 @@ pub struct Metrics {
     pub bounced: AtomicU64,
     /// Recipients dropped by rules.
     pub dropped: AtomicU64,
+    /// Delivery attempts that carried our DKIM signatures (a retry signs again).
+    pub dkim_signed: AtomicU64,
+    /// Delivery attempts whose envelope sender was rewritten with SRS.
+    pub srs_rewrites: AtomicU64,
+    /// Recipients that were our SRS addresses, reversed to the original sender at RCPT.
+    pub srs_reversals: AtomicU64,
+    /// Recipients that looked like our SRS addresses and were refused at RCPT (forged,
+    /// expired or malformed).
+    pub srs_refused: AtomicU64,
     /// Rule set reloads that succeeded and failed.
     pub reloads_ok: AtomicU64,
     /// Rule set reloads that failed (the old table stayed).
@@ -146,6 +155,26 @@ impl Metrics {
             get(&self.dropped),
         );
         counter(
+            "dkim_signed_total",
+            "Delivery attempts that carried the relay's DKIM signatures.",
+            get(&self.dkim_signed),
+        );
+        counter(
+            "srs_rewrites_total",
+            "Delivery attempts whose envelope sender was rewritten with SRS.",
+            get(&self.srs_rewrites),
+        );
+        counter(
+            "srs_reversals_total",
+            "Bounces to SRS addresses accepted and returned to the original sender.",
+            get(&self.srs_reversals),
+        );
+        counter(
+            "srs_refused_total",
+            "Recipients refused as forged, expired or malformed SRS addresses.",
+            get(&self.srs_refused),
+        );
+        counter(
             "reloads_total",
             "Rule set reloads that took effect.",
             get(&self.reloads_ok),
@@ -220,6 +249,7 @@ mod tests {
     fn renders_counters_and_escaped_rule_names() {
         let m = Metrics::default();
         Metrics::inc(&m.received);
+        Metrics::inc(&m.srs_refused);
         m.rules_fired(&["drop \"relay\"".to_string()]);
         let text = m.render(QueueGauges {
             messages: 3,
@@ -228,6 +258,8 @@ mod tests {
         });
         assert!(text.contains("mailflow_messages_received_total 1\n"));
         assert!(text.contains("mailflow_queue_size 3\n"));
+        assert!(text.contains("mailflow_srs_refused_total 1\n"));
+        assert!(text.contains("mailflow_dkim_signed_total 0\n"));
         assert!(text.contains("mailflow_queue_deliveries 4\n"));
         assert!(text.contains("mailflow_destinations_suspended 1\n"));
         assert!(text.contains("mailflow_rule_hits_total{rule=\"drop \\\"relay\\\"\"} 1\n"));

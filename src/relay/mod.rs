@@ -11,6 +11,7 @@ mod plan;
 mod report;
 mod scheduler;
 mod session;
+pub mod sign;
 pub mod tls;
 pub mod track;
 pub mod verify;
@@ -157,10 +158,6 @@ impl Shared {
     }
 
     /// The DKIM keys of the last successful load.
-    #[allow(
-        dead_code,
-        reason = "signing (deliver) and sealing (session) use it next"
-    )]
     pub(crate) fn dkim_keys(&self) -> Arc<KeyStore> {
         Arc::clone(&self.tls().dkim)
     }

@@ -1,7 +1,9 @@
 //! The delivery scheduler: takes what the [`super::plan`] says is due (queued recipients
 //! grouped by send connector and domain), hands each group to [`crate::deliver`], records
 //! every outcome in the spool before acting on it, retries with backoff, warns senders of
-//! delays and bounces what fails for good.
+//! delays and bounces what fails for good. Each attempt signs what it sends
+//! ([`super::sign`]) and sends forwarded mail with an SRS envelope sender; the spool keeps
+//! the original sender, to whom reports go.
 
 use super::Shared;
 use super::metrics::Metrics;
@@ -15,6 +17,8 @@ use crate::deliver::{
     Attempt, DeliverError, OutboundMessage, OutboundRcpt, RcptOutcome, deliver_reusing, next_hops,
 };
 use crate::eval::organization::{leaves_organization, strip_organization_headers};
+use crate::eval::srs_sender;
+use crate::model::Address;
 use crate::queue::{QueueId, QueuedMessage, RecipientState};
 use crate::smtp::Status;
 use std::sync::Arc;
@@ -26,6 +30,9 @@ struct Job {
     connector: String,
     domain: String,
     indexes: Vec<usize>,
+    /// The SRS envelope sender these recipients get (forwarded mail from an outside
+    /// sender); `None`: the stored sender.
+    srs_sender: Option<String>,
 }
 
 /// Runs until shutdown: starts what the plan says is due, then sleeps until the next due
@@ -63,7 +70,10 @@ async fn run_task(shared: Arc<Shared>, task: Task) {
         Task::Attempt(key) => (key, None),
         Task::Defer { key, reason } => (key, Some(reason)),
     };
-    let job = shared.spool.get(&key.id).and_then(|m| job_for(m, &key));
+    let job = shared
+        .spool
+        .get(&key.id)
+        .and_then(|m| job_for(m, &key, &shared.table()));
     let mut reached = None;
     let mut error = String::new();
     let mut next = None;
@@ -92,9 +102,9 @@ async fn run_task(shared: Arc<Shared>, task: Task) {
     shared.wake.notify_one();
 }
 
-/// The message's pending recipients for the key's destination; `None` when there are none
-/// left (delivered, bounced or deleted meanwhile).
-fn job_for(message: QueuedMessage, key: &Key) -> Option<Job> {
+/// The message's pending recipients for the key's destination, and the envelope sender they
+/// get; `None` when there are none left (delivered, bounced or deleted meanwhile).
+fn job_for(message: QueuedMessage, key: &Key, table: &crate::compile::Table) -> Option<Job> {
     let indexes: Vec<usize> = (0..message.states.len())
         .filter(|&i| {
             matches!(message.states.get(i), Some(RecipientState::Pending { .. }))
@@ -109,11 +119,32 @@ fn job_for(message: QueuedMessage, key: &Key) -> Option<Job> {
     if indexes.is_empty() {
         return None;
     }
+    // One transaction has one sender: forwarded mail for any of its recipients (a contact's
+    // next to one addressed directly) makes it SRS for all, and a bounce to it is reversed
+    // to the same original sender either way.
+    let sender = message.meta.mail_from.as_deref().and_then(stored_address);
+    let day = crate::clock::days_since_epoch();
+    let srs = indexes.iter().find_map(|&i| {
+        let r = message.meta.recipients.get(i)?;
+        let original = stored_address(&r.original)?;
+        let recipient = stored_address(&r.address)?;
+        srs_sender(table, sender.as_ref(), &original, &recipient, day)
+    });
     Some(Job {
         message,
         connector: key.dest.connector.to_string(),
         domain: key.dest.domain.to_string(),
         indexes,
+        srs_sender: srs.map(|a| a.to_string()),
+    })
+}
+
+/// A stored address (`local@domain`, as the session wrote it) as an address.
+fn stored_address(text: &str) -> Option<Address> {
+    let (local, domain) = text.rsplit_once('@')?;
+    Some(Address {
+        local: local.to_string(),
+        domain: domain.to_ascii_lowercase(),
     })
 }
 
@@ -227,6 +258,20 @@ async fn send(
         }
     };
     let stripped = outbound_body(table, &job.domain, &original);
+    let Some((original, stripped, signatures)) =
+        super::sign::for_attempt(shared, c, &job.message.id, original, stripped).await
+    else {
+        let text = "the DKIM signer failed; retried later";
+        let body = Body {
+            bytes: None,
+            _memory: memory,
+        };
+        return (all(temporary(451, "4.3.0", text)), Some(body));
+    };
+    let outgoing = stripped.as_deref().unwrap_or(&original);
+    if job.srs_sender.is_some() {
+        Metrics::inc(&shared.metrics.srs_rewrites);
+    }
     let rcpts: Vec<OutboundRcpt> = job
         .indexes
         .iter()
@@ -239,9 +284,10 @@ async fn send(
         .collect();
     let meta = &job.message.meta;
     let msg = OutboundMessage {
-        mail_from: meta.mail_from.as_deref(),
+        mail_from: job.srs_sender.as_deref().or(meta.mail_from.as_deref()),
         recipients: &rcpts,
-        body: stripped.as_deref().unwrap_or(&original),
+        body: outgoing,
+        prepend: signatures.as_bytes(),
         envid: meta.envid.as_deref(),
         ret_full: meta.ret_full,
         smtputf8: meta.smtputf8,
@@ -353,6 +399,7 @@ fn judge(shared: &Shared, job: &Job, result: &Attempt, t: u64) -> Judgement {
             e.internal_message_id = Some(m.id.to_string());
             e.message_id = m.meta.message_id.clone();
             e.sender_address = m.meta.mail_from.clone();
+            e.srs_sender_address = job.srs_sender.clone();
             e.recipient_address = vec![r.address.clone()];
             e.recipient_status = vec![status];
             e.connector_id = Some(job.connector.clone());

@@ -77,6 +77,10 @@ pub struct Event {
     /// MAIL FROM.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sender_address: Option<String>,
+    /// The SRS envelope sender a forwarded message was sent with (`sender-address` stays
+    /// the original, to whom reports go).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub srs_sender_address: Option<String>,
     /// Recipients the event is about.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub recipient_address: Vec<String>,
@@ -309,7 +313,7 @@ fn write_loop(rx: &mpsc::Receiver<Msg>, mut files: LogFiles) {
 pub struct Query {
     /// The Message-ID, with or without angle brackets.
     pub message_id: Option<String>,
-    /// MAIL FROM, case-insensitive.
+    /// MAIL FROM (or the SRS sender it left with), case-insensitive.
     pub sender: Option<String>,
     /// Any recipient of the event, case-insensitive.
     pub recipient: Option<String>,
@@ -329,17 +333,15 @@ impl Query {
             e.message_id
                 .as_deref()
                 .is_some_and(|x| bare_id(x) == bare_id(m))
-        }) && self
-            .sender
-            .as_deref()
-            .is_none_or(|s| e.sender_address.as_deref().is_some_and(|x| ci(x, s)))
-            && self.recipient.as_deref().is_none_or(|r| {
-                e.recipient_address.iter().any(|x| ci(x, r))
-                    || e.related_recipient_address
-                        .as_deref()
-                        .is_some_and(|x| ci(x, r))
-            })
-            && self.event_id.is_none_or(|id| e.event_id == Some(id))
+        }) && self.sender.as_deref().is_none_or(|s| {
+            e.sender_address.as_deref().is_some_and(|x| ci(x, s))
+                || e.srs_sender_address.as_deref().is_some_and(|x| ci(x, s))
+        }) && self.recipient.as_deref().is_none_or(|r| {
+            e.recipient_address.iter().any(|x| ci(x, r))
+                || e.related_recipient_address
+                    .as_deref()
+                    .is_some_and(|x| ci(x, r))
+        }) && self.event_id.is_none_or(|id| e.event_id == Some(id))
     }
 }
 

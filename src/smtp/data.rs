@@ -444,7 +444,16 @@ pub fn to_crlf(message: &[u8]) -> Vec<u8> {
 /// lines starting with `.` get another, the message is made to end with CRLF (unless
 /// empty), and the end marker `.\r\n` is appended.
 pub fn dot_stuff(message: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(message.len() + message.len() / 32 + 5);
+    dot_stuff_after(&[], message)
+}
+
+/// [`dot_stuff`] of `header` followed by `message`, in one buffer: header fields the relay
+/// puts before a message (its DKIM signatures) go out without the message being copied
+/// behind them first.
+pub fn dot_stuff_after(header: &[u8], message: &[u8]) -> Vec<u8> {
+    let len = header.len() + message.len();
+    let mut out = Vec::with_capacity(len + len / 32 + 5);
+    push_crlf_lines(header, true, &mut out);
     push_crlf_lines(message, true, &mut out);
     out.extend_from_slice(b".\r\n");
     out

@@ -290,6 +290,84 @@ fn dry_run_explains_the_seed_002_outbound_rewrite() {
     insta::assert_snapshot!(out);
 }
 
+/// With keys and SRS in the rule set, the dry run says what delivery adds: which keys sign
+/// (or why none does) and the SRS sender a forwarded recipient gets.
+#[test]
+fn dry_run_shows_signatures_and_srs_senders() {
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/bytes/dkim-test.key"),
+        tmp.path().join("k.pem"),
+    )
+    .unwrap();
+    let rules = tmp.path().join("r.mailflow");
+    std::fs::write(
+        &rules,
+        "accepted-domain example.com authoritative
+receive-connector \"In\" {
+  listen 127.0.0.1:25
+  auth anonymous
+}
+send-connector \"Out\" {
+  address-space *
+}
+contact \"Desk\" {
+  address desk@example.com
+  external desk@partner.example
+}
+dkim-key \"example.com\" {
+  selector s1
+  key \"k.pem\"
+}
+authentication {
+  srs-domain example.com
+  srs-secret \"a long random secret for the test\"
+}
+",
+    )
+    .unwrap();
+    let message = tmp.path().join("m.eml");
+    let run = |from_header: &str| {
+        std::fs::write(
+            &message,
+            format!("From: {from_header}\r\nSubject: x\r\n\r\nhi\r\n"),
+        )
+        .unwrap();
+        let o = mailflow(&[
+            "dry-run",
+            rules.to_str().unwrap(),
+            "--connector",
+            "In",
+            "--from",
+            "dana@contoso.example",
+            "--to",
+            "desk@example.com",
+            "--message",
+            message.to_str().unwrap(),
+        ]);
+        assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
+        stdout(&o)
+    };
+    let out = run("News <news@example.com>");
+    assert!(
+        out.contains("\noutbound:\n  via `Out`: signed d=example.com s=s1\n"),
+        "{out}"
+    );
+    let srs = out
+        .lines()
+        .find_map(|l| l.strip_prefix("  desk@partner.example: MAIL FROM "))
+        .unwrap_or_else(|| panic!("{out}"));
+    assert!(
+        srs.starts_with("SRS0=") && srs.ends_with("=contoso.example=dana@example.com (SRS)"),
+        "{out}"
+    );
+    let out = run("dana@contoso.example");
+    assert!(
+        out.contains("via `Out`: not signed: no `dkim-key` for `contoso.example`"),
+        "{out}"
+    );
+}
+
 #[test]
 fn dry_run_json_and_exit_codes() {
     let mut args = JOHN.to_vec();
@@ -365,6 +443,54 @@ fn dry_run_json_and_exit_codes() {
         .status
         .code(),
         Some(2)
+    );
+}
+
+/// `--auth` gives what verification found, in the words of a test block's `auth`; rules read
+/// it and the trace says what was found.
+#[test]
+fn dry_run_takes_verification_results() {
+    let run = |auth: Option<&str>| {
+        let mut args = vec![
+            "dry-run",
+            "rules/dmarc-at-the-edge.mailflow",
+            "--connector",
+            "Internet",
+            "--from",
+            "ceo@fabrikam.com",
+            "--to",
+            "accounts@contoso.com",
+        ];
+        if let Some(a) = auth {
+            args.extend(["--auth", a]);
+        }
+        mailflow(&args)
+    };
+    let o = run(Some("spf=fail:fabrikam.com, dmarc=fail:fabrikam.com"));
+    assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+    assert!(stdout(&o).contains("rejected: 550 5.7.1"), "{}", stdout(&o));
+    assert!(
+        stdout(&o).contains(
+            "verification found spf=fail (fabrikam.com), dkim=none, dmarc=fail (fabrikam.com), arc=none"
+        ),
+        "{}",
+        stdout(&o)
+    );
+    let o = run(Some("dmarc=fail, dkim=pass:partner.example"));
+    assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
+    let o = run(None);
+    assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
+    assert!(
+        stdout(&o).contains("the message was not verified"),
+        "{}",
+        stdout(&o)
+    );
+    let o = run(Some("dmarc=failed"));
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("did you mean `fail`?"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
     );
 }
 

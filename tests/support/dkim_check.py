@@ -3,12 +3,17 @@
 tests (tests/it/relay_bytes.rs). No DNS: the public key is given on the command line.
 
     dkim_check.py sign KEY DOMAIN SELECTOR < message > signed
+    dkim_check.py signatures NAME=RECORD... < message   (a line per signature, top first:
+                                                        `d=DOMAIN s=SELECTOR pass|fail`)
     dkim_check.py verify PUBLIC_KEY_BASE64 [KEY_TYPE] < message    (exit 0: verifies; 1: not)
     dkim_check.py verify-files PUBLIC_KEY_BASE64 KEY_TYPE FILE...  (a line each: pass/fail)
 
 KEY_TYPE is the record's k= (rsa, the default, or ed25519: dkimpy needs PyNaCl for it).
 
 dkimpy is required: a missing module is an error (exit 2), never a pass. .ci/run installs it.
+
+For `signatures`, NAME is `SELECTOR._domainkey.DOMAIN` and RECORD its TXT record; a signature
+whose key is not given fails.
 """
 import sys
 
@@ -37,6 +42,23 @@ def main():
             canonicalize=(b"simple", b"simple"),
         )
         sys.stdout.buffer.write(sig + message)
+    elif mode == "signatures":
+        records = dict(a.split("=", 1) for a in sys.argv[2:])
+
+        def dnsfunc(name, timeout=5):
+            name = name.decode() if isinstance(name, bytes) else name
+            record = records.get(name.rstrip(".").lower())
+            return record.encode() if record is not None else None
+
+        d = dkim.DKIM(message)
+        signatures = [v for (k, v) in d.headers if k.lower() == b"dkim-signature"]
+        for idx, value in enumerate(signatures):
+            tags = dkim.util.parse_tag_value(value)
+            try:
+                ok = d.verify(idx=idx, dnsfunc=dnsfunc)
+            except dkim.DKIMException:
+                ok = False
+            print(f"d={tags[b'd'].decode()} s={tags[b's'].decode()} {'pass' if ok else 'fail'}")
     elif mode == "verify":
         public = sys.argv[2].encode()
         kind = (sys.argv[3] if len(sys.argv) > 3 else "rsa").encode()

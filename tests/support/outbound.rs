@@ -23,6 +23,7 @@ pub fn message<'a>(rcpts: &'a [OutboundRcpt], body: &'a [u8]) -> OutboundMessage
         mail_from: Some("a@example.test"),
         recipients: rcpts,
         body,
+        prepend: &[],
         envid: None,
         ret_full: None,
         smtputf8: false,

@@ -228,6 +228,13 @@ impl Session {
             Fate::Reject(status) => Some(status.clone()),
             _ => None,
         });
+        if crate::eval::is_srs_address(&self.table, to) {
+            let m = &self.shared.metrics;
+            Metrics::inc(match refused {
+                Some(_) => &m.srs_refused,
+                None => &m.srs_reversals,
+            });
+        }
         match refused {
             Some(r) => Some(r),
             // `verify-recipients`: the next hop is asked before the recipient is accepted.
