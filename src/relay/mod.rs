@@ -105,6 +105,8 @@ pub(crate) struct Shared {
     pub(crate) delivery_memory: memory::DeliveryBudget,
     options: RelayOptions,
     resolver: Resolver,
+    /// Verifies Internet mail (SPF, DKIM, DMARC, ARC) against the same DNS as `resolver`.
+    pub(crate) authenticator: crate::auth::verify::Verifier,
     /// The addresses the listeners are bound to, for loop detection.
     local: Vec<SocketAddr>,
     connections: limits::Connections,
@@ -155,10 +157,6 @@ impl Shared {
     }
 
     /// The DKIM keys of the last successful load.
-    #[allow(
-        dead_code,
-        reason = "signing (deliver) and sealing (session) use it next"
-    )]
     pub(crate) fn dkim_keys(&self) -> Arc<KeyStore> {
         Arc::clone(&self.tls().dkim)
     }
@@ -342,6 +340,10 @@ impl Relay {
             Some(addr) => Resolver::with_nameserver(addr),
             None => Resolver::system().map_err(|e| RelayError::Resolver(e.to_string()))?,
         };
+        let authenticator = match options.dns {
+            Some(addr) => crate::auth::verify::Verifier::with_nameserver(addr),
+            None => crate::auth::verify::Verifier::system().map_err(RelayError::Resolver)?,
+        };
 
         // One listener per distinct address; connectors sharing it are told apart by range.
         let mut by_addr: Vec<(SocketAddr, Vec<String>)> = Vec::new();
@@ -387,6 +389,7 @@ impl Relay {
             memory: memory::MemoryBudget::new(options.max_message_memory),
             delivery_memory: memory::DeliveryBudget::new(options.max_message_memory),
             resolver,
+            authenticator,
             local: listeners.iter().map(|l| l.address).collect(),
             connections: limits::Connections::default(),
             reload_lock: tokio::sync::Mutex::new(()),
