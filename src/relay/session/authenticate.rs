@@ -100,7 +100,11 @@ impl Session {
             return String::new();
         };
         let keys = self.shared.dkim_keys();
-        let Some(key) = keys.for_domain(&domain.value).next() else {
+        // RFC 8617 defines rsa-sha256 only: an RSA key of the domain, when it has one.
+        let rsa = keys
+            .for_domain(&domain.value)
+            .find(|k| k.signer.dns_record().contains("k=rsa"));
+        let Some(key) = rsa.or_else(|| keys.for_domain(&domain.value).next()) else {
             tracing::warn!(
                 "arc-seal {}: no dkim-key for that domain; mail goes unsealed",
                 domain.value
