@@ -56,6 +56,15 @@ pub enum Item {
     ReceiveConnector(Block),
     /// `send-connector "name" { ... }`.
     SendConnector(Block),
+    /// `dkim-key "domain" { selector S; key "FILE" }`: the name is the signing domain.
+    DkimKey(Block),
+    /// `authentication { ... }`: a block of settings without a name.
+    Authentication {
+        /// Settings in order.
+        settings: Vec<Setting>,
+        /// The whole block.
+        span: Span,
+    },
     /// `[deleted] contact|group|mail-user "name" { ... }`.
     Recipient {
         /// The `deleted` keyword, when present.
@@ -301,7 +310,8 @@ impl Item {
         match self {
             Item::Include(t) | Item::ImportRewrites(t) => t.span,
             Item::AcceptedDomain { span, .. } => *span,
-            Item::ReceiveConnector(b) | Item::SendConnector(b) => b.span,
+            Item::ReceiveConnector(b) | Item::SendConnector(b) | Item::DkimKey(b) => b.span,
+            Item::Authentication { span, .. } => *span,
             Item::Recipient { block, .. } => block.span,
             Item::Rewrite(r) => r.span,
             Item::Rule(r) => r.span,

@@ -92,6 +92,10 @@ keywords! {
         "A transport rule, as Exchange Edge's Edge Rule agent runs them (`New-TransportRule`).";
     "test", Item, "test \"NAME\" { ENVELOPE SETTING; expect EXPECTATION }",
         "A message to run through the rule set and what must come of it; `mailflow test` runs it.";
+    "dkim-key", Item, "dkim-key \"DOMAIN\" { selector SELECTOR; key \"FILE.pem\" }",
+        "A DKIM signing key for `DOMAIN` (`d=`), published at `SELECTOR._domainkey.DOMAIN`; outgoing mail whose From is in `DOMAIN` is signed with it.";
+    "authentication", Item, "authentication { authserv-id HOST; arc-seal DOMAIN; srs-domain DOMAIN; srs-secret \"S\", ... }",
+        "Mail authentication at the edge: verification of Internet mail (`authserv-id`), ARC sealing of what the relay changes, SRS for forwarded mail. At most one.";
 
     // ------------------------------------------------------------ connector and recipient settings
     "listen", Setting, "listen IP:PORT, ...",
@@ -105,7 +109,21 @@ keywords! {
     "certificate", Setting, "certificate \"path.pem\"",
         "Connector: a PEM certificate chain (server certificate on a receive connector, client certificate on a send connector).";
     "key", Setting, "key \"path.key\"",
-        "Connector: the PEM private key of `certificate`.";
+        "Connector: the PEM private key of `certificate`. `dkim-key`: the PEM private key that signs (RSA of 2048 bits or more, or Ed25519).";
+    "selector", Setting, "selector SELECTOR",
+        "`dkim-key`: the selector (`s=`): the key's public half is published at `SELECTOR._domainkey.DOMAIN`.";
+    "dkim-sign", Setting, "dkim-sign on | off",
+        "Send connector: sign outgoing mail with the `dkim-key` of its From domain (default `on`).";
+    "authserv-id", Setting, "authserv-id HOST",
+        "`authentication`: the name in the `Authentication-Results` fields the relay adds; Internet mail is verified (SPF, DKIM, DMARC, ARC) only when it is given.";
+    "arc-seal", Setting, "arc-seal DOMAIN",
+        "`authentication`: ARC-seal the Internet mail the relay changes with the `dkim-key` of `DOMAIN`, so receivers that trust this sealer accept it.";
+    "srs-domain", Setting, "srs-domain DOMAIN",
+        "`authentication`: the domain of SRS envelope senders of forwarded mail; an accepted domain, so bounces come back.";
+    "srs-secret", Setting, "srs-secret \"SECRET\", ...",
+        "`authentication`: the SRS hash secrets; the first makes new addresses, all are accepted (list the old one second to rotate).";
+    "srs-max-age", Setting, "srs-max-age DAYSd",
+        "`authentication`: how long an SRS address stays valid for bounces (default `21d`).";
     "accept-oorg", Setting, "accept-oorg DOMAIN, ...",
         "Receive connector: TLS peer names whose `XOORG=` parameter is trusted (Exchange `TlsDomainCapabilities ...:AcceptOorgProtocol`). With `auth externally-secured`, a message is Internal only when its trusted XOORG names an accepted domain; otherwise Anonymous.";
     "auth", Setting, "auth anonymous | partner | externally-secured",

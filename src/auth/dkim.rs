@@ -62,8 +62,11 @@ pub enum KeyError {
     /// The key's bytes do not parse or the key is inconsistent.
     #[error("the key does not parse: {0}")]
     Invalid(String),
-    /// An RSA key below [`MIN_RSA_BITS`].
-    #[error("the RSA key has {0} bits; DKIM verifiers refuse keys under 1024 (RFC 8301), use 2048")]
+    /// An RSA key too short to sign with: below [`MIN_RSA_BITS`], or below the 2048 bits
+    /// the signer takes.
+    #[error(
+        "the RSA key has {0} bits; the signer takes 2048 bits or more (verifiers distrust shorter keys)"
+    )]
     TooShort(usize),
 }
 
@@ -87,13 +90,14 @@ impl PrivateKey {
         let (kind, der) = crate::pem::first_section(pem).map_err(|_| KeyError::NotPem)?;
         match kind {
             SectionKind::RsaPrivateKey => {
-                let key = RsaKey::<Sha256>::from_der(&der)
-                    .map_err(|e| KeyError::Invalid(e.to_string()))?;
+                let key = RsaKey::<Sha256>::from_der(&der).map_err(|e| rsa_refused(&der, &e))?;
                 rsa_checked(key)
             }
             SectionKind::PrivateKey => {
-                if let Ok(key) = RsaKey::<Sha256>::from_pkcs8_der(&der) {
-                    return rsa_checked(key);
+                match RsaKey::<Sha256>::from_pkcs8_der(&der) {
+                    Ok(key) => return rsa_checked(key),
+                    Err(e) if rsa_bits_pkcs8(&der).is_some() => return Err(rsa_refused(&der, &e)),
+                    Err(_) => {}
                 }
                 match Ed25519Key::from_pkcs8_maybe_unchecked_der(&der) {
                     Ok(key) => Ok(PrivateKey::Ed25519(key)),
@@ -196,6 +200,33 @@ fn unfold_end(header: String) -> String {
         None => header,
     }
 }
+
+/// ring refuses RSA keys under 2048 bits with a bare `TooSmall`; the size, read with the
+/// `rsa` crate, tells the administrator what is wrong.
+fn rsa_refused(der: &[u8], e: &dyn std::fmt::Display) -> KeyError {
+    use rsa::pkcs1::DecodeRsaPrivateKey;
+    use rsa::traits::PublicKeyParts;
+    let bits = rsa::RsaPrivateKey::from_pkcs1_der(der)
+        .ok()
+        .map(|k| k.n().bits())
+        .or_else(|| rsa_bits_pkcs8(der));
+    match bits {
+        Some(bits) if bits < SIGNING_RSA_BITS => KeyError::TooShort(bits),
+        _ => KeyError::Invalid(e.to_string()),
+    }
+}
+
+/// The modulus size of a PKCS#8 RSA key; `None`: not an RSA key.
+fn rsa_bits_pkcs8(der: &[u8]) -> Option<usize> {
+    use rsa::pkcs8::DecodePrivateKey;
+    use rsa::traits::PublicKeyParts;
+    rsa::RsaPrivateKey::from_pkcs8_der(der)
+        .ok()
+        .map(|k| k.n().bits())
+}
+
+/// The smallest RSA key the signer (ring) takes.
+const SIGNING_RSA_BITS: usize = 2048;
 
 fn rsa_checked(key: RsaKey<Sha256>) -> Result<PrivateKey, KeyError> {
     use rsa::traits::PublicKeyParts;
@@ -312,6 +343,20 @@ Hello.\r\n";
         assert_eq!(
             generate(Algorithm::Rsa(512)).err(),
             Some(KeyError::TooShort(512))
+        );
+    }
+
+    #[test]
+    fn rsa_keys_the_signer_refuses_say_their_size() {
+        let pkcs1 = std::fs::read("tests/fixtures/dkim-keys/rsa1024.pem").unwrap();
+        assert_eq!(
+            PrivateKey::from_pem(&pkcs1).err(),
+            Some(KeyError::TooShort(1024))
+        );
+        let pkcs8 = std::fs::read("tests/fixtures/dkim-keys/rsa1024.pkcs8.pem").unwrap();
+        assert_eq!(
+            PrivateKey::from_pem(&pkcs8).err(),
+            Some(KeyError::TooShort(1024))
         );
     }
 

@@ -1,7 +1,7 @@
 //! The registry of diagnostic codes: one place that says what every `E0xx` error and `W0xx`
 //! warning means. Codes are grouped by range (E00x files and syntax, E01x names and values,
 //! E02x rewrites, E03x connectors, E04x rules, E05x recipients, E06x tests, E07x and W04x
-//! `mailflow import`; the other W ranges
+//! `mailflow import`; E08x and W06x mail authentication; the other W ranges
 //! mirror them) and a code is never reused for something else.
 
 use serde::Serialize;
@@ -189,7 +189,7 @@ Use the name exactly as it is defined, or define it.";
 
     /// Two definitions of the same kind share a name.
     E011 = "duplicate-name", "two definitions share a name",
-"Two connectors, rules, recipients, rewrite entries or tests of the same kind have the same name, so a reference to it (or a line in the trace and the tracking log) would be ambiguous.
+"Two connectors, rules, recipients, rewrite entries or tests of the same kind have the same name, so a reference to it (or a line in the trace and the tracking log) would be ambiguous. Two `dkim-key` blocks with the same domain and selector are the same DNS name (`SELECTOR._domainkey.DOMAIN`), which publishes one key only.
 
 ```mailflow
 rule \"Drop outside mail\" { delete }
@@ -257,7 +257,7 @@ Keep one.";
 
     /// A required setting is missing.
     E017 = "missing-setting", "a required setting is missing",
-"A block lacks a setting it cannot work without: a send connector without an `address-space`, a contact without `external`, a recipient without `address`, a test without `from` or `to`.
+"A block lacks a setting it cannot work without: a send connector without an `address-space`, a contact without `external`, a recipient without `address`, a test without `from` or `to`, a `dkim-key` without `selector` or `key`, an `authentication` block with `srs-domain` but no `srs-secret` (or the other way round).
 
 ```mailflow
 contact \"Officers\" {
@@ -358,7 +358,7 @@ Add the port: `0.0.0.0:25`.";
 
     /// A certificate or key file cannot be read or holds no PEM object of the right kind.
     E033 = "unreadable-certificate", "a certificate or key file cannot be used",
-"A `certificate` must be a PEM file with at least one `CERTIFICATE`, and a `key` a PEM file with a private key. The path is resolved from the folder of the rule file.
+"A `certificate` must be a PEM file with at least one `CERTIFICATE`, and a `key` a PEM file with a private key. A `dkim-key`'s `key` file must be readable too (what it must hold is E080). The path is resolved from the folder of the rule file.
 
 ```mailflow
 receive-connector \"From EOP\" {
@@ -609,6 +609,70 @@ New-DistributionGroup -Name B -PrimarySmtpAddress officers@example.org
 
 Fix the command, or import it and fix the rule set by hand.";
 
+    /// A `dkim-key` file is readable but not a key DKIM can sign with.
+    E080 = "unusable-dkim-key", "a dkim-key file is not a private key dkim can sign with",
+"The relay signs with RSA (rsa-sha256, at least 1024 bits) or Ed25519 (ed25519-sha256) private keys in PEM: `-----BEGIN PRIVATE KEY-----` (PKCS#8) or `-----BEGIN RSA PRIVATE KEY-----` (PKCS#1). A public key, a certificate, an EC key or an encrypted key cannot sign. The label says what the file holds instead.
+
+```mailflow
+dkim-key \"example.com\" {
+  selector mf2026
+  key \"keys/mf2026.example.com.pub\"   # the public half
+}
+```
+
+Make a key with `mailflow dkim keygen example.com mf2026`, which also prints the DNS record to publish.";
+
+    /// A DKIM selector is not a DNS name.
+    E081 = "invalid-dkim-selector", "this is not a valid dkim selector",
+"A selector names the DNS record `SELECTOR._domainkey.DOMAIN` that publishes the public key, so it must be DNS labels: ASCII letters, digits and hyphens, separated by dots (RFC 6376 3.1).
+
+```mailflow
+dkim-key \"example.com\" {
+  selector \"mf 2026\"
+  key \"keys/mf2026.pem\"
+}
+```
+
+Write e.g. `selector mf2026`.";
+
+    /// `arc-seal` names a domain without a signing key.
+    E082 = "arc-seal-without-key", "the arc sealing domain has no dkim-key",
+"`arc-seal DOMAIN` seals changed Internet mail with the `dkim-key` of that domain; with no key for it the relay could not seal at all.
+
+```mailflow
+authentication {
+  authserv-id mx.example.com
+  arc-seal example.com        # but no dkim-key \"example.com\"
+}
+```
+
+Add `dkim-key \"example.com\" { selector NAME; key \"FILE.pem\" }`, or seal with a domain that has a key.";
+
+    /// The SRS domain is not an accepted domain.
+    E083 = "srs-domain-not-accepted", "the srs domain is not an accepted domain",
+"Forwarded mail leaves with an envelope sender at `srs-domain`; bounces come back to that domain, and the relay reverses them only when it accepts mail for it. A domain that is not an accepted domain would send those bounces elsewhere, and the original senders would never learn their mail was refused.
+
+```mailflow
+accepted-domain example.com
+authentication {
+  srs-domain forward.example.net
+  srs-secret \"a long random secret\"
+}
+```
+
+Use an accepted domain (or a subdomain of a `*.` accepted domain), with its MX pointing at the relay.";
+
+    /// A second `authentication` block.
+    E084 = "duplicate-authentication", "the authentication block is given more than once",
+"A rule set has one `authentication` block (in any of its files); with two it would be unclear which authserv-id, sealing domain and SRS secret count.
+
+```mailflow
+authentication { authserv-id mx.example.com }
+authentication { arc-seal example.com }
+```
+
+Merge them into one block.";
+
     /// A rewrite entry is shadowed by another.
     W001 = "rewrite-shadowed", "a rewrite entry never applies because another covers it",
 "An entry applies only when no closer entry matches (address before domain before wildcard). This entry is identical to another, or a wildcard covers it with the same result, so it changes nothing.
@@ -849,6 +913,19 @@ rule \"Block<U+200B>\" { delete }   # not the rule named \"Block\"
 ```
 
 Delete the character (an editor that shows invisible characters, or `grep -P '[\\x{200b}-\\x{200f}\\x{202a}-\\x{202e}\\x{2066}-\\x{2069}]'`, finds it). A byte order mark at the start of a file is accepted; `mailflow fmt` drops it.";
+
+    /// A short SRS secret.
+    W060 = "short-srs-secret", "an srs secret is shorter than 16 characters",
+"The SRS secret keys the hash that proves an SRS address was made here. Anyone holding one SRS address can try secrets offline; a short one is found quickly, and then anyone can make SRS addresses the relay accepts and reverses, an open relay for bounces.
+
+```mailflow
+authentication {
+  srs-domain example.com
+  srs-secret \"secret\"
+}
+```
+
+Use a long random secret (`openssl rand -base64 32`). To rotate, list the new one first: `srs-secret \"new\", \"old\"`.";
 }
 
 /// The whole registry as Markdown: the text of `docs/diagnostics.md`.

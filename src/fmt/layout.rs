@@ -19,7 +19,8 @@ pub(super) struct Seg {
 /// What a logical line is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Kind {
-    /// A top-level item's first line; `block` for connectors, recipients, rules and tests.
+    /// A top-level item's first line; `block` for connectors, recipients, rules, tests,
+    /// `dkim-key` and `authentication`.
     Item { block: bool },
     /// A statement inside a block.
     Statement,
@@ -97,6 +98,8 @@ fn item(
             | Rule::recipient
             | Rule::transport_rule
             | Rule::test
+            | Rule::dkim_key
+            | Rule::authentication
     );
     if !block {
         let mut toks = Vec::new();

@@ -90,7 +90,11 @@ fn clear_item(item: &mut Item) {
             }
             *span = NOWHERE;
         }
-        Item::ReceiveConnector(b) | Item::SendConnector(b) => clear_block(b),
+        Item::ReceiveConnector(b) | Item::SendConnector(b) | Item::DkimKey(b) => clear_block(b),
+        Item::Authentication { settings, span } => {
+            settings.iter_mut().for_each(clear_setting);
+            *span = NOWHERE;
+        }
         Item::Recipient {
             deleted,
             kind,

@@ -38,6 +38,8 @@ pub const TOP_LEVEL_KEYWORDS: &[&str] = &[
     "mail-user",
     "deleted",
     "test",
+    "dkim-key",
+    "authentication",
 ];
 
 /// Parses one file's text. Never fails: what does not parse becomes diagnostics.
@@ -278,6 +280,14 @@ impl Cx {
             }
             Rule::receive_connector => Some(Item::ReceiveConnector(self.block(inner, span)?)),
             Rule::send_connector => Some(Item::SendConnector(self.block(inner, span)?)),
+            Rule::dkim_key => Some(Item::DkimKey(self.block(inner, span)?)),
+            Rule::authentication => Some(Item::Authentication {
+                settings: inner
+                    .filter(|p| p.as_rule() == Rule::setting)
+                    .map(|p| self.setting(p))
+                    .collect(),
+                span,
+            }),
             Rule::recipient => {
                 let mut deleted = None;
                 let mut kind = None;

@@ -39,6 +39,7 @@ pub(super) const SEND: Schema = &[
     ("certificate", Arity::One),
     ("key", Arity::One),
     ("fqdn", Arity::One),
+    ("dkim-sign", Arity::One),
 ];
 
 #[derive(Clone, Copy)]
@@ -306,6 +307,16 @@ impl Resolver<'_> {
             );
         }
         let fqdn = s.one("fqdn").and_then(|t| self.check(values::domain(t)));
+        let dkim_sign = match s.one("dkim-sign") {
+            Some(t) => self
+                .check(values::choice(
+                    t,
+                    "dkim-sign value",
+                    &[("on", true), ("off", false)],
+                ))
+                .unwrap_or(true),
+            None => true,
+        };
         self.set.send_connectors.push(SendConnector {
             name,
             span: block.span,
@@ -316,7 +327,7 @@ impl Resolver<'_> {
             certificate,
             key,
             fqdn,
-            dkim_sign: true,
+            dkim_sign,
         });
     }
 

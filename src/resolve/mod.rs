@@ -2,6 +2,7 @@
 //! sizes, files), names are resolved across all files of a rule set, and rules are put in
 //! the order they run. Cross-object judgement calls (shadowing, open relays) are `lint`'s.
 
+mod authentication;
 mod connectors;
 mod recipients;
 mod rewrites;
@@ -108,6 +109,8 @@ pub fn resolve_with_references(
             } => r.accepted_domain(domain, kind.as_ref(), *verify, *span),
             Item::ReceiveConnector(b) => r.receive_connector(b),
             Item::SendConnector(b) => r.send_connector(b),
+            Item::DkimKey(b) => r.dkim_key(b),
+            Item::Authentication { settings, span } => r.authentication(settings, *span),
             Item::Recipient {
                 deleted,
                 kind,
@@ -122,6 +125,7 @@ pub fn resolve_with_references(
     r.undefined_references(broken);
     r.order_rules();
     r.duplicate_addresses();
+    r.authentication_references();
     r.test_envelopes();
     (r.set, r.diags, r.refs)
 }
@@ -135,6 +139,8 @@ pub(crate) fn setting_names() -> Vec<&'static str> {
         recipients::CONTACT,
         recipients::GROUP,
         test_cases::TEST,
+        authentication::DKIM_KEY,
+        authentication::AUTHENTICATION,
     ]
     .iter()
     .flat_map(|s| s.iter().map(|(name, _)| *name))
