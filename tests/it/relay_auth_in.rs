@@ -1,7 +1,8 @@
 //! Inbound authentication (issue 16), over real SMTP against the relay binary, its DNS a
 //! loopback server (`--dns`) publishing SPF, DKIM and DMARC records: Internet mail is
-//! verified before the rules run, stored with the relay's Authentication-Results (forgeries of its authserv-id removed, other
-//! ids kept) and ARC-sealed, continuing a chain that arrived. Every signature and seal is
+//! verified before the rules run, stored with the relay's Authentication-Results (forgeries
+//! of its authserv-id removed, other ids kept) and ARC-sealed, continuing a chain that
+//! arrived. Every signature and seal is
 //! checked by dkimpy (tests/support/dkim_check.py), not by mail-auth, which made them.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
