@@ -400,3 +400,53 @@ async fn verification_is_bounded_on_hostile_input() {
     assert_eq!(v.results.spf.result, AuthResult::Pass);
     assert_eq!(v.results.dmarc.result, AuthResult::Pass);
 }
+
+/// A chain whose last set no longer verifies (the body changed after the forwarder sealed)
+/// is continued with `cv=fail`, which every later receiver reads as "do not trust".
+#[tokio::test]
+async fn a_broken_chain_is_sealed_as_failed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (relay, sink, _dns) = start(tmp.path(), with_auth).await;
+    let mut at_forwarder =
+        b"Authentication-Results: forwarder.example; dkim=pass header.d=origin.example\r\n"
+            .to_vec();
+    at_forwarder.extend_from_slice(&message("alice@origin.example", ""));
+    let (code, sealed) = dkimpy::run(
+        &[
+            "arc-sign",
+            key().to_str().unwrap(),
+            "forwarder.example",
+            "arc",
+            "forwarder.example",
+        ],
+        &at_forwarder,
+    );
+    assert_eq!(code, 0);
+    let tampered = String::from_utf8(sealed)
+        .unwrap()
+        .replace("The figures are attached.", "The figures are NOT attached.");
+    let r = send(
+        &relay,
+        "alice@origin.example",
+        "bob@example.com",
+        tampered.as_bytes(),
+    )
+    .await;
+    assert_eq!(r.code, 250, "{r:?}");
+    let got = delivered(&sink, 0).await;
+    let text = String::from_utf8_lossy(&got).to_string();
+    assert!(
+        text.starts_with("ARC-Seal: i=2; a=rsa-sha256; s=arc1; d=example.com; cv=fail;"),
+        "{text}"
+    );
+    let aar = fields(&got, "ARC-Authentication-Results");
+    assert!(
+        aar.iter()
+            .any(|a| a.starts_with("i=2; mx.example.com;") && a.contains("arc=fail")),
+        "{aar:?}"
+    );
+    let (ok, why) = arc_verifies(&got);
+    assert!(!ok, "a failed chain stays failed: {why}");
+    // dkimpy stops at our seal's cv=fail: the verdict is ours, not a broken signature.
+    assert!(why.contains("ARC-Seal[2] reported failure"), "{why}");
+}
