@@ -194,6 +194,17 @@ pub enum PredicateKind {
     Connector(Vec<Text>),
     /// `originating-org domain, ...`.
     OriginatingOrg(Vec<Text>),
+    /// `spf|dkim|dmarc|arc RESULT, ... [for DOMAIN, ...]`.
+    Auth {
+        /// The method word.
+        method: Text,
+        /// The result words.
+        results: Vec<Text>,
+        /// The domains after `for`.
+        domains: Vec<Text>,
+        /// The `for` keyword, when present.
+        for_kw: Option<Span>,
+    },
 }
 
 /// An action with its span.

@@ -126,8 +126,8 @@ keywords! {
         "`authentication`: how long an SRS address stays valid for bounces (default `21d`).";
     "accept-oorg", Setting, "accept-oorg DOMAIN, ...",
         "Receive connector: TLS peer names whose `XOORG=` parameter is trusted (Exchange `TlsDomainCapabilities ...:AcceptOorgProtocol`). With `auth externally-secured`, a message is Internal only when its trusted XOORG names an accepted domain; otherwise Anonymous.";
-    "auth", Setting, "auth anonymous | partner | externally-secured",
-        "Receive connector: the AuthAs of the messages on it (default `anonymous`); with `accept-oorg`, `externally-secured` is earned per message by a trusted XOORG naming an accepted domain.";
+    "auth", Setting, "auth anonymous | partner | externally-secured (receive connector); auth spf=pass, dkim=pass:DOMAIN, dmarc=fail (test)",
+        "Receive connector: the AuthAs of the messages on it (default `anonymous`); with `accept-oorg`, `externally-secured` is earned per message by a trusted XOORG naming an accepted domain. Test: what verification found (methods not given are `none`; without it the message was not verified).";
     "accept-any-recipient", Setting, "accept-any-recipient",
         "Receive connector: every client may relay, inside the organization or not (`MS-Exch-SMTP-Accept-Any-Recipient` for anonymous clients); `check` warns (W022). Inside senders relay without it.";
     "max-message-size", Setting, "max-message-size SIZE",
@@ -206,6 +206,14 @@ keywords! {
         "In a rule: arrived on one of these receive connectors. In a test: the receive connector the message arrives on.";
     "originating-org", Condition, "originating-org DOMAIN, ... (rule); expect originating-org DOMAIN | none (test)",
         "The trusted XOORG tenant (set only by a connector with `accept-oorg`).";
+    "spf", Condition, "spf RESULT, ...",
+        "SPF of the envelope sender had one of these results (`pass`, `fail`, `softfail`, `neutral`, `none`, `temperror`, `permerror`); mail not verified is `none`.";
+    "dkim", Condition, "dkim RESULT, ... [for DOMAIN, ...]",
+        "Some DKIM signature (of these `d=` domains, with `for`) had one of these results; no signature at all is `none`.";
+    "dmarc", Condition, "dmarc RESULT, ...",
+        "DMARC of the From domain had one of these results; mail not verified is `none`.";
+    "arc", Condition, "arc RESULT, ...",
+        "The ARC chain that arrived had one of these results (`none`: no chain).";
 
     // ------------------------------------------------------------ actions
     "stop", Action, "stop",

@@ -953,6 +953,9 @@ pub struct TestCase {
     pub headers: Vec<(String, String)>,
     /// A message file, resolved against the rule file's folder.
     pub message: Option<Spanned<PathBuf>>,
+    /// `auth spf=pass, dkim=pass:DOMAIN, ...`: what verification found (`None`: not
+    /// verified, every method `none`).
+    pub auth: Option<crate::auth::AuthResults>,
     /// Expectations.
     pub expectations: Vec<Spanned<Expect>>,
 }

@@ -81,7 +81,7 @@ pub fn test_envelope(t: &TestCase) -> Envelope {
         xoorg: t.xoorg.clone(),
         mail_from: t.from.clone(),
         rcpt_to: t.to.iter().map(|a| a.value.clone()).collect(),
-        auth: None,
+        auth: t.auth.clone(),
         day: Some(crate::clock::days_since_epoch()),
     }
 }

@@ -1,6 +1,7 @@
 //! `mailflow dry-run`.
 
 use super::{Exit, Format};
+use mailflow::auth::AuthResults;
 use mailflow::compile::{Table, artifact};
 use mailflow::diagnostic::render;
 use mailflow::eval::{Envelope, Fate, Message, Verdict, evaluate};
@@ -18,6 +19,7 @@ pub(super) struct DryRun {
     pub client_ip: Option<IpAddr>,
     pub tls_peer: Option<String>,
     pub oorg: Option<String>,
+    pub auth: Option<String>,
     pub message: Option<PathBuf>,
     pub format: Format,
     pub allow_path: Vec<PathBuf>,
@@ -134,6 +136,10 @@ pub(super) fn run(d: DryRun) -> Exit {
         },
         None => None,
     };
+    let auth = match d.auth.as_deref().map(AuthResults::from_spec).transpose() {
+        Ok(a) => a,
+        Err(why) => return usage(format!("--auth: {why}")),
+    };
     if d.connector.is_none() && d.client_ip.is_none() {
         return usage(
             "give --connector NAME or --client-ip IP, so the receive connector is known".into(),
@@ -156,7 +162,7 @@ pub(super) fn run(d: DryRun) -> Exit {
         xoorg: d.oorg,
         mail_from: from,
         rcpt_to: to,
-        auth: None,
+        auth,
         day: Some(mailflow::clock::days_since_epoch()),
     };
     let verdict = evaluate(&table, &env, message.as_ref(), true);

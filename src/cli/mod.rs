@@ -382,6 +382,10 @@ struct DryRunArgs {
     /// The XOORG parameter sent with MAIL FROM.
     #[arg(long)]
     oorg: Option<String>,
+    /// What verification found, as a test block's `auth` writes it
+    /// (`spf=pass, dkim=pass:partner.example, dmarc=fail`); not given: not verified.
+    #[arg(long, value_name = "RESULTS")]
+    auth: Option<String>,
     /// A message file (RFC 5322) to evaluate with its headers.
     #[arg(long)]
     message: Option<PathBuf>,
@@ -545,6 +549,7 @@ pub fn run(cli: Cli) -> Exit {
             client_ip: a.client_ip,
             tls_peer: a.tls_peer,
             oorg: a.oorg,
+            auth: a.auth,
             message: a.message,
             format: a.format,
             allow_path: a.allow_path,

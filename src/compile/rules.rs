@@ -7,7 +7,10 @@
 //! the number of rules. [`RuleIndex::run_all`] evaluates every rule in turn and explains each:
 //! the trace, and the reference the fast path is tested against.
 
-use crate::model::{Action, IpRange, Predicate, RuleMode, Scope, TextOp, TransportRule};
+use crate::auth::AuthResults;
+use crate::model::{
+    Action, AuthMethod, AuthResult, IpRange, Predicate, RuleMode, Scope, TextOp, TransportRule,
+};
 use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
 use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 use std::net::IpAddr;
@@ -83,6 +86,8 @@ pub struct Facts<'a> {
     pub originating_org: Option<&'a str>,
     /// Inside or outside the organization.
     pub scope: Scope,
+    /// What verifying the message found; `None`: not verified (every method `none`).
+    pub auth: Option<&'a AuthResults>,
 }
 
 #[derive(Debug)]
@@ -120,6 +125,11 @@ enum Cond {
     ClientIp(Vec<IpRange>),
     Connector(Vec<String>),
     OriginatingOrg(Vec<String>),
+    Auth {
+        method: AuthMethod,
+        results: Vec<AuthResult>,
+        domains: Vec<String>,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -184,6 +194,7 @@ pub struct RuleIndex {
     /// Bit `n` set when some tested header name is `n` bytes long (bit 127: 127 or more), so
     /// most of a message's headers are passed over without hashing their names.
     header_lengths: u128,
+    tests_auth: bool,
 }
 
 /// The bit of [`RuleIndex::header_lengths`] for a name `len` bytes long.
@@ -206,6 +217,8 @@ struct Builder {
     header_names: HashSet<String>,
     /// `matches` patterns seen.
     regexes: usize,
+    /// Some condition reads verification results.
+    tests_auth: bool,
 }
 
 impl Builder {
@@ -302,8 +315,23 @@ impl Builder {
             Predicate::ClientIp(r) => Cond::ClientIp(r.clone()),
             Predicate::Connector(c) => Cond::Connector(c.clone()),
             Predicate::OriginatingOrg(o) => Cond::OriginatingOrg(o.clone()),
-            // Text predicates were handled above.
-            _ => Cond::SizeOver(u64::MAX),
+            Predicate::Auth {
+                method,
+                results,
+                domains,
+            } => {
+                self.tests_auth = true;
+                Cond::Auth {
+                    method: *method,
+                    results: results.clone(),
+                    domains: domains.clone(),
+                }
+            }
+            // INVARIANT: `field` is `Some` for exactly these, handled above.
+            Predicate::RecipientAddress(_)
+            | Predicate::SenderAddress(_)
+            | Predicate::Subject(_)
+            | Predicate::Header { .. } => Cond::SizeOver(u64::MAX),
         }
     }
 }
@@ -319,6 +347,7 @@ impl RuleIndex {
             slots: Vec::new(),
             header_names: HashSet::default(),
             regexes: 0,
+            tests_auth: false,
         };
         let mut index = RuleIndex::default();
         for (source, r) in rules.iter().enumerate().filter(|(_, r)| !r.partial) {
@@ -358,6 +387,7 @@ impl RuleIndex {
             .iter()
             .fold(0, |mask, n| mask | length_bit(n.len()));
         index.header_names = b.header_names;
+        index.tests_auth = b.tests_auth;
         Ok(index)
     }
 
@@ -417,6 +447,11 @@ impl RuleIndex {
             }
             None => self.header_names.contains(&name.to_ascii_lowercase()),
         }
+    }
+
+    /// Whether some rule reads verification results (`if dmarc fail`).
+    pub fn tests_auth(&self) -> bool {
+        self.tests_auth
     }
 
     /// Bytes the word automaton uses.
@@ -504,6 +539,14 @@ impl RuleIndex {
             Cond::OriginatingOrg(orgs) => facts
                 .originating_org
                 .is_some_and(|o| orgs.iter().any(|x| x.eq_ignore_ascii_case(o))),
+            Cond::Auth {
+                method,
+                results,
+                domains,
+            } => match facts.auth {
+                Some(found) => found.holds(*method, results, domains),
+                None => crate::auth::results::holds_unverified(results, domains),
+            },
         }
     }
 
@@ -711,6 +754,55 @@ rule "Drop email if Outside of Organization" { priority 3; if sender outside; de
         assert_eq!(all.len(), 4);
         assert_eq!(all[0].outcome, Outcome::ConditionFailed(1));
         assert_eq!(all[3].outcome, Outcome::Matched);
+    }
+
+    /// Verification conditions read `Facts::auth`; a message not verified is `none` for every
+    /// method, so `dmarc fail` never holds for it and `dkim none` does.
+    #[test]
+    fn auth_conditions_read_what_verification_found() {
+        let ix = index(
+            r#"rule "Reject" { if dmarc fail, permerror; except dkim pass for partner.example; reject 550 5.7.1 "x" }
+rule "Unsigned" { if dkim none; log "unsigned" }
+rule "Partner" { if dkim pass, neutral for partner.example, other.example; log "partner" }
+"#,
+        );
+        assert!(ix.tests_auth());
+        let fired = |spec: Option<&str>| {
+            let found = spec.map(|s| AuthResults::from_spec(s).unwrap());
+            let f = Facts {
+                auth: found.as_ref(),
+                ..Facts::default()
+            };
+            let fast = names(&ix, &ix.run(&f));
+            let all: Vec<usize> = ix
+                .run_all(&f)
+                .iter()
+                .filter(|e| e.outcome == Outcome::Matched)
+                .map(|e| e.rule)
+                .collect();
+            assert_eq!(fast, names(&ix, &all), "{spec:?}");
+            fast
+        };
+        assert_eq!(fired(None), ["Unsigned"]);
+        // `reject` ends rule processing.
+        assert_eq!(fired(Some("dmarc=fail")), ["Reject"]);
+        assert_eq!(fired(Some("dmarc=none")), ["Unsigned"]);
+        assert_eq!(
+            fired(Some("dmarc=permerror, dkim=fail:example.org")),
+            ["Reject"]
+        );
+        assert_eq!(
+            fired(Some(
+                "dmarc=fail, dkim=fail:example.org, dkim=pass:Partner.Example"
+            )),
+            ["Partner"]
+        );
+        assert_eq!(
+            fired(Some("dmarc=pass, dkim=pass:example.org")),
+            Vec::<String>::new()
+        );
+        assert_eq!(fired(Some("dkim=neutral:other.example")), ["Partner"]);
+        assert!(!index(r#"rule "R" { if size over 1MB; stop }"#).tests_auth());
     }
 
     /// `domain-is` holds for the domain and its subdomains, never for look-alikes that merely

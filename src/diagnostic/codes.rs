@@ -673,6 +673,19 @@ authentication { arc-seal example.com }
 
 Merge them into one block.";
 
+    /// `for DOMAIN` after a method other than `dkim`.
+    E085 = "auth-for-not-dkim", "only a dkim condition takes `for domain`",
+"`if dkim pass for partner.example` holds when a signature of that domain (its `d=`) passed: a message may carry several signatures, each with its own domain. SPF, DMARC and ARC have one result per message, about a domain the condition cannot choose (the envelope sender's, the From domain, the sealers'), so `for` has nothing to select.
+
+```mailflow
+rule \"Partner DMARC\" {
+  if dmarc pass for partner.example
+  stop
+}
+```
+
+Test the domain separately: `if dmarc pass` together with `if sender domain-is partner.example`.";
+
     /// A rewrite entry is shadowed by another.
     W001 = "rewrite-shadowed", "a rewrite entry never applies because another covers it",
 "An entry applies only when no closer entry matches (address before domain before wildcard). This entry is identical to another, or a wildcard covers it with the same result, so it changes nothing.

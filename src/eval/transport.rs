@@ -65,7 +65,19 @@ pub(super) fn transport_rules(
         connector: Some(connector.name.value.as_str()),
         originating_org,
         scope,
+        auth: env.auth.as_ref(),
     };
+    if run.table.rules.tests_auth() {
+        // What the rules' `if dmarc fail` and the like are tested against.
+        match &env.auth {
+            Some(found) => trace!(run, Stage::Rules, "verification found {}", found.summary()),
+            None => trace!(
+                run,
+                Stage::Rules,
+                "the message was not verified (not Internet mail, or no `authserv-id`): spf, dkim, dmarc and arc read as none"
+            ),
+        }
+    }
     let fired = matching_rules(run, &facts);
     drop(facts);
     apply_fired(run, &fired, recipients)

@@ -185,7 +185,7 @@ fn flatten(offset: usize, pair: Pair<'_, Rule>, toks: &mut Vec<Tok>) {
         });
         return;
     }
-    let separated = matches!(pair.as_rule(), Rule::list | Rule::args);
+    let separated = matches!(pair.as_rule(), Rule::list | Rule::args | Rule::auth_results);
     let mut children = pair.into_inner().peekable();
     while let Some(child) = children.next() {
         flatten(offset, child, toks);

@@ -189,6 +189,19 @@ fn clear_predicate(p: &mut Predicate) {
         PredicateKind::ClientIp(v)
         | PredicateKind::Connector(v)
         | PredicateKind::OriginatingOrg(v) => clear_all(v),
+        PredicateKind::Auth {
+            method,
+            results,
+            domains,
+            for_kw,
+        } => {
+            clear(method);
+            clear_all(results);
+            clear_all(domains);
+            if let Some(f) = for_kw {
+                *f = NOWHERE;
+            }
+        }
     }
     *span = NOWHERE;
 }

@@ -79,13 +79,13 @@ fn category(r: Rule) -> Option<Category> {
         kw_include | kw_import | kw_accepted_domain | kw_receive_connector | kw_send_connector
         | kw_rewrite | kw_rule | kw_test | kw_deleted | recipient_kind | include
         | import_rewrites | accepted_domain | receive_connector | send_connector | rewrite
-        | transport_rule | recipient | test => Category::TopLevel,
+        | transport_rule | recipient | test | kw_dkim_key | kw_authentication | dkim_key
+        | authentication => Category::TopLevel,
         kw_stop | kw_delete | kw_reject | kw_redirect_to | kw_add_recipient | kw_copy_to
         | kw_blind_copy_to | kw_set_header | kw_remove_header | kw_prepend_subject
         | kw_quarantine | kw_disconnect | kw_log => Category::Action,
-        kw_sender | kw_subject | kw_size | kw_client_ip | kw_connector | address_field => {
-            Category::Predicate
-        }
+        kw_sender | kw_subject | kw_size | kw_client_ip | kw_connector | address_field
+        | auth_method => Category::Predicate,
         kw_delivered | kw_rejected | kw_dropped | kw_fired | kw_not_fired | kw_mail_from
         | kw_recipients | kw_auth_as | kw_no_header => Category::Expectation,
         _ => return None,
@@ -98,6 +98,10 @@ fn phrase(r: Rule) -> String {
         string | name => "a quoted string".into(),
         atom => "a value".into(),
         list => "a list of values".into(),
+        auth_results => {
+            "a result (`pass`, `fail`, `softfail`, `neutral`, `none`, `temperror` or `permerror`)"
+                .into()
+        }
         arrow => "`->`".into(),
         args | group => "a value".into(),
         setting | setting_name => "a setting".into(),
@@ -141,7 +145,7 @@ fn describe(positives: &[Rule]) -> (String, Option<String>) {
         let (p, h) = match c {
             Category::TopLevel => (
                 "a top-level item",
-                "top-level items start in column 0 with `accepted-domain`, `receive-connector`, `send-connector`, `rewrite`, `import rewrites`, `rule`, `contact`, `group`, `mail-user`, `deleted`, `test` or `include`",
+                "top-level items start in column 0 with `accepted-domain`, `receive-connector`, `send-connector`, `rewrite`, `import rewrites`, `rule`, `contact`, `group`, `mail-user`, `deleted`, `test`, `include`, `dkim-key` or `authentication`",
             ),
             Category::Action => (
                 "an action",
@@ -149,7 +153,7 @@ fn describe(positives: &[Rule]) -> (String, Option<String>) {
             ),
             Category::Predicate => (
                 "a condition",
-                "conditions are `sender inside|outside`, `recipient|sender contains|contains-words|matches|domain-is ...`, `header NAME contains ...`, `subject contains ...`, `size over SIZE`, `client-ip in RANGES`, `connector \"NAME\"`, `originating-org DOMAIN`",
+                "conditions are `sender inside|outside`, `recipient|sender contains|contains-words|matches|domain-is ...`, `header NAME contains ...`, `subject contains ...`, `size over SIZE`, `client-ip in RANGES`, `connector \"NAME\"`, `originating-org DOMAIN`, `spf|dkim|dmarc|arc RESULT, ...` (`dkim` also `for DOMAIN, ...`)",
             ),
             Category::Expectation => (
                 "an expectation",

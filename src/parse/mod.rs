@@ -444,11 +444,17 @@ impl Cx {
         let mut op = None;
         let mut values = Vec::new();
         let mut first_value = None;
+        let mut results = Vec::new();
+        let mut for_kw = None;
         for p in pred.into_inner() {
             match p.as_rule() {
-                Rule::scope | Rule::address_field => field = Some(self.text(p)),
+                Rule::scope | Rule::address_field | Rule::auth_method => {
+                    field = Some(self.text(p));
+                }
                 Rule::text_op => op = Some(self.text(p)),
+                Rule::kw_for => for_kw = Some(self.span(&p)),
                 Rule::list => values = self.texts(p),
+                Rule::auth_results => results = self.texts(p),
                 Rule::atom | Rule::string => first_value = Some(self.text(p)),
                 _ => {}
             }
@@ -470,6 +476,12 @@ impl Cx {
             Rule::client_ip_in => PredicateKind::ClientIp(values),
             Rule::arrived_on => PredicateKind::Connector(values),
             Rule::originating_org => PredicateKind::OriginatingOrg(values),
+            Rule::auth_check => PredicateKind::Auth {
+                method: field?,
+                results,
+                domains: values,
+                for_kw,
+            },
             _ => return None,
         };
         Some(Predicate { kind, span })

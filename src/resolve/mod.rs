@@ -2,6 +2,7 @@
 //! sizes, files), names are resolved across all files of a rule set, and rules are put in
 //! the order they run. Cross-object judgement calls (shadowing, open relays) are `lint`'s.
 
+mod auth_predicate;
 mod authentication;
 mod connectors;
 mod recipients;

@@ -429,6 +429,12 @@ impl Resolver<'_> {
                 }
                 Predicate::OriginatingOrg(orgs)
             }
+            PredicateKind::Auth {
+                method,
+                results,
+                domains,
+                for_kw,
+            } => self.auth_predicate(method, results, domains, *for_kw)?,
         };
         Some(Spanned::new(value, p.span))
     }

@@ -17,6 +17,7 @@ pub(super) const TEST: Schema = &[
     ("to", Arity::List),
     ("header", Arity::Pair),
     ("message", Arity::One),
+    ("auth", Arity::List),
 ];
 
 impl Resolver<'_> {
@@ -76,6 +77,11 @@ impl Resolver<'_> {
                 }
             }
         });
+        let auth = if s.has("auth") {
+            self.test_auth(&s.list("auth"))
+        } else {
+            None
+        };
         let mut expectations = Vec::new();
         for e in &t.expectations {
             if let Some(x) = self.expectation(e) {
@@ -93,6 +99,7 @@ impl Resolver<'_> {
             to,
             headers,
             message,
+            auth,
             expectations,
         });
     }

@@ -368,6 +368,54 @@ fn dry_run_json_and_exit_codes() {
     );
 }
 
+/// `--auth` gives what verification found, in the words of a test block's `auth`; rules read
+/// it and the trace says what was found.
+#[test]
+fn dry_run_takes_verification_results() {
+    let run = |auth: Option<&str>| {
+        let mut args = vec![
+            "dry-run",
+            "rules/dmarc-at-the-edge.mailflow",
+            "--connector",
+            "Internet",
+            "--from",
+            "ceo@fabrikam.com",
+            "--to",
+            "accounts@contoso.com",
+        ];
+        if let Some(a) = auth {
+            args.extend(["--auth", a]);
+        }
+        mailflow(&args)
+    };
+    let o = run(Some("spf=fail:fabrikam.com, dmarc=fail:fabrikam.com"));
+    assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+    assert!(stdout(&o).contains("rejected: 550 5.7.1"), "{}", stdout(&o));
+    assert!(
+        stdout(&o).contains(
+            "verification found spf=fail (fabrikam.com), dkim=none, dmarc=fail (fabrikam.com), arc=none"
+        ),
+        "{}",
+        stdout(&o)
+    );
+    let o = run(Some("dmarc=fail, dkim=pass:partner.example"));
+    assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
+    let o = run(None);
+    assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
+    assert!(
+        stdout(&o).contains("the message was not verified"),
+        "{}",
+        stdout(&o)
+    );
+    let o = run(Some("dmarc=failed"));
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("did you mean `fail`?"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
 #[test]
 fn compile_writes_a_table_the_dry_run_loads() {
     let dir = tempfile::tempdir().unwrap();

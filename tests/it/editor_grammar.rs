@@ -864,6 +864,38 @@ fn sample_lines_get_their_scopes() {
             ],
         ),
         (
+            "  if dkim pass, neutral for partner.example",
+            &[
+                ("if", CONTROL),
+                ("dkim", PREDICATE),
+                ("pass", FLAG),
+                ("neutral", FLAG),
+                ("partner.example", DOMAIN),
+            ],
+        ),
+        (
+            "  except dmarc fail",
+            &[("except", CONTROL), ("dmarc", PREDICATE), ("fail", FLAG)],
+        ),
+        (
+            "dkim-key \"example.com\" {",
+            &[("dkim-key", DECL), ("\"example.com\"", STRING)],
+        ),
+        ("authentication {", &[("authentication", DECL)]),
+        (
+            "  arc-seal example.com",
+            &[("arc-seal", SETTING), ("example.com", DOMAIN)],
+        ),
+        (
+            "  srs-secret \"new secret\", \"old secret\"",
+            &[("srs-secret", SETTING), ("\"new secret\"", STRING)],
+        ),
+        (
+            "  srs-max-age 21d",
+            &[("srs-max-age", SETTING), ("21d", NUMBER)],
+        ),
+        ("  dkim-sign off", &[("dkim-sign", SETTING), ("off", FLAG)]),
+        (
             "  except originating-org uclabor.de",
             &[
                 ("except", CONTROL),
