@@ -1,9 +1,10 @@
 //! Inbound authentication (issue 16), over real SMTP against the relay binary, its DNS a
 //! loopback server (`--dns`) publishing SPF, DKIM and DMARC records: Internet mail is
-//! verified before the rules run, stored with the relay's Authentication-Results (forgeries
-//! of its authserv-id removed, other ids kept) and ARC-sealed, continuing a chain that
-//! arrived. Every signature and seal is
-//! checked by dkimpy (tests/support/dkim_check.py), not by mail-auth, which made them.
+//! verified before the rules run (`if dmarc fail`, `if spf fail` refuse at the end of
+//! data), stored with the relay's Authentication-Results (forgeries of its authserv-id
+//! removed, other ids kept) and ARC-sealed, continuing a chain that arrived. Every
+//! signature and seal is checked by dkimpy (tests/support/dkim_check.py), not by
+//! mail-auth, which made them.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
 use crate::support;
@@ -77,6 +78,23 @@ authentication {
 /// included) with verification and sealing.
 fn with_auth(t: String) -> String {
     t + AUTH
+}
+
+const RULES: &str = r#"
+rule "Reject DMARC failures" {
+  if dmarc fail
+  reject 550 5.7.1 "DMARC policy of the sender's domain"
+}
+
+rule "Reject SPF failures" {
+  if spf fail
+  reject 550 5.7.23 "SPF check of the sender failed"
+}
+"#;
+
+/// The same with rules refusing DMARC and SPF failures.
+fn with_rules(t: String) -> String {
+    t + AUTH + RULES
 }
 
 /// The same without anything that changes a message's header; mail goes to
@@ -298,6 +316,38 @@ async fn results_forged_under_our_authserv_id_are_removed_and_others_kept() {
     assert!(
         text.contains("\r\nFrom: Alice <alice@elsewhere.example>\r\nTo: Bob <bob@example.com>\r\n")
     );
+}
+
+#[tokio::test]
+async fn dmarc_and_spf_failures_are_refused_at_the_end_of_data() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (relay, sink, _dns) = start(tmp.path(), with_rules).await;
+    // From the p=reject domain, unsigned, by a MAIL FROM without SPF: DMARC fails.
+    let spoofed = message("ceo@origin.example", "");
+    let r = send(
+        &relay,
+        "billing@elsewhere.example",
+        "bob@example.com",
+        &spoofed,
+    )
+    .await;
+    assert_eq!(r.status(), "550 5.7.1", "{r:?}");
+    assert!(r.text.contains("DMARC"), "{r:?}");
+    // SPF of the client's address: strict.example allows 192.0.2.1 only.
+    let r = send(
+        &relay,
+        "alice@strict.example",
+        "bob@example.com",
+        &message("alice@strict.example", ""),
+    )
+    .await;
+    assert_eq!(r.status(), "550 5.7.23", "{r:?}");
+    // Genuine mail of the p=reject domain passes both.
+    let sent = signed(&message("alice@origin.example", ""), "origin.example");
+    let r = send(&relay, "alice@origin.example", "bob@example.com", &sent).await;
+    assert_eq!(r.code, 250, "{r:?}");
+    assert!(!delivered(&sink, 0).await.is_empty());
+    assert_eq!(sink.messages().len(), 1);
 }
 
 #[tokio::test]
