@@ -141,7 +141,6 @@ impl Verifier {
         };
         let skipped = message.dkim_headers.len().saturating_sub(MAX_SIGNATURES);
         message.dkim_headers.truncate(MAX_SIGNATURES);
-        let message = message;
         let (spf, dkim, arc) = tokio::join!(
             spf,
             timeout_at(deadline, self.auth.verify_dkim(&message)),
