@@ -106,7 +106,13 @@ impl Session {
         };
         let id = stored.as_ref().map(|q| q.id.to_string());
         Metrics::inc(&self.shared.metrics.received);
-        self.track_received(&verdict, &message, id.as_deref(), bytes.len() as u64);
+        self.track_received(
+            &verdict,
+            &message,
+            id.as_deref(),
+            bytes.len() as u64,
+            env.auth.as_ref(),
+        );
         // Recipients refused after data while others were accepted get a DSN from us.
         if !rejected.is_empty() {
             self.shared
