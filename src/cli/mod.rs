@@ -218,7 +218,7 @@ struct RelayArgs {
     /// Smart hosts for a send connector instead of its `smart-host`: CONNECTOR=HOST[:PORT][,...].
     #[arg(long, value_name = "CONNECTOR=HOST")]
     smart_host: Vec<String>,
-    /// DNS server for MX lookups (default: /etc/resolv.conf).
+    /// DNS server for MX lookups and for verifying Internet mail (default: /etc/resolv.conf).
     #[arg(long, value_name = "ADDR:PORT")]
     dns: Option<std::net::SocketAddr>,
     /// The port MX hosts are contacted on (Postfix's smtp_tcp_port).

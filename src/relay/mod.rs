@@ -108,6 +108,8 @@ pub(crate) struct Shared {
     pub(crate) delivery_memory: memory::DeliveryBudget,
     options: RelayOptions,
     resolver: Resolver,
+    /// Verifies Internet mail (SPF, DKIM, DMARC, ARC) against the same DNS as `resolver`.
+    pub(crate) authenticator: crate::auth::verify::Verifier,
     /// The addresses the listeners are bound to, for loop detection.
     local: Vec<SocketAddr>,
     connections: limits::Connections,
@@ -369,6 +371,10 @@ impl Relay {
             Some(addr) => Resolver::with_nameserver(addr),
             None => Resolver::system().map_err(|e| RelayError::Resolver(e.to_string()))?,
         };
+        let authenticator = match options.dns {
+            Some(addr) => crate::auth::verify::Verifier::with_nameserver(addr),
+            None => crate::auth::verify::Verifier::system().map_err(RelayError::Resolver)?,
+        };
 
         // One listener per distinct address; connectors sharing it are told apart by range.
         let mut by_addr: Vec<(SocketAddr, Vec<String>)> = Vec::new();
@@ -414,6 +420,7 @@ impl Relay {
             memory: memory::MemoryBudget::new(options.max_message_memory),
             delivery_memory: memory::DeliveryBudget::new(options.max_message_memory),
             resolver,
+            authenticator,
             local: listeners.iter().map(|l| l.address).collect(),
             connections: limits::Connections::default(),
             reload_lock: tokio::sync::Mutex::new(()),

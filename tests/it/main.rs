@@ -44,6 +44,7 @@ mod lsp;
 mod no_panic;
 mod queue;
 mod relay;
+mod relay_auth_in;
 mod relay_auth_out;
 mod relay_bytes;
 mod relay_dsn;

@@ -7,6 +7,12 @@ tests (tests/it/relay_bytes.rs). No DNS: the public key is given on the command 
                                                         `d=DOMAIN s=SELECTOR pass|fail`)
     dkim_check.py verify PUBLIC_KEY_BASE64 [KEY_TYPE] < message    (exit 0: verifies; 1: not)
     dkim_check.py verify-files PUBLIC_KEY_BASE64 KEY_TYPE FILE...  (a line each: pass/fail)
+    dkim_check.py arc-sign KEY DOMAIN SELECTOR SRV_ID < message > sealed
+    dkim_check.py arc-verify NAME=RECORD... < message   (prints cv; exit 0: pass; 1: not)
+
+arc-sign adds an ARC set (rsa-sha256, relaxed) for the message's Authentication-Results of
+SRV_ID, as a forwarder before us would. arc-verify validates the whole chain with DNS
+answered from the NAME=RECORD pairs (NAME like sel._domainkey.example.com).
 
 KEY_TYPE is the record's k= (rsa, the default, or ed25519: dkimpy needs PyNaCl for it).
 
@@ -78,6 +84,28 @@ def main():
         for path in sys.argv[4:]:
             with open(path, "rb") as f:
                 print("pass" if dkim.verify(f.read(), dnsfunc=dnsfunc) else "fail")
+    elif mode == "arc-sign":
+        key, domain, selector, srv_id = sys.argv[2:6]
+        with open(key, "rb") as f:
+            private = f.read()
+        headers = dkim.arc_sign(
+            message, selector.encode(), domain.encode(), private, srv_id.encode()
+        )
+        sys.stdout.buffer.write(b"".join(headers) + message)
+    elif mode == "arc-verify":
+        records = {}
+        for pair in sys.argv[2:]:
+            name, record = pair.split("=", 1)
+            records[name.rstrip(".").lower()] = record.encode()
+
+        def dnsfunc(name, timeout=5):
+            if isinstance(name, bytes):
+                name = name.decode()
+            return records.get(name.rstrip(".").lower())
+
+        cv, results, reason = dkim.arc_verify(message, dnsfunc=dnsfunc)
+        print(cv.decode() if isinstance(cv, bytes) else cv, reason)
+        sys.exit(0 if cv == dkim.CV_Pass else 1)
     else:
         sys.exit(f"unknown mode {mode}")
 

@@ -1,9 +1,10 @@
-//! A loopback DNS server over UDP answering A, AAAA and MX queries from a map, with hickory's
-//! own message types. Unknown names get NXDOMAIN, known names without the asked type an
-//! empty answer, and names marked failing SERVFAIL. Records every question it is asked.
+//! A loopback DNS server over UDP answering A, AAAA, MX and TXT queries from a map, with
+//! hickory's own message types. Unknown names get NXDOMAIN, known names without the asked
+//! type an empty answer, names marked failing SERVFAIL, and names marked silent no answer at
+//! all. Records every question it is asked.
 
 use hickory_resolver::proto::op::{Message, MessageType, OpCode, ResponseCode};
-use hickory_resolver::proto::rr::rdata::{A, AAAA, MX};
+use hickory_resolver::proto::rr::rdata::{A, AAAA, MX, TXT};
 use hickory_resolver::proto::rr::{Name, RData, Record, RecordType};
 use std::collections::{HashMap, HashSet};
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -16,6 +17,7 @@ use tokio::task::JoinHandle;
 pub struct Zone {
     records: HashMap<String, Vec<RData>>,
     servfail: HashSet<String>,
+    silent: HashSet<String>,
 }
 
 fn key(name: &str) -> String {
@@ -55,6 +57,23 @@ impl Zone {
     /// An AAAA record.
     pub fn aaaa(self, host: &str, ip: Ipv6Addr) -> Zone {
         self.add(host, RData::AAAA(AAAA(ip)))
+    }
+
+    /// A TXT record (SPF, a DKIM key, DMARC), split into strings of at most 255 octets as
+    /// DNS needs.
+    pub fn txt(self, owner: &str, text: &str) -> Zone {
+        let parts: Vec<String> = text
+            .as_bytes()
+            .chunks(255)
+            .map(|c| String::from_utf8(c.to_vec()).unwrap())
+            .collect();
+        self.add(owner, RData::TXT(TXT::new(parts)))
+    }
+
+    /// Queries for `name` are never answered (a server that drops them).
+    pub fn silent(mut self, host: &str) -> Zone {
+        self.silent.insert(key(host));
+        self
     }
 
     /// Every query for `name` gets SERVFAIL.
@@ -126,9 +145,11 @@ impl DnsServer {
                     continue;
                 };
                 if let Some(q) = request.queries().first() {
-                    seen.lock()
-                        .unwrap()
-                        .push((key(&q.name().to_ascii()), q.query_type()));
+                    let name = key(&q.name().to_ascii());
+                    seen.lock().unwrap().push((name.clone(), q.query_type()));
+                    if zone.silent.contains(&name) {
+                        continue;
+                    }
                 }
                 let response = zone.answer(&request);
                 if let Ok(bytes) = response.to_vec() {

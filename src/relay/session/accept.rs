@@ -3,6 +3,7 @@
 //! buffer throughout: parsed, evaluated and stored as slices of the bytes received.
 
 use super::{End, Session, Transaction};
+use crate::auth::report::Verified;
 use crate::eval::{Fate, Message, RecipientVerdict, Verdict, evaluate};
 use crate::model::Address;
 use crate::queue::{NewMessage, NewRecipient, QueueError, QueuedMessage};
@@ -54,8 +55,11 @@ impl Session {
                 ))
                 .await;
         }
+        // Internet mail is verified as it arrived, before any rule rewrites it.
+        let verified = self.verify_inbound(&tx, &bytes).await;
         let rcpts: Vec<Address> = tx.rcpts.iter().map(|(a, _)| a.clone()).collect();
-        let env = self.envelope(&tx, rcpts);
+        let mut env = self.envelope(&tx, rcpts);
+        env.auth = verified.as_ref().map(|v| v.results.clone());
         let verdict = evaluate(&self.table, &env, Some(&message), false);
         // From here on only its header fields are read.
         let message = Message {
@@ -87,7 +91,14 @@ impl Session {
             return self.ok_or_close(r).await;
         }
         let stored = match self
-            .spool(&verdict, &message, &tx.rcpts, &params, &bytes)
+            .spool(
+                &verdict,
+                &message,
+                &tx.rcpts,
+                &params,
+                &bytes,
+                verified.as_ref(),
+            )
             .await
         {
             Ok(stored) => stored,
@@ -95,7 +106,13 @@ impl Session {
         };
         let id = stored.as_ref().map(|q| q.id.to_string());
         Metrics::inc(&self.shared.metrics.received);
-        self.track_received(&verdict, &message, id.as_deref(), bytes.len() as u64);
+        self.track_received(
+            &verdict,
+            &message,
+            id.as_deref(),
+            bytes.len() as u64,
+            env.auth.as_ref(),
+        );
         // Recipients refused after data while others were accepted get a DSN from us.
         if !rejected.is_empty() {
             self.shared
@@ -121,6 +138,7 @@ impl Session {
         rcpts: &[(Address, RcptParams)],
         params: &MailParams,
         bytes: &Bytes,
+        verified: Option<&Verified>,
     ) -> Result<Option<QueuedMessage>, Reply> {
         let new = NewMessage {
             mail_from: verdict.mail_from.as_ref().map(ToString::to_string),
@@ -137,7 +155,7 @@ impl Session {
         if new.recipients.is_empty() {
             return Ok(None);
         }
-        let body = self.stamp(verdict, bytes, params);
+        let body = self.stamp(verdict, bytes, params, verified);
         match self.shared.spool.store(new, body).await {
             Ok(q) => Ok(Some(q)),
             Err(e) => {

@@ -3,8 +3,9 @@
 //! loop (read a command, check it is in step, dispatch it) and the replies; each group of
 //! commands has its own file: [`hello`] (EHLO, HELO, STARTTLS), [`envelope`] (MAIL, RCPT),
 //! [`data`] (DATA, BDAT), [`accept`] (the end of data: evaluation, spool record, the one
-//! reply that acknowledges it), with [`stamp`] (the Received line and the stored form) and
-//! [`tracking`] (the message tracking events of received mail) beside them; [`stream`]
+//! reply that acknowledges it), with [`authenticate`] (verifying Internet mail, our
+//! Authentication-Results and ARC seal), [`stamp`] (the Received line and the stored form)
+//! and [`tracking`] (the message tracking events of received mail) beside them; [`stream`]
 //! reads lines and data from the plain or TLS connection.
 //!
 //! The receive connector is chosen once, by the accept loop, and passed in; the session
@@ -12,6 +13,7 @@
 //! choice depends on the listen address and the client's address, never on TLS).
 
 mod accept;
+mod authenticate;
 mod data;
 mod envelope;
 mod hello;

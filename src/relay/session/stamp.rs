@@ -1,8 +1,10 @@
 //! The form a message is stored in: a Received line naming the client, this host and the
 //! protocol, then the message with the verdict's header changes, or the bytes received
 //! untouched when there were none. The body is the received buffer, shared, never copied.
+//! Verified Internet mail gets more on top ([`super::authenticate`]).
 
 use super::Session;
+use crate::auth::report::Verified;
 use crate::eval::Verdict;
 use crate::queue::MessageBytes;
 use crate::smtp::command::MailParams;
@@ -15,8 +17,12 @@ impl Session {
         verdict: &Verdict,
         original: &Bytes,
         params: &MailParams,
+        verified: Option<&Verified>,
     ) -> MessageBytes {
         let received = self.received(params);
+        if let (Some(v), Some(id)) = (verified, self.authserv_id()) {
+            return self.stamp_verified(verdict, original, &received, v, id);
+        }
         if verdict.header_changes.is_empty() {
             MessageBytes::new([Bytes::from(received), original.clone()])
         } else {

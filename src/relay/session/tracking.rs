@@ -1,8 +1,10 @@
-//! Message tracking of received mail: the RECEIVE event, the transport rules that fired
+//! Message tracking of received mail: the RECEIVE event (with what verifying Internet mail
+//! found, as its source context), the transport rules that fired
 //! (AGENTINFO), each recipient whose address changed (EXPAND, RESOLVE or REDIRECT, as the
 //! evaluator says why) and each one dropped (DROP).
 
 use super::Session;
+use crate::auth::AuthResults;
 use crate::eval::{Change, Fate, Message, Verdict};
 use crate::model::AuthAs;
 use crate::relay::metrics::Metrics;
@@ -48,9 +50,11 @@ impl Session {
         message: &Message,
         id: Option<&str>,
         size: u64,
+        auth: Option<&AuthResults>,
     ) {
         let mut e = self.base_event(EventId::Receive, "SMTP", verdict, message);
         e.internal_message_id = id.map(str::to_string);
+        e.source_context = auth.map(AuthResults::summary);
         e.total_bytes = Some(size);
         e.recipient_address = verdict
             .recipients

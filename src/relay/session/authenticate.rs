@@ -1,0 +1,164 @@
+//! Mail from the Internet, authenticated at the end of data: verified before the evaluator
+//! runs (its rules read the results), then stored with the relay's `Authentication-Results`
+//! field on top, every incoming one claiming the relay's authserv-id removed, and an ARC
+//! set sealing the message as stored. Only on connectors with `auth anonymous` and only
+//! when the rule set names an `authserv-id`: mail from tenants and partners is theirs to
+//! vouch for.
+
+use super::Session;
+use super::Transaction;
+use crate::auth::arc::{self, SealError};
+use crate::auth::report::{Verified, is_forged};
+use crate::auth::verify::Client;
+use crate::eval::{Message, Verdict};
+use crate::model::AuthLevel;
+use crate::queue::MessageBytes;
+use bytes::Bytes;
+
+impl Session {
+    /// The authserv-id the relay writes and protects, when this client's mail is verified.
+    pub(super) fn authserv_id(&self) -> Option<&str> {
+        if self.conn().auth.value != AuthLevel::Anonymous {
+            return None;
+        }
+        let id = self.table.authentication.as_ref()?.authserv_id.as_ref()?;
+        Some(id.value.as_str())
+    }
+
+    /// Verifies `message` as it arrived, when the connector and the rule set ask for it.
+    pub(super) async fn verify_inbound(
+        &self,
+        tx: &Transaction,
+        message: &Bytes,
+    ) -> Option<Verified> {
+        self.authserv_id()?;
+        let client = Client {
+            ip: self.peer.ip(),
+            helo: self
+                .state
+                .hello()
+                .map(|h| h.name.clone())
+                .unwrap_or_default(),
+            mail_from: tx.mail_from.as_ref().map(ToString::to_string),
+            host: self.fqdn(),
+        };
+        Some(
+            self.shared
+                .authenticator
+                .verify(message.clone(), client)
+                .await,
+        )
+    }
+
+    /// The stored form of verified mail: the ARC set (when sealing is configured), our
+    /// `Authentication-Results`, the Received line, then the message. When the verdict
+    /// changed nothing and nobody forged our results, the bytes received follow untouched;
+    /// else the header is written again from its fields, the forged ones left out.
+    pub(super) fn stamp_verified(
+        &self,
+        verdict: &Verdict,
+        original: &Bytes,
+        received: &str,
+        verified: &Verified,
+        authserv_id: &str,
+    ) -> MessageBytes {
+        let mut top = verified.header_field(authserv_id);
+        top.push_str(received);
+        let forged = |h: &crate::eval::Header| is_forged(h.name(), h.value(), authserv_id);
+        if verdict.header_changes.is_empty() && !verdict.message.headers.iter().any(forged) {
+            let (head, body) = split_at_body(original);
+            let mut sealed_head = top.clone().into_bytes();
+            sealed_head.extend_from_slice(&head);
+            let seal = self.seal(verified, authserv_id, &sealed_head, &body);
+            return MessageBytes::new([Bytes::from(seal + &top), original.clone()]);
+        }
+        let kept = Message {
+            headers: verdict
+                .message
+                .headers
+                .iter()
+                .filter(|h| !forged(h))
+                .cloned()
+                .collect(),
+            body: Bytes::new(),
+        };
+        let head = kept.header_bytes(top.as_bytes());
+        let body = verdict.message.body.clone();
+        let seal = self.seal(verified, authserv_id, &head, &body);
+        MessageBytes::new([Bytes::from(seal), Bytes::from(head), body])
+    }
+
+    /// The ARC set for the message `head` + `body`, or nothing: no `arc-seal`, no key for
+    /// its domain, or [`arc::decide`] says not to.
+    fn seal(&self, verified: &Verified, authserv_id: &str, head: &[u8], body: &[u8]) -> String {
+        let Some(domain) = self
+            .table
+            .authentication
+            .as_ref()
+            .and_then(|a| a.arc_seal.as_ref())
+        else {
+            return String::new();
+        };
+        let keys = self.shared.dkim_keys();
+        // RFC 8617 defines rsa-sha256 only: an RSA key of the domain, when it has one.
+        let rsa = keys
+            .for_domain(&domain.value)
+            .find(|k| k.signer.dns_record().contains("k=rsa"));
+        let Some(key) = rsa.or_else(|| keys.for_domain(&domain.value).next()) else {
+            tracing::warn!(
+                "arc-seal {}: no dkim-key for that domain; mail goes unsealed",
+                domain.value
+            );
+            return String::new();
+        };
+        let results = verified.arc_results(authserv_id);
+        match arc::seal(head, body, key, &results, verified.results.arc.result) {
+            Ok(set) => set,
+            Err(e @ SealError::Skipped(_)) => {
+                tracing::debug!(client = %self.peer, "{e}");
+                String::new()
+            }
+            Err(e) => {
+                tracing::warn!(client = %self.peer, "{e}");
+                String::new()
+            }
+        }
+    }
+}
+
+/// The header with its blank line, and the body, of a message as received. A message
+/// without a blank line is all header; its header gets one here, for parsing only.
+fn split_at_body(original: &Bytes) -> (Vec<u8>, Bytes) {
+    let len = Message::header_len(original);
+    match original.get(len..) {
+        Some(rest) if rest.starts_with(b"\r\n") => (
+            original.slice(..len + 2).to_vec(),
+            original.slice(len + 2..),
+        ),
+        Some(rest) if rest.starts_with(b"\n") => (
+            original.slice(..len + 1).to_vec(),
+            original.slice(len + 1..),
+        ),
+        _ => {
+            let mut head = original.to_vec();
+            head.extend_from_slice(b"\r\n");
+            (head, Bytes::new())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_body_starts_after_the_first_blank_line() {
+        let m = Bytes::from_static(b"A: 1\r\nB: 2\r\n\r\nbody\r\n\r\nmore\r\n");
+        let (head, body) = split_at_body(&m);
+        assert_eq!(head, b"A: 1\r\nB: 2\r\n\r\n");
+        assert_eq!(&body[..], b"body\r\n\r\nmore\r\n");
+        let (head, body) = split_at_body(&Bytes::from_static(b"A: 1\r\n"));
+        assert_eq!(head, b"A: 1\r\n\r\n");
+        assert!(body.is_empty());
+    }
+}
