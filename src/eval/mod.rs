@@ -26,7 +26,7 @@ mod trust;
 
 pub use message::{Header, Message};
 pub use srs::{is_srs_address, srs_sender};
-pub use stages::{evaluate, evaluate_recipients};
+pub use stages::{auth_as, evaluate, evaluate_recipients};
 
 use crate::model::{Address, AuthAs};
 use crate::smtp::Status;
@@ -243,6 +243,35 @@ contact \"Desk\" {
             &v.recipients[0].fate,
             Fate::Deliver { connector } if connector == "Tenant"
         ));
+    }
+
+    #[test]
+    fn mail_a_shared_service_relays_for_others_is_anonymous_and_so_verified() {
+        // Seed 002: the EOP connector is externally-secured, yet only a trusted XOORG naming
+        // a tenant makes a message Internal; the rest is Internet mail the relay verifies.
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("rules");
+        let report = crate::check::check_paths(&[dir.join("shared-domain.mailflow")]).unwrap();
+        assert!(!report.has_errors(), "{:?}", report.diagnostics);
+        let table = crate::compile::compile(&report.rule_sets[0].rules).unwrap();
+        let addr = |local: &str, domain: &str| Address {
+            local: local.into(),
+            domain: domain.into(),
+        };
+        let mut env = Envelope {
+            connector: Some("From EOP".into()),
+            client_ip: Some("40.107.22.51".parse().unwrap()),
+            mail_from: Some(addr("someone", "other-tenant.example")),
+            rcpt_to: vec![addr("john.smith", "myexchlab.com")],
+            ..Envelope::default()
+        };
+        assert_eq!(auth_as(&table, &env), Some(AuthAs::Anonymous));
+        env.tls_peer = Some("mail.protection.outlook.com".into());
+        env.xoorg = Some("other-tenant.example".into());
+        assert_eq!(auth_as(&table, &env), Some(AuthAs::Anonymous));
+        env.xoorg = Some("tenant1.myexchlab.com".into());
+        assert_eq!(auth_as(&table, &env), Some(AuthAs::Internal));
+        env.connector = Some("Internet".into());
+        assert_eq!(auth_as(&table, &env), Some(AuthAs::Anonymous));
     }
 
     #[test]

@@ -88,6 +88,17 @@ pub fn evaluate_recipients(table: &Table, env: &Envelope) -> Verdict {
     evaluate_inner(table, env, None, false, false)
 }
 
+/// Who the message is from as the connection proves it (the attribution stage alone):
+/// the relay verifies SPF, DKIM and DMARC of `Anonymous` mail before it evaluates, whatever
+/// the connector, since an `externally-secured` connector that trusts XOORG takes
+/// anonymous mail too (every other tenant of Exchange Online Protection). `None` when no
+/// receive connector takes the client.
+pub fn auth_as(table: &Table, env: &Envelope) -> Option<AuthAs> {
+    let mut run = Run::new(table, false, None);
+    let connector = receive_connector(&mut run, env)?;
+    Some(attribute(&mut run, connector, env).0)
+}
+
 /// The stages in order; `with_rules` is false at RCPT time (no header stages, no transport
 /// rules, no outbound rewriting).
 fn evaluate_inner(

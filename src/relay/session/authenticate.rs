@@ -1,9 +1,10 @@
 //! Mail from the Internet, authenticated at the end of data: verified before the evaluator
 //! runs (its rules read the results), then stored with the relay's `Authentication-Results`
 //! field on top, every incoming one claiming the relay's authserv-id removed, and an ARC
-//! set sealing the message as stored. Only on connectors with `auth anonymous` and only
-//! when the rule set names an `authserv-id`: mail from tenants and partners is theirs to
-//! vouch for.
+//! set sealing the message as stored. Only for mail the attribution stage takes as
+//! `Anonymous` (an `auth anonymous` connector, or one that trusts XOORG when the XOORG does
+//! not vouch for one of our tenants) and only when the rule set names an `authserv-id`:
+//! mail from tenants and partners is theirs to vouch for.
 
 use super::Session;
 use super::Transaction;
@@ -11,27 +12,29 @@ use crate::auth::arc::{self, SealError};
 use crate::auth::report::{Verified, is_forged};
 use crate::auth::verify::Client;
 use crate::eval::{Message, Verdict};
-use crate::model::AuthLevel;
+use crate::model::AuthAs;
 use crate::queue::MessageBytes;
 use bytes::Bytes;
 
 impl Session {
-    /// The authserv-id the relay writes and protects, when this client's mail is verified.
+    /// The authserv-id the relay writes and protects, when the rule set names one.
     pub(super) fn authserv_id(&self) -> Option<&str> {
-        if self.conn().auth.value != AuthLevel::Anonymous {
-            return None;
-        }
         let id = self.table.authentication.as_ref()?.authserv_id.as_ref()?;
         Some(id.value.as_str())
     }
 
-    /// Verifies `message` as it arrived, when the connector and the rule set ask for it.
+    /// Verifies `message` as it arrived, when it is Internet mail (AuthAs Anonymous) and the
+    /// rule set asks for verification.
     pub(super) async fn verify_inbound(
         &self,
         tx: &Transaction,
         message: &Bytes,
     ) -> Option<Verified> {
         self.authserv_id()?;
+        let env = self.envelope(tx, Vec::new());
+        if crate::eval::auth_as(&self.table, &env) != Some(AuthAs::Anonymous) {
+            return None;
+        }
         let client = Client {
             ip: self.peer.ip(),
             helo: self
