@@ -7,7 +7,7 @@
 //! as it will be stored.
 
 use super::dkim::{PrivateKey, SIGNED_FIELDS};
-use super::keys::LoadedKey;
+use super::keys::{KeyStore, LoadedKey};
 use crate::model::AuthResult;
 use mail_auth::arc::{ArcSealer, ChainValidation, Set};
 use mail_auth::common::crypto::{Sha256, SigningKey};
@@ -80,6 +80,15 @@ pub fn decide(validation: AuthResult, chain: Chain) -> Decision {
     } else {
         Decision::Seal
     }
+}
+
+/// The key that seals for `domain`: its first RSA key, since RFC 8617 defines rsa-sha256
+/// only; else its first key of any kind; `None` without a `dkim-key` for the domain.
+pub fn sealing_key<'k>(keys: &'k KeyStore, domain: &'k str) -> Option<&'k LoadedKey> {
+    let rsa = keys
+        .for_domain(domain)
+        .find(|k| k.signer.dns_record().contains("k=rsa"));
+    rsa.or_else(|| keys.for_domain(domain).next())
 }
 
 /// Why a message was not sealed.

@@ -2,11 +2,14 @@
 
 use super::{Exit, Format};
 use mailflow::auth::AuthResults;
+use mailflow::auth::arc;
 use mailflow::auth::keys::KeyStore;
+use mailflow::auth::report::Verified;
+use mailflow::auth::verify::{Client, Verifier};
 use mailflow::compile::{Table, artifact};
 use mailflow::diagnostic::render;
 use mailflow::eval::{Envelope, Fate, Message, Verdict, evaluate, srs_sender};
-use mailflow::model::RuleSet;
+use mailflow::model::{AuthAs, RuleSet};
 use mailflow::relay::sign::signers;
 use mailflow::resolve::parse_sender;
 use std::net::IpAddr;
@@ -22,9 +25,16 @@ pub(super) struct DryRun {
     pub tls_peer: Option<String>,
     pub oorg: Option<String>,
     pub auth: Option<String>,
+    pub verify: Option<Verify>,
     pub message: Option<PathBuf>,
     pub format: Format,
     pub allow_path: Vec<PathBuf>,
+}
+
+/// `--verify`: verify the message over DNS as the relay would.
+pub(super) struct Verify {
+    pub helo: String,
+    pub dns: Option<std::net::SocketAddr>,
 }
 
 fn fate_text(f: &Fate) -> String {
@@ -125,6 +135,105 @@ fn outbound(table: &Table, v: &Verdict, day: u64) -> String {
     out
 }
 
+/// `--verify`: what the relay's verification finds for this message from this client, put
+/// into `env.auth` for the rules, and the text saying it: the `Authentication-Results`
+/// field and the ARC seal the relay would add (or why it would not verify or seal). Only
+/// mail the relay verifies is verified: AuthAs Anonymous, with an `authserv-id`.
+fn verify_inbound(
+    table: &Table,
+    env: &mut Envelope,
+    v: &Verify,
+    raw: &[u8],
+) -> Result<String, String> {
+    let mut out = String::from("\ninbound:\n");
+    let Some(id) = table
+        .authentication
+        .as_ref()
+        .and_then(|a| a.authserv_id.as_ref())
+    else {
+        out.push_str("  not verified: the rule set names no `authserv-id`\n");
+        return Ok(out);
+    };
+    let who = mailflow::eval::auth_as(table, env);
+    if who != Some(AuthAs::Anonymous) {
+        out.push_str("  not verified: not Internet mail (AuthAs is not Anonymous)\n");
+        return Ok(out);
+    }
+    let verifier = match v.dns {
+        Some(addr) => Verifier::with_nameserver(addr),
+        None => Verifier::system()?,
+    };
+    let client = Client {
+        ip: env.client_ip.ok_or("needs --client-ip")?,
+        helo: v.helo.clone(),
+        mail_from: env.mail_from.as_ref().map(ToString::to_string),
+        host: id.value.clone(),
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let bytes = bytes::Bytes::copy_from_slice(raw);
+    let verified = runtime.block_on(verifier.verify(bytes, client));
+    env.auth = Some(verified.results.clone());
+    for line in verified.header_field(&id.value).lines() {
+        out.push_str(&format!("  {line}\n"));
+    }
+    out.push_str(&format!(
+        "  {}\n",
+        seal_text(table, &verified, &id.value, raw)
+    ));
+    Ok(out)
+}
+
+/// Whether the relay would seal the message it received as `raw` (sealing what it stores
+/// changes only the fields a rule rewrites, which the seal's own tags do not show).
+fn seal_text(table: &Table, verified: &Verified, id: &str, raw: &[u8]) -> String {
+    let Some(domain) = table
+        .authentication
+        .as_ref()
+        .and_then(|a| a.arc_seal.as_ref())
+    else {
+        return "not sealed: no `arc-seal`".to_string();
+    };
+    let keys = match KeyStore::load(&table.dkim_keys) {
+        Ok(keys) => keys,
+        Err(e) => return format!("not sealed: {e}"),
+    };
+    let Some(key) = arc::sealing_key(&keys, &domain.value) else {
+        return format!("not sealed: no dkim-key for {}", domain.value);
+    };
+    // As the relay seals: our Authentication-Results on top, the blank line in the head.
+    let len = Message::header_len(raw);
+    let blank = match raw.get(len..) {
+        Some(rest) if rest.starts_with(b"\r\n") => 2,
+        Some(rest) if rest.starts_with(b"\n") => 1,
+        _ => 0,
+    };
+    let (head, body) = raw.split_at((len + blank).min(raw.len()));
+    let mut head = [verified.header_field(id).as_bytes(), head].concat();
+    if blank == 0 {
+        head.extend_from_slice(b"\r\n");
+    }
+    let results = verified.arc_results(id);
+    match arc::seal(&head, body, key, &results, verified.results.arc.result) {
+        Ok(set) => {
+            let seal = set
+                .split("\r\n")
+                .find(|l| l.starts_with("ARC-Seal:"))
+                .unwrap_or_default();
+            let tags: Vec<&str> = seal
+                .trim_start_matches("ARC-Seal:")
+                .split(';')
+                .map(str::trim)
+                .filter(|t| ["i=", "cv=", "d=", "s="].iter().any(|p| t.starts_with(p)))
+                .collect();
+            format!("ARC-sealed: {}", tags.join("; "))
+        }
+        Err(e) => e.to_string(),
+    }
+}
+
 /// A rule set from rule text (checked) or from a compiled table.
 fn load(path: &std::path::Path, allow: &[PathBuf]) -> Result<(RuleSet, Table), Exit> {
     let fail = |msg: String| {
@@ -171,9 +280,9 @@ pub(super) fn run(d: DryRun) -> Exit {
             Err(e) => return usage(format!("--to: {e}")),
         }
     }
-    let message = match &d.message {
+    let raw = match &d.message {
         Some(p) => match mailflow::input::read_limited(p) {
-            Ok(raw) => Some(Message::parse(&raw)),
+            Ok(raw) => Some(raw),
             Err(e) => {
                 return usage(format!(
                     "cannot read `{}`: {}",
@@ -184,6 +293,7 @@ pub(super) fn run(d: DryRun) -> Exit {
         },
         None => None,
     };
+    let message = raw.as_deref().map(Message::parse);
     let auth = match d.auth.as_deref().map(AuthResults::from_spec).transpose() {
         Ok(a) => a,
         Err(why) => return usage(format!("--auth: {why}")),
@@ -202,7 +312,7 @@ pub(super) fn run(d: DryRun) -> Exit {
             return usage(format!("no receive connector is named `{c}`"));
         }
     }
-    let env = Envelope {
+    let mut env = Envelope {
         connector: d.connector,
         local: None,
         client_ip: d.client_ip,
@@ -213,6 +323,13 @@ pub(super) fn run(d: DryRun) -> Exit {
         auth,
         day: Some(mailflow::clock::days_since_epoch()),
     };
+    let inbound = match (&d.verify, &raw) {
+        (Some(v), Some(raw)) => match verify_inbound(&table, &mut env, v, raw) {
+            Ok(text) => text,
+            Err(why) => return usage(format!("--verify: {why}")),
+        },
+        _ => String::new(),
+    };
     let verdict = evaluate(&table, &env, message.as_ref(), true);
     match d.format {
         Format::Json => println!(
@@ -220,7 +337,7 @@ pub(super) fn run(d: DryRun) -> Exit {
             serde_json::to_string_pretty(&verdict).unwrap_or_default()
         ),
         _ => print!(
-            "{}{}",
+            "{}{inbound}{}",
             human(&verdict, &d.rules.display().to_string()),
             outbound(&table, &verdict, env.day.unwrap_or_default())
         ),

@@ -386,6 +386,17 @@ struct DryRunArgs {
     /// (`spf=pass, dkim=pass:partner.example, dmarc=fail`); not given: not verified.
     #[arg(long, value_name = "RESULTS")]
     auth: Option<String>,
+    /// Verify SPF, DKIM, DMARC and ARC of --message over DNS as the relay would, for mail
+    /// from --client-ip (the results go to the rules, and the Authentication-Results field
+    /// and ARC seal the relay would add are shown).
+    #[arg(long, conflicts_with = "auth", requires_all = ["client_ip", "message"])]
+    verify: bool,
+    /// The EHLO name the client gave (SPF checks it for the null sender).
+    #[arg(long, default_value = "unknown", requires = "verify")]
+    helo: String,
+    /// The DNS server --verify asks (IP:PORT); the system's resolver when not given.
+    #[arg(long, value_name = "IP:PORT", requires = "verify")]
+    dns: Option<std::net::SocketAddr>,
     /// A message file (RFC 5322) to evaluate with its headers.
     #[arg(long)]
     message: Option<PathBuf>,
@@ -565,6 +576,10 @@ pub fn run(cli: Cli) -> Exit {
             tls_peer: a.tls_peer,
             oorg: a.oorg,
             auth: a.auth,
+            verify: a.verify.then_some(dry_run::Verify {
+                helo: a.helo,
+                dns: a.dns,
+            }),
             message: a.message,
             format: a.format,
             allow_path: a.allow_path,

@@ -500,3 +500,82 @@ async fn a_broken_chain_is_sealed_as_failed() {
     // dkimpy stops at our seal's cv=fail: the verdict is ours, not a broken signature.
     assert!(why.contains("ARC-Seal[2] reported failure"), "{why}");
 }
+
+/// `mailflow dry-run --verify`: the same verification as the relay's, over the same
+/// loopback DNS, its results read by the rules, and the field and seal the relay would add.
+#[tokio::test]
+async fn a_dry_run_verifies_over_dns_and_shows_the_field_and_the_seal() {
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::copy(key(), tmp.path().join("arc.key")).unwrap();
+    let rules = tmp.path().join("r.mailflow");
+    std::fs::write(
+        &rules,
+        format!(
+            "accepted-domain example.com internal-relay
+receive-connector \"Internet\" {{
+  listen 127.0.0.1:25
+  auth anonymous
+}}
+send-connector \"Out\" {{
+  address-space *
+  smart-host 192.0.2.1
+}}
+{AUTH}{RULES}"
+        ),
+    )
+    .unwrap();
+    let dns = DnsServer::start(zone()).await;
+    let run = |ip: &'static str, from: &'static str, message: Vec<u8>| {
+        let (rules, dir, dns) = (
+            rules.clone(),
+            tmp.path().to_path_buf(),
+            dns.addr.to_string(),
+        );
+        tokio::task::spawn_blocking(move || {
+            let m = dir.join("m.eml");
+            std::fs::write(&m, message).unwrap();
+            let o = std::process::Command::new(env!("CARGO_BIN_EXE_mailflow"))
+                .args(["dry-run", rules.to_str().unwrap(), "--client-ip", ip])
+                .args(["--from", from, "--to", "bob@example.com", "--verify"])
+                .args(["--helo", "client.test", "--dns", &dns, "--message"])
+                .arg(&m)
+                .env("NO_COLOR", "1")
+                .output()
+                .unwrap();
+            (
+                o.status.code(),
+                String::from_utf8_lossy(&o.stdout).to_string(),
+            )
+        })
+    };
+    let sent = signed(&message("alice@origin.example", ""), "origin.example");
+    let (code, out) = run("127.0.0.1", "alice@origin.example", sent)
+        .await
+        .unwrap();
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.contains("\ninbound:\n  Authentication-Results: mx.example.com;"),
+        "{out}"
+    );
+    for found in [
+        "spf=pass",
+        "dkim=pass",
+        "header.d=origin.example",
+        "dmarc=pass",
+    ] {
+        assert!(out.contains(found), "{found}: {out}");
+    }
+    assert!(
+        out.contains("ARC-sealed: i=1; s=arc1; d=example.com; cv=none"),
+        "{out}"
+    );
+    // The p=reject domain's name from an address its SPF does not list, unsigned: the
+    // rule refuses it.
+    let spoofed = message("ceo@origin.example", "");
+    let (code, out) = run("127.0.0.2", "ceo@origin.example", spoofed)
+        .await
+        .unwrap();
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("dmarc=fail"), "{out}");
+    assert!(out.contains("rejected: 550 5.7.1"), "{out}");
+}

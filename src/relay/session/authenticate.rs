@@ -103,11 +103,7 @@ impl Session {
             return String::new();
         };
         let keys = self.shared.dkim_keys();
-        // RFC 8617 defines rsa-sha256 only: an RSA key of the domain, when it has one.
-        let rsa = keys
-            .for_domain(&domain.value)
-            .find(|k| k.signer.dns_record().contains("k=rsa"));
-        let Some(key) = rsa.or_else(|| keys.for_domain(&domain.value).next()) else {
+        let Some(key) = arc::sealing_key(&keys, &domain.value) else {
             tracing::warn!(
                 "arc-seal {}: no dkim-key for that domain; mail goes unsealed",
                 domain.value
