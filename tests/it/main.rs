@@ -26,6 +26,7 @@ mod support;
 mod smtp_checks;
 
 mod auth_dkim;
+mod auth_seeds;
 mod certificates;
 mod cli;
 mod deliver;

@@ -14,87 +14,12 @@
 
 use crate::support;
 
-use mailflow::auth::dkim::{Algorithm, PrivateKey, generate};
 use mailflow::auth::srs::Srs;
-use std::path::Path;
 use support::raw::Raw;
 use support::relay::*;
+use support::signing::*;
 use support::sink::{Received, Sink, SinkOptions};
 use support::tls::{TestCa, server_config};
-
-/// The RSA-2048 test key and a new Ed25519 key, written to `dir/keys/`; their TXT records.
-fn write_keys(dir: &Path) -> (String, String) {
-    std::fs::create_dir_all(dir.join("keys")).unwrap();
-    let rsa = std::fs::read(root().join("tests/fixtures/bytes/dkim-test.key")).unwrap();
-    std::fs::write(dir.join("keys/rsa.pem"), &rsa).unwrap();
-    let ed = generate(Algorithm::Ed25519).unwrap();
-    std::fs::write(dir.join("keys/ed.pem"), &ed).unwrap();
-    (
-        PrivateKey::from_pem(&rsa).unwrap().dns_record(),
-        PrivateKey::from_pem(ed.as_bytes()).unwrap().dns_record(),
-    )
-}
-
-/// Both keys for `domain`, RSA first.
-fn dkim_keys(domain: &str) -> String {
-    format!(
-        "\ndkim-key \"{domain}\" {{\n  selector rsa2026\n  key \"keys/rsa.pem\"\n}}\n\
-dkim-key \"{domain}\" {{\n  selector ed2026\n  key \"keys/ed.pem\"\n}}\n"
-    )
-}
-
-/// dkimpy's verdict on each `DKIM-Signature` of `message`, top first (`d=… s=… pass`),
-/// the keys looked up in `records` (`selector._domainkey.domain`, TXT record).
-fn signatures(message: &[u8], records: &[(String, &str)]) -> Vec<String> {
-    let mut args = vec!["signatures".to_string()];
-    args.extend(records.iter().map(|(name, r)| format!("{name}={r}")));
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let (code, out) = support::dkimpy::run(&args, message);
-    assert_eq!(code, 0, "{}", String::from_utf8_lossy(&out));
-    String::from_utf8(out)
-        .unwrap()
-        .lines()
-        .map(str::to_string)
-        .collect()
-}
-
-/// `message` signed by dkimpy (simple/simple: any changed byte breaks it) with the test
-/// RSA key as `sel._domainkey.DOMAIN`.
-fn signed_by(domain: &str, message: &[u8]) -> Vec<u8> {
-    let key = root().join("tests/fixtures/bytes/dkim-test.key");
-    let args = ["sign", key.to_str().unwrap(), domain, "sel"];
-    let (code, signed) = support::dkimpy::run(&args, message);
-    assert_eq!(code, 0);
-    signed
-}
-
-fn test_key_record() -> String {
-    let public =
-        std::fs::read_to_string(root().join("tests/fixtures/bytes/dkim-test.pub")).unwrap();
-    format!("v=DKIM1; k=rsa; p={}", public.trim())
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
-    }
-}
-
-/// A shipped rule set (`rules/NAME`, its folders beside it) in `dir`, through `edit`.
-fn shipped_rules(dir: &Path, name: &str, folders: &[&str], edit: impl Fn(String) -> String) {
-    for f in folders {
-        copy_dir(&root().join("rules").join(f), &dir.join(f));
-    }
-    let text = std::fs::read_to_string(root().join("rules").join(name)).unwrap();
-    std::fs::write(dir.join(name), edit(text)).unwrap();
-}
 
 async fn metric(relay: &Relay, name: &str) -> u64 {
     let text = http_get(relay.admin.unwrap(), "/metrics");
@@ -103,11 +28,6 @@ async fn metric(relay: &Relay, name: &str) -> u64 {
         .unwrap_or_else(|| panic!("no {name} in\n{text}"))
         .parse()
         .unwrap()
-}
-
-async fn next_message(sink: &Sink, n: usize) -> Received {
-    assert!(wait_until(20, || sink.messages().len() > n).await);
-    sink.messages().remove(n)
 }
 
 // ---------------------------------------------------------------- seed 002: signing

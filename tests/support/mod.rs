@@ -8,5 +8,6 @@ pub mod outbound;
 pub mod raw;
 pub mod relay;
 pub mod scripted_hop;
+pub mod signing;
 pub mod sink;
 pub mod tls;
