@@ -3,6 +3,7 @@
 //! (the same text `mailflow explain` prints from the registry). Lints never change the rule
 //! set; they only report.
 
+mod authentication;
 mod connectors;
 mod domains;
 mod recipients;
@@ -20,5 +21,6 @@ pub fn lint(set: &RuleSet) -> Vec<Diagnostic> {
     connectors::check(set, &mut out);
     domains::check(set, &mut out);
     recipients::check(set, &mut out);
+    authentication::check(set, &mut out);
     out
 }
