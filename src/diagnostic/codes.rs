@@ -973,6 +973,23 @@ contact \"Sales\" { address sales@example.com; external sales@partner.example }
 ```
 
 Add `srs-domain DOMAIN` (an accepted domain) and `srs-secret \"...\"`: forwarded mail from outside senders then leaves with an SRS envelope sender at DOMAIN, and bounces to it come back and are passed on.";
+
+    /// A test gives verification results for mail the relay never verifies.
+    W064 = "test-auth-never-verified", "a test gives verification results the relay never finds for its message",
+"The relay verifies only Internet mail: messages on a receive connector with `auth anonymous`, when the `authentication` block names an `authserv-id`. Every other message reads as `none` for SPF, DKIM, DMARC and ARC. A test whose `auth` setting says otherwise passes with results the relay never produces, so it proves a rule works where it never will.
+
+```mailflow
+receive-connector \"From EOP\" { remote 40.92.0.0/15; auth externally-secured }
+test \"DMARC failures are refused\" {
+  connector \"From EOP\"
+  from a@fabrikam.com
+  to b@example.com
+  auth dmarc=fail
+  expect rejected 550 5.7.1
+}
+```
+
+Test through the connector Internet mail arrives on, add `authserv-id` to the `authentication` block, or remove `auth`.";
 }
 
 /// The whole registry as Markdown: the text of `docs/diagnostics.md`.

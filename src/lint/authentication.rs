@@ -1,9 +1,10 @@
 //! Lints of mail authentication: where the relay's rewriting and forwarding will break what
 //! receivers check, and the rule set has nothing to repair it with: outbound rewrites to a
 //! domain without a signing key (W061), Internet mail changed or forwarded without ARC
-//! sealing (W062), mail forwarded outside without SRS (W063).
+//! sealing (W062), mail forwarded outside without SRS (W063); and test blocks giving results
+//! the relay would never find for their message (W064).
 //!
-//! They run only on a rule set that configures mail authentication (a `dkim-key` or an
+//! The first three run only on a rule set that configures mail authentication (a `dkim-key` or an
 //! `authentication` block): without either, every rewrite of every rule set written before
 //! mailflow could sign would warn, and `docs/authentication.md` is where to start instead.
 
@@ -15,6 +16,7 @@ use crate::source::Span;
 use std::collections::HashMap;
 
 pub(super) fn check(set: &RuleSet, out: &mut Vec<Diagnostic>) {
+    tests_never_verified(set, out);
     if set.authentication.is_none() && set.dkim_keys.is_empty() {
         return;
     }
@@ -253,6 +255,52 @@ fn forwards_without_srs(set: &RuleSet, forwards: &[Forward], out: &mut Vec<Diagn
     }
 }
 
+/// W064 test-auth-never-verified.
+///
+/// What it does: flags a test block's `auth` setting when the relay would never verify the
+/// test's message: the rule set has no `authserv-id`, or the test arrives on a receive
+/// connector whose clients are not anonymous.
+///
+/// Why is this bad: the test passes with results the relay never produces for such mail (it
+/// reads `none` for every method), so it proves a rule works where it never will.
+///
+/// Example: `test "t" { connector "From EOP"; auth dmarc=fail; ... }` where `From EOP` has
+/// `auth externally-secured`.
+///
+/// Use instead: test through the Internet connector, add `authserv-id`, or drop `auth`.
+fn tests_never_verified(set: &RuleSet, out: &mut Vec<Diagnostic>) {
+    let authserv_id = set
+        .authentication
+        .as_ref()
+        .and_then(|a| a.authserv_id.as_ref());
+    for t in set.tests.iter().filter(|t| t.auth.is_some()) {
+        let connector = t.connector.as_ref().and_then(|c| {
+            set.receive_connectors
+                .iter()
+                .find(|rc| rc.name.value == c.value)
+        });
+        let why = match (authserv_id, connector) {
+            (None, _) => "the rule set has no `authserv-id`, so nothing is verified".to_string(),
+            (Some(_), Some(c)) if c.auth.value != AuthLevel::Anonymous => format!(
+                "`{}` is not for anonymous clients, and only Internet mail is verified",
+                c.name.value
+            ),
+            _ => continue,
+        };
+        out.push(
+            Diagnostic::new(
+                Code::W064,
+                format!(
+                    "test `{}` gives verification results the relay never finds for its message",
+                    t.name.value
+                ),
+            )
+            .primary(t.name.span, why)
+            .help("test through a connector with `auth anonymous` and add `authserv-id` to the `authentication` block, or remove `auth`"),
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use crate::check::check_text;
@@ -292,6 +340,26 @@ mod tests {
         // Sealing needs verification: `arc-seal` alone does not seal.
         let unverified = complete.replace("authserv-id mx.example.com; ", "");
         assert_eq!(codes(&unverified), ["W062", "W062"]);
+    }
+
+    #[test]
+    fn test_results_the_relay_never_finds_are_flagged() {
+        let base = "accepted-domain example.com\n\
+            receive-connector \"Internet\" { auth anonymous }\n\
+            receive-connector \"Inside\" { remote 10.0.0.0/8; auth partner }\n\
+            send-connector \"Out\" { address-space * }\n";
+        let test = |connector: &str| {
+            format!(
+                "test \"t\" {{ connector \"{connector}\"; from a@fabrikam.com; to b@example.com; auth dmarc=fail }}\n"
+            )
+        };
+        let verified = "authentication { authserv-id mx.example.com }\n";
+        assert!(codes(&format!("{base}{verified}{}", test("Internet"))).is_empty());
+        assert_eq!(
+            codes(&format!("{base}{verified}{}", test("Inside"))),
+            ["W064"]
+        );
+        assert_eq!(codes(&format!("{base}{}", test("Internet"))), ["W064"]);
     }
 
     #[test]
