@@ -304,6 +304,20 @@ keywords! {
         "AuthAs Partner (domain-secured TLS).";
     "externally-secured", Value, "auth externally-secured",
         "AuthAs Internal: the network is trusted to have checked the sender (Exchange's ExternalAuthoritative); may relay.";
+    "pass", Value, "dkim pass",
+        "Verification result (RFC 8601): verified.";
+    "fail", Value, "dmarc fail",
+        "Verification result: verified false (SPF `-all`, a broken signature, a DMARC failure).";
+    "softfail", Value, "spf softfail",
+        "Verification result: SPF `~all`, probably not authorised.";
+    "neutral", Value, "spf neutral",
+        "Verification result: SPF `?all`, no statement; a DKIM signature that could not be judged.";
+    "temperror", Value, "dmarc temperror",
+        "Verification result: a temporary error (DNS did not answer).";
+    "permerror", Value, "dkim permerror",
+        "Verification result: a permanent error (a broken record or signature).";
+    "on", Value, "dkim-sign on",
+        "Send connector: sign outgoing mail with the `dkim-key` of its From domain (the default).";
 }
 
 /// The documentation of `word`, if it is a keyword.

@@ -65,7 +65,7 @@ pub enum KeyError {
     /// An RSA key too short to sign with: below [`MIN_RSA_BITS`], or below the 2048 bits
     /// the signer takes.
     #[error(
-        "the RSA key has {0} bits; the signer takes 2048 bits or more (verifiers distrust shorter keys)"
+        "the RSA key has {0} bits; the signer takes 2048 bits or more (RFC 8301 forbids fewer than 1024, and verifiers distrust short keys)"
     )]
     TooShort(usize),
 }

@@ -940,6 +940,57 @@ authentication {
 
 Use a long random secret (`openssl rand -base64 32`). To rotate, list the new one first: `srs-secret \"new\", \"old\"`.";
 
+    /// Outbound mail is rewritten to a domain no `dkim-key` signs for.
+    W061 = "unsigned-rewrite", "mail rewritten to a domain without a dkim-key leaves unsigned",
+"Rewriting `From` (seed 002: `John.Smith@tenant1.myexchlab.com` to `John.Smith@myexchlab.com`) breaks the signature the tenant made, and nothing signs for the new domain. A DMARC policy on it then rests on SPF alone, and large receivers refuse or junk unsigned bulk mail. Reported once per domain, at the first entry rewriting to it, when some send connector signs (`dkim-sign on`, the default), and only in a rule set that configures mail authentication (a `dkim-key` or an `authentication` block).
+
+```mailflow
+dkim-key \"example.com\" { selector mf2026; key \"keys/mf2026.pem\" }
+rewrite *.tenant1.myexchlab.com -> myexchlab.com outbound-only   # no key for myexchlab.com
+```
+
+Add `dkim-key \"myexchlab.com\" { selector NAME; key \"FILE.pem\" }`; `mailflow dkim keygen myexchlab.com NAME` makes the key and prints the DNS record to publish.";
+
+    /// Internet mail is changed or forwarded without an ARC seal.
+    W062 = "unsealed-change", "internet mail is rewritten or forwarded without an arc seal",
+"Inbound rewriting changes `To` and `Cc`, which the original sender's DKIM signature covers, and a forward to an outside address fails SPF at the next hop. A receiver enforcing the sender's DMARC policy (Exchange Online honours `p=reject`) then rejects or quarantines legitimate mail. An ARC seal carries what this relay verified before the change to receivers that trust it. Reported, on a rule set with a receive connector for Internet mail (`auth anonymous`) that configures mail authentication, once per rewritten domain and once per contact, group or rule that forwards outside, while the `authentication` block lacks `authserv-id` or `arc-seal` (both are needed to seal).
+
+```mailflow
+authentication { srs-domain myexchlab.com; srs-secret \"...\" }
+receive-connector \"Internet\" { auth anonymous }
+rewrite John.Smith@tenant1.myexchlab.com -> John.Smith@myexchlab.com
+```
+
+Add `authserv-id HOST` and `arc-seal DOMAIN` (a domain with a `dkim-key`), and list the sealer as trusted at the receiver (Exchange Online: `Set-ArcConfig -ArcTrustedSealers DOMAIN`).";
+
+    /// Mail is forwarded outside without SRS.
+    W063 = "forward-without-srs", "mail forwarded to an outside address keeps the sender's envelope address",
+"A contact or mail user whose `external` address is outside the accepted domains, a group with outside members, or a rule that redirects or copies mail outside forwards mail with the outside sender's envelope address. The next hop checks SPF of the sender's domain against this relay's address and it fails; with a strict DMARC policy the message is refused, and bounces bypass this relay. Reported once per object, in a rule set that configures mail authentication, while the `authentication` block has no `srs-domain`.
+
+```mailflow
+authentication { authserv-id mx.example.com }
+contact \"Sales\" { address sales@example.com; external sales@partner.example }
+```
+
+Add `srs-domain DOMAIN` (an accepted domain) and `srs-secret \"...\"`: forwarded mail from outside senders then leaves with an SRS envelope sender at DOMAIN, and bounces to it come back and are passed on.";
+
+    /// A test gives verification results for mail the relay never verifies.
+    W064 = "test-auth-never-verified", "a test gives verification results the relay never finds for its message",
+"The relay verifies only Internet mail: messages it takes as anonymous (on a receive connector with `auth anonymous`, or on an `externally-secured` one with `accept-oorg` when the XOORG does not vouch for one of our tenants), when the `authentication` block names an `authserv-id`. Every other message reads as `none` for SPF, DKIM, DMARC and ARC. A test whose `auth` setting says otherwise passes with results the relay never produces, so it proves a rule works where it never will.
+
+```mailflow
+receive-connector \"From EOP\" { remote 40.92.0.0/15; auth externally-secured }
+test \"DMARC failures are refused\" {
+  connector \"From EOP\"
+  from a@fabrikam.com
+  to b@example.com
+  auth dmarc=fail
+  expect rejected 550 5.7.1
+}
+```
+
+Test through the connector Internet mail arrives on, add `authserv-id` to the `authentication` block, or remove `auth`.";
+
     /// Two tenant send connectors present the same client certificate.
     W070 = "shared-tenant-certificate", "two send connectors present one client certificate to different microsoft 365 tenants",
 "Exchange Online attributes mail arriving on an OnPremises inbound connector to a tenant by the domain of the sender's certificate first, then by the envelope sender and recipient domains. Microsoft (message center MC1226222, 2026) requires a server that relays to several tenants to present a distinct client certificate to each; with one certificate, attribution becomes a guess that may stop working without notice.

@@ -4,6 +4,7 @@
 //! set; they only report. Only the certificate lints look outside it: they read the
 //! certificate files, judged at the time [`LintOptions`] gives, never the clock's.
 
+mod authentication;
 mod certificates;
 mod connectors;
 mod domains;
@@ -51,6 +52,7 @@ pub fn lint(set: &RuleSet, options: &LintOptions) -> Vec<Diagnostic> {
     connectors::check(set, &mut out);
     domains::check(set, &mut out);
     recipients::check(set, &mut out);
+    authentication::check(set, &mut out);
     certificates::check(set, options, &mut out);
     out
 }

@@ -124,7 +124,13 @@ fn phrase(r: Rule) -> String {
 fn describe(positives: &[Rule]) -> (String, Option<String>) {
     let mut phrases: Vec<String> = Vec::new();
     let mut cats: Vec<Category> = Vec::new();
-    for &r in positives {
+    // `dkim for DOMAIN` parses only so that `check` can ask for the missing results; a
+    // condition cut short wants a result, not `for`.
+    let results_missing = positives.contains(&Rule::auth_results);
+    for &r in positives
+        .iter()
+        .filter(|&&r| !(results_missing && r == Rule::kw_for))
+    {
         match category(r) {
             Some(c) => {
                 if !cats.contains(&c) {

@@ -19,7 +19,22 @@ impl Resolver<'_> {
         for_kw: Option<Span>,
     ) -> Option<Predicate> {
         // The grammar only takes the four method words.
+        let method_span = method.span;
         let method = results::method(&method.value).ok()?;
+        if words.is_empty() {
+            self.diags.push(
+                Diagnostic::new(
+                    Code::E014,
+                    format!("`{}` needs the results to test", method.keyword()),
+                )
+                .primary(method_span, "no result before `for`")
+                .help(format!(
+                    "write e.g. `{} pass for DOMAIN`; results are pass, fail, softfail, neutral, none, temperror, permerror",
+                    method.keyword()
+                )),
+            );
+            return None;
+        }
         let mut found = Vec::new();
         let mut bad = false;
         for w in words {

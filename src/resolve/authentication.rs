@@ -49,13 +49,16 @@ impl Resolver<'_> {
                 .help("write `selector NAME` (the `s=` tag) and `key \"FILE.pem\"`"),
             );
         }
-        if let (Some(domain), Some(selector), Some(key)) = (domain, selector, key) {
-            self.set.dkim_keys.push(DkimKey {
+        match (domain, selector, key) {
+            (Some(domain), Some(selector), Some(key)) => self.set.dkim_keys.push(DkimKey {
                 domain: Spanned::new(domain, block.name.span),
                 selector,
                 key,
                 span: block.span,
-            });
+            }),
+            _ => self
+                .broken_dkim_domains
+                .push(block.name.value.to_ascii_lowercase()),
         }
     }
 
@@ -252,12 +255,13 @@ impl Resolver<'_> {
             return;
         };
         if let Some(seal) = &auth.arc_seal {
-            if !self
+            let known = self
                 .set
                 .dkim_keys
                 .iter()
                 .any(|k| k.domain.value == seal.value)
-            {
+                || self.broken_dkim_domains.contains(&seal.value);
+            if !known {
                 found.push(
                     Diagnostic::new(
                         Code::E082,
@@ -404,6 +408,17 @@ mod tests {
         let auth = set.authentication.unwrap();
         assert!(auth.authserv_id.is_none() && auth.arc_seal.is_none());
         assert_eq!(auth.srs.unwrap().max_age_days, 21);
+    }
+
+    #[test]
+    fn a_broken_key_is_not_reported_again_as_missing() {
+        let report = check_text(
+            "auth.mailflow",
+            "dkim-key \"example.com\" { selector s1; key \"tests/fixtures/dkim-keys/missing.pem\" }\n\
+             authentication { authserv-id mx.example.com; arc-seal example.com }\n",
+        );
+        let codes: Vec<&str> = report.diagnostics.iter().map(|d| d.code.id()).collect();
+        assert_eq!(codes, ["E033"]);
     }
 
     #[test]

@@ -73,6 +73,9 @@ pub(crate) struct Resolver<'a> {
     pub(crate) set: RuleSet,
     refs: Vec<(RefKind, Text)>,
     budget: rules::Budget,
+    /// Domains of `dkim-key` blocks with errors, so that naming them elsewhere is not
+    /// reported a second time.
+    broken_dkim_domains: Vec<String>,
 }
 
 /// Resolves the items of one rule set (all its files). `broken` lists items that did not
@@ -98,6 +101,7 @@ pub fn resolve_with_references(
         set: RuleSet::default(),
         refs: Vec::new(),
         budget: rules::Budget::default(),
+        broken_dkim_domains: Vec::new(),
     };
     for item in items {
         match item {
