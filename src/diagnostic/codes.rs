@@ -942,7 +942,7 @@ Use a long random secret (`openssl rand -base64 32`). To rotate, list the new on
 
     /// Outbound mail is rewritten to a domain no `dkim-key` signs for.
     W061 = "unsigned-rewrite", "mail rewritten to a domain without a dkim-key leaves unsigned",
-"Rewriting `From` (seed 002: `John.Smith@tenant1.myexchlab.com` to `John.Smith@myexchlab.com`) breaks the signature the tenant made, and nothing signs for the new domain. A DMARC policy on it then rests on SPF alone, and large receivers refuse or junk unsigned bulk mail. Reported once per domain, at the first entry rewriting to it, when some send connector signs (`dkim-sign on`, the default), and only in a rule set that configures mail authentication (a `dkim-key` or an `authentication` block).
+"Rewriting `From` (seed 002: `John.Smith@tenant1.myexchlab.com` to `John.Smith@myexchlab.com`) breaks the signature the tenant made, and nothing signs for the new domain. A DMARC policy on it then rests on SPF alone, and large receivers refuse or junk unsigned bulk mail. Reported once per domain, at the first entry rewriting to it, when some send connector signs (`dkim-sign on`, the default).
 
 ```mailflow
 dkim-key \"example.com\" { selector mf2026; key \"keys/mf2026.pem\" }
@@ -953,7 +953,7 @@ Add `dkim-key \"myexchlab.com\" { selector NAME; key \"FILE.pem\" }`; `mailflow 
 
     /// Internet mail is changed or forwarded without an ARC seal.
     W062 = "unsealed-change", "internet mail is rewritten or forwarded without an arc seal",
-"Inbound rewriting changes `To` and `Cc`, which the original sender's DKIM signature covers, and a forward to an outside address fails SPF at the next hop. A receiver enforcing the sender's DMARC policy (Exchange Online honours `p=reject`) then rejects or quarantines legitimate mail. An ARC seal carries what this relay verified before the change to receivers that trust it. Reported, on a rule set with a receive connector for Internet mail (`auth anonymous`) that configures mail authentication, once per rewritten domain and once per contact, group or rule that forwards outside, while the `authentication` block lacks `authserv-id` or `arc-seal` (both are needed to seal).
+"Inbound rewriting changes `To` and `Cc`, which the original sender's DKIM signature covers, and a forward to an outside address fails SPF at the next hop. A receiver enforcing the sender's DMARC policy (Exchange Online honours `p=reject`) then rejects or quarantines legitimate mail. An ARC seal carries what this relay verified before the change to receivers that trust it. Reported, on a rule set with a receive connector for Internet mail (`auth anonymous`), once per rewritten domain and once per contact, group or rule that forwards outside, while the `authentication` block lacks `authserv-id` or `arc-seal` (both are needed to seal).
 
 ```mailflow
 authentication { srs-domain myexchlab.com; srs-secret \"...\" }
@@ -965,7 +965,7 @@ Add `authserv-id HOST` and `arc-seal DOMAIN` (a domain with a `dkim-key`), and l
 
     /// Mail is forwarded outside without SRS.
     W063 = "forward-without-srs", "mail forwarded to an outside address keeps the sender's envelope address",
-"A contact or mail user whose `external` address is outside the accepted domains, a group with outside members, or a rule that redirects or copies mail outside forwards mail with the outside sender's envelope address. The next hop checks SPF of the sender's domain against this relay's address and it fails; with a strict DMARC policy the message is refused, and bounces bypass this relay. Reported once per object, in a rule set that configures mail authentication, while the `authentication` block has no `srs-domain`.
+"A contact or mail user whose `external` address is outside the accepted domains, a group with outside members, or a rule that redirects or copies mail outside forwards mail with the outside sender's envelope address. The next hop checks SPF of the sender's domain against this relay's address and it fails; with a strict DMARC policy the message is refused, and bounces bypass this relay. Reported once per object, on a rule set that takes outside senders' mail (a receive connector with `auth anonymous`, or one with `accept-oorg`), while the `authentication` block has no `srs-domain`.
 
 ```mailflow
 authentication { authserv-id mx.example.com }

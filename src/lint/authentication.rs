@@ -4,9 +4,9 @@
 //! sealing (W062), mail forwarded outside without SRS (W063); and test blocks giving results
 //! the relay would never find for their message (W064).
 //!
-//! The first three run only on a rule set that configures mail authentication (a `dkim-key` or an
-//! `authentication` block): without either, every rewrite of every rule set written before
-//! mailflow could sign would warn, and `docs/authentication.md` is where to start instead.
+//! They run on every rule set, with or without an `authentication` block: a rule set that
+//! rewrites and signs nothing is exactly the one whose mail will fail, and
+//! `docs/authentication.md` is where the help texts point.
 
 use crate::diagnostic::{Code, Diagnostic};
 use crate::model::{
@@ -17,9 +17,6 @@ use std::collections::HashMap;
 
 pub(super) fn check(set: &RuleSet, out: &mut Vec<Diagnostic>) {
     tests_never_verified(set, out);
-    if set.authentication.is_none() && set.dkim_keys.is_empty() {
-        return;
-    }
     unsigned_rewrites(set, out);
     let forwards = forwards_outside(set);
     unsealed_changes(set, &forwards, out);
@@ -227,7 +224,8 @@ fn unsealed_changes(set: &RuleSet, forwards: &[Forward], out: &mut Vec<Diagnosti
 /// W063 forward-without-srs.
 ///
 /// What it does: flags each contact, group or rule that forwards mail to an outside address
-/// when the `authentication` block has no `srs-domain`.
+/// when the rule set takes outside senders' mail (an anonymous receive connector, or one with
+/// `accept-oorg`) and the `authentication` block has no `srs-domain`.
 ///
 /// Why is this bad: forwarded mail keeps the outside sender's envelope address, so the next
 /// hop checks SPF of the sender's domain against this relay's address and it fails; a strict
@@ -241,6 +239,15 @@ fn unsealed_changes(set: &RuleSet, forwards: &[Forward], out: &mut Vec<Diagnosti
 /// mail from outside senders then leaves with an SRS envelope sender at DOMAIN.
 fn forwards_without_srs(set: &RuleSet, forwards: &[Forward], out: &mut Vec<Diagnostic>) {
     if set.authentication.as_ref().is_some_and(|a| a.srs.is_some()) {
+        return;
+    }
+    // Only outside senders' mail needs SRS, and it arrives on an anonymous connector or as
+    // the anonymous mail of one that trusts XOORG; without either there is none.
+    let takes_outside_mail = set
+        .receive_connectors
+        .iter()
+        .any(|c| c.auth.value == AuthLevel::Anonymous || !c.accept_oorg.is_empty());
+    if !takes_outside_mail {
         return;
     }
     for f in forwards {
@@ -328,8 +335,10 @@ mod tests {
         contact \"Away\" { address a@example.com; external a@partner.example }\n";
 
     #[test]
-    fn rule_sets_without_mail_authentication_are_not_judged() {
-        assert!(codes(FORWARDS).is_empty());
+    fn rule_sets_without_mail_authentication_are_judged_too() {
+        // The rewrite to example.com (W061), the inbound rewrite and the forward to
+        // partner.example without a seal (W062 each), the forward without SRS (W063).
+        assert_eq!(codes(FORWARDS), ["W061", "W062", "W062", "W063"]);
     }
 
     #[test]

@@ -553,13 +553,14 @@ mod tests {
 receive-connector \"Inbound from Office 365\" { tls off }
 send-connector \"Out\" { address-space * }
 accepted-domain contoso.com
-contact \"Officers\" { address officers@contoso.com; external o@fabrikam.com }
+contact \"Officers\" { address officers@contoso.com; external o@contoso.mail.onmicrosoft.com }
 group \"Board\" { address board@contoso.com; members \"Officers\" }
 # E012 is about addresses
 rule \"Only O365\" {
   if connector \"Inbound from Office 365\"
   stop
 }
+accepted-domain contoso.mail.onmicrosoft.com internal-relay
 ";
 
     fn pos_of(text: &str, needle: &str, extra: usize) -> Position {

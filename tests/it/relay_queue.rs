@@ -186,8 +186,11 @@ async fn delay_notices_go_once_to_senders_who_want_them() {
         "delay-too",
     )
     .await;
+    // A generous bound: the destination is suspended, so a notice waits for the next probe,
+    // whose backoff grows; on a loaded 2-core machine running the whole suite the second one
+    // once took longer than 20 s. What is asserted is who gets one, once, not how soon.
     assert!(
-        wait_until(20, || reports(&sink).len() >= 2).await,
+        wait_until(60, || reports(&sink).len() >= 2).await,
         "delay notices: {}",
         reports(&sink).len()
     );

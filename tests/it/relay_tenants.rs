@@ -17,6 +17,7 @@ use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
+use support::dns::{DnsServer, Zone};
 use support::relay::*;
 use support::sink::{Sink, SinkOptions};
 use support::tls::{TestCa, server_config};
@@ -75,6 +76,9 @@ struct Setup {
     cert: String,
     key: String,
     _tmp: tempfile::TempDir,
+    /// Answers the verification of anonymous mail (nothing is published: every method
+    /// reads `none`), so no query leaves the machine.
+    _dns: DnsServer,
 }
 
 /// Starts the relay on `rules` with every receive connector in `receive` on a free port of
@@ -88,7 +92,10 @@ async fn start(rules: &Path, tmp: tempfile::TempDir, receive: &[&str], send: &[&
         None,
     )))
     .await;
+    let dns = DnsServer::start(Zone::new()).await;
     let mut args = vec![
+        s("--dns"),
+        dns.addr.to_string(),
         s("--remote"),
         s("From EOP=127.0.0.2"),
         s("--ca-file"),
@@ -114,6 +121,7 @@ async fn start(rules: &Path, tmp: tempfile::TempDir, receive: &[&str], send: &[&
         cert,
         key,
         _tmp: tmp,
+        _dns: dns,
     }
 }
 

@@ -88,3 +88,25 @@ pub async fn next_message(sink: &Sink, n: usize) -> Received {
     assert!(wait_until(20, || sink.messages().len() > n).await);
     sink.messages().remove(n)
 }
+
+/// `text` without its `dkim-key` blocks (a shipped rule set's example key), so a test signs
+/// with keys of its own.
+pub fn without_dkim_keys(text: String) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text.as_str();
+    while let Some(start) = rest.find("\ndkim-key ") {
+        out.push_str(&rest[..=start]);
+        let block = &rest[start + 1..];
+        let end = block.find("\n}\n").map_or(block.len(), |e| e + 3);
+        rest = &block[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// The TXT record of the shipped example key (`rules/keys/`), published as
+/// `mf2026._domainkey.myexchlab.com`.
+pub fn shipped_key_record() -> String {
+    let pem = std::fs::read(root().join("rules/keys/example-rsa2048.pem")).unwrap();
+    PrivateKey::from_pem(&pem).unwrap().dns_record()
+}
