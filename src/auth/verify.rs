@@ -15,9 +15,6 @@ use super::results::{AuthResults, Verification};
 use crate::model::AuthResult;
 use base64::Engine;
 use bytes::Bytes;
-use hickory_resolver::TokioResolver;
-use hickory_resolver::config::{NameServerConfigGroup, ResolveHosts, ResolverConfig};
-use hickory_resolver::name_server::TokioConnectionProvider;
 use hickory_resolver::proto::ProtoErrorKind;
 use hickory_resolver::proto::op::ResponseCode;
 use mail_auth::dmarc::verify::DmarcParameters;
@@ -80,17 +77,7 @@ impl Verifier {
     /// One name server at `addr` (`--dns`), no hosts file and no cache, with the options
     /// delivery's resolver has for it, so a test's DNS server sees every query.
     pub fn with_nameserver(addr: SocketAddr) -> Verifier {
-        let servers = NameServerConfigGroup::from_ips_clear(&[addr.ip()], addr.port(), true);
-        let config = ResolverConfig::from_parts(None, Vec::new(), servers);
-        let mut builder =
-            TokioResolver::builder_with_config(config, TokioConnectionProvider::default());
-        let opts = builder.options_mut();
-        opts.cache_size = 0;
-        opts.positive_max_ttl = Some(Duration::ZERO);
-        opts.negative_max_ttl = Some(Duration::ZERO);
-        opts.use_hosts_file = ResolveHosts::Never;
-        opts.timeout = Duration::from_secs(2);
-        opts.attempts = 1;
+        let builder = crate::deliver::one_nameserver(addr);
         Verifier {
             auth: MessageAuthenticator(builder.build()),
             timeout: DEFAULT_TIMEOUT,

@@ -10,7 +10,7 @@ use hickory_resolver::config::{
 use hickory_resolver::name_server::TokioConnectionProvider;
 use hickory_resolver::proto::op::ResponseCode;
 use hickory_resolver::proto::{ProtoError, ProtoErrorKind};
-use hickory_resolver::{ResolveError, TokioResolver};
+use hickory_resolver::{ResolveError, ResolverBuilder, TokioResolver};
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
@@ -32,6 +32,25 @@ impl std::fmt::Debug for Resolver {
     }
 }
 
+/// A resolver asking only the name server at `addr` (`--dns`; UDP and TCP): no hosts
+/// file, no search list, no cache, one attempt of 2 s, so a test's DNS server sees every
+/// query and its answers take effect at once. Delivery's MX lookups and the verification of
+/// Internet mail (`auth::verify`) both start from it.
+pub(crate) fn one_nameserver(addr: SocketAddr) -> ResolverBuilder<TokioConnectionProvider> {
+    let servers = NameServerConfigGroup::from_ips_clear(&[addr.ip()], addr.port(), true);
+    let config = ResolverConfig::from_parts(None, Vec::new(), servers);
+    let mut builder =
+        TokioResolver::builder_with_config(config, TokioConnectionProvider::default());
+    let opts = builder.options_mut();
+    opts.cache_size = 0;
+    opts.positive_max_ttl = Some(Duration::ZERO);
+    opts.negative_max_ttl = Some(Duration::ZERO);
+    opts.use_hosts_file = ResolveHosts::Never;
+    opts.timeout = Duration::from_secs(2);
+    opts.attempts = 1;
+    builder
+}
+
 impl Resolver {
     /// The system's resolver configuration (`/etc/resolv.conf` on Unix).
     pub fn system() -> Result<Resolver, DeliverError> {
@@ -46,18 +65,9 @@ impl Resolver {
     /// One name server at `addr` (UDP and TCP), no hosts file, no search list and no cache,
     /// so that a test's DNS server sees every query and its answers take effect at once.
     pub fn with_nameserver(addr: SocketAddr) -> Resolver {
-        let servers = NameServerConfigGroup::from_ips_clear(&[addr.ip()], addr.port(), true);
-        let config = ResolverConfig::from_parts(None, Vec::new(), servers);
-        let mut builder =
-            TokioResolver::builder_with_config(config, TokioConnectionProvider::default());
+        let mut builder = one_nameserver(addr);
         let opts = builder.options_mut();
         opts.ip_strategy = LookupIpStrategy::Ipv4AndIpv6;
-        opts.cache_size = 0;
-        opts.positive_max_ttl = Some(Duration::ZERO);
-        opts.negative_max_ttl = Some(Duration::ZERO);
-        opts.use_hosts_file = ResolveHosts::Never;
-        opts.timeout = Duration::from_secs(2);
-        opts.attempts = 1;
         opts.num_concurrent_reqs = 1;
         Resolver {
             inner: builder.build(),

@@ -21,6 +21,7 @@ mod transaction;
 pub use client::{Attempt, OutboundMessage, OutboundRcpt, RcptOutcome, deliver, deliver_reusing};
 pub use config::{ClientConfig, load_certified_key, load_roots, webpki_roots};
 pub use dsn::{DsnAction, DsnInput, FailedRecipient, compose, should_bounce};
+pub(crate) use hop::one_nameserver;
 pub use hop::{Hop, Resolver, next_hops};
 pub use pool::{Pool, ReuseOptions};
 pub use probe::{ProbeOutcome, probe};

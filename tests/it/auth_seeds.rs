@@ -133,20 +133,40 @@ async fn seed_002_internet_mail_rewritten_to_a_tenant_arrives_with_a_valid_arc_c
     }
 }
 
+/// `rules/NAME` as shipped (with `folders` beside it), through `edit`, started in `dir` with
+/// `args` plus a test CA (written to `dir/ca.pem`) and a one-second queue; the CA issues the
+/// next hops' and EOP's certificates.
+fn start_shipped(
+    dir: &std::path::Path,
+    name: &str,
+    folders: &[&str],
+    edit: impl Fn(String) -> String,
+    args: &[String],
+) -> (Relay, TestCa) {
+    shipped_rules(dir, name, folders, edit);
+    let ca = TestCa::new();
+    std::fs::write(dir.join("ca.pem"), &ca.cert_pem).unwrap();
+    let mut all = args.to_vec();
+    all.extend([
+        s("--ca-file"),
+        dir.join("ca.pem").display().to_string(),
+        s("--queue-interval"),
+        s("1s"),
+    ]);
+    (Relay::start(&dir.join(name), &dir.join("spool"), &all), ca)
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn seed_001_mail_to_the_deleted_users_address_leaves_with_the_tenants_signature_intact() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     let (_rsa, _ed) = write_keys(dir);
-    shipped_rules(dir, "deleted-user.mailflow", &["certs", "messages"], |t| {
-        t + &dkim_keys("domain.com") + &authentication("domain.com")
-    });
-    let ca = TestCa::new();
-    std::fs::write(dir.join("ca.pem"), &ca.cert_pem).unwrap();
     let internet = Sink::start(SinkOptions::default()).await;
-    let relay = Relay::start(
-        &dir.join("deleted-user.mailflow"),
-        &dir.join("spool"),
+    let (relay, ca) = start_shipped(
+        dir,
+        "deleted-user.mailflow",
+        &["certs", "messages"],
+        |t| t + &dkim_keys("domain.com") + &authentication("domain.com"),
         &[
             s("--listen"),
             s("Internet=127.0.0.1:0"),
@@ -156,10 +176,6 @@ async fn seed_001_mail_to_the_deleted_users_address_leaves_with_the_tenants_sign
             s("From Office 365=127.0.0.2"),
             s("--smart-host"),
             format!("To Internet={}", internet.addr),
-            s("--ca-file"),
-            dir.join("ca.pem").display().to_string(),
-            s("--queue-interval"),
-            s("1s"),
         ],
     );
     // EOP signed the tenant's message with the tenant's key (servicedomain.onmicrosoft.com).
@@ -214,15 +230,12 @@ async fn seed_003_the_trusted_tenants_mail_leaves_signed_for_its_from_domain() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     let (rsa, ed) = write_keys(dir);
-    shipped_rules(dir, "xoorg-lockdown.mailflow", &["certs"], |t| {
-        t + &dkim_keys("msxfaq.de") + &authentication("msxfaq.de")
-    });
-    let ca = TestCa::new();
-    std::fs::write(dir.join("ca.pem"), &ca.cert_pem).unwrap();
     let internet = Sink::start(SinkOptions::default()).await;
-    let relay = Relay::start(
-        &dir.join("xoorg-lockdown.mailflow"),
-        &dir.join("spool"),
+    let (relay, ca) = start_shipped(
+        dir,
+        "xoorg-lockdown.mailflow",
+        &["certs"],
+        |t| t + &dkim_keys("msxfaq.de") + &authentication("msxfaq.de"),
         &[
             s("--listen"),
             s("Inbound from Office 365=127.0.0.1:0"),
@@ -234,10 +247,6 @@ async fn seed_003_the_trusted_tenants_mail_leaves_signed_for_its_from_domain() {
             s("fctest=127.0.0.1:0"),
             s("--smart-host"),
             format!("To Internet={}", internet.addr),
-            s("--ca-file"),
-            dir.join("ca.pem").display().to_string(),
-            s("--queue-interval"),
-            s("1s"),
         ],
     );
     let message = b"From: Cloud User <clouduser@msxfaq.de>\r\nTo: <info@fabrikam.com>\r\n\
