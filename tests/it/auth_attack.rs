@@ -67,7 +67,7 @@ async fn transaction(relay: &Relay, from: &str, to: &[&str]) -> (Vec<String>, Op
     (replies, Some(c.reply().await.unwrap().code))
 }
 
-/// Swaps the case of every letter of the SRS hash (the four characters after `SRS0=`).
+/// `address` (an SRS0 one) with its four hash characters replaced by `hash`.
 fn with_hash(address: &str, hash: &str) -> String {
     let (tag, rest) = address.split_at(5);
     format!("{tag}{hash}{}", &rest[4..])
@@ -136,10 +136,7 @@ async fn srs_addresses_relay_nothing_but_the_bounce_they_vouch_for() {
         valid.replace("@domain.org", "@partner.example"),
         valid.replace("@domain.org", "@contoso.com"),
         valid.replace("=dana.reyes@", "=mallory%victim.example@"),
-        format!(
-            "{}",
-            valid.replace("@domain.org", "@domain.org@victim.example")
-        ),
+        valid.replace("@domain.org", "@domain.org@victim.example"),
     ];
     for to in &elsewhere {
         let (replies, data) = transaction(&relay, "", &[to]).await;
