@@ -170,3 +170,125 @@ async fn srs_addresses_relay_nothing_but_the_bounce_they_vouch_for() {
     let all: Vec<Vec<String>> = sink.messages().iter().map(|m| m.rcpts.clone()).collect();
     assert_eq!(all, [[s("dana.reyes@contoso.com")]]);
 }
+
+// ------------------------------------------------- Authentication-Results forgeries
+
+const AUTH: &str = r#"
+dkim-key "example.com" {
+  selector arc1
+  key "arc.key"
+}
+
+authentication {
+  authserv-id mx.example.com
+  arc-seal example.com
+}
+"#;
+
+/// edge.mailflow without anything that changes a message, verifying and sealing as
+/// mx.example.com; its DNS answers nothing useful (every result is `none`).
+async fn edge_verifying(tmp: &std::path::Path) -> (Relay, Sink, support::dns::DnsServer) {
+    std::fs::copy(
+        root().join("tests/fixtures/bytes/dkim-test.key"),
+        tmp.join("arc.key"),
+    )
+    .unwrap();
+    let dns = support::dns::DnsServer::start(support::dns::Zone::new()).await;
+    let addr = dns.addr.to_string();
+    let (relay, sink, _ca) = EDGE
+        .start(
+            tmp,
+            |t| {
+                let t = t.replace("rewrite \"Tenant\" tenant.example -> example.com\n", "");
+                let rule = t.find("rule \"Mark outside senders\"").unwrap();
+                t[..rule].to_string() + AUTH
+            },
+            &["--dns", &addr],
+        )
+        .await;
+    (relay, sink, dns)
+}
+
+/// Each `Authentication-Results` (any case of the name) field's value, unfolded.
+fn results_fields(m: &[u8]) -> Vec<String> {
+    let text = String::from_utf8_lossy(m);
+    let head = text
+        .split("\r\n\r\n")
+        .next()
+        .unwrap()
+        .replace("\r\n\t", " ");
+    let head = head.replace("\r\n ", "  ");
+    head.split("\r\n")
+        .filter_map(|l| {
+            let (n, v) = l.split_once(':')?;
+            n.trim()
+                .eq_ignore_ascii_case("Authentication-Results")
+                .then(|| v.trim().to_string())
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_spelling_of_our_authserv_id_is_removed_and_nothing_else() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (relay, sink, _dns) = edge_verifying(tmp.path()).await;
+    // Each claims a pass for bank.example under a spelling of mx.example.com a reader
+    // could take for ours.
+    let forged = [
+        "Authentication-Results: mx.example.com; dmarc=pass header.from=bank.example",
+        "authentication-results: MX.Example.COM; dmarc=pass header.from=bank.example",
+        "AUTHENTICATION-RESULTS : mx.example.com; dmarc=pass header.from=bank.example",
+        "Authentication-Results: (a (nested) comment)\r\n mx.example.com;\r\n\tdmarc=pass header.from=bank.example",
+        "Authentication-Results:\r\n mx.example.com 1; dmarc=pass header.from=bank.example",
+        "Authentication-Results: \"mx.example.com\"; dmarc=pass header.from=bank.example",
+        "Authentication-Results: \"mx.example\\.com\"; dmarc=pass header.from=bank.example",
+        "Authentication-Results: mx.example.com.; dmarc=pass header.from=bank.example",
+        "Authentication-Results: mx.example.com(c); dmarc=pass header.from=bank.example",
+        "Authentication-Results:mx.example.com;dmarc=pass header.from=bank.example",
+    ];
+    // Others' results, and fields that only look like ours: kept byte for byte.
+    let kept = [
+        "Authentication-Results: mx.partner.example; spf=pass smtp.mailfrom=a@partner.example",
+        "Authentication-Results: mx.example.com.evil.example; dmarc=pass",
+        "Authentication-Results: evil-mx.example.com; dmarc=pass",
+        "X-Authentication-Results: mx.example.com; dmarc=pass",
+        "ARC-Authentication-Results: i=1; mx.example.com; dmarc=pass",
+        "Comments: Authentication-Results: mx.example.com; dmarc=pass",
+        "Authentication-Results:",
+    ];
+    let mut head = String::new();
+    for f in forged.iter().chain(&kept) {
+        head.push_str(f);
+        head.push_str("\r\n");
+    }
+    let message = format!(
+        "{head}From: Alice <alice@elsewhere.example>\r\nTo: bob@tenant.example\r\n\
+         Subject: hi\r\nMessage-ID: <f1@elsewhere.example>\r\n\r\nbody\r\n"
+    );
+    let (mut c, _) = Raw::connect(relay.listener("Internet")).await;
+    assert_eq!(c.cmd("EHLO client.test").await.code, 250);
+    assert_eq!(c.cmd("MAIL FROM:<alice@elsewhere.example>").await.code, 250);
+    assert_eq!(c.cmd("RCPT TO:<bob@tenant.example>").await.code, 250);
+    assert_eq!(c.cmd("DATA").await.code, 354);
+    c.send(mailflow::smtp::dot_stuff(message.as_bytes())).await;
+    assert_eq!(c.reply().await.unwrap().code, 250);
+    let got = next_message(&sink, 0).await.data;
+    let text = String::from_utf8_lossy(&got).to_string();
+    assert!(!text.contains("header.from=bank.example"), "{text}");
+    for k in &kept {
+        assert!(text.contains(&format!("{k}\r\n")), "{k} lost:\n{text}");
+    }
+    let ours: Vec<String> = results_fields(&got)
+        .into_iter()
+        .filter(|v| v.starts_with("mx.example.com;"))
+        .collect();
+    assert_eq!(ours.len(), 1, "{ours:?}");
+    assert!(ours[0].contains("dmarc=none"), "{ours:?}");
+    assert!(
+        text.contains(
+            "From: Alice <alice@elsewhere.example>\r\nTo: bob@tenant.example\r\n\
+             Subject: hi\r\nMessage-ID: <f1@elsewhere.example>\r\n"
+        ) && text.ends_with("\r\n\r\nbody\r\n"),
+        "{text}"
+    );
+}
