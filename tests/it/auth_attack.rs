@@ -292,3 +292,86 @@ async fn every_spelling_of_our_authserv_id_is_removed_and_nothing_else() {
         "{text}"
     );
 }
+
+// ------------------------------------------------------------- reload with bad keys
+
+/// The relay's ARC seal on `m`, validated by dkimpy with the test key published for
+/// `arc1._domainkey.example.com`.
+fn arc_valid(m: &[u8]) -> bool {
+    let public =
+        std::fs::read_to_string(root().join("tests/fixtures/bytes/dkim-test.pub")).unwrap();
+    let record = format!(
+        "arc1._domainkey.example.com=v=DKIM1; k=rsa; p={}",
+        public.trim()
+    );
+    support::dkimpy::run(&["arc-verify", &record], m).0 == 0
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reload_with_a_key_replaced_by_garbage_is_refused_and_the_old_key_keeps_sealing() {
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        root().join("tests/fixtures/bytes/dkim-test.key"),
+        tmp.path().join("arc.key"),
+    )
+    .unwrap();
+    let dns = support::dns::DnsServer::start(support::dns::Zone::new()).await;
+    let addr = dns.addr.to_string();
+    let (relay, sink, _ca) = EDGE
+        .start(
+            tmp.path(),
+            |t| t + AUTH,
+            &["--dns", &addr, "--admin", "127.0.0.1:0"],
+        )
+        .await;
+    let admin = relay.admin.unwrap();
+    let send = |n: usize| {
+        let relay = &relay;
+        async move {
+            let (mut c, _) = Raw::connect(relay.listener("Internet")).await;
+            assert_eq!(c.cmd("EHLO client.test").await.code, 250);
+            assert_eq!(c.cmd("MAIL FROM:<alice@elsewhere.example>").await.code, 250);
+            assert_eq!(c.cmd("RCPT TO:<bob@example.com>").await.code, 250);
+            assert_eq!(c.cmd("DATA").await.code, 354);
+            c.send(format!(
+                "From: <alice@elsewhere.example>\r\nTo: <bob@example.com>\r\nSubject: {n}\r\n\r\nbody\r\n.\r\n"
+            ))
+            .await;
+            assert_eq!(c.reply().await.unwrap().code, 250);
+        }
+    };
+    send(0).await;
+    let first = next_message(&sink, 0).await.data;
+    assert!(arc_valid(&first), "{}", String::from_utf8_lossy(&first));
+
+    // Garbage, an empty file, a public key, a truncated PEM: each reload refused.
+    let pem = std::fs::read_to_string(tmp.path().join("arc.key")).unwrap();
+    let public =
+        std::fs::read_to_string(root().join("tests/fixtures/bytes/dkim-test.pub")).unwrap();
+    let replacements: Vec<Vec<u8>> = vec![
+        b"\x00\xff garbage \xfe".to_vec(),
+        Vec::new(),
+        format!("-----BEGIN PUBLIC KEY-----\n{public}\n-----END PUBLIC KEY-----\n").into_bytes(),
+        pem.as_bytes()[..pem.len() / 2].to_vec(),
+    ];
+    for (i, bad) in replacements.iter().enumerate() {
+        std::fs::write(tmp.path().join("arc.key"), bad).unwrap();
+        let out = std::process::Command::new(BIN)
+            .args(["reload", "--admin", &admin.to_string()])
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "replacement {i} was loaded");
+        let failed = format!("mailflow_reloads_failed_total {}\n", i + 1);
+        assert!(
+            http_get(admin, "/metrics").contains(&failed),
+            "replacement {i}"
+        );
+        send(i + 1).await;
+        let m = next_message(&sink, i + 1).await.data;
+        assert!(
+            arc_valid(&m),
+            "after replacement {i}: {}",
+            String::from_utf8_lossy(&m)
+        );
+    }
+}
