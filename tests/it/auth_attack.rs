@@ -375,3 +375,70 @@ async fn a_reload_with_a_key_replaced_by_garbage_is_refused_and_the_old_key_keep
         );
     }
 }
+
+// ---------------------------------------------------------- ARC sets forged as ours
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_arc_set_forged_in_our_name_is_sealed_as_failed() {
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        root().join("tests/fixtures/bytes/dkim-test.key"),
+        tmp.path().join("arc.key"),
+    )
+    .unwrap();
+    let dns_record = format!(
+        "v=DKIM1; k=rsa; p={}",
+        std::fs::read_to_string(root().join("tests/fixtures/bytes/dkim-test.pub"))
+            .unwrap()
+            .trim()
+    );
+    // Our sealing key is published, as it must be; the attacker seals with another key.
+    let zone = support::dns::Zone::new().txt("arc1._domainkey.example.com", &dns_record);
+    let dns = support::dns::DnsServer::start(zone).await;
+    let addr = dns.addr.to_string();
+    let (relay, sink, _ca) = EDGE
+        .start(tmp.path(), |t| t + AUTH, &["--dns", &addr])
+        .await;
+    let attacker_key = root().join("tests/fixtures/dkim-keys/rsa2048.pem");
+    let message = "Authentication-Results: mx.example.com; dmarc=pass header.from=bank.example\r\n\
+        From: <ceo@bank.example>\r\nTo: <bob@example.com>\r\nSubject: wire\r\n\r\npay now\r\n";
+    let (code, forged) = support::dkimpy::run(
+        &[
+            "arc-sign",
+            attacker_key.to_str().unwrap(),
+            "example.com",
+            "arc1",
+            "mx.example.com",
+        ],
+        message.as_bytes(),
+    );
+    assert_eq!(code, 0);
+    let (mut c, _) = Raw::connect(relay.listener("Internet")).await;
+    assert_eq!(c.cmd("EHLO client.test").await.code, 250);
+    assert_eq!(c.cmd("MAIL FROM:<ceo@bank.example>").await.code, 250);
+    assert_eq!(c.cmd("RCPT TO:<bob@example.com>").await.code, 250);
+    assert_eq!(c.cmd("DATA").await.code, 354);
+    c.send(mailflow::smtp::dot_stuff(&forged)).await;
+    assert_eq!(c.reply().await.unwrap().code, 250);
+    let got = next_message(&sink, 0).await.data;
+    let text = String::from_utf8_lossy(&got).to_string();
+    assert!(
+        text.starts_with("ARC-Seal: i=2; a=rsa-sha256; s=arc1; d=example.com; cv=fail;"),
+        "{text}"
+    );
+    let ours: Vec<String> = results_fields(&got)
+        .into_iter()
+        .filter(|v| v.starts_with("mx.example.com;"))
+        .collect();
+    assert_eq!(ours.len(), 1, "{ours:?}");
+    assert!(ours[0].contains("arc=fail"), "{ours:?}");
+    assert!(ours[0].contains("dmarc=none"), "{ours:?}");
+    // The forged top-level result is gone; the forged set stays, judged failed by our seal.
+    assert!(
+        results_fields(&got)
+            .iter()
+            .all(|v| !v.contains("dmarc=pass")),
+        "{text}"
+    );
+    assert!(!arc_valid(&got), "{text}");
+}
