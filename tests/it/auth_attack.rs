@@ -548,7 +548,7 @@ async fn hostile_dns_and_header_floods_are_answered_within_bounds() {
     // 600 signatures (each `l=1`, naming From ten times) and 600 seals, just under the
     // 256 KiB header limit: taken, at most ten signatures' keys looked up.
     let before = dns.queries().len();
-    let names = vec!["from"; 10].join(":");
+    let names = ["from"; 10].join(":");
     let mut flood = String::new();
     for i in 0..600 {
         flood.push_str(&format!(
