@@ -171,6 +171,46 @@ async fn srs_addresses_relay_nothing_but_the_bounce_they_vouch_for() {
     assert_eq!(all, [[s("dana.reyes@contoso.com")]]);
 }
 
+/// Guessing a hash (about 20 bits, compared without regard to case) costs connections:
+/// a session that guesses wrong is closed after 19 refusals.
+#[tokio::test(flavor = "multi_thread")]
+async fn guessing_srs_hashes_is_bounded_per_connection() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (relay, sink) = srs_relay(tmp.path()).await;
+    let srs = Srs::new(&[SECRET], 21).unwrap();
+    let today = mailflow::clock::days_since_epoch();
+    let target = srs
+        .forward("victim@victim.example", "domain.org", today)
+        .unwrap();
+    let (mut c, _) = Raw::connect(relay.listener("Internet")).await;
+    assert_eq!(c.cmd("EHLO client.test").await.code, 250);
+    assert_eq!(c.cmd("MAIL FROM:<>").await.code, 250);
+    let mut refused = 0;
+    for i in 0..100u32 {
+        let guess = format!("{:04}", i % 10_000);
+        if guess.eq_ignore_ascii_case(&target[5..9]) {
+            continue;
+        }
+        if !c
+            .try_send(format!("RCPT TO:<{}>\r\n", with_hash(&target, &guess)))
+            .await
+        {
+            break;
+        }
+        match c.reply().await {
+            Some(r) if r.code == 550 => refused += 1,
+            Some(r) => {
+                assert_eq!(r.code, 421, "{r:?}");
+                break;
+            }
+            None => break,
+        }
+    }
+    assert_eq!(refused, 19);
+    assert!(c.closed().await);
+    assert!(sink.messages().is_empty());
+}
+
 // ------------------------------------------------- Authentication-Results forgeries
 
 const AUTH: &str = r#"
