@@ -719,3 +719,56 @@ async fn odd_from_fields_are_signed_validly_or_not_at_all() {
     );
     assert!(grown < 96 * 1024, "peak resident set grew {grown} KiB");
 }
+
+// ------------------------------------------------------------------- the l= tag
+
+/// A signature with `l=` covers only the start of the body: content appended after it
+/// (the known `l=` attack) must not be reported, and ARC-sealed, as `dkim=pass`. Any
+/// signature with `l=` reads as `neutral`, appended to or not, so DMARC does not pass on it.
+#[tokio::test(flavor = "multi_thread")]
+async fn content_appended_past_a_signatures_length_is_not_a_pass() {
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        root().join("tests/fixtures/bytes/dkim-test.key"),
+        tmp.path().join("arc.key"),
+    )
+    .unwrap();
+    let zone = support::dns::Zone::new()
+        .txt("sel._domainkey.origin.example", &test_key_record())
+        .txt("_dmarc.origin.example", "v=DMARC1; p=reject");
+    let dns = support::dns::DnsServer::start(zone).await;
+    let addr = dns.addr.to_string();
+    let (relay, sink, _ca) = EDGE
+        .start(tmp.path(), |t| t + AUTH, &["--dns", &addr])
+        .await;
+    let key = root().join("tests/fixtures/bytes/dkim-test.key");
+    let original =
+        b"From: <ceo@origin.example>\r\nTo: <bob@example.com>\r\nSubject: hi\r\n\r\nshort\r\n";
+    let (code, signed) = support::dkimpy::run(
+        &[
+            "sign-length",
+            key.to_str().unwrap(),
+            "origin.example",
+            "sel",
+        ],
+        original,
+    );
+    assert_eq!(code, 0);
+    let mut appended = signed.clone();
+    appended.extend_from_slice(b"\r\nPay the invoice to IBAN XX00 EVIL.\r\n");
+    for (n, (what, message)) in [("as signed", &signed), ("appended", &appended)]
+        .into_iter()
+        .enumerate()
+    {
+        let (code, _) = timed(&relay, "ceo@origin.example", message).await;
+        assert_eq!(code, 250, "{what}");
+        let got = next_message(&sink, n).await.data;
+        let ours: Vec<String> = results_fields(&got)
+            .into_iter()
+            .filter(|v| v.starts_with("mx.example.com;"))
+            .collect();
+        assert_eq!(ours.len(), 1, "{what}: {ours:?}");
+        assert!(ours[0].contains("dkim=neutral"), "{what}: {ours:?}");
+        assert!(ours[0].contains("dmarc=fail"), "{what}: {ours:?}");
+    }
+}
