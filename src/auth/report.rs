@@ -207,7 +207,20 @@ fn skip_cfws(mut s: &str) -> &str {
 /// write, to be removed before anything downstream trusts it.
 pub fn is_forged(name: &str, value: &str, ours: &str) -> bool {
     name.trim().eq_ignore_ascii_case("Authentication-Results")
-        && authserv_id(value).is_some_and(|id| id.eq_ignore_ascii_case(ours))
+        && authserv_id(value).is_some_and(|id| same_id(id, ours))
+}
+
+/// Whether `id` names `ours` to a lenient reader too: a quoted-pair (`"mx\.example"`) is
+/// the character it escapes, and a trailing dot is the same DNS name, so either would slip
+/// a forgery past an exact comparison.
+fn same_id(id: &str, ours: &str) -> bool {
+    let mut unescaped = String::with_capacity(id.len());
+    let mut chars = id.chars();
+    while let Some(c) = chars.next() {
+        unescaped.extend(if c == '\\' { chars.next() } else { Some(c) });
+    }
+    let bare = |s: &str| s.strip_suffix('.').unwrap_or(s).to_ascii_lowercase();
+    bare(&unescaped) == bare(ours)
 }
 
 /// A result a verification that did not finish in time gets.
@@ -325,6 +338,25 @@ mod tests {
         assert_eq!(authserv_id("mx(comment);"), Some("mx"));
         assert_eq!(authserv_id("  ; spf=pass"), None);
         assert_eq!(authserv_id(" (unclosed"), None);
+    }
+
+    #[test]
+    fn an_escaped_or_fully_qualified_spelling_of_our_id_is_forged() {
+        let ours = "mx.example.com";
+        for v in [
+            " \"mx.example\\.com\"; dmarc=pass",
+            " mx.example.com.; dmarc=pass",
+            " \"MX\\.EXAMPLE.COM.\"; dmarc=pass",
+        ] {
+            assert!(is_forged("Authentication-Results", v, ours), "{v}");
+        }
+        for v in [
+            " mx.example.com..; x",
+            " mx.example.co; x",
+            " mx.example.com.evil; x",
+        ] {
+            assert!(!is_forged("Authentication-Results", v, ours), "{v}");
+        }
     }
 
     #[test]

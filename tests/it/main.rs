@@ -25,6 +25,7 @@ mod support;
 #[path = "../../fuzz/fuzz_targets/smtp_checks.rs"]
 mod smtp_checks;
 
+mod auth_attack;
 mod auth_dkim;
 mod auth_seeds;
 mod certificates;

@@ -3,6 +3,7 @@
 tests (tests/it/relay_bytes.rs). No DNS: the public key is given on the command line.
 
     dkim_check.py sign KEY DOMAIN SELECTOR < message > signed
+    dkim_check.py sign-length KEY DOMAIN SELECTOR < message > signed   (the same with l=)
     dkim_check.py signatures NAME=RECORD... < message   (a line per signature, top first:
                                                         `d=DOMAIN s=SELECTOR pass|fail`)
     dkim_check.py verify PUBLIC_KEY_BASE64 [KEY_TYPE] < message    (exit 0: verifies; 1: not)
@@ -33,7 +34,7 @@ except ImportError:
 def main():
     mode = sys.argv[1]
     message = sys.stdin.buffer.read()
-    if mode == "sign":
+    if mode in ("sign", "sign-length"):
         key, domain, selector = sys.argv[2], sys.argv[3], sys.argv[4]
         with open(key, "rb") as f:
             private = f.read()
@@ -46,6 +47,7 @@ def main():
             domain.encode(),
             private,
             canonicalize=(b"simple", b"simple"),
+            length=mode == "sign-length",
         )
         sys.stdout.buffer.write(sig + message)
     elif mode == "signatures":
