@@ -6,10 +6,18 @@
 //! choosing.
 //!
 //! - `SRS0=HHHH=TT=example.org=alice@forwarder.example`: `HHHH` is the first four base64
-//!   characters of HMAC-SHA1(secret, lowercase(TT + domain + local)), `TT` the day (days
-//!   since 1970, mod 1024) in two base32 characters.
+//!   characters of HMAC-SHA1(secret, lowercase(TT `=` domain `=` local)), `TT` the day
+//!   (days since 1970, mod 1024) in two base32 characters.
 //! - An `SRS0` address forwarded again becomes `SRS1=HHHH=first.example==HHHH=TT=...`: the
 //!   hash covers the first forwarder and the rest, so the chain does not grow per hop.
+//!
+//! The addresses have libsrs2's shape, but the hash is not libsrs2's: libsrs2 hashes the
+//! fields run together (`TT` + `example.org` + `alice`), so `mbob@victim.co`'s address,
+//! edited to read `victim.com` and `bob`, keeps its hash and reverses to `bob@victim.com`:
+//! whoever sees one forwarded copy could have bounces relayed to a shifted address for 21
+//! days. Here each field ends with `=`, which no domain holds, so every boundary is signed.
+//! The price: addresses postsrsd made with the same secret are not reversed after a switch
+//! (they expire within `srs-max-age` anyway).
 //!
 //! Pure: the day is passed in, nothing is read or written. Several secrets can be given:
 //! the first makes new addresses, all are accepted (so a secret can be rotated).
@@ -126,7 +134,12 @@ impl Srs {
             return String::new();
         };
         let mut ctx = hmac::Context::with_key(key);
-        for p in parts {
+        for (i, p) in parts.iter().enumerate() {
+            // Each boundary signed (the module's doc says why); a domain never holds `=`, so
+            // the split of the signed text is the address's own.
+            if i > 0 {
+                ctx.update(b"=");
+            }
             // Case-insensitive, as libsrs2: the next hop may change the case of a local part.
             ctx.update(p.to_ascii_lowercase().as_bytes());
         }
@@ -320,42 +333,61 @@ mod tests {
         assert!(Srs::new::<&str>(&[], 21).is_none());
     }
 
-    /// Vectors from an independent implementation: pysrs 1.0.3 (Stuart Gathman's port of
-    /// Shevek's Mail::SRS, libsrs2's format), `Guarded(secret='s3cret').forward(
-    /// 'alice@example.org', 'fwd.example')` on 2026-12-07 (day 20794, stamp `J2`), then that
-    /// address forwarded with `Guarded(secret='second')` by two.example.
+    /// The shape of an independent implementation's addresses (pysrs 1.0.3, Stuart
+    /// Gathman's port of Shevek's Mail::SRS, libsrs2's format): `Guarded(secret='s3cret')
+    /// .forward('alice@example.org', 'fwd.example')` on 2026-12-07 (day 20794, stamp `J2`)
+    /// gives `SRS0=cnam=J2=example.org=alice@fwd.example`, forwarded again by two.example
+    /// with `Guarded(secret='second')` `SRS1=y6HI=fwd.example==cnam=J2=...`. Everything but
+    /// the hash is the same here; the hashes differ on purpose (each boundary is signed: the
+    /// module's doc), and are pinned by Python's own HMAC:
+    /// `b64(hmac(b's3cret', b'j2=example.org=alice', sha1))[:4]` is `//Gt`.
     #[test]
-    fn addresses_match_pysrs() {
+    fn addresses_have_pysrs_shape_with_every_boundary_signed() {
         let day = 20_794;
         let a = srs()
             .forward("alice@example.org", "fwd.example", day)
             .unwrap();
-        assert_eq!(a, "SRS0=cnam=J2=example.org=alice@fwd.example");
+        assert_eq!(a, "SRS0=//Gt=J2=example.org=alice@fwd.example");
+        assert_ne!(
+            a, "SRS0=cnam=J2=example.org=alice@fwd.example",
+            "libsrs2's hash"
+        );
         let second = Srs::new(&["second"], 21).unwrap();
         let b = second.forward(&a, "two.example", day).unwrap();
         assert_eq!(
             b,
-            "SRS1=y6HI=fwd.example==cnam=J2=example.org=alice@two.example"
+            "SRS1=RGhM=fwd.example==//Gt=J2=example.org=alice@two.example"
         );
         assert_eq!(second.reverse(&b, day).unwrap(), a);
     }
 
-    /// libsrs2's hash, spelled out: HMAC-SHA1 over the lowercased stamp, domain and local
-    /// part, base64, four characters.
+    /// The hash, spelled out: HMAC-SHA1 over the lowercased stamp, domain and local part,
+    /// each boundary marked with `=`, base64, four characters.
     #[test]
-    fn the_hash_is_libsrs2s() {
+    fn the_hash_signs_each_field_and_its_boundary() {
         let s = srs();
         let f = s.forward("Alice@Example.org", "fwd.example", DAY).unwrap();
         let key = hmac::Key::new(hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY, b"s3cret");
         let stamp = stamp(DAY);
         let tag = hmac::sign(
             &key,
-            format!("{}example.orgalice", stamp.to_ascii_lowercase()).as_bytes(),
+            format!("{}=example.org=alice", stamp.to_ascii_lowercase()).as_bytes(),
         );
         let b64 = base64::engine::general_purpose::STANDARD.encode(tag.as_ref());
         assert_eq!(
             f,
             format!("SRS0={}={stamp}=Example.org=Alice@fwd.example", &b64[..4])
         );
+    }
+
+    /// libsrs2's weakness: `mbob@victim.co` and `bob@victim.com` run together the same.
+    /// Moving the boundary in an address made for one must not reverse to the other.
+    #[test]
+    fn a_shifted_boundary_between_domain_and_local_part_is_forged() {
+        let s = srs();
+        let made = s.forward("mbob@victim.co", "fwd.example", DAY).unwrap();
+        let shifted = made.replace("=victim.co=mbob@", "=victim.com=bob@");
+        assert_ne!(made, shifted);
+        assert_eq!(s.reverse(&shifted, DAY), Err(SrsError::BadHash));
     }
 }

@@ -95,6 +95,9 @@ async fn srs_addresses_relay_nothing_but_the_bounce_they_vouch_for() {
     refused.extend([
         valid.replace("=dana.reyes@", "=mallory@"),
         valid.replace("=contoso.com=", "=victim.example="),
+        // The boundary between domain and local part moved (libsrs2's hash would keep it).
+        valid.replace("=contoso.com=dana.reyes@", "=contoso.co=mdana.reyes@"),
+        valid.replace("=contoso.com=dana.reyes@", "=contoso.comd=ana.reyes@"),
         other
             .forward("mallory@victim.example", "domain.org", today)
             .unwrap(),
