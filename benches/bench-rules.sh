@@ -1,8 +1,9 @@
 # Sourced by the relay benchmarks (relay-setup.sh, relay-reuse.sh, queue-outage.sh,
-# auth-relay.sh): the rule set they share, the same work as ../shared/bench/postfix-relay's Postfix: N per-address
-# rewrite entries userI@tenant1.example.com -> userI@shared.example.com plus the domain entry
-# tenant2.example.com -> shared.example.com, loopback clients internal (so the sender is
-# rewritten outbound, as Postfix's canonical maps do), everything to one smart host.
+# auth-relay.sh): the rule set they share, the same work as ../shared/bench/postfix-relay's
+# Postfix: N per-address rewrite entries userI@tenant1.example.com -> userI@shared.example.com
+# plus the domain entry tenant2.example.com -> shared.example.com, loopback clients internal
+# (so the sender is rewritten outbound, as Postfix's canonical maps do), everything to one
+# smart host.
 #
 #   bench_rules DIR N RULES_FILE LISTEN_PORT NEXT_HOP_PORT [RECEIVE_SETTING...]
 #
