@@ -11,7 +11,7 @@ use super::keys::{KeyStore, LoadedKey};
 use crate::model::AuthResult;
 use mail_auth::arc::{ArcSealer, ChainValidation, Set};
 use mail_auth::common::crypto::{Sha256, SigningKey};
-use mail_auth::common::headers::{Header, HeaderWriter};
+use mail_auth::common::headers::{Header, HeaderWriter, Writable};
 use mail_auth::dkim::{Canonicalization, Done};
 use mail_auth::{ArcOutput, AuthenticatedMessage, AuthenticationResults, DkimResult, Error};
 
@@ -128,11 +128,13 @@ pub fn seal(
     let output = chain_output(&message, validation);
     let results = AuthenticationResults::new(results);
     for extra in LAYOUTS {
-        let set = match PrivateKey::from_pem(&key.pem)
-            .map_err(|e| SealError::Failed(e.to_string()))?
-        {
-            PrivateKey::Rsa(k, _) => sealed(sealer(k, key, extra), &message, &results, &output),
-            PrivateKey::Ed25519(k) => sealed(sealer(k, key, extra), &message, &results, &output),
+        let set = match &key.sealing {
+            PrivateKey::Rsa(k, _) => {
+                sealed(sealer(Borrowed(k), key, extra), &message, &results, &output)
+            }
+            PrivateKey::Ed25519(k) => {
+                sealed(sealer(Borrowed(k), key, extra), &message, &results, &output)
+            }
         }?;
         if !signature_ends_in_fold(&set) {
             return Ok(unfold_ends(&set));
@@ -141,6 +143,23 @@ pub fn seal(
     Err(SealError::Failed(
         "no layout of the ARC-Message-Signature the seal can cover".into(),
     ))
+}
+
+/// The key parsed at load, lent to one sealer: mail-auth's sealer owns its key and its key
+/// types do not clone, and parsing (ring validates an RSA key as it reads it) is work to do
+/// once per load, not once per message.
+struct Borrowed<'k, T>(&'k T);
+
+impl<T: SigningKey> SigningKey for Borrowed<'_, T> {
+    type Hasher = T::Hasher;
+
+    fn sign(&self, input: impl Writable) -> mail_auth::Result<Vec<u8>> {
+        self.0.sign(input)
+    }
+
+    fn algorithm(&self) -> mail_auth::common::crypto::Algorithm {
+        self.0.algorithm()
+    }
 }
 
 /// Fields signed beyond [`SIGNED_FIELDS`], one list per attempt: each moves where the
@@ -236,7 +255,7 @@ mod tests {
             domain: "relay.example".into(),
             selector: "arc1".into(),
             path: PathBuf::from("arc1.pem"),
-            pem,
+            sealing: PrivateKey::from_pem(&pem).unwrap(),
             signer,
         }
     }
@@ -378,7 +397,7 @@ mod tests {
                 domain: "relay.example".into(),
                 selector: selector.clone(),
                 path: PathBuf::from("k.pem"),
-                pem: pem.clone(),
+                sealing: PrivateKey::from_pem(&pem).unwrap(),
                 signer: PrivateKey::from_pem(&pem)
                     .unwrap()
                     .into_signer("relay.example", &selector),

@@ -15,8 +15,10 @@ pub struct LoadedKey {
     pub selector: String,
     /// Where it was read from.
     pub path: PathBuf,
-    /// The file's bytes, for the ARC sealer (mail-auth takes its key by value).
-    pub pem: Vec<u8>,
+    /// The same key for the ARC sealer, parsed once here rather than per message: mail-auth's
+    /// signers take their key by value, so each message's sealer borrows this one
+    /// ([`super::arc::seal`]).
+    pub sealing: PrivateKey,
     /// The DKIM signer bound to domain and selector.
     pub signer: Signer,
 }
@@ -59,13 +61,15 @@ impl KeyStore {
             let pem =
                 crate::input::read_limited(&path).map_err(|e| LoadError::Read(path.clone(), e))?;
             let key = PrivateKey::from_pem(&pem).map_err(|e| LoadError::Key(path.clone(), e))?;
+            let sealing =
+                PrivateKey::from_pem(&pem).map_err(|e| LoadError::Key(path.clone(), e))?;
             let domain = k.domain.value.to_ascii_lowercase();
             let signer = key.into_signer(&domain, &k.selector.value);
             loaded.push(LoadedKey {
                 domain,
                 selector: k.selector.value.clone(),
                 path,
-                pem,
+                sealing,
                 signer,
             });
         }
