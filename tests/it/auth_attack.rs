@@ -488,16 +488,6 @@ async fn an_arc_set_forged_in_our_name_is_sealed_as_failed() {
 
 // ------------------------------------------------------------------ resource bounds
 
-fn status_kib(pid: u32, field: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix(field))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
-
 /// One message from `from` to bob@example.com: the reply to its data and how long the
 /// whole transaction took.
 async fn timed(relay: &Relay, from: &str, message: &[u8]) -> (u16, std::time::Duration) {

@@ -380,16 +380,6 @@ async fn unauthorised_pipelining_is_refused() {
     assert_eq!(subject(&sink.messages()[0]), "pipelined");
 }
 
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
-
 /// 10,000 pipelined RCPTs: the connector's 20 are taken, the next 1,000 are told 452 4.5.3
 /// (so a real MTA sends the rest in another transaction), and past that the errors count
 /// until the session is closed. A megabyte command line is one 500 5.5.2, and the session
@@ -449,7 +439,7 @@ async fn ten_thousand_recipients_and_megabyte_lines() {
     c.send(b"\r\n").await;
     assert_eq!(c.reply().await.unwrap().status(), "500 5.5.2");
     assert_eq!(c.cmd("QUIT").await.code, 221);
-    let rss = rss_kib(relay.child.id());
+    let rss = status_kib(relay.child.id(), "VmRSS:");
     assert!(rss < 200 * 1024, "relay RSS {rss} KiB after the floods");
 }
 

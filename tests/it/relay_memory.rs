@@ -23,17 +23,6 @@ async fn edge(tmp: &Path, extra: &[&str]) -> (Relay, Sink) {
     (relay, sink)
 }
 
-/// A field of /proc/PID/status in KiB.
-fn status_kib(pid: u32, field: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix(field))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
-
 /// The relay's resident set at rest, after one small message has warmed every path up.
 async fn warm_baseline(relay: &Relay, sink: &Sink) -> u64 {
     let mut c = transaction(relay).await;

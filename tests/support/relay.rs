@@ -312,3 +312,15 @@ pub const EDGE: Fixture<'static> = Fixture {
     listen: &["Internet", "Slow", "Tenant"],
     send: &["Out"],
 };
+
+/// A field of /proc/PID/status in KiB (`VmRSS:`, `VmHWM:`, the peak resident set); 0 when
+/// the process or the field is gone.
+pub fn status_kib(pid: u32, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
