@@ -249,7 +249,9 @@ pub fn generate(algorithm: Algorithm) -> Result<String, KeyError> {
         }
         Algorithm::Rsa(bits) => {
             use rsa::pkcs8::EncodePrivateKey;
-            if bits < MIN_RSA_BITS {
+            // What the signer takes, refused before minutes of key generation rather than
+            // after, when the new key would not read back.
+            if bits < SIGNING_RSA_BITS {
                 return Err(KeyError::TooShort(bits));
             }
             let mut rng = rsa::rand_core::OsRng;

@@ -121,7 +121,8 @@ struct DkimKeygenArgs {
     selector: String,
     #[arg(long, value_enum, default_value = "rsa")]
     algorithm: DkimAlgorithm,
-    /// RSA key size in bits (at least 1024; 2048 is the norm).
+    /// RSA key size in bits (at least 2048, what the signer takes; 2048 is what every
+    /// receiver verifies).
     #[arg(long, default_value_t = 2048)]
     bits: usize,
     /// Where to write the private key (PEM, mode 0600). Default: SELECTOR.DOMAIN.pem.
