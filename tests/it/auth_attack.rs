@@ -22,30 +22,7 @@ const SECRET: &str = "a long random secret for the attack tests";
 /// Seed 000 as shipped with SRS at domain.org and a contact forwarding to the Internet;
 /// every next hop is the sink. The Internet connector relays for nobody.
 async fn srs_relay(dir: &std::path::Path) -> (Relay, Sink) {
-    shipped_rules(dir, "cloud-groups.mailflow", &["certs", "messages"], |t| {
-        t + &format!(
-            "\ncontact \"Partner desk\" {{\n  address desk@domain.org\n  external desk@partner.example\n}}\n\
-authentication {{\n  srs-domain domain.org\n  srs-secret \"{SECRET}\"\n}}\n"
-        )
-    });
-    let sink = Sink::start(SinkOptions::default()).await;
-    let mut args = vec![
-        s("--queue-interval"),
-        s("1s"),
-        s("--listen"),
-        s("Internet=127.0.0.1:0"),
-        s("--listen"),
-        s("Internal applications=127.0.0.1:0"),
-    ];
-    for c in ["To Exchange", "To Internet"] {
-        args.extend([s("--smart-host"), format!("{c}={}", sink.addr)]);
-    }
-    let relay = Relay::start(
-        &dir.join("cloud-groups.mailflow"),
-        &dir.join("spool"),
-        &args,
-    );
-    (relay, sink)
+    seed_000_forwarding(dir, "desk@partner.example", SECRET, SinkOptions::default()).await
 }
 
 /// One transaction from the Internet: each RCPT's reply, and DATA's when any was taken.

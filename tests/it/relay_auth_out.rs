@@ -440,29 +440,13 @@ async fn seed_000_forwarded_mail_gets_an_srs_sender_and_its_bounce_comes_back() 
 async fn a_failed_forward_is_reported_to_the_original_sender() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    shipped_rules(dir, "cloud-groups.mailflow", &["certs", "messages"], |t| {
-        t + &format!(
-            "\ncontact \"Partner desk\" {{\n  address desk@domain.org\n  external gone@partner.example\n}}\n\
-authentication {{\n  srs-domain domain.org\n  srs-secret \"{SECRET}\"\n}}\n"
-        )
-    });
-    let sink = Sink::start(SinkOptions::default().rcpt("gone@", "550 5.1.1 no such user")).await;
-    let mut args = vec![
-        s("--queue-interval"),
-        s("1s"),
-        s("--listen"),
-        s("Internet=127.0.0.1:0"),
-        s("--listen"),
-        s("Internal applications=127.0.0.1:0"),
-    ];
-    for c in ["To Exchange", "To Internet"] {
-        args.extend([s("--smart-host"), format!("{c}={}", sink.addr)]);
-    }
-    let relay = Relay::start(
-        &dir.join("cloud-groups.mailflow"),
-        &dir.join("spool"),
-        &args,
-    );
+    let (relay, sink) = seed_000_forwarding(
+        dir,
+        "gone@partner.example",
+        SECRET,
+        SinkOptions::default().rcpt("gone@", "550 5.1.1 no such user"),
+    )
+    .await;
     let (mut c, _) = Raw::connect(relay.listener("Internet")).await;
     assert_eq!(c.cmd("EHLO client.test").await.code, 250);
     assert_eq!(c.cmd("MAIL FROM:<dana.reyes@contoso.com>").await.code, 250);

@@ -4,8 +4,8 @@
 //! dkimpy, and a bundled rule set copied into a test's folder with its files.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use super::relay::{root, wait_until};
-use super::sink::{Received, Sink};
+use super::relay::{Relay, root, s, wait_until};
+use super::sink::{Received, Sink, SinkOptions};
 use mailflow::auth::dkim::{Algorithm, PrivateKey, generate};
 use std::path::Path;
 
@@ -109,4 +109,39 @@ pub fn without_dkim_keys(text: String) -> String {
 pub fn shipped_key_record() -> String {
     let pem = std::fs::read(root().join("rules/keys/example-rsa2048.pem")).unwrap();
     PrivateKey::from_pem(&pem).unwrap().dns_record()
+}
+
+/// Seed 000 (`rules/cloud-groups.mailflow` as shipped) in `dir`, with SRS at domain.org
+/// (`secret`) and a contact `desk@domain.org` forwarding to `external`; every next hop is one
+/// sink started with `sink`.
+pub async fn seed_000_forwarding(
+    dir: &Path,
+    external: &str,
+    secret: &str,
+    sink: SinkOptions,
+) -> (Relay, Sink) {
+    shipped_rules(dir, "cloud-groups.mailflow", &["certs", "messages"], |t| {
+        t + &format!(
+            "\ncontact \"Partner desk\" {{\n  address desk@domain.org\n  external {external}\n}}\n\
+authentication {{\n  srs-domain domain.org\n  srs-secret \"{secret}\"\n}}\n"
+        )
+    });
+    let sink = Sink::start(sink).await;
+    let mut args = vec![
+        s("--queue-interval"),
+        s("1s"),
+        s("--listen"),
+        s("Internet=127.0.0.1:0"),
+        s("--listen"),
+        s("Internal applications=127.0.0.1:0"),
+    ];
+    for c in ["To Exchange", "To Internet"] {
+        args.extend([s("--smart-host"), format!("{c}={}", sink.addr)]);
+    }
+    let relay = Relay::start(
+        &dir.join("cloud-groups.mailflow"),
+        &dir.join("spool"),
+        &args,
+    );
+    (relay, sink)
 }
