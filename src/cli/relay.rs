@@ -194,9 +194,14 @@ fn hostname() -> String {
 pub(super) fn run(a: RelayArgs) -> Exit {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&a.log));
+    // Colour only for a person at a terminal: a log file, journald or a log shipper gets
+    // plain text (NO_COLOR, https://no-color.org, turns it off at a terminal too).
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr())
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(ansi)
         .try_init();
     if let Err(e) = a.tracking.check() {
         eprintln!("error: {e}");
