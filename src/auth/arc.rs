@@ -9,6 +9,7 @@
 use super::dkim::{PrivateKey, SIGNED_FIELDS};
 use super::keys::{KeyStore, LoadedKey};
 use crate::model::AuthResult;
+use bytes::Bytes;
 use mail_auth::arc::{ArcSealer, ChainValidation, Set};
 use mail_auth::common::crypto::{Sha256, SigningKey};
 use mail_auth::common::headers::{Header, HeaderWriter, Writable};
@@ -89,6 +90,28 @@ pub fn sealing_key<'k>(keys: &'k KeyStore, domain: &'k str) -> Option<&'k Loaded
         .for_domain(domain)
         .find(|k| k.signer.dns_record().contains("k=rsa"));
     rsa.or_else(|| keys.for_domain(domain).next())
+}
+
+/// The header with its blank line, and the body, of a message as received: the parts
+/// [`seal`] takes. A message
+/// without a blank line is all header; its header gets one here, for parsing only.
+pub fn split_at_body(original: &Bytes) -> (Vec<u8>, Bytes) {
+    let len = crate::eval::Message::header_len(original);
+    match original.get(len..) {
+        Some(rest) if rest.starts_with(b"\r\n") => (
+            original.slice(..len + 2).to_vec(),
+            original.slice(len + 2..),
+        ),
+        Some(rest) if rest.starts_with(b"\n") => (
+            original.slice(..len + 1).to_vec(),
+            original.slice(len + 1..),
+        ),
+        _ => {
+            let mut head = original.to_vec();
+            head.extend_from_slice(b"\r\n");
+            (head, Bytes::new())
+        }
+    }
 }
 
 /// Why a message was not sealed.
@@ -455,5 +478,16 @@ mod tests {
             seal(&head, BODY, &k, "mx; arc=fail", AuthResult::Fail),
             Err(SealError::Skipped(_))
         ));
+    }
+
+    #[test]
+    fn the_body_starts_after_the_first_blank_line() {
+        let m = bytes::Bytes::from_static(b"A: 1\r\nB: 2\r\n\r\nbody\r\n\r\nmore\r\n");
+        let (head, body) = split_at_body(&m);
+        assert_eq!(head, b"A: 1\r\nB: 2\r\n\r\n");
+        assert_eq!(&body[..], b"body\r\n\r\nmore\r\n");
+        let (head, body) = split_at_body(&bytes::Bytes::from_static(b"A: 1\r\n"));
+        assert_eq!(head, b"A: 1\r\n\r\n");
+        assert!(body.is_empty());
     }
 }

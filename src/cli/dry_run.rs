@@ -31,6 +31,9 @@ pub(super) struct DryRun {
     pub allow_path: Vec<PathBuf>,
 }
 
+/// The rule set's keys as the relay would read them, or why it could not.
+type Keys = Result<KeyStore, mailflow::auth::keys::LoadError>;
+
 /// `--verify`: verify the message over DNS as the relay would.
 pub(super) struct Verify {
     pub helo: String,
@@ -92,11 +95,10 @@ fn human(v: &Verdict, rules: &str) -> String {
 /// What delivery adds that the verdict does not say, when the rule set signs or rewrites
 /// senders: per send connector the verdict delivers through, the DKIM signatures (keys read
 /// as the relay reads them), and per recipient the SRS envelope sender.
-fn outbound(table: &Table, v: &Verdict, day: u64) -> String {
+fn outbound(table: &Table, keys: &Keys, v: &Verdict, day: u64) -> String {
     if table.dkim_keys.is_empty() && table.srs.is_none() {
         return String::new();
     }
-    let keys = KeyStore::load(&table.dkim_keys);
     let message = v.message.to_bytes();
     let mut out = String::from("\noutbound:\n");
     let mut seen: Vec<&str> = Vec::new();
@@ -141,6 +143,7 @@ fn outbound(table: &Table, v: &Verdict, day: u64) -> String {
 /// mail the relay verifies is verified: AuthAs Anonymous, with an `authserv-id`.
 fn verify_inbound(
     table: &Table,
+    keys: &Keys,
     env: &mut Envelope,
     v: &Verify,
     raw: &[u8],
@@ -181,14 +184,14 @@ fn verify_inbound(
     }
     out.push_str(&format!(
         "  {}\n",
-        seal_text(table, &verified, &id.value, raw)
+        seal_text(table, keys, &verified, &id.value, raw)
     ));
     Ok(out)
 }
 
 /// Whether the relay would seal the message it received as `raw` (sealing what it stores
 /// changes only the fields a rule rewrites, which the seal's own tags do not show).
-fn seal_text(table: &Table, verified: &Verified, id: &str, raw: &[u8]) -> String {
+fn seal_text(table: &Table, keys: &Keys, verified: &Verified, id: &str, raw: &[u8]) -> String {
     let Some(domain) = table
         .authentication
         .as_ref()
@@ -196,27 +199,18 @@ fn seal_text(table: &Table, verified: &Verified, id: &str, raw: &[u8]) -> String
     else {
         return "not sealed: no `arc-seal`".to_string();
     };
-    let keys = match KeyStore::load(&table.dkim_keys) {
+    let keys = match keys {
         Ok(keys) => keys,
         Err(e) => return format!("not sealed: {e}"),
     };
-    let Some(key) = arc::sealing_key(&keys, &domain.value) else {
+    let Some(key) = arc::sealing_key(keys, &domain.value) else {
         return format!("not sealed: no dkim-key for {}", domain.value);
     };
-    // As the relay seals: our Authentication-Results on top, the blank line in the head.
-    let len = Message::header_len(raw);
-    let blank = match raw.get(len..) {
-        Some(rest) if rest.starts_with(b"\r\n") => 2,
-        Some(rest) if rest.starts_with(b"\n") => 1,
-        _ => 0,
-    };
-    let (head, body) = raw.split_at((len + blank).min(raw.len()));
-    let mut head = [verified.header_field(id).as_bytes(), head].concat();
-    if blank == 0 {
-        head.extend_from_slice(b"\r\n");
-    }
+    // As the relay seals: our Authentication-Results on top of the head as it arrived.
+    let (head, body) = arc::split_at_body(&bytes::Bytes::copy_from_slice(raw));
+    let head = [verified.header_field(id).as_bytes(), &head].concat();
     let results = verified.arc_results(id);
-    match arc::seal(&head, body, key, &results, verified.results.arc.result) {
+    match arc::seal(&head, &body, key, &results, verified.results.arc.result) {
         Ok(set) => {
             let seal = set
                 .split("\r\n")
@@ -323,8 +317,10 @@ pub(super) fn run(d: DryRun) -> Exit {
         auth,
         day: Some(mailflow::clock::days_since_epoch()),
     };
+    // Read once, as the relay reads them at load, for the signatures and the seal shown.
+    let keys = KeyStore::load(&table.dkim_keys);
     let inbound = match (&d.verify, &raw) {
-        (Some(v), Some(raw)) => match verify_inbound(&table, &mut env, v, raw) {
+        (Some(v), Some(raw)) => match verify_inbound(&table, &keys, &mut env, v, raw) {
             Ok(text) => text,
             Err(why) => return usage(format!("--verify: {why}")),
         },
@@ -339,7 +335,7 @@ pub(super) fn run(d: DryRun) -> Exit {
         _ => print!(
             "{}{inbound}{}",
             human(&verdict, &d.rules.display().to_string()),
-            outbound(&table, &verdict, env.day.unwrap_or_default())
+            outbound(&table, &keys, &verdict, env.day.unwrap_or_default())
         ),
     }
     if verdict.all_delivered() {

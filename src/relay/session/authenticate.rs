@@ -69,7 +69,7 @@ impl Session {
         top.push_str(received);
         let forged = |h: &crate::eval::Header| is_forged(h.name(), h.value(), authserv_id);
         if verdict.header_changes.is_empty() && !verdict.message.headers.iter().any(forged) {
-            let (head, body) = split_at_body(original);
+            let (head, body) = arc::split_at_body(original);
             let mut sealed_head = top.clone().into_bytes();
             sealed_head.extend_from_slice(&head);
             let seal = self.seal(verified, authserv_id, &sealed_head, &body);
@@ -122,42 +122,5 @@ impl Session {
                 String::new()
             }
         }
-    }
-}
-
-/// The header with its blank line, and the body, of a message as received. A message
-/// without a blank line is all header; its header gets one here, for parsing only.
-fn split_at_body(original: &Bytes) -> (Vec<u8>, Bytes) {
-    let len = Message::header_len(original);
-    match original.get(len..) {
-        Some(rest) if rest.starts_with(b"\r\n") => (
-            original.slice(..len + 2).to_vec(),
-            original.slice(len + 2..),
-        ),
-        Some(rest) if rest.starts_with(b"\n") => (
-            original.slice(..len + 1).to_vec(),
-            original.slice(len + 1..),
-        ),
-        _ => {
-            let mut head = original.to_vec();
-            head.extend_from_slice(b"\r\n");
-            (head, Bytes::new())
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_body_starts_after_the_first_blank_line() {
-        let m = Bytes::from_static(b"A: 1\r\nB: 2\r\n\r\nbody\r\n\r\nmore\r\n");
-        let (head, body) = split_at_body(&m);
-        assert_eq!(head, b"A: 1\r\nB: 2\r\n\r\n");
-        assert_eq!(&body[..], b"body\r\n\r\nmore\r\n");
-        let (head, body) = split_at_body(&Bytes::from_static(b"A: 1\r\n"));
-        assert_eq!(head, b"A: 1\r\n\r\n");
-        assert!(body.is_empty());
     }
 }
