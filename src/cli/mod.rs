@@ -10,6 +10,7 @@ mod generate;
 mod graph;
 mod import;
 mod lsp;
+mod queue;
 mod relay;
 mod test;
 
@@ -66,6 +67,9 @@ enum Command {
     Reload(ReloadArgs),
     /// Search the message tracking log.
     Track(TrackArgs),
+    /// See and steer a relay's queue: list, show, retry, hold, release, delete, bounce.
+    #[command(subcommand)]
+    Queue(queue::QueueCommand),
     /// DKIM signing keys.
     #[command(subcommand)]
     Dkim(DkimCommand),
@@ -621,6 +625,7 @@ pub fn run(cli: Cli) -> Exit {
             allow_path: a.allow_path,
         }),
         Command::Reload(a) => relay::reload(a.admin, &a.spool),
+        Command::Queue(c) => queue::run(c),
         Command::Track(a) => relay::track(relay::TrackArgs {
             log: a.log.unwrap_or_else(|| relay::default_log(&a.spool)),
             message_id: a.message_id,

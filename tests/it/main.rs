@@ -45,6 +45,7 @@ mod input_bounds;
 mod lsp;
 mod no_panic;
 mod queue;
+mod queue_admin;
 mod relay;
 mod relay_auth_in;
 mod relay_auth_out;
