@@ -165,6 +165,10 @@ async fn an_administrator_sees_what_is_stuck_and_makes_it_go() {
         "{r}"
     );
 
+    let (_, doc) = queue_json(&spool, &["list", "--limit", "1"]);
+    assert_eq!((ids(&doc).len(), doc["matched"].as_u64()), (1, Some(4)));
+    assert_eq!(ids(&doc)[0], m[0], "the oldest");
+
     let (code, doc) = queue_json(&spool, &["summary"]);
     assert_eq!(code, 0);
     let d = &doc["destinations"][0];

@@ -52,6 +52,9 @@ pub enum Request {
         /// Which.
         #[serde(default)]
         filter: Filter,
+        /// At most this many, oldest first (the reply counts them all).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        limit: Option<usize>,
     },
     /// Their pending recipients per destination.
     Summary {
@@ -147,6 +150,8 @@ pub enum Reply {
     Messages {
         /// Oldest first.
         messages: Vec<MessageView>,
+        /// How many matched (more than listed when a limit cut the list).
+        matched: usize,
         /// The holds in force.
         holds: Holds,
     },
@@ -217,10 +222,16 @@ pub(crate) fn read(
 ) -> Option<Reply> {
     use base64::Engine;
     Some(match req {
-        Request::List { filter } => Reply::Messages {
-            messages: listing::list(messages, holds, filter, now),
-            holds: holds.clone(),
-        },
+        Request::List { filter, limit } => {
+            let mut messages = listing::list(messages, holds, filter, now);
+            let matched = messages.len();
+            messages.truncate(limit.unwrap_or(usize::MAX));
+            Reply::Messages {
+                messages,
+                matched,
+                holds: holds.clone(),
+            }
+        }
         Request::Summary { filter } => Reply::Destinations {
             destinations: listing::summary(&listing::list(messages, holds, filter, now)),
             holds: holds.clone(),

@@ -63,8 +63,12 @@ pub(crate) async fn serve(shared: Arc<Shared>, listener: UnixListener) {
             };
             if let Ok(mut line) = serde_json::to_vec(&reply) {
                 line.push(b'\n');
-                let _ = writer.write_all(&line).await;
-                let _ = writer.shutdown().await;
+                // A reader that stops reading costs its task a minute, no more.
+                let _ = tokio::time::timeout(std::time::Duration::from_secs(60), async {
+                    let _ = writer.write_all(&line).await;
+                    let _ = writer.shutdown().await;
+                })
+                .await;
             }
         });
     }
