@@ -2,6 +2,7 @@
 
 mod check;
 mod compile;
+mod diff;
 mod dkim;
 mod dry_run;
 mod explain;
@@ -67,6 +68,9 @@ enum Command {
     Reload(ReloadArgs),
     /// Search the message tracking log.
     Track(TrackArgs),
+    /// Which messages a rule change treats differently: two rule sets (or one and a git
+    /// revision of it) on the same test blocks and messages.
+    Diff(diff::DiffArgs),
     /// See and steer a relay's queue: list, show, retry, hold, release, delete, bounce.
     #[command(subcommand)]
     Queue(queue::QueueCommand),
@@ -626,6 +630,7 @@ pub fn run(cli: Cli) -> Exit {
         }),
         Command::Reload(a) => relay::reload(a.admin, &a.spool),
         Command::Queue(c) => queue::run(c),
+        Command::Diff(a) => diff::run(&a),
         Command::Track(a) => relay::track(relay::TrackArgs {
             log: a.log.unwrap_or_else(|| relay::default_log(&a.spool)),
             message_id: a.message_id,

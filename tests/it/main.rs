@@ -32,6 +32,7 @@ mod certificates;
 mod cli;
 mod deliver;
 mod diagnostics;
+mod diff;
 mod docs;
 mod editor_grammar;
 mod eval;
