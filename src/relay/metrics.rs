@@ -42,6 +42,8 @@ pub struct Metrics {
     /// Tracking-log events not written: short of space above the spool's floor and reserve,
     /// a failed write, or a full backlog (shared with the tracking log's writer).
     pub tracking_dropped: Arc<AtomicU64>,
+    /// Captured-traffic records not written (as for the tracking log).
+    pub capture_dropped: Arc<AtomicU64>,
     rule_hits: Mutex<BTreeMap<String, u64>>,
     /// The certificates of the last successful load.
     certificates: Mutex<Vec<CertificateExpiry>>,
@@ -189,6 +191,11 @@ impl Metrics {
             "reloads_failed_total",
             "Rule set reloads refused (the old rules stayed).",
             get(&self.reloads_failed),
+        );
+        counter(
+            "capture_records_dropped_total",
+            "Captured-traffic records not written (--capture; short of space, a failed write, a full backlog).",
+            get(&self.capture_dropped),
         );
         counter(
             "tracking_events_dropped_total",

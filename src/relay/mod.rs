@@ -3,6 +3,7 @@
 //! ([`scheduler`]), the tracking log ([`track`]), metrics and reload. Every decision about a
 //! message is the evaluator's; this module only moves bytes and keeps promises about them.
 
+pub mod capture;
 pub mod config;
 pub mod control;
 pub mod limits;
@@ -96,6 +97,8 @@ pub(crate) struct Shared {
     roots: Arc<RootCertStore>,
     pub(crate) spool: Spool,
     pub(crate) tracker: Tracker,
+    /// What the evaluator saw of each message, when `--capture` is on.
+    pub(crate) capture: capture::Capture,
     pub(crate) metrics: Metrics,
     pub(crate) hostname: String,
     pub(crate) wake: Notify,
@@ -380,6 +383,16 @@ impl Relay {
             Arc::clone(&metrics.tracking_dropped),
         )
         .map_err(io_error("tracking log"))?;
+        let capture = match options.capture {
+            Some(limits) => capture::Capture::open(
+                &options.spool.join(capture::STEM),
+                limits,
+                track_stop,
+                Arc::clone(&metrics.capture_dropped),
+            )
+            .map_err(io_error("captured traffic"))?,
+            None => capture::Capture::disabled(),
+        };
         let resolver = match options.dns {
             Some(addr) => Resolver::with_nameserver(addr),
             None => Resolver::system().map_err(|e| RelayError::Resolver(e.to_string()))?,
@@ -420,6 +433,7 @@ impl Relay {
             roots,
             spool,
             tracker,
+            capture,
             metrics,
             hostname: options.hostname.clone(),
             wake: Notify::new(),
