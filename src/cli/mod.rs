@@ -313,6 +313,11 @@ struct RelayArgs {
     /// on privacy.
     #[arg(long)]
     capture: bool,
+    /// Evaluate this candidate rule set beside the live one on every message, changing
+    /// nothing: each message it would treat differently is logged and counted in /metrics
+    /// (mailflow_shadow_*). Reloaded with the live rules.
+    #[arg(long, value_name = "NEW_RULES")]
+    shadow: Option<PathBuf>,
     /// Captured traffic kept at most (bytes, across its files).
     #[arg(long, default_value = "1000MB", value_parser = relay::parse_size)]
     capture_max_directory_size: u64,
@@ -636,6 +641,7 @@ pub fn run(cli: Cli) -> Exit {
                 max_age: a.tracking_log_max_age,
                 reserve: a.tracking_log_reserve,
             },
+            shadow: a.shadow,
             capture: a.capture.then_some(mailflow::relay::track::TrackLimits {
                 max_directory_size: a.capture_max_directory_size,
                 max_age: a.capture_max_age,

@@ -125,6 +125,7 @@ pub(super) struct RelayArgs {
     pub max_message_memory: u64,
     pub tracking: track::TrackLimits,
     pub capture: Option<track::TrackLimits>,
+    pub shadow: Option<PathBuf>,
     pub verify: VerifyArgs,
     pub log: String,
 }
@@ -249,6 +250,7 @@ pub(super) fn run(a: RelayArgs) -> Exit {
         max_message_memory: a.max_message_memory,
         tracking: a.tracking,
         capture: a.capture,
+        shadow: a.shadow.clone(),
         verify,
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()

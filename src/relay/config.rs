@@ -208,6 +208,9 @@ pub struct RelayOptions {
     pub tracking: super::track::TrackLimits,
     /// Captured traffic ([`super::capture`]): off (`None`), or bounded like the tracking log.
     pub capture: Option<super::track::TrackLimits>,
+    /// A candidate rule set evaluated beside the live one on every message, changing
+    /// nothing ([`super::shadow`]).
+    pub shadow: Option<PathBuf>,
     /// Bounds of recipient verification (`verify-recipients`, [`super::verify`]).
     pub verify: super::verify::VerifyOptions,
 }

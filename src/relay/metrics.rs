@@ -44,6 +44,8 @@ pub struct Metrics {
     pub tracking_dropped: Arc<AtomicU64>,
     /// Captured-traffic records not written (as for the tracking log).
     pub capture_dropped: Arc<AtomicU64>,
+    /// The `--shadow` rule set's evaluations and differences.
+    pub shadow: super::shadow::ShadowCounts,
     rule_hits: Mutex<BTreeMap<String, u64>>,
     /// The certificates of the last successful load.
     certificates: Mutex<Vec<CertificateExpiry>>,
@@ -227,6 +229,7 @@ impl Metrics {
             out,
             "# HELP mailflow_queue_oldest_message_age_seconds Age of the oldest queued message (0 when the queue is empty).\n# TYPE mailflow_queue_oldest_message_age_seconds gauge\nmailflow_queue_oldest_message_age_seconds {oldest_age}\n"
         );
+        self.shadow.render(&mut out);
         out.push_str("# HELP mailflow_certificate_expiry_timestamp_seconds When each certificate the relay presents expires (notAfter, Unix time).\n# TYPE mailflow_certificate_expiry_timestamp_seconds gauge\n");
         if let Ok(certs) = self.certificates.lock() {
             for c in certs.iter() {

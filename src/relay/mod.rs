@@ -13,6 +13,7 @@ mod plan;
 mod report;
 mod scheduler;
 mod session;
+pub mod shadow;
 pub mod sign;
 pub mod tls;
 pub mod track;
@@ -93,6 +94,8 @@ pub enum CredentialError {
 /// What every session and the scheduler share.
 pub(crate) struct Shared {
     table: RwLock<Arc<Table>>,
+    /// The candidate rule set of `--shadow`, reloaded with the live one.
+    shadow: RwLock<shadow::ShadowTable>,
     tls: RwLock<Arc<Credentials>>,
     roots: Arc<RootCertStore>,
     pub(crate) spool: Spool,
@@ -155,6 +158,14 @@ impl Shared {
         match self.table.read() {
             Ok(t) => Arc::clone(&t),
             Err(poisoned) => Arc::clone(&poisoned.into_inner()),
+        }
+    }
+
+    /// The `--shadow` candidate, as last loaded.
+    pub(crate) fn shadow_table(&self) -> shadow::ShadowTable {
+        match self.shadow.read() {
+            Ok(t) => t.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
         }
     }
 
@@ -221,6 +232,7 @@ impl Shared {
                 }
                 Metrics::inc(&self.metrics.reloads_ok);
                 tracing::info!("rules reloaded from {}", self.options.rules.display());
+                self.reload_shadow().await;
                 if !loaded.warnings.is_empty() {
                     tracing::warn!("rule warnings:\n{}", loaded.warnings);
                 }
@@ -231,6 +243,31 @@ impl Shared {
                 tracing::error!("reload refused; the current rules stay:\n{}", e.message);
                 Err(e)
             }
+        }
+    }
+}
+
+impl Shared {
+    /// Reloads the `--shadow` candidate after the live rules: a candidate that does not load
+    /// is logged and the previous one stays (the live rules are what matter).
+    async fn reload_shadow(&self) {
+        let Some(path) = self.options.shadow.clone() else {
+            return;
+        };
+        let overrides = self.options.overrides.clone();
+        let loaded = tokio::task::spawn_blocking(move || load(&path, &overrides)).await;
+        match loaded {
+            Ok(Ok(l)) => {
+                if let Ok(mut t) = self.shadow.write() {
+                    *t = Some(l.table);
+                }
+                tracing::info!("shadow rules reloaded");
+            }
+            Ok(Err(e)) => tracing::error!(
+                "shadow rules refused; the previous candidate stays:\n{}",
+                e.message
+            ),
+            Err(e) => tracing::error!("shadow reload stopped: {e}"),
         }
     }
 }
@@ -332,6 +369,16 @@ impl Relay {
         if !loaded.warnings.is_empty() {
             tracing::warn!("rule warnings:\n{}", loaded.warnings);
         }
+        let shadow_table = match &options.shadow {
+            Some(path) => Some(
+                load(path, &options.overrides)
+                    .map_err(|e| LoadFailure {
+                        message: format!("the shadow rule set {}: {}", path.display(), e.message),
+                    })?
+                    .table,
+            ),
+            None => None,
+        };
         let roots =
             Arc::new(tls::roots(options.ca_file.as_deref()).map_err(CredentialError::from)?);
         let configs = credentials(&loaded.table, &roots, &options)?;
@@ -429,6 +476,7 @@ impl Relay {
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let shared = Arc::new(Shared {
             table: RwLock::new(loaded.table),
+            shadow: RwLock::new(shadow_table),
             tls: RwLock::new(Arc::new(configs)),
             roots,
             spool,

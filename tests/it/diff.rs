@@ -247,3 +247,101 @@ async fn captured_traffic_from_a_relay_is_replayed() {
     );
     assert_eq!(same.status.code(), Some(0), "{}", text(&same));
 }
+
+/// `relay --shadow`: a candidate rule set beside the live one, counted in /metrics, changing
+/// nothing; reloaded with the live rules.
+#[tokio::test(flavor = "multi_thread")]
+async fn shadow_rules_count_differences_on_a_live_relay() {
+    use crate::support::raw::Raw;
+    use crate::support::relay::{Relay, http_get, s, wait_until};
+    use crate::support::sink::{Sink, SinkOptions};
+    let case = root().join("tests/fixtures/diff/group-member");
+    let tmp = tempfile::tempdir().unwrap();
+    let candidate = tmp.path().join("candidate.mailflow");
+    std::fs::copy(case.join("new.mailflow"), &candidate).unwrap();
+    let sink = Sink::start(SinkOptions::default()).await;
+    let mut relay = Relay::start(
+        &case.join("old.mailflow"),
+        &tmp.path().join("spool"),
+        &[
+            s("--listen"),
+            s("Internet=127.0.0.1:0"),
+            s("--listen"),
+            s("Apps=127.0.0.1:0"),
+            s("--smart-host"),
+            format!("Tenant 1={}", sink.addr),
+            s("--smart-host"),
+            format!("Out={}", sink.addr),
+            s("--admin"),
+            s("127.0.0.1:0"),
+            s("--shadow"),
+            candidate.display().to_string(),
+        ],
+    );
+    let send = |to: &'static str| {
+        let addr = relay.addr;
+        async move {
+            let (mut c, _) = Raw::connect(addr).await;
+            assert_eq!(c.cmd("EHLO c.test").await.code, 250);
+            assert_eq!(c.cmd("MAIL FROM:<dana@contoso.com>").await.code, 250);
+            assert_eq!(c.cmd(&format!("RCPT TO:<{to}>")).await.code, 250);
+            assert_eq!(c.cmd("DATA").await.code, 354);
+            c.send(format!(
+                "From: dana@contoso.com\r\nMessage-ID: <{to}>\r\n\r\nx\r\n.\r\n"
+            ))
+            .await;
+            assert_eq!(c.reply().await.unwrap().code, 250);
+            assert_eq!(c.cmd("QUIT").await.code, 221);
+        }
+    };
+    send("board@example.com").await;
+    send("ann@example.com").await;
+    let metric = |name: &str| {
+        let text = http_get(relay.admin.unwrap(), "/metrics");
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .map(|v| v.trim().to_string())
+    };
+    assert_eq!(
+        metric("mailflow_shadow_messages_total").as_deref(),
+        Some("2")
+    );
+    assert_eq!(
+        metric("mailflow_shadow_differences_total").as_deref(),
+        Some("1")
+    );
+    assert_eq!(
+        metric("mailflow_shadow_difference_kinds_total{kind=\"recipients\"}").as_deref(),
+        Some("1")
+    );
+    assert_eq!(
+        metric("mailflow_shadow_difference_kinds_total{kind=\"acceptance\"}").as_deref(),
+        Some("0")
+    );
+    // Nothing changed: the board got the live rules' two members, not Cleo.
+    assert!(wait_until(10, || sink.messages().len() == 2).await);
+    let rcpts: Vec<String> = sink
+        .rcpts_seen()
+        .iter()
+        .map(|r| r.address.clone())
+        .collect();
+    assert!(!rcpts.iter().any(|r| r.contains("cleo")), "{rcpts:?}");
+
+    // The candidate becomes the live rules' twin; a reload takes it.
+    std::fs::copy(case.join("old.mailflow"), &candidate).unwrap();
+    let out = std::process::Command::new(BIN)
+        .args(["reload", "--admin", &relay.admin.unwrap().to_string()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    send("board@example.com").await;
+    assert_eq!(
+        metric("mailflow_shadow_messages_total").as_deref(),
+        Some("3")
+    );
+    assert_eq!(
+        metric("mailflow_shadow_differences_total").as_deref(),
+        Some("1")
+    );
+    relay.terminate().await;
+}
