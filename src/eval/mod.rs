@@ -27,6 +27,7 @@ mod trust;
 pub use message::{Header, Message};
 pub use srs::{is_srs_address, srs_sender};
 pub use stages::{auth_as, evaluate, evaluate_recipients};
+pub(crate) use stages::{INBOUND_HEADERS, OUTBOUND_HEADERS};
 
 use crate::model::{Address, AuthAs};
 use crate::smtp::Status;

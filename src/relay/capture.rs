@@ -28,19 +28,6 @@ pub const STEM: &str = "capture";
 /// Records waiting for the writer at most; past it they are dropped and counted.
 const BACKLOG: usize = 10_000;
 
-/// Header fields every rule set's evaluation reads or rewrites.
-const ALWAYS: &[&str] = &[
-    "From",
-    "Sender",
-    "Reply-To",
-    "Return-Receipt-To",
-    "Disposition-Notification-To",
-    "Resent-From",
-    "Resent-Sender",
-    "To",
-    "Cc",
-    "X-OriginatorOrg",
-];
 
 /// One message as the evaluator saw it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -61,7 +48,12 @@ pub struct Captured {
 
 /// Whether the capture keeps header field `name` for rules in `table`.
 fn kept(table: &Table, name: &str) -> bool {
-    ALWAYS.iter().any(|n| n.eq_ignore_ascii_case(name))
+    // What rewriting changes, and the tenant header the organization stage reads.
+    crate::eval::OUTBOUND_HEADERS
+        .iter()
+        .chain(crate::eval::INBOUND_HEADERS)
+        .chain(&["X-OriginatorOrg"])
+        .any(|n| n.eq_ignore_ascii_case(name))
         || name
             .get(..27)
             .is_some_and(|p| p.eq_ignore_ascii_case("X-MS-Exchange-Organization-"))

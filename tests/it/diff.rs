@@ -148,46 +148,62 @@ fn a_message_without_an_envelope_is_refused() {
     assert!(text(&out).contains("scan.envelope"), "{}", text(&out));
 }
 
+/// A relay on the group-member case's old rules, every send connector to `sink`, with
+/// `extra` arguments.
+fn group_member_relay(
+    spool: &Path,
+    sink: &crate::support::sink::Sink,
+    extra: &[String],
+) -> crate::support::relay::Relay {
+    use crate::support::relay::s;
+    let mut args = vec![
+        s("--listen"),
+        s("Internet=127.0.0.1:0"),
+        s("--listen"),
+        s("Apps=127.0.0.1:0"),
+        s("--smart-host"),
+        format!("Tenant 1={}", sink.addr),
+        s("--smart-host"),
+        format!("Out={}", sink.addr),
+    ];
+    args.extend_from_slice(extra);
+    crate::support::relay::Relay::start(
+        &root().join("tests/fixtures/diff/group-member/old.mailflow"),
+        spool,
+        &args,
+    )
+}
+
+/// One message from dana@contoso.com to `to`, in its own session.
+async fn send_one(addr: std::net::SocketAddr, to: &str) {
+    let (mut c, _) = crate::support::raw::Raw::connect(addr).await;
+    assert_eq!(c.cmd("EHLO c.test").await.code, 250);
+    assert_eq!(c.cmd("MAIL FROM:<dana@contoso.com>").await.code, 250);
+    assert_eq!(c.cmd(&format!("RCPT TO:<{to}>")).await.code, 250);
+    assert_eq!(c.cmd("DATA").await.code, 354);
+    c.send(format!(
+        "From: Dana <dana@contoso.com>\r\nTo: {to}\r\nMessage-ID: <{to}>\r\nSubject: a private subject\r\n\r\na secret body\r\n.\r\n"
+    ))
+    .await;
+    assert_eq!(c.reply().await.unwrap().code, 250);
+    assert_eq!(c.cmd("QUIT").await.code, 221);
+}
+
 /// Captured traffic from a real relay, replayed: the relay records what the evaluator saw
 /// (never the body, only the header fields rules read), and `diff` finds which of those
 /// messages a group change treats differently.
 #[tokio::test(flavor = "multi_thread")]
 async fn captured_traffic_from_a_relay_is_replayed() {
-    use crate::support::raw::Raw;
-    use crate::support::relay::{Relay, s, wait_until};
+    use crate::support::relay::{s, wait_until};
     use crate::support::sink::{Sink, SinkOptions};
     let case = root().join("tests/fixtures/diff/group-member");
     let tmp = tempfile::tempdir().unwrap();
     let spool = tmp.path().join("spool");
     let sink = Sink::start(SinkOptions::default()).await;
-    let mut relay = Relay::start(
-        &case.join("old.mailflow"),
-        &spool,
-        &[
-            s("--listen"),
-            s("Internet=127.0.0.1:0"),
-            s("--listen"),
-            s("Apps=127.0.0.1:0"),
-            s("--smart-host"),
-            format!("Tenant 1={}", sink.addr),
-            s("--smart-host"),
-            format!("Out={}", sink.addr),
-            s("--capture"),
-        ],
-    );
-    let (mut c, _) = Raw::connect(relay.addr).await;
-    assert_eq!(c.cmd("EHLO c.test").await.code, 250);
+    let mut relay = group_member_relay(&spool, &sink, &[s("--capture")]);
     for to in ["board@example.com", "ann@example.com"] {
-        assert_eq!(c.cmd("MAIL FROM:<dana@contoso.com>").await.code, 250);
-        assert_eq!(c.cmd(&format!("RCPT TO:<{to}>")).await.code, 250);
-        assert_eq!(c.cmd("DATA").await.code, 354);
-        c.send(format!(
-            "From: Dana <dana@contoso.com>\r\nTo: {to}\r\nSubject: a private subject\r\n\r\na secret body\r\n.\r\n"
-        ))
-        .await;
-        assert_eq!(c.reply().await.unwrap().code, 250);
+        send_one(relay.addr, to).await;
     }
-    assert_eq!(c.cmd("QUIT").await.code, 221);
     assert!(
         wait_until(10, || sink.messages().len() == 2).await,
         "board (one transaction to tenant1) and ann"
@@ -252,50 +268,25 @@ async fn captured_traffic_from_a_relay_is_replayed() {
 /// nothing; reloaded with the live rules.
 #[tokio::test(flavor = "multi_thread")]
 async fn shadow_rules_count_differences_on_a_live_relay() {
-    use crate::support::raw::Raw;
-    use crate::support::relay::{Relay, http_get, s, wait_until};
+    use crate::support::relay::{http_get, s, wait_until};
     use crate::support::sink::{Sink, SinkOptions};
     let case = root().join("tests/fixtures/diff/group-member");
     let tmp = tempfile::tempdir().unwrap();
     let candidate = tmp.path().join("candidate.mailflow");
     std::fs::copy(case.join("new.mailflow"), &candidate).unwrap();
     let sink = Sink::start(SinkOptions::default()).await;
-    let mut relay = Relay::start(
-        &case.join("old.mailflow"),
+    let mut relay = group_member_relay(
         &tmp.path().join("spool"),
+        &sink,
         &[
-            s("--listen"),
-            s("Internet=127.0.0.1:0"),
-            s("--listen"),
-            s("Apps=127.0.0.1:0"),
-            s("--smart-host"),
-            format!("Tenant 1={}", sink.addr),
-            s("--smart-host"),
-            format!("Out={}", sink.addr),
             s("--admin"),
             s("127.0.0.1:0"),
             s("--shadow"),
             candidate.display().to_string(),
         ],
     );
-    let send = |to: &'static str| {
-        let addr = relay.addr;
-        async move {
-            let (mut c, _) = Raw::connect(addr).await;
-            assert_eq!(c.cmd("EHLO c.test").await.code, 250);
-            assert_eq!(c.cmd("MAIL FROM:<dana@contoso.com>").await.code, 250);
-            assert_eq!(c.cmd(&format!("RCPT TO:<{to}>")).await.code, 250);
-            assert_eq!(c.cmd("DATA").await.code, 354);
-            c.send(format!(
-                "From: dana@contoso.com\r\nMessage-ID: <{to}>\r\n\r\nx\r\n.\r\n"
-            ))
-            .await;
-            assert_eq!(c.reply().await.unwrap().code, 250);
-            assert_eq!(c.cmd("QUIT").await.code, 221);
-        }
-    };
-    send("board@example.com").await;
-    send("ann@example.com").await;
+    send_one(relay.addr, "board@example.com").await;
+    send_one(relay.addr, "ann@example.com").await;
     let metric = |name: &str| {
         let text = http_get(relay.admin.unwrap(), "/metrics");
         text.lines()
@@ -334,7 +325,7 @@ async fn shadow_rules_count_differences_on_a_live_relay() {
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", text(&out));
-    send("board@example.com").await;
+    send_one(relay.addr, "board@example.com").await;
     assert_eq!(
         metric("mailflow_shadow_messages_total").as_deref(),
         Some("3")
