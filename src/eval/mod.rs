@@ -26,8 +26,8 @@ mod trust;
 
 pub use message::{Header, Message};
 pub use srs::{is_srs_address, srs_sender};
-pub use stages::{auth_as, evaluate, evaluate_recipients};
 pub(crate) use stages::{INBOUND_HEADERS, OUTBOUND_HEADERS};
+pub use stages::{auth_as, evaluate, evaluate_recipients};
 
 use crate::model::{Address, AuthAs};
 use crate::smtp::Status;

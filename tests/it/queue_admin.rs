@@ -224,8 +224,14 @@ async fn an_administrator_sees_what_is_stuck_and_makes_it_go() {
         dsn.contains("Action: failed") && dsn.contains("administrator"),
         "{dsn}"
     );
-    let (_, doc) = queue_json(&spool, &["list"]);
-    assert_eq!(ids(&doc), [m[0].clone(), m[3].clone()]);
+    // The DSN is a message of its own until the sink takes it.
+    assert!(
+        wait_until(10, || {
+            let (_, doc) = queue_json(&spool, &["list"]);
+            ids(&doc) == [m[0].clone(), m[3].clone()]
+        })
+        .await
+    );
 
     let (code, doc) = queue_json(&spool, &["hold", "0000000000000000"]);
     assert_eq!(code, 1, "no such message to hold: {doc}");

@@ -132,7 +132,8 @@ pub(super) fn run(a: &DiffArgs) -> Exit {
             Err(e) => return fail(e.to_string()),
         },
     };
-    print!("{text}");
+    // A reader that stops early (`| head`) is not an error.
+    let _ = std::io::Write::write_all(&mut std::io::stdout().lock(), text.as_bytes());
     if a.fail_on_change && !d.changes.is_empty() {
         Exit::Findings
     } else {

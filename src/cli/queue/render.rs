@@ -11,7 +11,9 @@ use std::time::{Duration, UNIX_EPOCH};
 
 pub(super) fn json(reply: &Reply) -> Exit {
     match serde_json::to_string_pretty(reply) {
-        Ok(s) => println!("{s}"),
+        Ok(s) => {
+            let _ = writeln!(std::io::stdout().lock(), "{s}");
+        }
         Err(e) => {
             eprintln!("error: {e}");
             return Exit::Error;
