@@ -289,6 +289,7 @@ async fn serve(options: RelayOptions) -> Exit {
         "pid": std::process::id(),
         "listeners": relay.listeners,
         "admin": relay.admin,
+        "rules_digest": relay.rules_digest(),
     });
     println!("{ready}");
     for l in &relay.listeners {

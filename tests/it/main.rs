@@ -36,6 +36,7 @@ mod docs;
 mod editor_grammar;
 mod eval;
 mod eval_no_panic;
+mod fleet;
 mod fmt;
 mod fuzz_replay;
 mod generate;
