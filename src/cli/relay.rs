@@ -183,7 +183,7 @@ fn overrides(a: &RelayArgs) -> Result<Overrides, String> {
     Ok(o)
 }
 
-fn hostname() -> String {
+pub(super) fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .ok()
         .map(|h| h.trim().to_string())

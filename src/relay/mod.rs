@@ -4,6 +4,7 @@
 //! message is the evaluator's; this module only moves bytes and keeps promises about them.
 
 pub mod config;
+pub mod drain;
 pub mod limits;
 pub mod memory;
 pub mod metrics;

@@ -33,6 +33,7 @@ mod cli;
 mod deliver;
 mod diagnostics;
 mod docs;
+mod drain;
 mod editor_grammar;
 mod eval;
 mod eval_no_panic;

@@ -1,0 +1,389 @@
+//! `mailflow queue drain`: hands a stopped relay's queue to a peer over SMTP before the node
+//! is taken down, as Postfix flushes to a relayhost. Each live message goes in one
+//! transaction with the stored sender and DSN parameters (ENVID, RET), one RCPT per
+//! pending recipient with its NOTIFY and ORCPT (the stored one, else `rfc822;` and the
+//! address the client gave), the final address as the RCPT, and the stored bytes unchanged:
+//! the peer runs the same rules and signs what it sends on. The transaction is the delivery
+//! client's ([`crate::deliver`]), one connection reused from message to message.
+//!
+//! The peer's `250` marks a recipient delivered in the spool; anything else leaves it
+//! pending, never bounced: the operator chose the peer, and a refusal there says more about
+//! the peer than about the message. Each message's outcome is written to the spool (synced)
+//! before the next is sent, so an interrupted drain sends again at most the message in
+//! flight, and each is recorded in the tracking log (SEND or DEFER, source context
+//! `drain to HOST:PORT`).
+
+use super::track::{Event, EventId, TrackLimits, Tracker};
+use crate::deliver::{
+    ClientConfig, Hop, OutboundMessage, OutboundRcpt, Pool, RcptOutcome, ReuseOptions,
+    deliver_reusing,
+};
+use crate::model::{OutboundTls, SmartHost};
+use crate::queue::{QueueError, QueueId, QueuedMessage, RecipientState, Spool, SpoolOptions};
+use serde::Serialize;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How to drain.
+#[derive(Debug, Clone)]
+pub struct DrainOptions {
+    /// The relay's spool folder (`queue/` and `tracking/` in it).
+    pub spool: PathBuf,
+    /// The peer.
+    pub to: SmartHost,
+    /// The name in EHLO.
+    pub helo: String,
+    /// Verify the peer's certificate for this name (TLS then required).
+    pub tls_name: Option<String>,
+    /// Verify the peer's certificate against these trust anchors (TLS then required).
+    pub ca_file: Option<PathBuf>,
+    /// How long the peer may take to answer a command (the final dot gets twice this).
+    pub timeout: Duration,
+}
+
+/// Why the drain could not run, or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum DrainError {
+    /// A relay has the spool open.
+    #[error(
+        "a relay is running on {}: stop it first (the spool is locked while it runs)",
+        spool.display()
+    )]
+    Running {
+        /// The spool folder.
+        spool: PathBuf,
+    },
+    /// No spool there.
+    #[error("{}: no relay spool here (no queue/ folder)", .0.display())]
+    NoSpool(PathBuf),
+    /// The spool could not be read or written.
+    #[error("spool: {0}")]
+    Spool(#[from] QueueError),
+    /// The peer's name has no address.
+    #[error("{host}: {why}")]
+    Resolve {
+        /// The peer's name.
+        host: String,
+        /// What the resolver said.
+        why: String,
+    },
+    /// The trust anchors could not be read.
+    #[error(transparent)]
+    Tls(#[from] super::tls::TlsError),
+    /// The tracking log could not be opened.
+    #[error("tracking log: {0}")]
+    Tracking(std::io::Error),
+}
+
+/// What became of one recipient.
+#[derive(Debug, Clone, Serialize)]
+pub struct RecipientResult {
+    /// The address handed on (the final one).
+    pub address: String,
+    /// The peer took it.
+    pub handed: bool,
+    /// The peer's reply, or what went wrong.
+    pub reply: String,
+}
+
+/// What became of one message.
+#[derive(Debug, Clone, Serialize)]
+pub struct MessageResult {
+    /// The queue id.
+    pub id: QueueId,
+    /// Its Message-ID.
+    pub message_id: Option<String>,
+    /// The envelope sender (`None`: `<>`).
+    pub sender: Option<String>,
+    /// Its pending recipients, in RCPT order.
+    pub recipients: Vec<RecipientResult>,
+}
+
+impl MessageResult {
+    /// Every pending recipient was handed.
+    pub fn handed(&self) -> bool {
+        self.recipients.iter().all(|r| r.handed)
+    }
+}
+
+/// The whole drain.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Summary {
+    /// The peer, `HOST:PORT`.
+    pub to: String,
+    /// Messages with pending recipients found in the spool.
+    pub messages: usize,
+    /// Messages all of whose pending recipients the peer took.
+    pub messages_handed: usize,
+    /// Messages that stay queued (some recipient refused, or not tried).
+    pub messages_left: usize,
+    /// Recipients the peer took.
+    pub recipients_handed: usize,
+    /// Recipients that stay pending.
+    pub recipients_left: usize,
+    /// Why the drain stopped before the end (the peer could not be reached).
+    pub stopped: Option<String>,
+}
+
+/// Hands every pending recipient of every live message to the peer; `each` sees each
+/// message's result once it is recorded. Stops early when the peer cannot be reached (the
+/// rest stays queued and is counted as left).
+pub async fn drain(
+    options: &DrainOptions,
+    mut each: impl FnMut(&MessageResult),
+) -> Result<Summary, DrainError> {
+    let queue = options.spool.join("queue");
+    if !queue.is_dir() {
+        return Err(DrainError::NoSpool(options.spool.clone()));
+    }
+    let (spool, live) = match Spool::open(&queue, SpoolOptions::default()) {
+        Err(QueueError::Locked { .. }) => {
+            return Err(DrainError::Running {
+                spool: options.spool.clone(),
+            });
+        }
+        other => other?,
+    };
+    let to = format!("{}:{}", options.to.host, options.to.port);
+    let hops = [peer(&options.to).await?];
+    let cfg = client_config(options)?;
+    let tracker = open_tracker(&options.spool)?;
+    // One connection carries the whole drain (a new one after 1000 messages).
+    let pool = Pool::new(ReuseOptions {
+        limit: 1000,
+        idle_timeout: Duration::from_secs(30),
+        per_destination: 1,
+        total: 1,
+    });
+    let context = format!("drain to {to}");
+    let mut summary = Summary {
+        to,
+        ..Summary::default()
+    };
+    let live: Vec<QueuedMessage> = live
+        .into_iter()
+        .filter(|m| !pending(m).is_empty())
+        .collect();
+    summary.messages = live.len();
+    for m in &live {
+        if let Some(why) = &summary.stopped {
+            summary.messages_left += 1;
+            summary.recipients_left += pending(m).len();
+            tracing::debug!("{} not tried: {why}", m.id);
+            continue;
+        }
+        let (result, unreachable) = hand(&spool, &cfg, &pool, &hops, m, &tracker, &context).await?;
+        let handed = result.recipients.iter().filter(|r| r.handed).count();
+        summary.recipients_handed += handed;
+        summary.recipients_left += result.recipients.len() - handed;
+        if result.handed() {
+            summary.messages_handed += 1;
+        } else {
+            summary.messages_left += 1;
+        }
+        if unreachable {
+            let why = result.recipients.first().map(|r| r.reply.clone());
+            summary.stopped = Some(why.unwrap_or_default());
+        }
+        each(&result);
+    }
+    pool.close_idle().await;
+    let _ = tokio::task::spawn_blocking(move || tracker.flush()).await;
+    spool.close().await?;
+    Ok(summary)
+}
+
+/// The indexes of the message's pending recipients.
+fn pending(m: &QueuedMessage) -> Vec<usize> {
+    (0..m.states.len())
+        .filter(|&i| matches!(m.states.get(i), Some(RecipientState::Pending { .. })))
+        .collect()
+}
+
+/// Sends one message and records the outcome; the flag says the peer was not reached.
+async fn hand(
+    spool: &Spool,
+    cfg: &ClientConfig,
+    pool: &Arc<Pool>,
+    hops: &[Hop],
+    m: &QueuedMessage,
+    tracker: &Tracker,
+    context: &str,
+) -> Result<(MessageResult, bool), DrainError> {
+    let indexes = pending(m);
+    let recipients: Vec<(usize, &crate::queue::NewRecipient)> = indexes
+        .iter()
+        .filter_map(|&i| m.meta.recipients.get(i).map(|r| (i, r)))
+        .collect();
+    let mut result = MessageResult {
+        id: m.id.clone(),
+        message_id: m.meta.message_id.clone(),
+        sender: m.meta.mail_from.clone(),
+        recipients: Vec::new(),
+    };
+    let body = {
+        let (spool, id) = (spool.clone(), m.id.clone());
+        tokio::task::spawn_blocking(move || spool.read_body(&id))
+            .await
+            .unwrap_or(Err(QueueError::Closed))
+    };
+    let body = match body {
+        Ok(b) => b,
+        Err(e) => {
+            // Left where it is: the relay bounces a damaged message itself at its next start.
+            let reply = format!("not handed: {e}");
+            for (_, r) in &recipients {
+                result.recipients.push(RecipientResult {
+                    address: r.address.clone(),
+                    handed: false,
+                    reply: reply.clone(),
+                });
+            }
+            return Ok((result, false));
+        }
+    };
+    let rcpts: Vec<OutboundRcpt> = recipients
+        .iter()
+        .map(|(_, r)| OutboundRcpt {
+            address: r.address.clone(),
+            notify: r.notify,
+            orcpt: Some(
+                r.orcpt
+                    .clone()
+                    .unwrap_or_else(|| format!("rfc822;{}", r.original)),
+            ),
+        })
+        .collect();
+    let msg = OutboundMessage {
+        mail_from: m.meta.mail_from.as_deref(),
+        recipients: &rcpts,
+        body: &body,
+        prepend: b"",
+        envid: m.meta.envid.as_deref(),
+        ret_full: m.meta.ret_full,
+        smtputf8: m.meta.smtputf8,
+        eight_bit: m.meta.eight_bit,
+    };
+    let attempt = deliver_reusing(cfg, pool, hops, &msg).await;
+    let mut updates = Vec::new();
+    let mut events = Vec::new();
+    for ((i, r), outcome) in recipients.iter().zip(&attempt.outcomes) {
+        let (handed, reply) = match outcome {
+            RcptOutcome::Delivered { reply } => (true, reply.clone()),
+            RcptOutcome::Temporary(s) | RcptOutcome::Permanent(s) => (false, s.to_string()),
+        };
+        let state = match (handed, m.states.get(*i)) {
+            (true, _) => RecipientState::Delivered {
+                reply: format!("{context}: {reply}"),
+            },
+            (
+                false,
+                Some(RecipientState::Pending {
+                    attempts,
+                    next_attempt,
+                    ..
+                }),
+            ) => RecipientState::Pending {
+                attempts: *attempts,
+                next_attempt: *next_attempt,
+                last_error: Some(format!("{context}: {reply}")),
+            },
+            (false, _) => continue,
+        };
+        updates.push((*i, state));
+        let mut e = Event::new(
+            if handed {
+                EventId::Send
+            } else {
+                EventId::Defer
+            },
+            "SMTP",
+        );
+        e.internal_message_id = Some(m.id.to_string());
+        e.message_id = m.meta.message_id.clone();
+        e.sender_address = m.meta.mail_from.clone();
+        e.recipient_address = vec![r.address.clone()];
+        e.recipient_status = vec![reply.clone()];
+        e.server_hostname = Some(attempt.host.clone()).filter(|h| !h.is_empty());
+        e.server_ip = attempt.addr.map(|a| a.ip().to_string());
+        e.total_bytes = Some(m.size);
+        e.source_context = Some(context.to_string());
+        events.push(e);
+        result.recipients.push(RecipientResult {
+            address: r.address.clone(),
+            handed,
+            reply,
+        });
+    }
+    spool.update(&m.id, updates).await?;
+    // Logged once the spool has the outcome: the log never claims what a crash undid.
+    for e in events {
+        tracker.log(e);
+    }
+    Ok((result, attempt.unreachable))
+}
+
+/// The peer's addresses: an IP literal as it is, a name through the system's resolver.
+async fn peer(to: &SmartHost) -> Result<Hop, DrainError> {
+    let addrs: Vec<SocketAddr> = match to.host.parse::<IpAddr>() {
+        Ok(ip) => vec![SocketAddr::new(ip, to.port)],
+        Err(_) => tokio::net::lookup_host((to.host.as_str(), to.port))
+            .await
+            .map_err(|e| DrainError::Resolve {
+                host: to.host.clone(),
+                why: e.to_string(),
+            })?
+            .collect(),
+    };
+    if addrs.is_empty() {
+        return Err(DrainError::Resolve {
+            host: to.host.clone(),
+            why: "no address".into(),
+        });
+    }
+    Ok(Hop {
+        host: to.host.clone(),
+        addrs,
+        preference: 0,
+    })
+}
+
+/// STARTTLS when the peer offers it, its certificate unchecked, as between MX hosts; with a
+/// name or trust anchors to check it against, TLS is required and the certificate verified
+/// (against the Mozilla roots when only a name is given).
+fn client_config(o: &DrainOptions) -> Result<ClientConfig, DrainError> {
+    let verify = o.tls_name.is_some() || o.ca_file.is_some();
+    let roots = Arc::new(super::tls::roots(o.ca_file.as_deref())?);
+    let policy = if verify {
+        OutboundTls::Required
+    } else {
+        OutboundTls::Opportunistic
+    };
+    let mut cfg = ClientConfig::new(o.helo.clone(), policy, o.tls_name.clone(), &roots, None);
+    cfg.command_timeout = o.timeout;
+    cfg.data_timeout = o.timeout.saturating_mul(2);
+    cfg.connect_timeout = cfg.connect_timeout.min(o.timeout);
+    Ok(cfg)
+}
+
+/// The relay's tracking log, opened so that it deletes nothing: the limits the relay was
+/// started with are not known here, and it applies them itself at its next start.
+fn open_tracker(spool: &Path) -> Result<Tracker, DrainError> {
+    const CENTURY: Duration = Duration::from_secs(100 * 365 * 86_400);
+    let limits = TrackLimits {
+        max_file_size: 10 << 20,
+        max_file_age: CENTURY,
+        max_directory_size: 1 << 50,
+        max_age: CENTURY,
+        reserve: None,
+    };
+    Tracker::open(
+        &spool.join("tracking"),
+        limits,
+        SpoolOptions::default().min_free_bytes,
+        Arc::default(),
+    )
+    .map_err(DrainError::Tracking)
+}
