@@ -15,11 +15,13 @@
 
 use super::track::{Event, EventId, TrackLimits, Tracker};
 use crate::deliver::{
-    ClientConfig, Hop, OutboundMessage, OutboundRcpt, Pool, RcptOutcome, ReuseOptions,
+    Attempt, ClientConfig, Hop, OutboundMessage, OutboundRcpt, Pool, RcptOutcome, ReuseOptions,
     deliver_reusing,
 };
 use crate::model::{OutboundTls, SmartHost};
-use crate::queue::{QueueError, QueueId, QueuedMessage, RecipientState, Spool, SpoolOptions};
+use crate::queue::{
+    NewRecipient, QueueError, QueueId, QueuedMessage, RecipientState, Spool, SpoolOptions,
+};
 use serde::Serialize;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -158,6 +160,14 @@ pub async fn drain(
         total: 1,
     });
     let context = format!("drain to {to}");
+    let handing = Handing {
+        spool: &spool,
+        cfg: &cfg,
+        pool: &pool,
+        hops: &hops,
+        tracker: &tracker,
+        context: &context,
+    };
     let mut summary = Summary {
         to,
         ..Summary::default()
@@ -174,7 +184,7 @@ pub async fn drain(
             tracing::debug!("{} not tried: {why}", m.id);
             continue;
         }
-        let (result, unreachable) = hand(&spool, &cfg, &pool, &hops, m, &tracker, &context).await?;
+        let (result, unreachable) = handing.hand(m).await?;
         let handed = result.recipients.iter().filter(|r| r.handed).count();
         summary.recipients_handed += handed;
         summary.recipients_left += result.recipients.len() - handed;
@@ -202,127 +212,151 @@ fn pending(m: &QueuedMessage) -> Vec<usize> {
         .collect()
 }
 
-/// Sends one message and records the outcome; the flag says the peer was not reached.
-async fn hand(
-    spool: &Spool,
-    cfg: &ClientConfig,
-    pool: &Arc<Pool>,
-    hops: &[Hop],
-    m: &QueuedMessage,
-    tracker: &Tracker,
-    context: &str,
-) -> Result<(MessageResult, bool), DrainError> {
-    let indexes = pending(m);
-    let recipients: Vec<(usize, &crate::queue::NewRecipient)> = indexes
-        .iter()
-        .filter_map(|&i| m.meta.recipients.get(i).map(|r| (i, r)))
-        .collect();
-    let mut result = MessageResult {
-        id: m.id.clone(),
-        message_id: m.meta.message_id.clone(),
-        sender: m.meta.mail_from.clone(),
-        recipients: Vec::new(),
-    };
-    let body = {
-        let (spool, id) = (spool.clone(), m.id.clone());
+/// What every message of one drain is handed with.
+struct Handing<'a> {
+    spool: &'a Spool,
+    cfg: &'a ClientConfig,
+    pool: &'a Arc<Pool>,
+    hops: &'a [Hop],
+    tracker: &'a Tracker,
+    /// `drain to HOST:PORT`, for the spool's replies and the tracking log.
+    context: &'a str,
+}
+
+/// One pending recipient: its index in the message and its envelope.
+type Pending<'m> = (usize, &'m NewRecipient);
+
+/// The spool updates, tracking events and results of one message's attempt.
+#[derive(Default)]
+struct Judged {
+    updates: Vec<(usize, RecipientState)>,
+    events: Vec<Event>,
+    results: Vec<RecipientResult>,
+}
+
+impl Handing<'_> {
+    /// Sends one message and records the outcome; the flag says the peer was not reached.
+    async fn hand(&self, m: &QueuedMessage) -> Result<(MessageResult, bool), DrainError> {
+        let recipients: Vec<Pending<'_>> = pending(m)
+            .into_iter()
+            .filter_map(|i| m.meta.recipients.get(i).map(|r| (i, r)))
+            .collect();
+        let mut result = MessageResult {
+            id: m.id.clone(),
+            message_id: m.meta.message_id.clone(),
+            sender: m.meta.mail_from.clone(),
+            recipients: Vec::new(),
+        };
+        let body = match self.read_body(&m.id).await {
+            Ok(b) => b,
+            Err(e) => {
+                // Left where it is: the relay bounces a damaged message itself once started.
+                let reply = format!("not handed: {e}");
+                result.recipients = recipients
+                    .iter()
+                    .map(|(_, r)| RecipientResult {
+                        address: r.address.clone(),
+                        handed: false,
+                        reply: reply.clone(),
+                    })
+                    .collect();
+                return Ok((result, false));
+            }
+        };
+        let attempt = self.send(m, &recipients, &body).await;
+        let judged = self.judge(m, &recipients, &attempt);
+        self.spool.update(&m.id, judged.updates).await?;
+        // Logged once the spool has the outcome: the log never claims what a crash undid.
+        for e in judged.events {
+            self.tracker.log(e);
+        }
+        result.recipients = judged.results;
+        Ok((result, attempt.unreachable))
+    }
+
+    /// The spool reads bodies with blocking file I/O: off the async worker.
+    async fn read_body(&self, id: &QueueId) -> Result<Vec<u8>, QueueError> {
+        let (spool, id) = (self.spool.clone(), id.clone());
         tokio::task::spawn_blocking(move || spool.read_body(&id))
             .await
             .unwrap_or(Err(QueueError::Closed))
-    };
-    let body = match body {
-        Ok(b) => b,
-        Err(e) => {
-            // Left where it is: the relay bounces a damaged message itself at its next start.
-            let reply = format!("not handed: {e}");
-            for (_, r) in &recipients {
-                result.recipients.push(RecipientResult {
-                    address: r.address.clone(),
-                    handed: false,
-                    reply: reply.clone(),
-                });
-            }
-            return Ok((result, false));
-        }
-    };
-    let rcpts: Vec<OutboundRcpt> = recipients
-        .iter()
-        .map(|(_, r)| OutboundRcpt {
-            address: r.address.clone(),
-            notify: r.notify,
-            orcpt: Some(
-                r.orcpt
-                    .clone()
-                    .unwrap_or_else(|| format!("rfc822;{}", r.original)),
-            ),
-        })
-        .collect();
-    let msg = OutboundMessage {
-        mail_from: m.meta.mail_from.as_deref(),
-        recipients: &rcpts,
-        body: &body,
-        prepend: b"",
-        envid: m.meta.envid.as_deref(),
-        ret_full: m.meta.ret_full,
-        smtputf8: m.meta.smtputf8,
-        eight_bit: m.meta.eight_bit,
-    };
-    let attempt = deliver_reusing(cfg, pool, hops, &msg).await;
-    let mut updates = Vec::new();
-    let mut events = Vec::new();
-    for ((i, r), outcome) in recipients.iter().zip(&attempt.outcomes) {
-        let (handed, reply) = match outcome {
-            RcptOutcome::Delivered { reply } => (true, reply.clone()),
-            RcptOutcome::Temporary(s) | RcptOutcome::Permanent(s) => (false, s.to_string()),
+    }
+
+    /// One transaction: the stored envelope, the final addresses, ORCPT the client's.
+    async fn send(&self, m: &QueuedMessage, recipients: &[Pending<'_>], body: &[u8]) -> Attempt {
+        let rcpts: Vec<OutboundRcpt> = recipients
+            .iter()
+            .map(|(_, r)| OutboundRcpt {
+                address: r.address.clone(),
+                notify: r.notify,
+                orcpt: Some(
+                    r.orcpt
+                        .clone()
+                        .unwrap_or_else(|| format!("rfc822;{}", r.original)),
+                ),
+            })
+            .collect();
+        let msg = OutboundMessage {
+            mail_from: m.meta.mail_from.as_deref(),
+            recipients: &rcpts,
+            body,
+            prepend: b"",
+            envid: m.meta.envid.as_deref(),
+            ret_full: m.meta.ret_full,
+            smtputf8: m.meta.smtputf8,
+            eight_bit: m.meta.eight_bit,
         };
-        let state = match (handed, m.states.get(*i)) {
-            (true, _) => RecipientState::Delivered {
-                reply: format!("{context}: {reply}"),
-            },
-            (
-                false,
+        deliver_reusing(self.cfg, self.pool, self.hops, &msg).await
+    }
+
+    /// A `250` is delivered; anything else stays pending with the peer's answer as its last
+    /// error (its attempts and due time as they were: the node's own schedule is unchanged).
+    fn judge(&self, m: &QueuedMessage, recipients: &[Pending<'_>], attempt: &Attempt) -> Judged {
+        let mut j = Judged::default();
+        for ((i, r), outcome) in recipients.iter().zip(&attempt.outcomes) {
+            let (handed, reply) = match outcome {
+                RcptOutcome::Delivered { reply } => (true, reply.clone()),
+                RcptOutcome::Temporary(s) | RcptOutcome::Permanent(s) => (false, s.to_string()),
+            };
+            let noted = format!("{}: {reply}", self.context);
+            let state = match m.states.get(*i) {
+                _ if handed => RecipientState::Delivered { reply: noted },
                 Some(RecipientState::Pending {
                     attempts,
                     next_attempt,
                     ..
-                }),
-            ) => RecipientState::Pending {
-                attempts: *attempts,
-                next_attempt: *next_attempt,
-                last_error: Some(format!("{context}: {reply}")),
-            },
-            (false, _) => continue,
-        };
-        updates.push((*i, state));
-        let mut e = Event::new(
-            if handed {
+                }) => RecipientState::Pending {
+                    attempts: *attempts,
+                    next_attempt: *next_attempt,
+                    last_error: Some(noted),
+                },
+                _ => continue,
+            };
+            j.updates.push((*i, state));
+            let id = if handed {
                 EventId::Send
             } else {
                 EventId::Defer
-            },
-            "SMTP",
-        );
-        e.internal_message_id = Some(m.id.to_string());
-        e.message_id = m.meta.message_id.clone();
-        e.sender_address = m.meta.mail_from.clone();
-        e.recipient_address = vec![r.address.clone()];
-        e.recipient_status = vec![reply.clone()];
-        e.server_hostname = Some(attempt.host.clone()).filter(|h| !h.is_empty());
-        e.server_ip = attempt.addr.map(|a| a.ip().to_string());
-        e.total_bytes = Some(m.size);
-        e.source_context = Some(context.to_string());
-        events.push(e);
-        result.recipients.push(RecipientResult {
-            address: r.address.clone(),
-            handed,
-            reply,
-        });
+            };
+            let mut e = Event::new(id, "SMTP");
+            e.internal_message_id = Some(m.id.to_string());
+            e.message_id = m.meta.message_id.clone();
+            e.sender_address = m.meta.mail_from.clone();
+            e.recipient_address = vec![r.address.clone()];
+            e.recipient_status = vec![reply.clone()];
+            e.server_hostname = Some(attempt.host.clone()).filter(|h| !h.is_empty());
+            e.server_ip = attempt.addr.map(|a| a.ip().to_string());
+            e.total_bytes = Some(m.size);
+            e.source_context = Some(self.context.to_string());
+            j.events.push(e);
+            j.results.push(RecipientResult {
+                address: r.address.clone(),
+                handed,
+                reply,
+            });
+        }
+        j
     }
-    spool.update(&m.id, updates).await?;
-    // Logged once the spool has the outcome: the log never claims what a crash undid.
-    for e in events {
-        tracker.log(e);
-    }
-    Ok((result, attempt.unreachable))
 }
 
 /// The peer's addresses: an IP literal as it is, a name through the system's resolver.
