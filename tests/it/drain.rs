@@ -115,11 +115,22 @@ async fn send(relay: &Relay, m: &Outgoing) {
 /// `mailflow queue drain --spool SPOOL --to 127.0.0.1:PORT --format FORMAT`: exit code,
 /// stdout, stderr. Off the test's runtime thread, which serves the sinks.
 async fn drain_as(spool: &Path, port: u16, format: &str) -> (i32, String, String) {
+    drain_with(spool, port, format, &[]).await
+}
+
+/// [`drain_as`] with more options.
+async fn drain_with(
+    spool: &Path,
+    port: u16,
+    format: &str,
+    extra: &[&str],
+) -> (i32, String, String) {
     let mut cmd = Command::new(BIN);
     cmd.args(["queue", "drain", "--spool"])
         .arg(spool)
         .args(["--to", &format!("127.0.0.1:{port}"), "--format", format])
-        .args(["--hostname", "draining.test", "--timeout", "10s"]);
+        .args(["--hostname", "draining.test", "--timeout", "10s"])
+        .args(extra);
     let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
         .await
         .unwrap();
@@ -408,4 +419,42 @@ async fn drain_refuses_the_spool_of_a_running_relay() {
     let (code, _, stderr) = drain(&tmp.path().join("nothing"), peer.addr.port()).await;
     assert_eq!(code, 2, "{stderr}");
     assert!(stderr.contains("no relay spool"), "{stderr}");
+}
+
+#[tokio::test]
+async fn a_peer_certificate_is_verified_when_a_name_or_trust_anchors_are_given() {
+    let tmp = tempfile::tempdir().unwrap();
+    let rules = rules(tmp.path());
+    let spool = tmp.path().join("spool");
+    let messages = vec![Outgoing {
+        mail_params: "",
+        rcpts: vec![("tls@elsewhere.example", "")],
+        data: message(20, "", "over TLS\r\n"),
+    }];
+    queue_and_stop(&rules, &spool, &messages).await;
+    let ca = support::tls::TestCa::new();
+    let ca_file = tmp.path().join("ca.pem");
+    std::fs::write(&ca_file, &ca.cert_pem).unwrap();
+    let config = support::tls::server_config(&ca.issue(&["peer.test"]), None);
+    let peer = Sink::start(SinkOptions::default().tls(config)).await;
+    let port = peer.addr.port();
+
+    // A name alone: the Mozilla roots do not know the test CA, so nothing is handed.
+    let (code, stdout, _) = drain_with(&spool, port, "json", &["--tls-name", "peer.test"]).await;
+    assert_eq!(code, 1, "{stdout}");
+    assert!(peer.messages().is_empty());
+    // The wrong name under the right anchors: refused too.
+    let ca = ca_file.to_str().unwrap();
+    let wrong = ["--ca-file", ca, "--tls-name", "other.test"];
+    let (code, stdout, _) = drain_with(&spool, port, "json", &wrong).await;
+    assert_eq!(code, 1, "{stdout}");
+    assert!(peer.messages().is_empty());
+    // Both right: handed over TLS.
+    let right = ["--ca-file", ca, "--tls-name", "peer.test"];
+    let (code, stdout, _) = drain_with(&spool, port, "json", &right).await;
+    assert_eq!(code, 0, "{stdout}");
+    let got = peer.messages();
+    assert_eq!(got.len(), 1);
+    assert!(got[0].tls);
+    assert_eq!(got[0].rcpts, ["tls@elsewhere.example"]);
 }
