@@ -161,6 +161,7 @@ pub async fn drain(
     });
     let context = format!("drain to {to}");
     let handing = Handing {
+        to: &to,
         spool: &spool,
         cfg: &cfg,
         pool: &pool,
@@ -169,7 +170,7 @@ pub async fn drain(
         context: &context,
     };
     let mut summary = Summary {
-        to,
+        to: to.clone(),
         ..Summary::default()
     };
     let live: Vec<QueuedMessage> = live
@@ -219,7 +220,9 @@ struct Handing<'a> {
     pool: &'a Arc<Pool>,
     hops: &'a [Hop],
     tracker: &'a Tracker,
-    /// `drain to HOST:PORT`, for the spool's replies and the tracking log.
+    /// The peer, `HOST:PORT`.
+    to: &'a str,
+    /// `drain to HOST:PORT`, for the tracking log and the last error of what stays.
     context: &'a str,
 }
 
@@ -318,9 +321,10 @@ impl Handing<'_> {
                 RcptOutcome::Delivered { reply } => (true, reply.clone()),
                 RcptOutcome::Temporary(s) | RcptOutcome::Permanent(s) => (false, s.to_string()),
             };
-            let noted = format!("{}: {reply}", self.context);
             let state = match m.states.get(*i) {
-                _ if handed => RecipientState::Delivered { reply: noted },
+                _ if handed => RecipientState::Delivered {
+                    reply: format!("drained to {}: {reply}", self.to),
+                },
                 Some(RecipientState::Pending {
                     attempts,
                     next_attempt,
@@ -328,7 +332,7 @@ impl Handing<'_> {
                 }) => RecipientState::Pending {
                     attempts: *attempts,
                     next_attempt: *next_attempt,
-                    last_error: Some(noted),
+                    last_error: Some(format!("{}: {reply}", self.context)),
                 },
                 _ => continue,
             };

@@ -9,7 +9,7 @@
 
 use crate::support;
 
-use mailflow::queue::{Spool, SpoolOptions};
+use mailflow::queue::{RecipientState, Spool, SpoolOptions};
 use serde_json::Value;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -386,6 +386,33 @@ async fn a_recipient_the_peer_refuses_stays_queued_for_a_later_drain() {
                     .is_some_and(|c| c.starts_with("drain to "))),
         "{deferred:?}"
     );
+    // In the spool: the handed recipient delivered with the peer's reply, the refused one
+    // pending with its answer, its own attempts and schedule as they were.
+    {
+        let (queue, live) = Spool::open(&spool.join("queue"), SpoolOptions::default()).unwrap();
+        drop(queue);
+        assert_eq!(live.len(), 1);
+        let at = format!("127.0.0.1:{}", picky.addr.port());
+        assert_eq!(
+            live[0].states[0],
+            RecipientState::Delivered {
+                reply: format!("drained to {at}: 250 2.0.0 queued")
+            }
+        );
+        let RecipientState::Pending {
+            attempts,
+            last_error,
+            ..
+        } = &live[0].states[1]
+        else {
+            panic!("{:?}", live[0].states[1]);
+        };
+        assert_eq!(*attempts, 1, "the relay's own attempt, no more");
+        assert_eq!(
+            last_error.as_deref(),
+            Some(format!("drain to {at}: 550 5.1.1 RCPT: no such user here").as_str())
+        );
+    }
     assert!(track_events(&spool, "FAIL").is_empty(), "no bounce");
     assert!(track_events(&spool, "DSN").is_empty(), "no bounce");
 
