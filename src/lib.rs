@@ -13,6 +13,7 @@ pub mod clock;
 pub mod compile;
 pub mod deliver;
 pub mod diagnostic;
+pub mod diff;
 pub mod eval;
 pub mod fmt;
 pub mod graph;

@@ -229,7 +229,7 @@ fn seal_text(table: &Table, keys: &Keys, verified: &Verified, id: &str, raw: &[u
 }
 
 /// A rule set from rule text (checked) or from a compiled table.
-fn load(path: &std::path::Path, allow: &[PathBuf]) -> Result<(RuleSet, Table), Exit> {
+pub(super) fn load(path: &std::path::Path, allow: &[PathBuf]) -> Result<(RuleSet, Table), Exit> {
     let fail = |msg: String| {
         eprintln!("error: {msg}");
         Exit::Error
@@ -246,11 +246,17 @@ fn load(path: &std::path::Path, allow: &[PathBuf]) -> Result<(RuleSet, Table), E
             "{}",
             render::human(&report.diagnostics, &report.sources, false)
         );
-        eprintln!("error: the rule set has errors; fix them before a dry run");
+        eprintln!(
+            "error: {}: the rule set has errors; fix them first",
+            path.display()
+        );
         return Err(Exit::Findings);
     }
     if report.rule_sets.len() != 1 {
-        return Err(fail("a dry run takes one rule set: name its file".into()));
+        return Err(fail(format!(
+            "{}: holds several rule sets; name one's file",
+            path.display()
+        )));
     }
     let set = report.rule_sets.remove(0).rules;
     let table = mailflow::compile::compile(&set).map_err(|e| fail(e.to_string()))?;

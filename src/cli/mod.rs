@@ -2,6 +2,7 @@
 
 mod check;
 mod compile;
+mod diff;
 mod dkim;
 mod dry_run;
 mod explain;
@@ -10,6 +11,7 @@ mod generate;
 mod graph;
 mod import;
 mod lsp;
+mod queue;
 mod queue_drain;
 mod relay;
 mod test;
@@ -67,9 +69,12 @@ enum Command {
     Reload(ReloadArgs),
     /// Search the message tracking log.
     Track(TrackArgs),
-    /// Work on a relay's queue.
+    /// Which messages a rule change treats differently: two rule sets (or one and a git
+    /// revision of it) on the same test blocks and messages.
+    Diff(diff::DiffArgs),
+    /// See and steer a relay's queue: list, show, retry, hold, release, delete, bounce.
     #[command(subcommand)]
-    Queue(QueueCommand),
+    Queue(queue::QueueCommand),
     /// DKIM signing keys.
     #[command(subcommand)]
     Dkim(DkimCommand),
@@ -350,50 +355,6 @@ struct TrackArgs {
     json: bool,
 }
 
-#[derive(Debug, Subcommand)]
-enum QueueCommand {
-    /// Hand a stopped relay's queue to a peer over SMTP before the node is taken down: every
-    /// pending recipient, envelope and DSN parameters kept; what the peer takes is marked
-    /// delivered, what it refuses stays queued (exit 1), nothing is bounced.
-    Drain(QueueDrainArgs),
-}
-
-#[derive(Debug, clap::Args)]
-struct QueueDrainArgs {
-    /// The stopped relay's spool folder.
-    #[arg(long, default_value = "spool")]
-    spool: PathBuf,
-    /// The peer relay: HOST[:PORT] (port 25 when left out).
-    #[arg(long, value_name = "HOST:PORT")]
-    to: String,
-    /// The name in EHLO (default: the machine's host name).
-    #[arg(long)]
-    hostname: Option<String>,
-    /// Require TLS and a peer certificate valid for this name (default: STARTTLS when the
-    /// peer offers it, its certificate not checked).
-    #[arg(long, value_name = "NAME")]
-    tls_name: Option<String>,
-    /// Require TLS and a peer certificate that chains to these trust anchors (PEM), valid for
-    /// --tls-name or HOST.
-    #[arg(long, value_name = "PEM")]
-    ca_file: Option<PathBuf>,
-    /// How long the peer may take to answer a command (the final dot gets twice this).
-    #[arg(long, default_value = "300s", value_parser = relay::parse_duration)]
-    timeout: std::time::Duration,
-    /// Output: a line per message and a summary (human), or one JSON document.
-    #[arg(long, value_enum, default_value_t = QueueFormat::Human)]
-    format: QueueFormat,
-}
-
-/// Output formats of `mailflow queue`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum QueueFormat {
-    /// Lines for people.
-    Human,
-    /// One JSON document.
-    Json,
-}
-
 #[derive(Debug, clap::Args)]
 struct CompileArgs {
     /// The rule set's root file.
@@ -669,15 +630,8 @@ pub fn run(cli: Cli) -> Exit {
             allow_path: a.allow_path,
         }),
         Command::Reload(a) => relay::reload(a.admin, &a.spool),
-        Command::Queue(QueueCommand::Drain(a)) => queue_drain::run(queue_drain::DrainArgs {
-            spool: a.spool,
-            to: a.to,
-            helo: a.hostname,
-            tls_name: a.tls_name,
-            ca_file: a.ca_file,
-            timeout: a.timeout,
-            json: a.format == QueueFormat::Json,
-        }),
+        Command::Queue(c) => queue::run(c),
+        Command::Diff(a) => diff::run(&a),
         Command::Track(a) => relay::track(relay::TrackArgs {
             log: a.log.unwrap_or_else(|| relay::default_log(&a.spool)),
             message_id: a.message_id,

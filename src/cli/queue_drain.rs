@@ -1,21 +1,39 @@
 //! `mailflow queue drain`: hand a stopped relay's queue to a peer ([`mailflow::relay::drain`]).
 
 use super::Exit;
+use super::queue::QueueFormat;
 use mailflow::ast::Text;
 use mailflow::relay::drain::{DrainOptions, MessageResult, Summary, drain};
 use mailflow::source::{SourceMap, Span};
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// What `mailflow queue drain` was given.
+/// `mailflow queue drain`'s arguments.
+#[derive(Debug, clap::Args)]
 pub(super) struct DrainArgs {
-    pub spool: PathBuf,
-    pub to: String,
-    pub helo: Option<String>,
-    pub tls_name: Option<String>,
-    pub ca_file: Option<PathBuf>,
-    pub timeout: Duration,
-    pub json: bool,
+    /// The stopped relay's spool folder.
+    #[arg(long, default_value = "spool")]
+    spool: PathBuf,
+    /// The peer relay: HOST[:PORT] (port 25 when left out).
+    #[arg(long, value_name = "HOST:PORT")]
+    to: String,
+    /// The name in EHLO (default: the machine's host name).
+    #[arg(long)]
+    hostname: Option<String>,
+    /// Require TLS and a peer certificate valid for this name (default: STARTTLS when the
+    /// peer offers it, its certificate not checked).
+    #[arg(long, value_name = "NAME")]
+    tls_name: Option<String>,
+    /// Require TLS and a peer certificate that chains to these trust anchors (PEM), valid for
+    /// --tls-name or HOST.
+    #[arg(long, value_name = "PEM")]
+    ca_file: Option<PathBuf>,
+    /// How long the peer may take to answer a command (the final dot gets twice this).
+    #[arg(long, default_value = "300s", value_parser = super::relay::parse_duration)]
+    timeout: Duration,
+    /// Output: a line per message and a summary (human), or one JSON document.
+    #[arg(long, value_enum, default_value_t = QueueFormat::Human)]
+    format: QueueFormat,
 }
 
 pub(super) fn run(a: DrainArgs) -> Exit {
@@ -29,7 +47,7 @@ pub(super) fn run(a: DrainArgs) -> Exit {
     let options = DrainOptions {
         spool: a.spool,
         to,
-        helo: a.helo.unwrap_or_else(super::relay::hostname),
+        helo: a.hostname.unwrap_or_else(super::relay::hostname),
         tls_name: a.tls_name,
         ca_file: a.ca_file,
         timeout: a.timeout,
@@ -45,7 +63,7 @@ pub(super) fn run(a: DrainArgs) -> Exit {
         }
     };
     let mut messages = Vec::new();
-    let json = a.json;
+    let json = a.format == QueueFormat::Json;
     let result = runtime.block_on(drain(&options, |m| {
         if json {
             messages.push(m.clone());

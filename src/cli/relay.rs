@@ -389,7 +389,7 @@ pub(super) fn track(a: TrackArgs) -> Exit {
             Ok(id) => Some(id),
             Err(_) => {
                 eprintln!(
-                    "error: `{e}` is not an event id (RECEIVE, RESOLVE, EXPAND, REDIRECT, AGENTINFO, DROP, SEND, DEFER, FAIL, DSN)"
+                    "error: `{e}` is not an event id (RECEIVE, RESOLVE, EXPAND, REDIRECT, AGENTINFO, DROP, SEND, DEFER, FAIL, DSN, ADMIN)"
                 );
                 return Exit::Error;
             }

@@ -40,7 +40,9 @@
 //! segment order; a later `Message` record for an id (a compaction copy) replaces the earlier.
 
 mod format;
+pub mod holds;
 mod index;
+pub mod listing;
 mod notify_text;
 mod recover;
 mod writer;
@@ -596,6 +598,16 @@ impl Spool {
     /// Every live message, oldest first.
     pub fn live(&self) -> Vec<QueuedMessage> {
         self.shared().index().snapshot_all()
+    }
+
+    /// When the oldest live message arrived (unix seconds), if any.
+    pub fn oldest(&self) -> Option<u64> {
+        self.shared()
+            .index()
+            .live
+            .values()
+            .next()
+            .map(|e| e.received_at)
     }
 
     /// Number of live messages.

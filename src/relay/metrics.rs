@@ -72,6 +72,10 @@ pub struct QueueGauges {
     pub deliveries: usize,
     /// Destinations suspended after their next hops did not answer.
     pub suspended: usize,
+    /// (message, destination) deliveries parked by an administrator's hold.
+    pub held: usize,
+    /// Seconds since the oldest queued message arrived (0: none queued).
+    pub oldest_age: u64,
 }
 
 impl Metrics {
@@ -128,6 +132,8 @@ impl Metrics {
             messages: queue_size,
             deliveries,
             suspended,
+            held,
+            oldest_age,
         } = queue;
         let mut out = String::new();
         let mut counter = |name: &str, help: &str, v: u64| {
@@ -224,6 +230,14 @@ impl Metrics {
             out,
             "# HELP mailflow_destinations_suspended Destinations none of whose next hops answered, waiting out a backoff.\n# TYPE mailflow_destinations_suspended gauge\nmailflow_destinations_suspended {suspended}\n"
         );
+        let _ = write!(
+            out,
+            "# HELP mailflow_queue_held_deliveries Deliveries an administrator holds (mailflow queue hold).\n# TYPE mailflow_queue_held_deliveries gauge\nmailflow_queue_held_deliveries {held}\n"
+        );
+        let _ = write!(
+            out,
+            "# HELP mailflow_queue_oldest_message_age_seconds Age of the oldest queued message (0 when the queue is empty).\n# TYPE mailflow_queue_oldest_message_age_seconds gauge\nmailflow_queue_oldest_message_age_seconds {oldest_age}\n"
+        );
         // An info metric (value 1, the fact in a label), as Prometheus's own `*_build_info`:
         // relays running one compiled rule set show one digest.
         let _ = write!(
@@ -280,6 +294,8 @@ mod tests {
             messages: 3,
             deliveries: 4,
             suspended: 1,
+            held: 2,
+            oldest_age: 70,
         });
         assert!(text.contains("mailflow_messages_received_total 1\n"));
         assert!(text.contains("mailflow_queue_size 3\n"));
@@ -287,6 +303,8 @@ mod tests {
         assert!(text.contains("mailflow_dkim_signed_total 0\n"));
         assert!(text.contains("mailflow_queue_deliveries 4\n"));
         assert!(text.contains("mailflow_destinations_suspended 1\n"));
+        assert!(text.contains("mailflow_queue_held_deliveries 2\n"));
+        assert!(text.contains("mailflow_queue_oldest_message_age_seconds 70\n"));
         assert!(text.contains("mailflow_rule_hits_total{rule=\"drop \\\"relay\\\"\"} 1\n"));
         m.set_rules_digest("ab12");
         let text = m.render(QueueGauges::default());

@@ -4,6 +4,7 @@
 //! message is the evaluator's; this module only moves bytes and keeps promises about them.
 
 pub mod config;
+pub mod control;
 pub mod drain;
 pub mod limits;
 pub mod memory;
@@ -134,8 +135,10 @@ impl Shared {
         let plan = self.plan();
         metrics::QueueGauges {
             messages: self.spool.len(),
-            deliveries: plan.len(),
+            deliveries: plan.len() + plan.held(),
             suspended: plan.suspended(now),
+            held: plan.held(),
+            oldest_age: self.spool.oldest().map_or(0, |t| now.saturating_sub(t)),
         }
     }
 
@@ -368,6 +371,16 @@ impl Relay {
                 recovered.len()
             );
         }
+        // Holds outlive restarts; those of messages no longer queued are dropped.
+        let mut holds = crate::queue::holds::Holds::load(&options.spool)
+            .map_err(io_error("the queue's holds"))?;
+        holds.retain_messages(|id| recovered.iter().any(|m| m.id == *id));
+        let control = control::online::bind(&control::socket_path(&options.spool)).map_err(
+            io_error(format!(
+                "admin socket {}",
+                control::socket_path(&options.spool).display()
+            )),
+        )?;
         let metrics = Metrics::default();
         metrics.set_certificates(configs.expiry.clone());
         metrics.set_rules_digest(&loaded.digest);
@@ -462,12 +475,14 @@ impl Relay {
         }
         {
             let mut plan = shared.plan();
+            plan.set_holds(holds, crate::clock::now_secs());
             for m in &recovered {
                 plan.add(m);
             }
         }
         drop(recovered);
         tasks.spawn(scheduler::run(Arc::clone(&shared)));
+        tasks.spawn(control::online::serve(Arc::clone(&shared), control));
         let admin = match shared.options.admin {
             Some(addr) => {
                 let l = TcpListener::bind(addr)
@@ -528,6 +543,7 @@ impl Relay {
         .await;
         sessions.abort_all();
         self.shared.pool.close_idle().await;
+        let _ = std::fs::remove_file(control::socket_path(&self.shared.options.spool));
         let shared = self.shared;
         // The spool's writer stops when its last handle goes; close it explicitly when this
         // is the last one so every record is flushed.

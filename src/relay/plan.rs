@@ -7,8 +7,11 @@
 //! count of attempts in flight and a backoff. A destination whose next hop cannot be reached
 //! is suspended (Postfix's "dead destination"): its due items are not attempted, only moved
 //! to when the suspension ends, where one probe goes first. Items of other destinations are
-//! untouched by it.
+//! untouched by it. Keys an administrator holds are parked ([`steer`]) until released.
 
+mod steer;
+
+use crate::queue::holds::Holds;
 use crate::queue::{QueueId, QueuedMessage, RecipientState};
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
@@ -93,6 +96,10 @@ pub(crate) struct Plan {
     in_flight: HashSet<Key>,
     dests: HashMap<Dest, DestState>,
     active: usize,
+    /// What an administrator holds, and the keys it covers (with their arrival time): not
+    /// on a timer, not attempted, not expired, until released.
+    holds: Holds,
+    parked: HashMap<Key, u64>,
 }
 
 /// The destination of recipient `i`, or `None` when it is not pending.
@@ -133,6 +140,8 @@ impl Plan {
             in_flight: HashSet::new(),
             dests: HashMap::new(),
             active: 0,
+            holds: Holds::default(),
+            parked: HashMap::new(),
         }
     }
 
@@ -159,6 +168,13 @@ impl Plan {
     /// it) or already waiting for an earlier time.
     pub(crate) fn schedule(&mut self, key: Key, due: u64, received_at: u64) {
         if self.in_flight.contains(&key) {
+            return;
+        }
+        if self
+            .holds
+            .covers(&key.id, &key.dest.connector, &key.dest.domain)
+        {
+            self.parked.entry(key).or_insert(received_at);
             return;
         }
         if let Some(e) = self.waiting.get_mut(&key) {
@@ -321,11 +337,15 @@ impl Plan {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::queue::{NewMessage, NewRecipient};
 
-    fn msg(id: &str, received_at: u64, rcpts: &[(&str, &str)]) -> QueuedMessage {
+    pub(in crate::relay::plan) fn msg(
+        id: &str,
+        received_at: u64,
+        rcpts: &[(&str, &str)],
+    ) -> QueuedMessage {
         QueuedMessage {
             id: QueueId(id.to_string()),
             received_at,
@@ -361,7 +381,7 @@ mod tests {
         }
     }
 
-    fn limits() -> Limits {
+    pub(in crate::relay::plan) fn limits() -> Limits {
         Limits {
             total: 64,
             per_destination: 2,

@@ -368,6 +368,39 @@ async fn record(shared: &Shared, job: &Job, result: Attempt, body: Option<Body>)
     j.next
 }
 
+/// Fails every pending recipient of `message` with `status`, as a permanent failure at
+/// delivery would: recorded in the spool, a FAIL event each, a DSN to the sender as NOTIFY
+/// asks (`mailflow queue bounce`). False when the spool did not take the update.
+pub(super) async fn fail_pending(shared: &Shared, message: QueuedMessage, status: Status) -> bool {
+    let indexes: Vec<usize> = (0..message.states.len())
+        .filter(|&i| matches!(message.states.get(i), Some(RecipientState::Pending { .. })))
+        .collect();
+    let Some(first) = indexes
+        .first()
+        .and_then(|&i| message.meta.recipients.get(i))
+    else {
+        return true;
+    };
+    let (connector, id, n) = (
+        first.send_connector.clone(),
+        message.id.clone(),
+        indexes.len(),
+    );
+    let job = Job {
+        message,
+        connector,
+        domain: String::new(),
+        indexes,
+        srs_sender: None,
+    };
+    record(shared, &job, every(n, RcptOutcome::Permanent(status)), None).await;
+    shared.spool.get(&id).is_none_or(|m| {
+        !m.states
+            .iter()
+            .any(|s| matches!(s, RecipientState::Pending { .. }))
+    })
+}
+
 /// Sorts each recipient's outcome into an update, a failure or a deferral (logging and
 /// counting each), and notes which deferrals have just crossed the delay-warning time.
 fn judge(shared: &Shared, job: &Job, result: &Attempt, t: u64) -> Judgement {

@@ -44,6 +44,9 @@ pub enum EventId {
     Fail,
     /// A delivery status notification was generated.
     Dsn,
+    /// An administrator acted on the queue (`mailflow queue ...`): who and what in
+    /// `source-context`.
+    Admin,
 }
 
 /// One line of the log. Field names are Exchange's where it has one.
@@ -241,6 +244,24 @@ impl Tracker {
             }
         }
     }
+}
+
+/// Appends events to the live file of the log folder `dir` of a relay that is not running
+/// (`mailflow queue` on a stopped spool): no rotation, which the relay does when it starts.
+pub fn append(dir: &Path, events: &[Event]) -> std::io::Result<()> {
+    use std::io::Write;
+    std::fs::create_dir_all(dir)?;
+    let mut out = Vec::new();
+    for e in events {
+        serde_json::to_writer(&mut out, e).map_err(std::io::Error::other)?;
+        out.push(b'\n');
+    }
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join(LIVE))?;
+    f.write_all(&out)?;
+    f.sync_data()
 }
 
 fn write_event(files: &mut LogFiles, e: &Event, now: SystemTime) {

@@ -1,0 +1,354 @@
+//! What a rule change does to mail (`mailflow diff`): two compiled rule sets evaluate the
+//! same messages, and every message whose outcome differs is reported, with what changed
+//! (acceptance, final recipients, routing, rewritten addresses, rules fired) and the trace
+//! lines that differ. Pure: the inputs come from [`inputs`], the CLI renders.
+
+pub mod inputs;
+
+use crate::compile::Table;
+use crate::eval::{Envelope, Fate, Message, Step, Verdict, evaluate};
+use serde::Serialize;
+use std::collections::{BTreeMap, BTreeSet};
+
+/// One message to evaluate under both rule sets.
+#[derive(Debug, Clone)]
+pub struct Input {
+    /// What to call it: a test's name, a file's path, a capture's line.
+    pub name: String,
+    /// The envelope.
+    pub envelope: Envelope,
+    /// The message (headers the rules read; the body may be empty).
+    pub message: Message,
+}
+
+/// What kind of difference.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Kind {
+    /// Accepted, rejected (and with which code) or dropped.
+    Acceptance,
+    /// The final recipients (rewriting, forwarding, expansion).
+    Recipients,
+    /// The send connector.
+    Routing,
+    /// MAIL FROM after rewriting.
+    Sender,
+    /// Header fields changed on the way.
+    Headers,
+    /// The transport rules that fired.
+    Rules,
+    /// The receive connector, the authentication level or the originating organization.
+    Attribution,
+}
+
+impl Kind {
+    /// In words, for people.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Kind::Acceptance => "accepted, rejected or dropped",
+            Kind::Recipients => "final recipients",
+            Kind::Routing => "send connector",
+            Kind::Sender => "envelope sender",
+            Kind::Headers => "header fields",
+            Kind::Rules => "rules fired",
+            Kind::Attribution => "connector, authentication or organization",
+        }
+    }
+}
+
+/// One recipient's outcome, comparable.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Recipient {
+    /// The final address.
+    pub address: String,
+    /// `delivered via X`, `dropped: why`, `rejected 550 5.1.1 ...`.
+    pub fate: String,
+}
+
+/// A verdict reduced to what a reviewer compares.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Outcome {
+    /// The receive connector.
+    pub connector: Option<String>,
+    /// internal, anonymous, partner.
+    pub auth_as: String,
+    /// The trusted originating organization.
+    pub originating_org: Option<String>,
+    /// MAIL FROM after rewriting (`<>`: the null sender).
+    pub mail_from: String,
+    /// Per RCPT TO address, what became of it.
+    pub recipients: BTreeMap<String, Vec<Recipient>>,
+    /// Rules that fired, in order.
+    pub rules_fired: Vec<String>,
+    /// Header changes: `Name: before -> after`.
+    pub headers: Vec<String>,
+    /// A rule dropped the connection.
+    pub disconnect: bool,
+}
+
+fn fate(f: &Fate) -> String {
+    match f {
+        Fate::Deliver { connector } => format!("delivered via `{connector}`"),
+        Fate::Drop { reason } => format!("dropped: {reason}"),
+        Fate::Reject(status) => format!("rejected {status}"),
+    }
+}
+
+/// The fate without its connector or text: what acceptance compares.
+fn acceptance(f: &Fate) -> String {
+    match f {
+        Fate::Deliver { .. } => "delivered".into(),
+        Fate::Drop { .. } => "dropped".into(),
+        Fate::Reject(s) => format!("rejected {} {}", s.code, s.enhanced),
+    }
+}
+
+impl Outcome {
+    fn of(v: &Verdict) -> Outcome {
+        let mut recipients: BTreeMap<String, Vec<Recipient>> = BTreeMap::new();
+        for r in &v.recipients {
+            recipients
+                .entry(r.original.to_string())
+                .or_default()
+                .push(Recipient {
+                    address: r.address.to_string(),
+                    fate: fate(&r.fate),
+                });
+        }
+        let headers = v
+            .header_changes
+            .iter()
+            .map(|(name, before, after)| {
+                let or_none = |v: &Option<String>| v.clone().unwrap_or_else(|| "(none)".into());
+                format!("{name}: {} -> {}", or_none(before), or_none(after))
+            })
+            .collect();
+        Outcome {
+            connector: v.connector.clone(),
+            auth_as: format!("{:?}", v.auth_as).to_ascii_lowercase(),
+            originating_org: v.originating_org.clone(),
+            mail_from: v
+                .mail_from
+                .as_ref()
+                .map_or_else(|| "<>".to_string(), ToString::to_string),
+            recipients,
+            rules_fired: v.rules_fired.clone(),
+            headers,
+            disconnect: v.disconnect,
+        }
+    }
+}
+
+/// A verdict's recipients: per RCPT TO address, each final address and its fate.
+fn by_original(v: &Verdict) -> BTreeMap<String, BTreeMap<String, &Fate>> {
+    let mut m: BTreeMap<String, BTreeMap<String, &Fate>> = BTreeMap::new();
+    for r in &v.recipients {
+        m.entry(r.original.to_string())
+            .or_default()
+            .insert(r.address.to_string(), &r.fate);
+    }
+    m
+}
+
+/// The kinds of difference between two verdicts of one message.
+fn kinds(old: &Verdict, new: &Verdict) -> Vec<Kind> {
+    let mut k = Vec::new();
+    let (a, b) = (by_original(old), by_original(new));
+    let accepted =
+        |m: &BTreeMap<String, BTreeMap<String, &Fate>>| -> BTreeMap<String, BTreeSet<String>> {
+            m.iter()
+                .map(|(o, rs)| (o.clone(), rs.values().map(|f| acceptance(f)).collect()))
+                .collect()
+        };
+    if accepted(&a) != accepted(&b) || old.disconnect != new.disconnect {
+        k.push(Kind::Acceptance);
+    }
+    let addresses =
+        |m: &BTreeMap<String, BTreeMap<String, &Fate>>| -> BTreeMap<String, BTreeSet<String>> {
+            m.iter()
+                .map(|(o, rs)| (o.clone(), rs.keys().cloned().collect()))
+                .collect()
+        };
+    if addresses(&a) != addresses(&b) {
+        k.push(Kind::Recipients);
+    }
+    // Routing: an address delivered under both, through another connector.
+    let rerouted = a.iter().any(|(o, rs)| {
+        rs.iter().any(|(addr, fa)| {
+            let fb = b.get(o).and_then(|x| x.get(addr));
+            matches!((fa, fb), (Fate::Deliver { connector: x }, Some(Fate::Deliver { connector: y })) if x != y)
+        })
+    });
+    if rerouted {
+        k.push(Kind::Routing);
+    }
+    if old.mail_from != new.mail_from {
+        k.push(Kind::Sender);
+    }
+    if old.header_changes != new.header_changes {
+        k.push(Kind::Headers);
+    }
+    if old.rules_fired != new.rules_fired {
+        k.push(Kind::Rules);
+    }
+    if old.connector != new.connector
+        || old.auth_as != new.auth_as
+        || old.originating_org != new.originating_org
+    {
+        k.push(Kind::Attribution);
+    }
+    k
+}
+
+/// One message whose outcome changed.
+#[derive(Debug, Clone, Serialize)]
+pub struct Change {
+    /// The input's name.
+    pub name: String,
+    /// What kinds of difference.
+    pub kinds: Vec<Kind>,
+    /// Under the old rules.
+    pub old: Outcome,
+    /// Under the new rules.
+    pub new: Outcome,
+    /// Trace lines only the old rules wrote.
+    pub trace_removed: Vec<Step>,
+    /// Trace lines only the new rules wrote.
+    pub trace_added: Vec<Step>,
+}
+
+/// What the new rules change on the inputs.
+#[derive(Debug, Clone, Serialize)]
+pub struct Diff {
+    /// Messages evaluated.
+    pub messages: usize,
+    /// Those whose outcome differs, in input order.
+    pub changes: Vec<Change>,
+    /// How many changes have each kind.
+    pub by_kind: BTreeMap<Kind, usize>,
+}
+
+/// Evaluates every input under `old` and `new` and reports the differences. Each input is
+/// first evaluated without a trace (the relay's fast path); only changed ones again with one.
+pub fn diff(old: &Table, new: &Table, inputs: &[Input]) -> Diff {
+    let mut changes = Vec::new();
+    let mut by_kind: BTreeMap<Kind, usize> = BTreeMap::new();
+    for input in inputs {
+        let a = evaluate(old, &input.envelope, Some(&input.message), false);
+        let b = evaluate(new, &input.envelope, Some(&input.message), false);
+        let k = kinds(&a, &b);
+        if k.is_empty() {
+            continue;
+        }
+        let a = evaluate(old, &input.envelope, Some(&input.message), true);
+        let b = evaluate(new, &input.envelope, Some(&input.message), true);
+        for kind in &k {
+            *by_kind.entry(*kind).or_default() += 1;
+        }
+        changes.push(Change {
+            name: input.name.clone(),
+            kinds: k,
+            old: Outcome::of(&a),
+            new: Outcome::of(&b),
+            trace_removed: a
+                .trace
+                .iter()
+                .filter(|s| !b.trace.contains(s))
+                .cloned()
+                .collect(),
+            trace_added: b
+                .trace
+                .iter()
+                .filter(|s| !a.trace.contains(s))
+                .cloned()
+                .collect(),
+        });
+    }
+    Diff {
+        messages: inputs.len(),
+        changes,
+        by_kind,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Address;
+
+    fn table(text: &str) -> Table {
+        let report = crate::check::check_text("t.mailflow", text);
+        assert!(!report.has_errors(), "{:?}", report.diagnostics);
+        crate::compile::compile(&report.rule_sets[0].rules).unwrap()
+    }
+
+    const BASE: &str = "accepted-domain example.com internal-relay
+receive-connector \"In\" {
+  listen 127.0.0.1:25
+  auth anonymous
+}
+send-connector \"T1\" {
+  address-space example.com
+  smart-host 192.0.2.1
+}
+send-connector \"T2\" {
+  address-space other.example.com
+  smart-host 192.0.2.2
+}
+";
+
+    fn input(to: &str) -> Input {
+        let (local, domain) = to.split_once('@').unwrap();
+        Input {
+            name: to.to_string(),
+            envelope: Envelope {
+                connector: Some("In".into()),
+                mail_from: Some(Address {
+                    local: "a".into(),
+                    domain: "sender.example".into(),
+                }),
+                rcpt_to: vec![Address {
+                    local: local.into(),
+                    domain: domain.into(),
+                }],
+                ..Envelope::default()
+            },
+            message: Message::parse(b"Subject: hi\r\n\r\nbody\r\n"),
+        }
+    }
+
+    #[test]
+    fn only_changed_messages_are_reported_with_their_kinds_and_trace() {
+        let old = table(BASE);
+        let new = table(&format!(
+            "{BASE}rule \"Block bob\" {{\n  if recipient contains \"bob@\"\n  reject 550 5.7.1 \"no\"\n}}\n"
+        ));
+        let d = diff(
+            &old,
+            &new,
+            &[input("alice@example.com"), input("bob@example.com")],
+        );
+        assert_eq!(d.messages, 2);
+        assert_eq!(d.changes.len(), 1);
+        let c = &d.changes[0];
+        assert_eq!(c.name, "bob@example.com");
+        assert!(
+            c.kinds.contains(&Kind::Acceptance) && c.kinds.contains(&Kind::Rules),
+            "{:?}",
+            c.kinds
+        );
+        assert!(!c.kinds.contains(&Kind::Recipients));
+        assert_eq!(
+            c.new.recipients["bob@example.com"][0].fate,
+            "rejected 550 5.7.1 no"
+        );
+        assert!(
+            c.trace_added.iter().any(|s| s.text.contains("Block bob")),
+            "{:?}",
+            c.trace_added
+        );
+        assert_eq!(d.by_kind[&Kind::Acceptance], 1);
+        let same = diff(&old, &old, &[input("bob@example.com")]);
+        assert!(same.changes.is_empty());
+    }
+}

@@ -1,0 +1,255 @@
+//! The running relay's side of the queue commands: the local socket, and each action done
+//! to the spool and the delivery plan together, so the scheduler never attempts what was
+//! just deleted, bounced or held.
+
+use super::{
+    Reply, Report, Request, Skipped, Who, change_holds, event, filter_takes, read, select,
+};
+use crate::clock::now_secs;
+use crate::queue::QueuedMessage;
+use crate::relay::Shared;
+use crate::smtp::Status;
+use std::path::Path;
+use std::sync::Arc;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::UnixListener;
+
+/// The status a bounced recipient gets (its DSN says the administrator returned it).
+fn returned() -> Status {
+    Status::new(
+        550,
+        "5.3.0",
+        "returned to the sender by the mail administrator",
+    )
+}
+
+/// Binds the socket at `path` for the relay's user and group only (a socket left by a relay
+/// that died is replaced: the spool's lock, taken before, says none runs).
+pub(crate) fn bind(path: &Path) -> std::io::Result<UnixListener> {
+    use std::os::unix::fs::PermissionsExt;
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    let listener = UnixListener::bind(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))?;
+    Ok(listener)
+}
+
+/// Serves the socket until the relay stops: one request per connection, one at a time (an
+/// action sees the queue as the one before it left it).
+pub(crate) async fn serve(shared: Arc<Shared>, listener: UnixListener) {
+    let one_at_a_time = Arc::new(tokio::sync::Mutex::new(()));
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            continue;
+        };
+        let shared = Arc::clone(&shared);
+        let lock = Arc::clone(&one_at_a_time);
+        tokio::spawn(async move {
+            let who = Who {
+                uid: stream.peer_cred().map_or(u32::MAX, |c| c.uid()),
+                pid: stream.peer_cred().ok().and_then(|c| c.pid()),
+            };
+            let (reader, mut writer) = stream.into_split();
+            let reply = match read_request(reader).await {
+                Ok(req) => {
+                    let _one = lock.lock().await;
+                    handle(&shared, req, &who).await
+                }
+                Err(why) => Reply::error(why),
+            };
+            if let Ok(mut line) = serde_json::to_vec(&reply) {
+                line.push(b'\n');
+                // A reader that stops reading costs its task a minute, no more.
+                let _ = tokio::time::timeout(std::time::Duration::from_secs(60), async {
+                    let _ = writer.write_all(&line).await;
+                    let _ = writer.shutdown().await;
+                })
+                .await;
+            }
+        });
+    }
+}
+
+/// One JSON line, at most [`super::MAX_REQUEST`] bytes, within 10 seconds.
+async fn read_request(reader: tokio::net::unix::OwnedReadHalf) -> Result<Request, String> {
+    let mut line = Vec::new();
+    let limited = reader.take(super::MAX_REQUEST as u64 + 1);
+    let read = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        BufReader::new(limited).read_until(b'\n', &mut line),
+    )
+    .await;
+    match read {
+        Err(_) => Err("no request within 10 seconds".into()),
+        Ok(Err(e)) => Err(format!("reading the request: {e}")),
+        Ok(Ok(_)) if line.len() > super::MAX_REQUEST => {
+            Err(format!("a request is at most {} bytes", super::MAX_REQUEST))
+        }
+        Ok(Ok(_)) => serde_json::from_slice(&line).map_err(|e| format!("not a request: {e}")),
+    }
+}
+
+/// Carries out one request on the running relay.
+pub(crate) async fn handle(shared: &Arc<Shared>, req: Request, who: &Who) -> Reply {
+    let now = now_secs();
+    let holds = shared.plan().holds().clone();
+    let messages = shared.spool.live();
+    let spool = shared.spool.clone();
+    if let Some(mut reply) = read(&req, &messages, &holds, |id| spool.read_body(id), now) {
+        suspensions(shared, &mut reply, now);
+        return reply;
+    }
+    let mut report = Report {
+        action: req.action().to_string(),
+        ..Report::default()
+    };
+    match &req {
+        Request::Hold { .. } | Request::Release { .. } => {
+            let mut changed = holds.clone();
+            let (done, skipped) = change_holds(&req, &mut changed);
+            if !done.is_empty() {
+                if let Err(e) = save_holds(shared, &changed).await {
+                    return Reply::error(e);
+                }
+                shared.plan().set_holds(changed, now);
+                shared.wake.notify_one();
+                for what in &done {
+                    let m = what
+                        .strip_prefix("message ")
+                        .and_then(|id| messages.iter().find(|m| m.id.0 == id));
+                    shared
+                        .tracker
+                        .log(event(&format!("{} {what}", req.action()), who, m));
+                }
+            }
+            report.done = done;
+            report.skipped = skipped;
+        }
+        Request::Retry { select: s } => {
+            let (chosen, missing) = select(s, &messages, &holds, now);
+            report.skipped = missing;
+            let ids: std::collections::HashSet<_> = chosen.iter().map(|m| m.id.clone()).collect();
+            let filter = s.filter.as_ref();
+            let n = shared.plan().retry(
+                |k| ids.contains(&k.id) && filter_takes(filter, &k.dest.connector, &k.dest.domain),
+                now,
+            );
+            shared.wake.notify_one();
+            report.done = chosen.iter().map(|m| m.id.to_string()).collect();
+            report.deliveries = Some(n);
+            if !chosen.is_empty() {
+                let what = format!("retry of {} messages ({n} deliveries)", chosen.len());
+                shared.tracker.log(event(&what, who, None));
+            }
+        }
+        Request::Delete { select: s } | Request::Bounce { select: s } => {
+            let (chosen, missing) = select(s, &messages, &holds, now);
+            report.skipped = missing;
+            let bounce = matches!(req, Request::Bounce { .. });
+            for m in chosen {
+                match remove(shared, m, bounce, who).await {
+                    Ok(id) => report.done.push(id),
+                    Err(skip) => report.skipped.push(skip),
+                }
+            }
+            forget_message_holds(shared, now).await;
+        }
+        Request::List { .. } | Request::Summary { .. } | Request::Show { .. } => {}
+    }
+    report.holds = shared.plan().holds().clone();
+    Reply::Done(report)
+}
+
+/// A recipient of a suspended destination (its next hops did not answer) is not attempted
+/// before the suspension ends, whatever its own time says: the answer says so.
+fn suspensions(shared: &Shared, reply: &mut Reply, now: u64) {
+    let plan = shared.plan();
+    let later = |next: &mut Option<u64>, connector: &str, domain: &str| {
+        if let (Some(at), Some(until)) = (*next, plan.suspended_until(connector, domain, now)) {
+            *next = Some(at.max(until));
+        }
+    };
+    let views = |ms: &mut [crate::queue::listing::MessageView]| {
+        for m in ms {
+            for r in &mut m.recipients {
+                let domain = r.domain();
+                later(&mut r.next_attempt, &r.connector, &domain);
+            }
+        }
+    };
+    match reply {
+        Reply::Messages { messages, .. } => views(messages),
+        Reply::Message { message, .. } => views(std::slice::from_mut(message.as_mut())),
+        Reply::Destinations { destinations, .. } => {
+            for d in destinations {
+                later(&mut d.next_attempt, &d.connector, &d.domain);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Deletes or bounces one message, unless an attempt for it is under way.
+async fn remove(
+    shared: &Arc<Shared>,
+    m: QueuedMessage,
+    bounce: bool,
+    who: &Who,
+) -> Result<String, Skipped> {
+    let id = m.id.to_string();
+    {
+        let mut plan = shared.plan();
+        if plan.in_flight(&m.id) {
+            return Err(Skipped {
+                what: id,
+                why: "being delivered now; try again in a moment".into(),
+            });
+        }
+        plan.forget(&m.id);
+    }
+    let action = if bounce { "bounce" } else { "delete" };
+    shared.tracker.log(event(action, who, Some(&m)));
+    let result = if bounce {
+        if crate::relay::scheduler::fail_pending(shared, m.clone(), returned()).await {
+            Ok(())
+        } else {
+            Err("the spool did not take the update; the relay's log says why".to_string())
+        }
+    } else {
+        shared.spool.remove(&m.id).await.map_err(|e| e.to_string())
+    };
+    match result {
+        Ok(()) => Ok(id),
+        Err(e) => {
+            // Still queued: the plan takes it back.
+            shared.plan().add(&m);
+            Err(Skipped { what: id, why: e })
+        }
+    }
+}
+
+/// Message holds of messages gone from the queue are dropped from the file.
+async fn forget_message_holds(shared: &Arc<Shared>, now: u64) {
+    let mut holds = shared.plan().holds().clone();
+    let before = holds.messages.len();
+    holds.retain_messages(|id| shared.spool.get(id).is_some());
+    if holds.messages.len() != before && save_holds(shared, &holds).await.is_ok() {
+        shared.plan().set_holds(holds, now);
+    }
+}
+
+async fn save_holds(
+    shared: &Arc<Shared>,
+    holds: &crate::queue::holds::Holds,
+) -> Result<(), String> {
+    let dir = shared.options.spool.clone();
+    let holds = holds.clone();
+    tokio::task::spawn_blocking(move || holds.save(&dir))
+        .await
+        .map_err(|e| e.to_string())
+        .and_then(|r| r.map_err(|e| format!("saving the holds: {e}")))
+}
