@@ -8,7 +8,8 @@
 //!
 //! The peer's `250` marks a recipient delivered in the spool; anything else leaves it
 //! pending, never bounced: the operator chose the peer, and a refusal there says more about
-//! the peer than about the message. Each message's outcome is written to the spool (synced)
+//! the peer than about the message. Recipients an administrator holds
+//! ([`crate::queue::holds`]) are not handed: the hold says to keep them. Each message's outcome is written to the spool (synced)
 //! before the next is sent, so an interrupted drain sends again at most the message in
 //! flight, and each is recorded in the tracking log (SEND or DEFER, source context
 //! `drain to HOST:PORT`).
@@ -19,6 +20,7 @@ use crate::deliver::{
     deliver_reusing,
 };
 use crate::model::{OutboundTls, SmartHost};
+use crate::queue::holds::Holds;
 use crate::queue::{
     NewRecipient, QueueError, QueueId, QueuedMessage, RecipientState, Spool, SpoolOptions,
 };
@@ -77,6 +79,9 @@ pub enum DrainError {
     /// The tracking log could not be opened.
     #[error("tracking log: {0}")]
     Tracking(std::io::Error),
+    /// The holds could not be read.
+    #[error("the queue's holds: {0}")]
+    Holds(std::io::Error),
 }
 
 /// What became of one recipient.
@@ -151,6 +156,8 @@ pub async fn drain(
     let to = format!("{}:{}", options.to.host, options.to.port);
     let hops = [peer(&options.to).await?];
     let cfg = client_config(options)?;
+    // An administrator's holds stand: what they cover is not handed on.
+    let holds = Holds::load(&options.spool).map_err(DrainError::Holds)?;
     let tracker = open_tracker(&options.spool)?;
     // One connection carries the whole drain (a new one after 1000 messages).
     let pool = Pool::new(ReuseOptions {
@@ -185,7 +192,16 @@ pub async fn drain(
             tracing::debug!("{} not tried: {why}", m.id);
             continue;
         }
-        let (result, unreachable) = handing.hand(m).await?;
+        let (to_hand, held) = split_held(m, &holds);
+        let (mut result, unreachable) = if to_hand.is_empty() {
+            (unhanded(m, &[], ""), false)
+        } else {
+            handing.hand(m, &to_hand).await?
+        };
+        let reply = "held: release it (mailflow queue release) to hand it on";
+        result
+            .recipients
+            .extend(unhanded(m, &held, reply).recipients);
         let handed = result.recipients.iter().filter(|r| r.handed).count();
         summary.recipients_handed += handed;
         summary.recipients_left += result.recipients.len() - handed;
@@ -211,6 +227,34 @@ fn pending(m: &QueuedMessage) -> Vec<usize> {
     (0..m.states.len())
         .filter(|&i| matches!(m.states.get(i), Some(RecipientState::Pending { .. })))
         .collect()
+}
+
+/// The message's pending recipients: those to hand on, and those an administrator holds.
+fn split_held<'m>(m: &'m QueuedMessage, holds: &Holds) -> (Vec<Pending<'m>>, Vec<Pending<'m>>) {
+    pending(m)
+        .into_iter()
+        .filter_map(|i| m.meta.recipients.get(i).map(|r| (i, r)))
+        .partition(|(_, r)| {
+            let domain = r.address.rsplit_once('@').map_or("", |(_, d)| d);
+            !holds.covers(&m.id, &r.send_connector, domain)
+        })
+}
+
+/// The message with these recipients not handed, for `reply`.
+fn unhanded(m: &QueuedMessage, recipients: &[Pending<'_>], reply: &str) -> MessageResult {
+    MessageResult {
+        id: m.id.clone(),
+        message_id: m.meta.message_id.clone(),
+        sender: m.meta.mail_from.clone(),
+        recipients: recipients
+            .iter()
+            .map(|(_, r)| RecipientResult {
+                address: r.address.clone(),
+                handed: false,
+                reply: reply.to_string(),
+            })
+            .collect(),
+    }
 }
 
 /// What every message of one drain is handed with.
@@ -239,35 +283,21 @@ struct Judged {
 
 impl Handing<'_> {
     /// Sends one message and records the outcome; the flag says the peer was not reached.
-    async fn hand(&self, m: &QueuedMessage) -> Result<(MessageResult, bool), DrainError> {
-        let recipients: Vec<Pending<'_>> = pending(m)
-            .into_iter()
-            .filter_map(|i| m.meta.recipients.get(i).map(|r| (i, r)))
-            .collect();
-        let mut result = MessageResult {
-            id: m.id.clone(),
-            message_id: m.meta.message_id.clone(),
-            sender: m.meta.mail_from.clone(),
-            recipients: Vec::new(),
-        };
+    async fn hand(
+        &self,
+        m: &QueuedMessage,
+        recipients: &[Pending<'_>],
+    ) -> Result<(MessageResult, bool), DrainError> {
         let body = match self.read_body(&m.id).await {
             Ok(b) => b,
             Err(e) => {
                 // Left where it is: the relay bounces a damaged message itself once started.
-                let reply = format!("not handed: {e}");
-                result.recipients = recipients
-                    .iter()
-                    .map(|(_, r)| RecipientResult {
-                        address: r.address.clone(),
-                        handed: false,
-                        reply: reply.clone(),
-                    })
-                    .collect();
-                return Ok((result, false));
+                return Ok((unhanded(m, recipients, &format!("not handed: {e}")), false));
             }
         };
-        let attempt = self.send(m, &recipients, &body).await;
-        let judged = self.judge(m, &recipients, &attempt);
+        let attempt = self.send(m, recipients, &body).await;
+        let judged = self.judge(m, recipients, &attempt);
+        let mut result = unhanded(m, &[], "");
         self.spool.update(&m.id, judged.updates).await?;
         // Logged once the spool has the outcome: the log never claims what a crash undid.
         for e in judged.events {

@@ -485,3 +485,52 @@ async fn a_peer_certificate_is_verified_when_a_name_or_trust_anchors_are_given()
     assert!(got[0].tls);
     assert_eq!(got[0].rcpts, ["tls@elsewhere.example"]);
 }
+
+/// `mailflow queue ARGS... --spool SPOOL` on the stopped spool; its exit code.
+fn queue_command(spool: &Path, args: &[&str]) -> i32 {
+    let out = Command::new(BIN)
+        .arg("queue")
+        .args(args)
+        .arg("--spool")
+        .arg(spool)
+        .output()
+        .unwrap();
+    out.status.code().unwrap()
+}
+
+#[tokio::test]
+async fn held_recipients_stay_until_released() {
+    let tmp = tempfile::tempdir().unwrap();
+    let rules = rules(tmp.path());
+    let spool = tmp.path().join("spool");
+    let messages = vec![Outgoing {
+        mail_params: "",
+        rcpts: vec![("kept@origin.example", ""), ("go@elsewhere.example", "")],
+        data: message(30, "", "half held\r\n"),
+    }];
+    queue_and_stop(&rules, &spool, &messages).await;
+    assert_eq!(
+        queue_command(&spool, &["hold", "--domain", "origin.example"]),
+        0
+    );
+
+    let peer = peer(&[]).await;
+    let (code, doc, _) = drain(&spool, peer.addr.port()).await;
+    assert_eq!(code, 1, "{doc}");
+    let rcpts = &doc["messages"][0]["recipients"];
+    assert_eq!(rcpts[0]["address"], "go@elsewhere.example", "{doc}");
+    assert_eq!(rcpts[0]["handed"], true, "{doc}");
+    assert_eq!(rcpts[1]["address"], "kept@origin.example", "{doc}");
+    assert!(
+        rcpts[1]["reply"].as_str().unwrap().starts_with("held"),
+        "{doc}"
+    );
+    assert_eq!(peer.messages().len(), 1);
+    assert_eq!(peer.messages()[0].rcpts, ["go@elsewhere.example"]);
+
+    assert_eq!(queue_command(&spool, &["release", "--all"]), 0);
+    let (code, doc, _) = drain(&spool, peer.addr.port()).await;
+    assert_eq!(code, 0, "{doc}");
+    assert_eq!(peer.messages().len(), 2);
+    assert_eq!(peer.messages()[1].rcpts, ["kept@origin.example"]);
+}
