@@ -14,6 +14,7 @@
 //! flight, and each is recorded in the tracking log (SEND or DEFER, source context
 //! `drain to HOST:PORT`).
 
+use super::control::Who;
 use super::track::{Event, EventId, TrackLimits, Tracker};
 use crate::deliver::{
     Attempt, ClientConfig, Hop, OutboundMessage, OutboundRcpt, Pool, RcptOutcome, ReuseOptions,
@@ -167,7 +168,12 @@ pub async fn drain(
         total: 1,
     });
     let context = format!("drain to {to}");
+    let who = Who {
+        uid: rustix::process::getuid().as_raw(),
+        pid: Some(std::process::id() as i32),
+    };
     let handing = Handing {
+        who: &who,
         to: &to,
         spool: &spool,
         cfg: &cfg,
@@ -268,6 +274,8 @@ struct Handing<'a> {
     to: &'a str,
     /// `drain to HOST:PORT`, for the tracking log and the last error of what stays.
     context: &'a str,
+    /// Who runs the drain.
+    who: &'a Who,
 }
 
 /// One pending recipient: its index in the message and its envelope.
@@ -300,6 +308,9 @@ impl Handing<'_> {
         let mut result = unhanded(m, &[], "");
         self.spool.update(&m.id, judged.updates).await?;
         // Logged once the spool has the outcome: the log never claims what a crash undid.
+        // Who drained, as the other queue commands record who acted (an ADMIN event).
+        self.tracker
+            .log(super::control::event(self.context, self.who, Some(m)));
         for e in judged.events {
             self.tracker.log(e);
         }

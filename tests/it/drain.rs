@@ -295,6 +295,14 @@ async fn a_stopped_relays_queue_is_handed_to_a_peer_with_its_envelope() {
             .unwrap()
             .starts_with("250")
     }));
+    // And who drained: one ADMIN event per message, as the other queue commands write.
+    let admin = track_events(&spool, "ADMIN");
+    assert_eq!(admin.len(), 3, "{admin:?}");
+    assert!(admin.iter().all(|e| {
+        e["source-context"]
+            .as_str()
+            .is_some_and(|c| c.starts_with(&format!("{context} by uid ")))
+    }));
 
     // The spool is empty: a relay started on it has nothing queued and sends nothing more.
     let (code, again, _) = drain(&spool, peer.addr.port()).await;
