@@ -308,6 +308,23 @@ struct RelayArgs {
     /// max-message-size); default: the largest max-message-size.
     #[arg(long, value_parser = relay::parse_size)]
     tracking_log_reserve: Option<u64>,
+    /// Record what the evaluator sees of each message (envelope, connector, client, TLS
+    /// peer, authentication results, size and the header fields rules read; never bodies) in
+    /// SPOOL/capture/, for `mailflow diff` to replay. Off by default: see docs/change-review.md
+    /// on privacy.
+    #[arg(long)]
+    capture: bool,
+    /// Evaluate this candidate rule set beside the live one on every message, changing
+    /// nothing: each message it would treat differently is logged and counted in /metrics
+    /// (mailflow_shadow_*). Reloaded with the live rules.
+    #[arg(long, value_name = "NEW_RULES")]
+    shadow: Option<PathBuf>,
+    /// Captured traffic kept at most (bytes, across its files).
+    #[arg(long, default_value = "1000MB", value_parser = relay::parse_size)]
+    capture_max_directory_size: u64,
+    /// Captured-traffic files older than this are deleted.
+    #[arg(long, default_value = "7d", value_parser = relay::parse_duration)]
+    capture_max_age: std::time::Duration,
     #[command(flatten)]
     verify: relay::VerifyArgs,
     /// Log filter (RUST_LOG syntax), when RUST_LOG is unset.
@@ -625,6 +642,13 @@ pub fn run(cli: Cli) -> Exit {
                 max_age: a.tracking_log_max_age,
                 reserve: a.tracking_log_reserve,
             },
+            shadow: a.shadow,
+            capture: a.capture.then_some(mailflow::relay::track::TrackLimits {
+                max_directory_size: a.capture_max_directory_size,
+                max_age: a.capture_max_age,
+                max_file_size: a.capture_max_directory_size.min(10 << 20),
+                ..mailflow::relay::track::TrackLimits::default()
+            }),
             verify: a.verify,
             log: a.log,
             allow_path: a.allow_path,

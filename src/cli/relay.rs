@@ -124,6 +124,8 @@ pub(super) struct RelayArgs {
     pub max_connections: u32,
     pub max_message_memory: u64,
     pub tracking: track::TrackLimits,
+    pub capture: Option<track::TrackLimits>,
+    pub shadow: Option<PathBuf>,
     pub verify: VerifyArgs,
     pub log: String,
 }
@@ -247,6 +249,8 @@ pub(super) fn run(a: RelayArgs) -> Exit {
         max_connections: a.max_connections,
         max_message_memory: a.max_message_memory,
         tracking: a.tracking,
+        capture: a.capture,
+        shadow: a.shadow.clone(),
         verify,
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()

@@ -191,6 +191,8 @@ pub struct RuleIndex {
     by_scope: [Vec<u32>; 2],
     always: Vec<u32>,
     header_names: HashSet<String>,
+    /// Some condition reads the Subject.
+    reads_subject: bool,
     /// Bit `n` set when some tested header name is `n` bytes long (bit 127: 127 or more), so
     /// most of a message's headers are passed over without hashing their names.
     header_lengths: u128,
@@ -215,6 +217,8 @@ struct Builder {
     pattern_slots: Vec<Vec<u32>>,
     slots: Vec<Slot>,
     header_names: HashSet<String>,
+    /// Some condition reads the Subject.
+    subject: bool,
     /// `matches` patterns seen.
     regexes: usize,
     /// Some condition reads verification results.
@@ -248,7 +252,10 @@ impl Builder {
         Some(match p {
             Predicate::RecipientAddress(_) => Field::Recipient,
             Predicate::SenderAddress(_) => Field::Sender,
-            Predicate::Subject(_) => Field::Subject,
+            Predicate::Subject(_) => {
+                self.subject = true;
+                Field::Subject
+            }
             Predicate::Header { name, .. } => {
                 let n = name.to_ascii_lowercase();
                 self.header_names.insert(n.clone());
@@ -346,6 +353,7 @@ impl RuleIndex {
             pattern_slots: Vec::new(),
             slots: Vec::new(),
             header_names: HashSet::default(),
+            subject: false,
             regexes: 0,
             tests_auth: false,
         };
@@ -387,6 +395,7 @@ impl RuleIndex {
             .iter()
             .fold(0, |mask, n| mask | length_bit(n.len()));
         index.header_names = b.header_names;
+        index.reads_subject = b.subject;
         index.tests_auth = b.tests_auth;
         Ok(index)
     }
@@ -447,6 +456,11 @@ impl RuleIndex {
             }
             None => self.header_names.contains(&name.to_ascii_lowercase()),
         }
+    }
+
+    /// Whether some condition reads the Subject.
+    pub fn reads_subject(&self) -> bool {
+        self.reads_subject
     }
 
     /// Whether some rule reads verification results (`if dmarc fail`).

@@ -42,6 +42,30 @@ pub enum Kind {
 }
 
 impl Kind {
+    /// Every kind, in order.
+    pub const ALL: [Kind; 7] = [
+        Kind::Acceptance,
+        Kind::Recipients,
+        Kind::Routing,
+        Kind::Sender,
+        Kind::Headers,
+        Kind::Rules,
+        Kind::Attribution,
+    ];
+
+    /// Its name in JSON and metrics.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Acceptance => "acceptance",
+            Kind::Recipients => "recipients",
+            Kind::Routing => "routing",
+            Kind::Sender => "sender",
+            Kind::Headers => "headers",
+            Kind::Rules => "rules",
+            Kind::Attribution => "attribution",
+        }
+    }
+
     /// In words, for people.
     pub fn describe(self) -> &'static str {
         match self {
@@ -150,8 +174,8 @@ fn by_original(v: &Verdict) -> BTreeMap<String, BTreeMap<String, &Fate>> {
     m
 }
 
-/// The kinds of difference between two verdicts of one message.
-fn kinds(old: &Verdict, new: &Verdict) -> Vec<Kind> {
+/// The kinds of difference between two verdicts of one message (none: treated alike).
+pub fn kinds(old: &Verdict, new: &Verdict) -> Vec<Kind> {
     let mut k = Vec::new();
     let (a, b) = (by_original(old), by_original(new));
     let accepted =
@@ -228,6 +252,32 @@ pub struct Diff {
     pub by_kind: BTreeMap<Kind, usize>,
 }
 
+/// The change between two verdicts of one message named `name`; `None`: treated alike.
+pub fn change(name: &str, old: &Verdict, new: &Verdict) -> Option<Change> {
+    let k = kinds(old, new);
+    if k.is_empty() {
+        return None;
+    }
+    Some(Change {
+        name: name.to_string(),
+        kinds: k,
+        old: Outcome::of(old),
+        new: Outcome::of(new),
+        trace_removed: old
+            .trace
+            .iter()
+            .filter(|s| !new.trace.contains(s))
+            .cloned()
+            .collect(),
+        trace_added: new
+            .trace
+            .iter()
+            .filter(|s| !old.trace.contains(s))
+            .cloned()
+            .collect(),
+    })
+}
+
 /// Evaluates every input under `old` and `new` and reports the differences. Each input is
 /// first evaluated without a trace (the relay's fast path); only changed ones again with one.
 pub fn diff(old: &Table, new: &Table, inputs: &[Input]) -> Diff {
@@ -269,6 +319,81 @@ pub fn diff(old: &Table, new: &Table, inputs: &[Input]) -> Diff {
         changes,
         by_kind,
     }
+}
+
+/// What differs between the two outcomes of one message, a line each.
+pub fn describe(c: &Change) -> Vec<String> {
+    let (a, b) = (&c.old, &c.new);
+    let mut out = Vec::new();
+    let rcpts: BTreeSet<&String> = a.recipients.keys().chain(b.recipients.keys()).collect();
+    for r in rcpts {
+        let (before, after) = (
+            a.recipients.get(r).map_or(&[][..], Vec::as_slice),
+            b.recipients.get(r).map_or(&[][..], Vec::as_slice),
+        );
+        if before == after {
+            continue;
+        }
+        let one = |x: &Recipient| {
+            if x.address == *r {
+                x.fate.clone()
+            } else {
+                format!("as {}: {}", x.address, x.fate)
+            }
+        };
+        match (before, after) {
+            ([x], [y]) => out.push(format!("{r}: {} -> {}", one(x), one(y))),
+            ([], [y]) => out.push(format!("{r}: now a recipient, {}", one(y))),
+            ([x], []) => out.push(format!("{r}: no longer a recipient ({})", one(x))),
+            _ => {
+                // An expansion: what left it and what joined it.
+                for x in before.iter().filter(|x| !after.contains(x)) {
+                    out.push(format!("{r}: no longer {}", one(x)));
+                }
+                for y in after.iter().filter(|y| !before.contains(y)) {
+                    out.push(format!("{r}: now {}", one(y)));
+                }
+            }
+        }
+    }
+    if a.mail_from != b.mail_from {
+        out.push(format!("MAIL FROM: {} -> {}", a.mail_from, b.mail_from));
+    }
+    if a.rules_fired != b.rules_fired {
+        let list = |v: &[String]| {
+            if v.is_empty() {
+                "none".to_string()
+            } else {
+                v.join(", ")
+            }
+        };
+        out.push(format!(
+            "rules fired: {} -> {}",
+            list(&a.rules_fired),
+            list(&b.rules_fired)
+        ));
+    }
+    for h in a.headers.iter().filter(|h| !b.headers.contains(h)) {
+        out.push(format!("header change gone: {h}"));
+    }
+    for h in b.headers.iter().filter(|h| !a.headers.contains(h)) {
+        out.push(format!("header change new: {h}"));
+    }
+    let attribution = |o: &Outcome| {
+        format!(
+            "connector {}, {}{}{}",
+            o.connector.as_deref().unwrap_or("(none)"),
+            o.auth_as,
+            o.originating_org
+                .as_ref()
+                .map_or(String::new(), |org| format!(", organization {org}")),
+            if o.disconnect { ", disconnects" } else { "" }
+        )
+    };
+    if attribution(a) != attribution(b) {
+        out.push(format!("{} -> {}", attribution(a), attribution(b)));
+    }
+    out
 }
 
 #[cfg(test)]

@@ -26,6 +26,7 @@ mod trust;
 
 pub use message::{Header, Message};
 pub use srs::{is_srs_address, srs_sender};
+pub(crate) use stages::{INBOUND_HEADERS, OUTBOUND_HEADERS};
 pub use stages::{auth_as, evaluate, evaluate_recipients};
 
 use crate::model::{Address, AuthAs};

@@ -15,7 +15,7 @@ use crate::smtp::Status;
 use std::borrow::Cow;
 
 /// Headers an outbound rewrite changes (never Received, Return-Path, Message-ID, ...).
-const OUTBOUND_HEADERS: &[&str] = &[
+pub(crate) const OUTBOUND_HEADERS: &[&str] = &[
     "From",
     "Sender",
     "Reply-To",
@@ -26,7 +26,7 @@ const OUTBOUND_HEADERS: &[&str] = &[
 ];
 
 /// Headers an inbound rewrite changes.
-const INBOUND_HEADERS: &[&str] = &["To", "Cc"];
+pub(crate) const INBOUND_HEADERS: &[&str] = &["To", "Cc"];
 
 pub(super) fn reject(code: u16, enhanced: &str, text: &str) -> Fate {
     Fate::Reject(Status::new(code, enhanced, text))

@@ -211,6 +211,11 @@ pub struct RelayOptions {
     pub max_message_memory: u64,
     /// How the tracking log is rotated, capped and kept from the spool's space.
     pub tracking: super::track::TrackLimits,
+    /// Captured traffic ([`super::capture`]): off (`None`), or bounded like the tracking log.
+    pub capture: Option<super::track::TrackLimits>,
+    /// A candidate rule set evaluated beside the live one on every message, changing
+    /// nothing ([`super::shadow`]).
+    pub shadow: Option<PathBuf>,
     /// Bounds of recipient verification (`verify-recipients`, [`super::verify`]).
     pub verify: super::verify::VerifyOptions,
 }

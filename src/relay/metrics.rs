@@ -42,6 +42,10 @@ pub struct Metrics {
     /// Tracking-log events not written: short of space above the spool's floor and reserve,
     /// a failed write, or a full backlog (shared with the tracking log's writer).
     pub tracking_dropped: Arc<AtomicU64>,
+    /// Captured-traffic records not written (as for the tracking log).
+    pub capture_dropped: Arc<AtomicU64>,
+    /// The `--shadow` rule set's evaluations and differences.
+    pub shadow: super::shadow::ShadowCounts,
     rule_hits: Mutex<BTreeMap<String, u64>>,
     /// The certificates of the last successful load.
     certificates: Mutex<Vec<CertificateExpiry>>,
@@ -209,6 +213,11 @@ impl Metrics {
             get(&self.reloads_failed),
         );
         counter(
+            "capture_records_dropped_total",
+            "Captured-traffic records not written (--capture; short of space, a failed write, a full backlog).",
+            get(&self.capture_dropped),
+        );
+        counter(
             "tracking_events_dropped_total",
             "Tracking-log events not written (short of space above the spool's floor and reserve, a failed write, a full backlog).",
             get(&self.tracking_dropped),
@@ -245,6 +254,7 @@ impl Metrics {
             "# HELP mailflow_rules_info The rule set in use: SHA-256 of its compiled form.\n# TYPE mailflow_rules_info gauge\nmailflow_rules_info{{digest=\"{}\"}} 1\n",
             label(&self.rules_digest())
         );
+        self.shadow.render(&mut out);
         out.push_str("# HELP mailflow_certificate_expiry_timestamp_seconds When each certificate the relay presents expires (notAfter, Unix time).\n# TYPE mailflow_certificate_expiry_timestamp_seconds gauge\n");
         if let Ok(certs) = self.certificates.lock() {
             for c in certs.iter() {

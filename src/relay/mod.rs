@@ -3,6 +3,7 @@
 //! ([`scheduler`]), the tracking log ([`track`]), metrics and reload. Every decision about a
 //! message is the evaluator's; this module only moves bytes and keeps promises about them.
 
+pub mod capture;
 pub mod config;
 pub mod control;
 pub mod drain;
@@ -13,6 +14,7 @@ mod plan;
 mod report;
 mod scheduler;
 mod session;
+pub mod shadow;
 pub mod sign;
 pub mod tls;
 pub mod track;
@@ -93,10 +95,14 @@ pub enum CredentialError {
 /// What every session and the scheduler share.
 pub(crate) struct Shared {
     table: RwLock<Arc<Table>>,
+    /// The candidate rule set of `--shadow`, reloaded with the live one.
+    shadow: RwLock<shadow::ShadowTable>,
     tls: RwLock<Arc<Credentials>>,
     roots: Arc<RootCertStore>,
     pub(crate) spool: Spool,
     pub(crate) tracker: Tracker,
+    /// What the evaluator saw of each message, when `--capture` is on.
+    pub(crate) capture: capture::Capture,
     pub(crate) metrics: Metrics,
     pub(crate) hostname: String,
     pub(crate) wake: Notify,
@@ -153,6 +159,14 @@ impl Shared {
         match self.table.read() {
             Ok(t) => Arc::clone(&t),
             Err(poisoned) => Arc::clone(&poisoned.into_inner()),
+        }
+    }
+
+    /// The `--shadow` candidate, as last loaded.
+    pub(crate) fn shadow_table(&self) -> shadow::ShadowTable {
+        match self.shadow.read() {
+            Ok(t) => t.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
         }
     }
 
@@ -224,6 +238,7 @@ impl Shared {
                     self.options.rules.display(),
                     loaded.digest
                 );
+                self.reload_shadow().await;
                 if !loaded.warnings.is_empty() {
                     tracing::warn!("rule warnings:\n{}", loaded.warnings);
                 }
@@ -238,6 +253,31 @@ impl Shared {
                 );
                 Err(e)
             }
+        }
+    }
+}
+
+impl Shared {
+    /// Reloads the `--shadow` candidate after the live rules: a candidate that does not load
+    /// is logged and the previous one stays (the live rules are what matter).
+    async fn reload_shadow(&self) {
+        let Some(path) = self.options.shadow.clone() else {
+            return;
+        };
+        let overrides = self.options.overrides.clone();
+        let loaded = tokio::task::spawn_blocking(move || load(&path, &overrides)).await;
+        match loaded {
+            Ok(Ok(l)) => {
+                if let Ok(mut t) = self.shadow.write() {
+                    *t = Some(l.table);
+                }
+                tracing::info!("shadow rules reloaded");
+            }
+            Ok(Err(e)) => tracing::error!(
+                "shadow rules refused; the previous candidate stays:\n{}",
+                e.message
+            ),
+            Err(e) => tracing::error!("shadow reload stopped: {e}"),
         }
     }
 }
@@ -339,6 +379,16 @@ impl Relay {
         if !loaded.warnings.is_empty() {
             tracing::warn!("rule warnings:\n{}", loaded.warnings);
         }
+        let shadow_table = match &options.shadow {
+            Some(path) => Some(
+                load(path, &options.overrides)
+                    .map_err(|e| LoadFailure {
+                        message: format!("the shadow rule set {}: {}", path.display(), e.message),
+                    })?
+                    .table,
+            ),
+            None => None,
+        };
         let roots =
             Arc::new(tls::roots(options.ca_file.as_deref()).map_err(CredentialError::from)?);
         let configs = credentials(&loaded.table, &roots, &options)?;
@@ -396,6 +446,16 @@ impl Relay {
             Arc::clone(&metrics.tracking_dropped),
         )
         .map_err(io_error("tracking log"))?;
+        let capture = match options.capture {
+            Some(limits) => capture::Capture::open(
+                &options.spool.join(capture::STEM),
+                limits,
+                track_stop,
+                Arc::clone(&metrics.capture_dropped),
+            )
+            .map_err(io_error("captured traffic"))?,
+            None => capture::Capture::disabled(),
+        };
         let resolver = match options.dns {
             Some(addr) => Resolver::with_nameserver(addr),
             None => Resolver::system().map_err(|e| RelayError::Resolver(e.to_string()))?,
@@ -432,10 +492,12 @@ impl Relay {
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let shared = Arc::new(Shared {
             table: RwLock::new(loaded.table),
+            shadow: RwLock::new(shadow_table),
             tls: RwLock::new(Arc::new(configs)),
             roots,
             spool,
             tracker,
+            capture,
             metrics,
             hostname: options.hostname.clone(),
             wake: Notify::new(),

@@ -4,7 +4,7 @@
 //! counted rather than written one by one ([`refusals`]); and the search behind
 //! `mailflow track`, across the rotated files.
 
-mod files;
+pub(crate) mod files;
 mod refusals;
 
 pub use files::{LIVE, TrackLimits, rotated_files};

@@ -147,3 +147,192 @@ fn a_message_without_an_envelope_is_refused() {
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out).contains("scan.envelope"), "{}", text(&out));
 }
+
+/// A relay on the group-member case's old rules, every send connector to `sink`, with
+/// `extra` arguments.
+fn group_member_relay(
+    spool: &Path,
+    sink: &crate::support::sink::Sink,
+    extra: &[String],
+) -> crate::support::relay::Relay {
+    use crate::support::relay::s;
+    let mut args = vec![
+        s("--listen"),
+        s("Internet=127.0.0.1:0"),
+        s("--listen"),
+        s("Apps=127.0.0.1:0"),
+        s("--smart-host"),
+        format!("Tenant 1={}", sink.addr),
+        s("--smart-host"),
+        format!("Out={}", sink.addr),
+    ];
+    args.extend_from_slice(extra);
+    crate::support::relay::Relay::start(
+        &root().join("tests/fixtures/diff/group-member/old.mailflow"),
+        spool,
+        &args,
+    )
+}
+
+/// One message from dana@contoso.com to `to`, in its own session.
+async fn send_one(addr: std::net::SocketAddr, to: &str) {
+    let (mut c, _) = crate::support::raw::Raw::connect(addr).await;
+    assert_eq!(c.cmd("EHLO c.test").await.code, 250);
+    assert_eq!(c.cmd("MAIL FROM:<dana@contoso.com>").await.code, 250);
+    assert_eq!(c.cmd(&format!("RCPT TO:<{to}>")).await.code, 250);
+    assert_eq!(c.cmd("DATA").await.code, 354);
+    c.send(format!(
+        "From: Dana <dana@contoso.com>\r\nTo: {to}\r\nMessage-ID: <{to}>\r\nSubject: a private subject\r\n\r\na secret body\r\n.\r\n"
+    ))
+    .await;
+    assert_eq!(c.reply().await.unwrap().code, 250);
+    assert_eq!(c.cmd("QUIT").await.code, 221);
+}
+
+/// Captured traffic from a real relay, replayed: the relay records what the evaluator saw
+/// (never the body, only the header fields rules read), and `diff` finds which of those
+/// messages a group change treats differently.
+#[tokio::test(flavor = "multi_thread")]
+async fn captured_traffic_from_a_relay_is_replayed() {
+    use crate::support::relay::{s, wait_until};
+    use crate::support::sink::{Sink, SinkOptions};
+    let case = root().join("tests/fixtures/diff/group-member");
+    let tmp = tempfile::tempdir().unwrap();
+    let spool = tmp.path().join("spool");
+    let sink = Sink::start(SinkOptions::default()).await;
+    let mut relay = group_member_relay(&spool, &sink, &[s("--capture")]);
+    for to in ["board@example.com", "ann@example.com"] {
+        send_one(relay.addr, to).await;
+    }
+    assert!(
+        wait_until(10, || sink.messages().len() == 2).await,
+        "board (one transaction to tenant1) and ann"
+    );
+    relay.terminate().await;
+
+    let capture = spool.join("capture");
+    let log = std::fs::read_to_string(capture.join("capture.log")).unwrap();
+    assert_eq!(log.lines().count(), 2, "{log}");
+    assert!(!log.contains("secret body"), "never the body: {log}");
+    assert!(
+        !log.contains("private subject"),
+        "no rule reads the Subject: {log}"
+    );
+    let first: Value = serde_json::from_str(log.lines().next().unwrap()).unwrap();
+    assert_eq!(first["envelope"]["to"][0], "board@example.com");
+    assert_eq!(
+        first["envelope"]["connector"], "Internet",
+        "the connector the relay chose"
+    );
+    assert_eq!(first["envelope"]["client-ip"], "127.0.0.1");
+    assert!(first["size"].as_u64().unwrap() > 50);
+
+    let out = diff(
+        &case,
+        &[
+            "old.mailflow",
+            "new.mailflow",
+            capture.to_str().unwrap(),
+            "--no-tests",
+            "--format",
+            "json",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["messages"], 2);
+    let changes = doc["changes"].as_array().unwrap();
+    assert_eq!(changes.len(), 1, "{doc}");
+    assert!(
+        changes[0]["name"]
+            .as_str()
+            .unwrap()
+            .ends_with("capture.log:1")
+    );
+    assert_eq!(changes[0]["kinds"], serde_json::json!(["recipients"]));
+    // Replayed under the rules it was captured with, nothing differs.
+    let same = diff(
+        &case,
+        &[
+            "old.mailflow",
+            "old.mailflow",
+            capture.to_str().unwrap(),
+            "--no-tests",
+            "--fail-on-change",
+        ],
+    );
+    assert_eq!(same.status.code(), Some(0), "{}", text(&same));
+}
+
+/// `relay --shadow`: a candidate rule set beside the live one, counted in /metrics, changing
+/// nothing; reloaded with the live rules.
+#[tokio::test(flavor = "multi_thread")]
+async fn shadow_rules_count_differences_on_a_live_relay() {
+    use crate::support::relay::{http_get, s, wait_until};
+    use crate::support::sink::{Sink, SinkOptions};
+    let case = root().join("tests/fixtures/diff/group-member");
+    let tmp = tempfile::tempdir().unwrap();
+    let candidate = tmp.path().join("candidate.mailflow");
+    std::fs::copy(case.join("new.mailflow"), &candidate).unwrap();
+    let sink = Sink::start(SinkOptions::default()).await;
+    let mut relay = group_member_relay(
+        &tmp.path().join("spool"),
+        &sink,
+        &[
+            s("--admin"),
+            s("127.0.0.1:0"),
+            s("--shadow"),
+            candidate.display().to_string(),
+        ],
+    );
+    send_one(relay.addr, "board@example.com").await;
+    send_one(relay.addr, "ann@example.com").await;
+    let metric = |name: &str| {
+        let text = http_get(relay.admin.unwrap(), "/metrics");
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .map(|v| v.trim().to_string())
+    };
+    assert_eq!(
+        metric("mailflow_shadow_messages_total").as_deref(),
+        Some("2")
+    );
+    assert_eq!(
+        metric("mailflow_shadow_differences_total").as_deref(),
+        Some("1")
+    );
+    assert_eq!(
+        metric("mailflow_shadow_difference_kinds_total{kind=\"recipients\"}").as_deref(),
+        Some("1")
+    );
+    assert_eq!(
+        metric("mailflow_shadow_difference_kinds_total{kind=\"acceptance\"}").as_deref(),
+        Some("0")
+    );
+    // Nothing changed: the board got the live rules' two members, not Cleo.
+    assert!(wait_until(10, || sink.messages().len() == 2).await);
+    let rcpts: Vec<String> = sink
+        .rcpts_seen()
+        .iter()
+        .map(|r| r.address.clone())
+        .collect();
+    assert!(!rcpts.iter().any(|r| r.contains("cleo")), "{rcpts:?}");
+
+    // The candidate becomes the live rules' twin; a reload takes it.
+    std::fs::copy(case.join("old.mailflow"), &candidate).unwrap();
+    let out = std::process::Command::new(BIN)
+        .args(["reload", "--admin", &relay.admin.unwrap().to_string()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    send_one(relay.addr, "board@example.com").await;
+    assert_eq!(
+        metric("mailflow_shadow_messages_total").as_deref(),
+        Some("3")
+    );
+    assert_eq!(
+        metric("mailflow_shadow_differences_total").as_deref(),
+        Some("1")
+    );
+    relay.terminate().await;
+}

@@ -227,6 +227,13 @@ async fn an_administrator_sees_what_is_stuck_and_makes_it_go() {
     let (_, doc) = queue_json(&spool, &["list"]);
     assert_eq!(ids(&doc), [m[0].clone(), m[3].clone()]);
 
+    let (code, doc) = queue_json(&spool, &["hold", "0000000000000000"]);
+    assert_eq!(code, 1, "no such message to hold: {doc}");
+    assert!(
+        doc["holds"]["messages"].as_array().unwrap().is_empty(),
+        "{doc}"
+    );
+
     // Hold the send connector: with the next hop back and a retry asked for, nothing goes.
     let (code, doc) = queue_json(&spool, &["hold", "--connector", "Dead"]);
     assert_eq!(code, 0, "{doc}");

@@ -24,8 +24,9 @@ pub(super) enum DiffFormat {
 #[derive(Debug, clap::Args)]
 pub(super) struct DiffArgs {
     /// OLD and NEW rule sets (files, folders or compiled tables), then inputs: `.eml` files or
-    /// folders of them, each with its `NAME.envelope`. OLD may be a git revision of NEW.
-    /// With --base, the first is NEW.
+    /// folders of them, each with its `NAME.envelope`, and captured traffic (a relay's
+    /// SPOOL/capture folder or one of its files). OLD may be a git revision of NEW. With
+    /// --base, the first is NEW.
     #[arg(required = true, value_name = "OLD NEW [INPUTS]")]
     paths: Vec<String>,
     /// Compare NEW with itself at this git revision (`main`, `HEAD~1`).
@@ -151,7 +152,11 @@ fn gather(
         inputs::tests(old, new)?
     };
     for p in paths {
-        all.extend(inputs::messages(p)?);
+        if mailflow::relay::capture::is_capture(p) {
+            all.extend(mailflow::relay::capture::read(p)?);
+        } else {
+            all.extend(inputs::messages(p)?);
+        }
     }
     Ok(all)
 }

@@ -288,13 +288,27 @@ pub(crate) fn select(
     (chosen, missing)
 }
 
-/// Applies a hold or release request to `holds`: what changed and what was already so.
-pub(crate) fn change_holds(req: &Request, holds: &mut Holds) -> (Vec<String>, Vec<Skipped>) {
+/// Applies a hold or release request to `holds`: what changed and what was already so. A
+/// message that is not queued cannot be held.
+pub(crate) fn change_holds(
+    req: &Request,
+    holds: &mut Holds,
+    messages: &[QueuedMessage],
+) -> (Vec<String>, Vec<Skipped>) {
     let mut done = Vec::new();
     let mut skipped = Vec::new();
     match req {
         Request::Hold { targets } => {
             for t in targets {
+                if let HoldTarget::Message(id) = t {
+                    if !messages.iter().any(|m| m.id == *id) {
+                        skipped.push(Skipped {
+                            what: t.to_string(),
+                            why: "not in the queue".into(),
+                        });
+                        continue;
+                    }
+                }
                 if holds.hold(t) {
                     done.push(t.to_string());
                 } else {

@@ -86,7 +86,7 @@ async fn act(
             );
         }
         Request::Hold { .. } | Request::Release { .. } => {
-            let (done, skipped) = change_holds(req, &mut holds);
+            let (done, skipped) = change_holds(req, &mut holds, live);
             for what in &done {
                 events.push(event(&format!("{} {what}", req.action()), who, None));
             }

@@ -110,7 +110,7 @@ pub(crate) async fn handle(shared: &Arc<Shared>, req: Request, who: &Who) -> Rep
     match &req {
         Request::Hold { .. } | Request::Release { .. } => {
             let mut changed = holds.clone();
-            let (done, skipped) = change_holds(&req, &mut changed);
+            let (done, skipped) = change_holds(&req, &mut changed, &messages);
             if !done.is_empty() {
                 if let Err(e) = save_holds(shared, &changed).await {
                     return Reply::error(e);
@@ -212,7 +212,6 @@ async fn remove(
         plan.forget(&m.id);
     }
     let action = if bounce { "bounce" } else { "delete" };
-    shared.tracker.log(event(action, who, Some(&m)));
     let result = if bounce {
         if crate::relay::scheduler::fail_pending(shared, m.clone(), returned()).await {
             Ok(())
@@ -223,7 +222,10 @@ async fn remove(
         shared.spool.remove(&m.id).await.map_err(|e| e.to_string())
     };
     match result {
-        Ok(()) => Ok(id),
+        Ok(()) => {
+            shared.tracker.log(event(action, who, Some(&m)));
+            Ok(id)
+        }
         Err(e) => {
             // Still queued: the plan takes it back.
             shared.plan().add(&m);

@@ -61,6 +61,16 @@ impl Session {
         let mut env = self.envelope(&tx, rcpts);
         env.auth = verified.as_ref().map(|v| v.results.clone());
         let verdict = evaluate(&self.table, &env, Some(&message), false);
+        crate::relay::shadow::compare(&self.shared, &env, &message, &verdict);
+        if self.shared.capture.enabled() {
+            let seen = crate::relay::capture::Captured::of(
+                &self.table,
+                &env,
+                &message,
+                bytes.len() as u64,
+            );
+            self.shared.capture.record(seen);
+        }
         // From here on only its header fields are read.
         let message = Message {
             headers: message.headers,

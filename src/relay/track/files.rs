@@ -64,25 +64,46 @@ impl TrackLimits {
     }
 }
 
+/// The tracking log's files are `tracking.log` and `tracking-N.log`; other logs kept the same
+/// way (the captured traffic) have their own stem.
+pub(crate) const TRACKING: &str = "tracking";
+
+/// The live file's name of the log with this stem.
+pub(crate) fn live_name(stem: &str) -> String {
+    format!("{stem}.log")
+}
+
 /// The sequence number of a rotated file's name.
-fn rotated_seq(name: &str) -> Option<u64> {
-    let digits = name.strip_prefix("tracking-")?.strip_suffix(".log")?;
+fn rotated_seq(stem: &str, name: &str) -> Option<u64> {
+    let digits = name
+        .strip_prefix(stem)?
+        .strip_prefix('-')?
+        .strip_suffix(".log")?;
     if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
     digits.parse().ok()
 }
 
-fn rotated_name(seq: u64) -> String {
-    format!("tracking-{seq:010}.log")
+fn rotated_name(stem: &str, seq: u64) -> String {
+    format!("{stem}-{seq:010}.log")
 }
 
-/// The rotated files of `dir`, oldest first.
+/// The tracking log's rotated files in `dir`, oldest first.
 pub fn rotated_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    rotated_files_of(dir, TRACKING)
+}
+
+/// The rotated files of the log with this stem in `dir`, oldest first.
+pub fn rotated_files_of(dir: &Path, stem: &str) -> std::io::Result<Vec<PathBuf>> {
     let mut found: Vec<(u64, PathBuf)> = Vec::new();
     for entry in std::fs::read_dir(dir)? {
         let entry = entry?;
-        if let Some(seq) = entry.file_name().to_str().and_then(rotated_seq) {
+        if let Some(seq) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| rotated_seq(stem, n))
+        {
             found.push((seq, entry.path()));
         }
     }
@@ -111,6 +132,7 @@ const RECHECK: Duration = Duration::from_secs(1);
 /// The writer's side of the folder; owned by the tracking-log thread.
 pub(crate) struct LogFiles {
     dir: PathBuf,
+    stem: &'static str,
     limits: TrackLimits,
     /// No event is written while the file system has less free space than this: the spool's
     /// floor plus the reserve.
@@ -143,16 +165,28 @@ impl LogFiles {
         dropped: Arc<AtomicU64>,
         now: SystemTime,
     ) -> std::io::Result<LogFiles> {
+        LogFiles::open_named(dir, TRACKING, limits, stop_below, dropped, now)
+    }
+
+    /// As [`LogFiles::open`], for the log whose files are named after `stem`.
+    pub(crate) fn open_named(
+        dir: &Path,
+        stem: &'static str,
+        limits: TrackLimits,
+        stop_below: u64,
+        dropped: Arc<AtomicU64>,
+        now: SystemTime,
+    ) -> std::io::Result<LogFiles> {
         std::fs::create_dir_all(dir)?;
         let mut rotated = VecDeque::new();
         let mut rotated_bytes = 0u64;
         let mut next_seq = 1;
-        for path in rotated_files(dir)? {
+        for path in rotated_files_of(dir, stem)? {
             let meta = std::fs::metadata(&path)?;
             if let Some(seq) = path
                 .file_name()
                 .and_then(|n| n.to_str())
-                .and_then(rotated_seq)
+                .and_then(|n| rotated_seq(stem, n))
             {
                 next_seq = next_seq.max(seq.saturating_add(1));
             }
@@ -165,6 +199,7 @@ impl LogFiles {
         }
         let mut files = LogFiles {
             dir: dir.to_path_buf(),
+            stem,
             limits,
             stop_below,
             live: None,
@@ -176,7 +211,7 @@ impl LogFiles {
             dropped_now: 0,
             dropped,
         };
-        let live = dir.join(LIVE);
+        let live = dir.join(live_name(stem));
         if let Ok(meta) = std::fs::metadata(&live) {
             let opened = meta.created().or_else(|_| meta.modified()).unwrap_or(now);
             if meta.len() > limits.max_file_size || age(opened, now) >= limits.max_file_age {
@@ -200,7 +235,7 @@ impl LogFiles {
         let meta = std::fs::metadata(old)?;
         // It is older than anything in the folder: number 0 sorts first. (Should 0 be taken,
         // it goes last rather than overwrite anything.)
-        let first = self.dir.join(rotated_name(0));
+        let first = self.dir.join(rotated_name(self.stem, 0));
         if first.exists() {
             self.rotate_file(old, meta.len(), now)?;
         } else {
@@ -239,7 +274,7 @@ impl LogFiles {
             match OpenOptions::new()
                 .create(true)
                 .append(true)
-                .open(self.dir.join(LIVE))
+                .open(self.dir.join(live_name(self.stem)))
             {
                 Ok(f) => {
                     self.live = Some(Live {
@@ -356,7 +391,7 @@ impl LogFiles {
         };
         live.out.flush()?;
         drop(live);
-        let path = self.dir.join(LIVE);
+        let path = self.dir.join(live_name(self.stem));
         let len = std::fs::metadata(&path).map(|m| m.len())?;
         self.rotate_file(&path, len, now)?;
         self.enforce(now);
@@ -364,7 +399,7 @@ impl LogFiles {
     }
 
     fn rotate_file(&mut self, from: &Path, bytes: u64, now: SystemTime) -> std::io::Result<()> {
-        let to = self.dir.join(rotated_name(self.next_seq));
+        let to = self.dir.join(rotated_name(self.stem, self.next_seq));
         std::fs::rename(from, &to)?;
         self.next_seq += 1;
         self.rotated_bytes += bytes;

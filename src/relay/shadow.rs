@@ -1,0 +1,88 @@
+//! `mailflow relay --shadow NEW_RULES`: a candidate rule set evaluated beside the live one on
+//! every message that reaches the end of data, changing nothing. Each message it would treat
+//! differently is logged (what would change, recipient by recipient) and counted per kind
+//! of difference in `/metrics`, so a change can meet production traffic before it takes
+//! effect. The live verdict alone decides what happens to the message.
+
+use super::Shared;
+use crate::diff::{Kind, change, describe};
+use crate::eval::{Envelope, Message, Verdict, evaluate};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Counters of the shadow evaluation.
+#[derive(Debug, Default)]
+pub struct ShadowCounts {
+    /// Messages evaluated under both rule sets.
+    pub evaluated: AtomicU64,
+    /// Of them, treated differently.
+    pub differing: AtomicU64,
+    /// Per kind of difference, in [`Kind::ALL`]'s order.
+    pub by_kind: [AtomicU64; 7],
+}
+
+impl ShadowCounts {
+    /// The Prometheus lines.
+    pub fn render(&self, out: &mut String) {
+        use std::fmt::Write;
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let _ = write!(
+            out,
+            "# HELP mailflow_shadow_messages_total Messages evaluated under the --shadow rule set too.\n# TYPE mailflow_shadow_messages_total counter\nmailflow_shadow_messages_total {}\n",
+            get(&self.evaluated)
+        );
+        let _ = write!(
+            out,
+            "# HELP mailflow_shadow_differences_total Messages the --shadow rule set would treat differently.\n# TYPE mailflow_shadow_differences_total counter\nmailflow_shadow_differences_total {}\n",
+            get(&self.differing)
+        );
+        out.push_str("# HELP mailflow_shadow_difference_kinds_total Differences by kind (a message may count under several).\n# TYPE mailflow_shadow_difference_kinds_total counter\n");
+        for (kind, n) in Kind::ALL.iter().zip(&self.by_kind) {
+            let _ = writeln!(
+                out,
+                "mailflow_shadow_difference_kinds_total{{kind=\"{}\"}} {}",
+                kind.name(),
+                get(n)
+            );
+        }
+    }
+}
+
+/// Evaluates the message under the shadow rule set, if there is one, and records how its
+/// verdict differs from the live one. `id` names the message in the log (its queue id once
+/// stored, else its Message-ID).
+pub(crate) fn compare(shared: &Shared, env: &Envelope, message: &Message, live: &Verdict) {
+    let Some(table) = shared.shadow_table() else {
+        return;
+    };
+    let candidate = evaluate(&table, env, Some(message), false);
+    let counts = &shared.metrics.shadow;
+    counts.evaluated.fetch_add(1, Ordering::Relaxed);
+    let name = message.get("Message-ID").unwrap_or_default();
+    let Some(c) = change(name.trim(), live, &candidate) else {
+        return;
+    };
+    counts.differing.fetch_add(1, Ordering::Relaxed);
+    for k in &c.kinds {
+        if let Some(i) = Kind::ALL.iter().position(|x| x == k) {
+            if let Some(n) = counts.by_kind.get(i) {
+                n.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+    let kinds: Vec<&str> = c.kinds.iter().map(|k| k.name()).collect();
+    let from = env
+        .mail_from
+        .as_ref()
+        .map_or_else(|| "<>".to_string(), ToString::to_string);
+    tracing::info!(
+        message_id = %c.name,
+        sender = %from,
+        kinds = %kinds.join(","),
+        "shadow rules would treat this message differently: {}",
+        describe(&c).join("; ")
+    );
+}
+
+/// The table type the shared state keeps.
+pub(crate) type ShadowTable = Option<Arc<crate::compile::Table>>;
