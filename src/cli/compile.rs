@@ -39,6 +39,7 @@ pub(super) fn run(rules: &Path, allow: &[PathBuf], output: &PathBuf) -> Exit {
             return Exit::Error;
         }
     };
+    let digest = artifact::digest_of(&bytes);
     if let Err(e) = std::fs::write(output, &bytes) {
         eprintln!("error: cannot write `{}`: {e}", output.display());
         return Exit::Error;
@@ -60,5 +61,7 @@ pub(super) fn run(rules: &Path, allow: &[PathBuf], output: &PathBuf) -> Exit {
         bytes.len(),
         table.memory() / 1024
     );
+    // The same digest each relay started from this file shows in /metrics and its ready line.
+    println!("rules digest: {digest}");
     Exit::Clean
 }

@@ -12,6 +12,7 @@ mod graph;
 mod import;
 mod lsp;
 mod queue;
+mod queue_drain;
 mod relay;
 mod test;
 

@@ -185,7 +185,7 @@ fn overrides(a: &RelayArgs) -> Result<Overrides, String> {
     Ok(o)
 }
 
-fn hostname() -> String {
+pub(super) fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .ok()
         .map(|h| h.trim().to_string())
@@ -293,6 +293,7 @@ async fn serve(options: RelayOptions) -> Exit {
         "pid": std::process::id(),
         "listeners": relay.listeners,
         "admin": relay.admin,
+        "rules_digest": relay.rules_digest(),
     });
     println!("{ready}");
     for l in &relay.listeners {

@@ -52,6 +52,27 @@ pub fn to_bytes(set: &RuleSet) -> Result<Vec<u8>, ArtifactError> {
     Ok(out)
 }
 
+/// The rule set's digest: SHA-256, in lowercase hex, of its artifact bytes ([`to_bytes`]).
+/// The artifact is the canonical form: the rule set holds only vectors in source order
+/// (no hash maps), and it is taken before any site override, so a relay started from the
+/// rule files and one started from their `mailflow compile` output report the same digest,
+/// whatever each node's listen addresses or smart hosts.
+pub fn digest(set: &RuleSet) -> Result<String, ArtifactError> {
+    Ok(digest_of(&to_bytes(set)?))
+}
+
+/// SHA-256 of an artifact's bytes, in lowercase hex: [`digest`] of what they hold.
+pub fn digest_of(bytes: &[u8]) -> String {
+    use std::fmt::Write as _;
+    let d = ring::digest::digest(&ring::digest::SHA256, bytes);
+    d.as_ref()
+        .iter()
+        .fold(String::with_capacity(64), |mut out, b| {
+            let _ = write!(out, "{b:02x}");
+            out
+        })
+}
+
 /// Reads the rule set back.
 pub fn rule_set_from_bytes(bytes: &[u8]) -> Result<RuleSet, ArtifactError> {
     let rest = bytes
@@ -103,6 +124,33 @@ mod tests {
         ));
         let cut = &bytes[..bytes.len() - 3];
         assert!(matches!(load(cut), Err(ArtifactError::Corrupt(_))));
+    }
+
+    #[test]
+    fn digest_is_the_same_from_text_and_from_the_artifact() {
+        let text = "accepted-domain example.com\nrewrite a@t.example.com -> a@example.com\nrule \"r\" { if subject contains \"x\"; stop }\ntest \"t\" { from a@b.com; to c@example.com }\n";
+        let set = &crate::check::check_text("t.mailflow", text).rule_sets[0].rules;
+        let d = digest(set).unwrap();
+        assert_eq!(d.len(), 64);
+        assert!(
+            d.bytes()
+                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+        );
+        let bytes = to_bytes(set).unwrap();
+        assert_eq!(digest_of(&bytes), d);
+        // Read back from the artifact: the same digest, tests or not.
+        assert_eq!(digest(&rule_set_from_bytes(&bytes).unwrap()).unwrap(), d);
+        // Checked again from the text: the same.
+        let again = &crate::check::check_text("t.mailflow", text).rule_sets[0].rules;
+        assert_eq!(digest(again).unwrap(), d);
+        let changed = text.replace("\"x\"", "\"y\"");
+        let other = &crate::check::check_text("t.mailflow", &changed).rule_sets[0].rules;
+        assert_ne!(digest(other).unwrap(), d);
+        // The known SHA-256 of "abc", so the hex is the usual one.
+        assert_eq!(
+            digest_of(b"abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
     }
 
     /// `Action::Reject` was a struct variant before `smtp::Status`; the newtype that replaced

@@ -50,6 +50,8 @@ pub struct Loaded {
     pub table: Arc<Table>,
     /// Warnings, rendered (empty when clean).
     pub warnings: String,
+    /// The rule set's digest before site overrides ([`artifact::digest`]).
+    pub digest: String,
 }
 
 /// Reads, checks, adapts and compiles a rule set. Any error leaves the caller's current table
@@ -95,11 +97,14 @@ pub fn load(path: &Path, overrides: &Overrides) -> Result<Loaded, LoadFailure> {
         }
         (report.rule_sets.remove(0).rules, warnings)
     };
+    // Before the overrides: nodes of one deployment differ in those, not in their rules.
+    let digest = artifact::digest(&set).map_err(|e| failure(e.to_string()))?;
     apply(&mut set, overrides)?;
     let table = compile(&set).map_err(|e| failure(e.to_string()))?;
     Ok(Loaded {
         table: Arc::new(table),
         warnings,
+        digest,
     })
 }
 

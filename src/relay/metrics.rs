@@ -49,6 +49,8 @@ pub struct Metrics {
     rule_hits: Mutex<BTreeMap<String, u64>>,
     /// The certificates of the last successful load.
     certificates: Mutex<Vec<CertificateExpiry>>,
+    /// The digest of the rules in use ([`crate::compile::artifact::digest`]).
+    rules_digest: Mutex<String>,
 }
 
 /// When one certificate the relay presents expires: the
@@ -109,6 +111,22 @@ impl Metrics {
         match self.certificates.lock() {
             Ok(mut c) => *c = certificates,
             Err(poisoned) => *poisoned.into_inner() = certificates,
+        }
+    }
+
+    /// Records the digest of the rules now in use, at start and at every successful reload.
+    pub fn set_rules_digest(&self, digest: &str) {
+        match self.rules_digest.lock() {
+            Ok(mut d) => digest.clone_into(&mut d),
+            Err(poisoned) => digest.clone_into(&mut poisoned.into_inner()),
+        }
+    }
+
+    /// The digest of the rules in use.
+    pub fn rules_digest(&self) -> String {
+        match self.rules_digest.lock() {
+            Ok(d) => d.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
         }
     }
 
@@ -229,6 +247,13 @@ impl Metrics {
             out,
             "# HELP mailflow_queue_oldest_message_age_seconds Age of the oldest queued message (0 when the queue is empty).\n# TYPE mailflow_queue_oldest_message_age_seconds gauge\nmailflow_queue_oldest_message_age_seconds {oldest_age}\n"
         );
+        // An info metric (value 1, the fact in a label), as Prometheus's own `*_build_info`:
+        // relays running one compiled rule set show one digest.
+        let _ = write!(
+            out,
+            "# HELP mailflow_rules_info The rule set in use: SHA-256 of its compiled form.\n# TYPE mailflow_rules_info gauge\nmailflow_rules_info{{digest=\"{}\"}} 1\n",
+            label(&self.rules_digest())
+        );
         self.shadow.render(&mut out);
         out.push_str("# HELP mailflow_certificate_expiry_timestamp_seconds When each certificate the relay presents expires (notAfter, Unix time).\n# TYPE mailflow_certificate_expiry_timestamp_seconds gauge\n");
         if let Ok(certs) = self.certificates.lock() {
@@ -291,6 +316,15 @@ mod tests {
         assert!(text.contains("mailflow_queue_held_deliveries 2\n"));
         assert!(text.contains("mailflow_queue_oldest_message_age_seconds 70\n"));
         assert!(text.contains("mailflow_rule_hits_total{rule=\"drop \\\"relay\\\"\"} 1\n"));
+        m.set_rules_digest("ab12");
+        let text = m.render(QueueGauges::default());
+        assert!(text.contains(
+            "# TYPE mailflow_rules_info gauge\nmailflow_rules_info{digest=\"ab12\"} 1\n"
+        ));
+        m.set_rules_digest("cd34");
+        let text = m.render(QueueGauges::default());
+        assert_eq!(text.matches("mailflow_rules_info{").count(), 1);
+        assert!(text.contains("mailflow_rules_info{digest=\"cd34\"} 1\n"));
     }
 
     #[test]

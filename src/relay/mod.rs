@@ -6,6 +6,7 @@
 pub mod capture;
 pub mod config;
 pub mod control;
+pub mod drain;
 pub mod limits;
 pub mod memory;
 pub mod metrics;
@@ -224,6 +225,7 @@ impl Shared {
                     );
                 }
                 self.metrics.set_certificates(configs.expiry.clone());
+                self.metrics.set_rules_digest(&loaded.digest);
                 if let Ok(mut t) = self.tls.write() {
                     *t = Arc::new(configs);
                 }
@@ -231,7 +233,11 @@ impl Shared {
                     *t = loaded.table;
                 }
                 Metrics::inc(&self.metrics.reloads_ok);
-                tracing::info!("rules reloaded from {}", self.options.rules.display());
+                tracing::info!(
+                    "rules reloaded from {} (rules digest {})",
+                    self.options.rules.display(),
+                    loaded.digest
+                );
                 self.reload_shadow().await;
                 if !loaded.warnings.is_empty() {
                     tracing::warn!("rule warnings:\n{}", loaded.warnings);
@@ -240,7 +246,11 @@ impl Shared {
             }
             Err(e) => {
                 Metrics::inc(&self.metrics.reloads_failed);
-                tracing::error!("reload refused; the current rules stay:\n{}", e.message);
+                tracing::error!(
+                    "reload refused; the current rules (digest {}) stay:\n{}",
+                    self.metrics.rules_digest(),
+                    e.message
+                );
                 Err(e)
             }
         }
@@ -423,6 +433,12 @@ impl Relay {
         )?;
         let metrics = Metrics::default();
         metrics.set_certificates(configs.expiry.clone());
+        metrics.set_rules_digest(&loaded.digest);
+        tracing::info!(
+            "rules loaded from {} (rules digest {})",
+            options.rules.display(),
+            loaded.digest
+        );
         let tracker = Tracker::open(
             &options.spool.join("tracking"),
             options.tracking,
@@ -558,6 +574,12 @@ impl Relay {
     /// Messages in the queue.
     pub fn queued(&self) -> Vec<QueuedMessage> {
         self.shared.spool.live()
+    }
+
+    /// The digest of the rules in use ([`crate::compile::artifact::digest`]): relays that
+    /// run one compiled rule set report the same.
+    pub fn rules_digest(&self) -> String {
+        self.shared.metrics.rules_digest()
     }
 
     /// The metrics text.

@@ -24,6 +24,8 @@ pub struct Relay {
     pub listeners: Vec<(SocketAddr, Vec<String>)>,
     pub admin: Option<SocketAddr>,
     pub spool: PathBuf,
+    /// The ready line, as the relay printed it.
+    pub ready: Value,
 }
 
 impl Relay {
@@ -87,6 +89,7 @@ impl Relay {
             listeners,
             admin,
             spool: spool.to_path_buf(),
+            ready,
         }
     }
 

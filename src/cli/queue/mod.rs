@@ -35,6 +35,10 @@ pub(super) enum QueueCommand {
     Delete(SelectArgs),
     /// Fail messages' pending recipients, with a report (DSN) to the sender as they asked.
     Bounce(SelectArgs),
+    /// Hand a stopped relay's queue to a peer over SMTP before the node is taken down: every
+    /// pending recipient, envelope and DSN parameters kept; what the peer takes is marked
+    /// delivered, what it refuses stays queued (exit 1), nothing is bounced.
+    Drain(super::queue_drain::DrainArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -200,6 +204,11 @@ impl SelectArgs {
 }
 
 pub(super) fn run(cmd: QueueCommand) -> Exit {
+    // The drain talks SMTP to a peer from the stopped spool; it asks the relay nothing.
+    let cmd = match cmd {
+        QueueCommand::Drain(a) => return super::queue_drain::run(a),
+        other => other,
+    };
     let (request, at) = match request(&cmd) {
         Ok(x) => x,
         Err(e) => {
@@ -230,6 +239,9 @@ fn request(cmd: &QueueCommand) -> Result<(Request, Where), String> {
         format: w.format,
     };
     Ok(match cmd {
+        QueueCommand::Drain(_) => {
+            return Err("`queue drain` works on the stopped spool, not through the relay".into());
+        }
         QueueCommand::List(a) => (
             Request::List {
                 filter: a.filter.filter(),
