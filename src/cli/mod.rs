@@ -12,7 +12,6 @@ mod graph;
 mod import;
 mod lsp;
 mod queue;
-mod queue_drain;
 mod relay;
 mod test;
 

@@ -2,6 +2,7 @@
 //! when none runs, on its stopped spool. Exit 0: done (or found); 1: something named was not
 //! there or not changed, or nothing matched; 2: an error, nothing changed.
 
+mod drain;
 mod render;
 
 use super::Exit;
@@ -38,7 +39,7 @@ pub(super) enum QueueCommand {
     /// Hand a stopped relay's queue to a peer over SMTP before the node is taken down: every
     /// pending recipient, envelope and DSN parameters kept; what the peer takes is marked
     /// delivered, what it refuses stays queued (exit 1), nothing is bounced.
-    Drain(super::queue_drain::DrainArgs),
+    Drain(drain::DrainArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -206,7 +207,7 @@ impl SelectArgs {
 pub(super) fn run(cmd: QueueCommand) -> Exit {
     // The drain talks SMTP to a peer from the stopped spool; it asks the relay nothing.
     let cmd = match cmd {
-        QueueCommand::Drain(a) => return super::queue_drain::run(a),
+        QueueCommand::Drain(a) => return drain::run(a),
         other => other,
     };
     let (request, at) = match request(&cmd) {

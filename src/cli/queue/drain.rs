@@ -1,7 +1,7 @@
 //! `mailflow queue drain`: hand a stopped relay's queue to a peer ([`mailflow::relay::drain`]).
 
-use super::Exit;
-use super::queue::QueueFormat;
+use super::super::Exit;
+use super::QueueFormat;
 use mailflow::ast::Text;
 use mailflow::relay::drain::{DrainOptions, MessageResult, Summary, drain};
 use mailflow::source::{SourceMap, Span};
@@ -29,7 +29,7 @@ pub(super) struct DrainArgs {
     #[arg(long, value_name = "PEM")]
     ca_file: Option<PathBuf>,
     /// How long the peer may take to answer a command (the final dot gets twice this).
-    #[arg(long, default_value = "300s", value_parser = super::relay::parse_duration)]
+    #[arg(long, default_value = "300s", value_parser = super::super::relay::parse_duration)]
     timeout: Duration,
     /// Output: a line per message and a summary (human), or one JSON document.
     #[arg(long, value_enum, default_value_t = QueueFormat::Human)]
@@ -47,7 +47,7 @@ pub(super) fn run(a: DrainArgs) -> Exit {
     let options = DrainOptions {
         spool: a.spool,
         to,
-        helo: a.hostname.unwrap_or_else(super::relay::hostname),
+        helo: a.hostname.unwrap_or_else(super::super::relay::hostname),
         tls_name: a.tls_name,
         ca_file: a.ca_file,
         timeout: a.timeout,
