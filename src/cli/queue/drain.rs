@@ -10,7 +10,7 @@ use std::time::Duration;
 
 /// `mailflow queue drain`'s arguments.
 #[derive(Debug, clap::Args)]
-pub(super) struct DrainArgs {
+pub(in crate::cli) struct DrainArgs {
     /// The stopped relay's spool folder.
     #[arg(long, default_value = "spool")]
     spool: PathBuf,
