@@ -25,6 +25,9 @@ use std::time::{Duration, SystemTime};
 /// The files' stem in the folder: `capture.log`, `capture-NNNNNNNNNN.log`.
 pub const STEM: &str = "capture";
 
+/// The largest body a replayed message is given (a larger captured size is cut to it).
+const MAX_BODY: usize = 64 << 20;
+
 /// Records waiting for the writer at most; past it they are dropped and counted.
 const BACKLOG: usize = 10_000;
 
@@ -224,32 +227,23 @@ pub fn read(path: &Path) -> Result<Vec<Input>, String> {
     } else {
         vec![path.to_path_buf()]
     };
-    let mut records = Vec::new();
+    let mut inputs = Vec::new();
+    // Bodies are slices of one buffer of zeros, grown (doubled) when a larger message comes:
+    // the replay holds at most twice the largest body, however many messages there are.
+    let mut zeros = Bytes::new();
     for f in &files {
         let text = std::fs::read_to_string(f).map_err(|e| format!("{}: {e}", f.display()))?;
-        for (i, line) in text
-            .lines()
-            .enumerate()
-            .filter(|(_, l)| !l.trim().is_empty())
-        {
-            let c: Captured = serde_json::from_str(line)
-                .map_err(|e| format!("{}:{}: {e}", f.display(), i + 1))?;
-            records.push((format!("{}:{}", f.display(), i + 1), c));
+        for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+            let name = format!("{}:{}", f.display(), i + 1);
+            let c: Captured = serde_json::from_str(line).map_err(|e| format!("{name}: {e}"))?;
+            let size = usize::try_from(c.size).unwrap_or(usize::MAX).min(MAX_BODY);
+            if size > zeros.len() {
+                zeros = Bytes::from(vec![0u8; size.max(zeros.len() * 2).min(MAX_BODY)]);
+            }
+            inputs.push(c.input(name.clone(), &zeros).map_err(|e| format!("{name}: {e}"))?);
         }
     }
-    let largest = records.iter().map(|(_, c)| c.size).max().unwrap_or(0);
-    // One buffer of zeros for every body: each input's is a slice of it.
-    let zeros = Bytes::from(vec![
-        0u8;
-        usize::try_from(largest).unwrap_or(0).min(64 << 20)
-    ]);
-    records
-        .into_iter()
-        .map(|(name, c)| {
-            c.input(name.clone(), &zeros)
-                .map_err(|e| format!("{name}: {e}"))
-        })
-        .collect()
+    Ok(inputs)
 }
 
 /// Whether `path` is captured traffic rather than messages: a folder with capture files, or
