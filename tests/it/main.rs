@@ -65,4 +65,5 @@ mod relay_tracking;
 mod relay_trust;
 mod relay_verify;
 mod reuse_attack;
+mod service;
 mod smtp_protocol;
