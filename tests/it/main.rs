@@ -67,3 +67,4 @@ mod relay_verify;
 mod reuse_attack;
 mod service;
 mod smtp_protocol;
+mod spool_upgrade;

@@ -175,8 +175,9 @@ fn a_spool_open_to_others_is_refused_and_nothing_listens() {
         .local_addr()
         .unwrap()
         .port();
-    let out = Command::new(BIN)
-        .arg("relay")
+    // A relay that wrongly starts is stopped by `timeout` (exit 124), not waited for.
+    let out = Command::new("timeout")
+        .args(["30", BIN, "relay"])
         .arg(forward_rules())
         .arg("--spool")
         .arg(&spool)
@@ -225,8 +226,8 @@ fn a_user_that_is_root_or_unknown_is_refused_before_anything_starts() {
             "--user `no-such-user-here`: no user `no-such-user-here` on this system",
         ),
     ] {
-        let out = Command::new(BIN)
-            .arg("relay")
+        let out = Command::new("timeout")
+            .args(["30", BIN, "relay"])
             .arg(forward_rules())
             .arg("--spool")
             .arg(tmp.path().join("spool"))
