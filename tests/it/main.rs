@@ -47,6 +47,7 @@ mod import;
 mod input_bounds;
 mod lsp;
 mod no_panic;
+mod operations;
 mod queue;
 mod queue_admin;
 mod relay;
