@@ -454,3 +454,75 @@ async fn systemd_hears_ready_and_stopping() {
     assert_eq!(String::from_utf8_lossy(&buf[..n]), "STOPPING=1");
     assert!(child.wait().unwrap().success());
 }
+
+/// Started as an ordinary user (`setpriv` takes root's place in the test): `--user` naming
+/// another user is refused, naming the current one is accepted and changes nothing.
+#[test]
+fn user_when_not_root_must_be_the_current_user() {
+    if !is_root() {
+        eprintln!(
+            "service::user_when_not_root_must_be_the_current_user: skipped, not root (it becomes nobody with setpriv)"
+        );
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let spool = tmp.path().join("spool");
+    std::fs::create_dir(&spool).unwrap();
+    let nobody = User::from_name("nobody").unwrap().expect("a `nobody` user");
+    std::os::unix::fs::chown(&spool, Some(nobody.uid.as_raw()), None).unwrap();
+    let as_nobody = |user: &str, secs: &str| {
+        Command::new("timeout")
+            .arg(secs)
+            .arg("setpriv")
+            .arg(format!("--reuid={}", nobody.uid))
+            .arg(format!("--regid={}", nobody.gid))
+            .arg("--clear-groups")
+            .args([BIN, "relay"])
+            .arg(forward_rules())
+            .arg("--spool")
+            .arg(&spool)
+            .args([
+                "--listen",
+                "Loopback=127.0.0.1:0",
+                "--log",
+                "error",
+                "--user",
+                user,
+            ])
+            .stdin(Stdio::null())
+            .output()
+            .expect("setpriv (Debian package `util-linux`) is needed")
+    };
+    let out = as_nobody("root:root", "30");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("names root"), "{stderr}");
+    let other = if nobody.name == "daemon" {
+        "bin"
+    } else {
+        "daemon"
+    };
+    let out = as_nobody(other, "30");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "error: --user `{other}`: only root can switch users, and the relay runs as uid {}",
+            nobody.uid
+        )),
+        "{stderr}"
+    );
+    assert!(out.stdout.is_empty());
+    // Its own name: the relay starts (and is stopped by `timeout`, exit 124).
+    let out = as_nobody("nobody", "5");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(124),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ready: serde_json::Value = serde_json::from_str(stdout.lines().next().unwrap()).unwrap();
+    assert_eq!(ready["ready"], true);
+}
