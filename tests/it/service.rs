@@ -157,10 +157,16 @@ async fn user_drops_every_id_after_binding_and_mail_still_flows() {
             f.display()
         );
     }
-    let tracked = relay.track(&["--recipient", "someone@elsewhere.example"]);
+    // The delivery's SEND event is written after the sink has the message.
+    let sent = || {
+        relay
+            .track(&["--recipient", "someone@elsewhere.example"])
+            .iter()
+            .any(|e| e["event-id"] == "SEND")
+    };
     assert!(
-        tracked.iter().any(|e| e["event-id"] == "SEND"),
-        "{tracked:?}"
+        wait_until(10, sent).await,
+        "no SEND event in the tracking log"
     );
 }
 
