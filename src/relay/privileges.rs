@@ -215,7 +215,8 @@ fn verify(run_as: &RunAs) -> Result<(), String> {
 }
 
 /// Every thread's ids as the kernel reports them: a C library that changed only the
-/// calling thread would leave the runtime's other threads root.
+/// calling thread would leave the runtime's other threads root. After a switch from root the
+/// kernel has also cleared the capabilities; a thread that kept any is refused too.
 fn every_thread(run_as: &RunAs) -> Result<(), String> {
     let tasks = fs::read_dir("/proc/self/task").map_err(|e| format!("/proc/self/task: {e}"))?;
     for task in tasks.flatten() {
@@ -224,14 +225,20 @@ fn every_thread(run_as: &RunAs) -> Result<(), String> {
             // A thread that ended between the listing and the read.
             continue;
         };
+        let line = |key: &'static str| status.lines().find(|l| l.starts_with(key)).unwrap_or(key);
         for (key, want) in [("Uid:", run_as.uid.as_raw()), ("Gid:", run_as.gid.as_raw())] {
-            let line = status.lines().find(|l| l.starts_with(key)).unwrap_or(key);
-            let ok = line
-                .split_whitespace()
-                .skip(1)
-                .all(|v| v.parse::<u32>().is_ok_and(|n| n == want));
-            if !ok {
-                return Err(format!("{}: `{line}`", path.display()));
+            // Real, effective, saved and file-system ids.
+            let ids: Vec<&str> = line(key).split_whitespace().skip(1).collect();
+            if ids.len() != 4 || !ids.iter().all(|v| v.parse::<u32>() == Ok(want)) {
+                return Err(format!("{}: `{}`", path.display(), line(key)));
+            }
+        }
+        if run_as.switch {
+            for key in ["CapPrm:", "CapEff:", "CapAmb:"] {
+                let caps = line(key).split_whitespace().nth(1);
+                if caps.is_none_or(|c| !c.trim_start_matches('0').is_empty()) {
+                    return Err(format!("{}: `{}`", path.display(), line(key)));
+                }
             }
         }
     }

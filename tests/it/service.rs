@@ -117,6 +117,12 @@ async fn user_drops_every_id_after_binding_and_mail_still_flows() {
     have.sort_unstable();
     assert_eq!(have, groups);
     assert!(!have.contains(&0));
+    // No capability survives the switch from root.
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    for key in ["CapPrm:", "CapEff:", "CapAmb:"] {
+        let line = status.lines().find(|l| l.starts_with(key)).unwrap();
+        assert!(line.ends_with("0000000000000000"), "{line}");
+    }
     // Every thread, the runtime's workers included.
     for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
         let status = std::fs::read_to_string(task.unwrap().path().join("status")).unwrap();
