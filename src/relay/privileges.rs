@@ -311,14 +311,29 @@ pub fn check_spool(spool: &Path, owner: u32) -> Result<(), ServiceError> {
 pub fn prepare_spool(spool: &Path, owner: u32) -> Result<(), ServiceError> {
     for path in folders(spool) {
         if !path.exists() {
-            fs::DirBuilder::new()
+            let made = fs::DirBuilder::new()
                 .recursive(true)
                 .mode(0o700)
-                .create(&path)
-                .map_err(|source| ServiceError::Io {
-                    path: path.clone(),
-                    source,
-                })?;
+                .create(&path);
+            match made {
+                Ok(()) => {}
+                // The usual cause after --user: the spool, or a folder above it, is root's.
+                Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                    let shown = spool.display();
+                    return Err(ServiceError::Spool {
+                        why: format!(
+                            "cannot be created by {} that the relay runs as ({e})",
+                            user_name(owner)
+                        ),
+                        fix: format!(
+                            "install -d -o {} -m 0700 {shown} (as root), and let the user through the folders above it",
+                            chown_name(owner)
+                        ),
+                        path,
+                    });
+                }
+                Err(source) => return Err(ServiceError::Io { path, source }),
+            }
         }
     }
     check_spool(spool, owner)

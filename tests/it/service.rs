@@ -221,6 +221,48 @@ fn a_spool_open_to_others_is_refused_and_nothing_listens() {
     assert_eq!(std::fs::read_dir(&spool).unwrap().count(), 0);
 }
 
+/// A spool the user cannot create (its parent is root's): refused with the command that
+/// makes it.
+#[test]
+fn a_spool_the_user_cannot_create_is_refused_with_the_fix() {
+    if !is_root() {
+        eprintln!(
+            "service::a_spool_the_user_cannot_create_is_refused_with_the_fix: skipped, not root"
+        );
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let spool = tmp.path().join("spool");
+    let out = Command::new("timeout")
+        .args(["30", BIN, "relay"])
+        .arg(forward_rules())
+        .arg("--spool")
+        .arg(&spool)
+        .args(["--listen", "Loopback=127.0.0.1:0", "--user", "nobody"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(out.stdout.is_empty());
+    assert!(
+        stderr.contains(&format!(
+            "error: spool folder {} cannot be created by `nobody`",
+            spool.display()
+        )),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!(
+            "help: install -d -o nobody -m 0700 {} (as root)",
+            spool.display()
+        )),
+        "{stderr}"
+    );
+    assert!(!spool.exists());
+}
+
 #[test]
 fn a_user_that_is_root_or_unknown_is_refused_before_anything_starts() {
     let tmp = tempfile::tempdir().unwrap();
