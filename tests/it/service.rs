@@ -341,6 +341,7 @@ async fn json_log_lines_each_parse_with_the_session_fields() {
         listeners: Vec::new(),
         admin: None,
         spool,
+        ready,
     };
     // A bare LF in the message is logged (info) with the session's client address.
     let (mut c, _) = Raw::connect(relay.addr).await;
