@@ -13,6 +13,7 @@ mod import;
 mod lsp;
 mod queue;
 mod relay;
+mod service;
 mod test;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -329,6 +330,8 @@ struct RelayArgs {
     /// Log filter (RUST_LOG syntax), when RUST_LOG is unset.
     #[arg(long, default_value = "info")]
     log: String,
+    #[command(flatten)]
+    service: service::ServiceArgs,
     /// Let includes and imports read files in this folder too (they may read only inside
     /// the rule set's folder otherwise); repeat for more.
     #[arg(long = "allow-path", value_name = "DIR")]
@@ -651,6 +654,7 @@ pub fn run(cli: Cli) -> Exit {
             verify: a.verify,
             log: a.log,
             allow_path: a.allow_path,
+            service: a.service,
         }),
         Command::Reload(a) => relay::reload(a.admin, &a.spool),
         Command::Queue(c) => queue::run(c),

@@ -6,6 +6,7 @@ use mailflow::diagnostic::{Diagnostic, render};
 use mailflow::queue::RetryPolicy;
 use mailflow::relay::Relay;
 use mailflow::relay::config::{Overrides, RelayOptions, split_override};
+use mailflow::relay::privileges::RunAs;
 use mailflow::relay::track::{self, EventId, Query};
 use mailflow::relay::verify::{MAX_TIMEOUT as MAX_VERIFY_TIMEOUT, VerifyOptions};
 use mailflow::resolve;
@@ -128,6 +129,7 @@ pub(super) struct RelayArgs {
     pub shadow: Option<PathBuf>,
     pub verify: VerifyArgs,
     pub log: String,
+    pub service: super::service::ServiceArgs,
 }
 
 /// Checks one value of `--listen`, `--remote` or `--smart-host` with the rule file's own
@@ -194,17 +196,14 @@ pub(super) fn hostname() -> String {
 }
 
 pub(super) fn run(a: RelayArgs) -> Exit {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&a.log));
-    // Colour only for a person at a terminal: a log file, journald or a log shipper gets
-    // plain text (NO_COLOR, https://no-color.org, turns it off at a terminal too).
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr())
-        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(ansi)
-        .try_init();
+    a.service.init_log(&a.log);
+    let run_as = match a.service.run_as() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Exit::Error;
+        }
+    };
     if let Err(e) = a.tracking.check() {
         eprintln!("error: {e}");
         return Exit::Error;
@@ -263,10 +262,10 @@ pub(super) fn run(a: RelayArgs) -> Exit {
             return Exit::Error;
         }
     };
-    runtime.block_on(serve(options))
+    runtime.block_on(serve(options, run_as))
 }
 
-async fn serve(options: RelayOptions) -> Exit {
+async fn serve(options: RelayOptions, run_as: Option<RunAs>) -> Exit {
     use tokio::signal::unix::{SignalKind, signal};
     // Handlers go in before the pid file and the ready line announce us: a SIGHUP or
     // SIGTERM sent the moment we are announced must reload or drain, not kill.
@@ -279,7 +278,7 @@ async fn serve(options: RelayOptions) -> Exit {
         return Exit::Error;
     };
     let pid_file = options.spool.join("mailflow.pid");
-    let relay = match Relay::start(options).await {
+    let relay = match Relay::start_as(options, run_as.as_ref()).await {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: {e}");
@@ -296,6 +295,7 @@ async fn serve(options: RelayOptions) -> Exit {
         "rules_digest": relay.rules_digest(),
     });
     println!("{ready}");
+    super::service::notify(&format!("READY=1\nMAINPID={}", std::process::id()));
     for l in &relay.listeners {
         tracing::info!("listening on {} for {}", l.address, l.connectors.join(", "));
     }
@@ -307,6 +307,7 @@ async fn serve(options: RelayOptions) -> Exit {
         }
     }
     tracing::info!("stopping: draining sessions");
+    super::service::notify("STOPPING=1");
     relay.shutdown().await;
     let _ = std::fs::remove_file(&pid_file);
     Exit::Clean

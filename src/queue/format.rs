@@ -224,6 +224,18 @@ pub(crate) fn read_segment_header(file: &File, len: u64) -> io::Result<Option<u3
     Ok(Some(u32::from_le_bytes([h[12], h[13], h[14], h[15]])))
 }
 
+/// The format version of a segment written by a newer mailflow (our magic, a version above
+/// ours), which this one must neither read nor take for damage.
+pub(crate) fn newer_version(file: &File, len: u64) -> io::Result<Option<u32>> {
+    if len < SEG_HEADER_LEN {
+        return Ok(None);
+    }
+    let mut h = [0u8; 12];
+    file.read_exact_at(&mut h, 0)?;
+    let version = u32::from_le_bytes([h[8], h[9], h[10], h[11]]);
+    Ok((h[0..8] == SEG_MAGIC && version > SEG_VERSION).then_some(version))
+}
+
 /// A record read back with its head verified; the body stays on disk.
 pub(crate) struct RawRecord {
     pub(crate) kind: Kind,

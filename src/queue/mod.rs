@@ -307,6 +307,16 @@ pub enum QueueError {
     /// The spool has been closed.
     #[error("the spool is closed")]
     Closed,
+    /// A segment was written by a newer mailflow: nothing is read or changed.
+    #[error("{}: written by a newer mailflow, format {version}; this one reads up to {supported}\n  help: run the newer mailflow on this spool, or drain its queue with it first", path.display())]
+    NewerFormat {
+        /// The segment.
+        path: PathBuf,
+        /// Its format version.
+        version: u32,
+        /// The newest this build reads.
+        supported: u32,
+    },
     /// A record could not be encoded.
     #[error("cannot encode a spool record: {0}")]
     Encode(#[from] postcard::Error),

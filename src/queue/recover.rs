@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use super::format::{
     DoneHead, Found, Kind, MessageHead, REC_HEADER_LEN, RawRecord, RecipientsHead, SEG_HEADER_LEN,
-    SegmentReader, read_segment_header,
+    SEG_VERSION, SegmentReader, newer_version, read_segment_header,
 };
 use super::index::{BodyLoc, Index};
 use super::{QueueError, QueueId};
@@ -62,6 +62,7 @@ fn list_segments(journal: &Path) -> io::Result<Vec<u32>> {
 
 pub(crate) fn replay(journal: &Path, corrupt: &Path) -> Result<Recovered, QueueError> {
     let segs = list_segments(journal)?;
+    refuse_newer(journal, &segs)?;
     let mut rec = Recovered {
         index: Index::default(),
         damaged: BTreeSet::new(),
@@ -93,6 +94,25 @@ pub(crate) fn replay(journal: &Path, corrupt: &Path) -> Result<Recovered, QueueE
         quarantine(&segment_path(journal, no), corrupt);
     }
     Ok(rec)
+}
+
+/// A spool written by a newer mailflow (a downgrade) is refused whole, before anything is
+/// read or cut: replaying the segments it can read and quarantining the others as damage
+/// would destroy the newer segments' messages.
+fn refuse_newer(journal: &Path, segs: &[u32]) -> Result<(), QueueError> {
+    for &no in segs {
+        let path = segment_path(journal, no);
+        let file = File::open(&path)?;
+        let len = file.metadata()?.len();
+        if let Some(version) = newer_version(&file, len)? {
+            return Err(QueueError::NewerFormat {
+                path,
+                version,
+                supported: SEG_VERSION,
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Damaged bodies of messages still live (whose newest copy it is) are reported and their

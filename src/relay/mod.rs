@@ -11,6 +11,7 @@ pub mod limits;
 pub mod memory;
 pub mod metrics;
 mod plan;
+pub mod privileges;
 mod report;
 mod scheduler;
 mod session;
@@ -59,6 +60,9 @@ pub enum RelayError {
     /// The resolver could not be set up.
     #[error("resolver: {0}")]
     Resolver(String),
+    /// `--user` or the spool's ownership and permissions.
+    #[error(transparent)]
+    Service(#[from] privileges::ServiceError),
 }
 
 fn io_error(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> RelayError {
@@ -375,6 +379,15 @@ impl Relay {
     /// Loads the rules, opens the spool (recovering what a crash left), binds every listener
     /// and starts the scheduler.
     pub async fn start(options: RelayOptions) -> Result<Relay, RelayError> {
+        Relay::start_as(options, None).await
+    }
+
+    /// As [`Relay::start`], switching to `run_as` once every listener and the admin port are
+    /// bound and before the spool is opened, so every file in it is written as that user.
+    pub async fn start_as(
+        options: RelayOptions,
+        run_as: Option<&privileges::RunAs>,
+    ) -> Result<Relay, RelayError> {
         let loaded = load(&options.rules, &options.overrides)?;
         if !loaded.warnings.is_empty() {
             tracing::warn!("rule warnings:\n{}", loaded.warnings);
@@ -392,8 +405,21 @@ impl Relay {
         let roots =
             Arc::new(tls::roots(options.ca_file.as_deref()).map_err(CredentialError::from)?);
         let configs = credentials(&loaded.table, &roots, &options)?;
-        std::fs::create_dir_all(&options.spool)
-            .map_err(io_error(format!("{}", options.spool.display())))?;
+        let owner = privileges::owner(run_as);
+        privileges::check_spool(&options.spool, owner)?;
+        let (listeners, bound) = bind(&loaded.table).await?;
+        let admin_listener = match options.admin {
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .map_err(io_error(format!("admin port {addr}")))?,
+            ),
+            None => None,
+        };
+        if let Some(run_as) = run_as {
+            privileges::drop_to(run_as)?;
+        }
+        privileges::prepare_spool(&options.spool, owner)?;
         let largest = loaded
             .table
             .receive_connectors
@@ -465,30 +491,6 @@ impl Relay {
             None => crate::auth::verify::Verifier::system().map_err(RelayError::Resolver)?,
         };
 
-        // One listener per distinct address; connectors sharing it are told apart by range.
-        let mut by_addr: Vec<(SocketAddr, Vec<String>)> = Vec::new();
-        for c in &loaded.table.receive_connectors {
-            for l in &c.listen {
-                match by_addr.iter_mut().find(|(a, _)| *a == l.value) {
-                    Some((_, names)) => names.push(c.name.value.clone()),
-                    None => by_addr.push((l.value, vec![c.name.value.clone()])),
-                }
-            }
-        }
-        let mut bound = Vec::new();
-        let mut listeners = Vec::new();
-        for (addr, connectors) in by_addr {
-            let l = TcpListener::bind(addr)
-                .await
-                .map_err(io_error(format!("listen on {addr}")))?;
-            let address = l.local_addr().map_err(io_error("local address"))?;
-            listeners.push(Listener {
-                configured: addr,
-                address,
-                connectors,
-            });
-            bound.push((addr, l));
-        }
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let shared = Arc::new(Shared {
             table: RwLock::new(loaded.table),
@@ -545,11 +547,8 @@ impl Relay {
         drop(recovered);
         tasks.spawn(scheduler::run(Arc::clone(&shared)));
         tasks.spawn(control::online::serve(Arc::clone(&shared), control));
-        let admin = match shared.options.admin {
-            Some(addr) => {
-                let l = TcpListener::bind(addr)
-                    .await
-                    .map_err(io_error(format!("admin port {addr}")))?;
+        let admin = match admin_listener {
+            Some(l) => {
                 let a = l.local_addr().map_err(io_error("local address"))?;
                 tasks.spawn(admin_loop(Arc::clone(&shared), l));
                 Some(a)
@@ -618,6 +617,36 @@ impl Relay {
         // The refusals being counted are written now, not lost with the process.
         let _ = tokio::task::spawn_blocking(move || tracker.flush()).await;
     }
+}
+
+/// Binds one listener per distinct address; connectors sharing it are told apart by range.
+async fn bind(
+    table: &Table,
+) -> Result<(Vec<Listener>, Vec<(SocketAddr, TcpListener)>), RelayError> {
+    let mut by_addr: Vec<(SocketAddr, Vec<String>)> = Vec::new();
+    for c in &table.receive_connectors {
+        for l in &c.listen {
+            match by_addr.iter_mut().find(|(a, _)| *a == l.value) {
+                Some((_, names)) => names.push(c.name.value.clone()),
+                None => by_addr.push((l.value, vec![c.name.value.clone()])),
+            }
+        }
+    }
+    let mut bound = Vec::new();
+    let mut listeners = Vec::new();
+    for (addr, connectors) in by_addr {
+        let l = TcpListener::bind(addr)
+            .await
+            .map_err(io_error(format!("listen on {addr}")))?;
+        let address = l.local_addr().map_err(io_error("local address"))?;
+        listeners.push(Listener {
+            configured: addr,
+            address,
+            connectors,
+        });
+        bound.push((addr, l));
+    }
+    Ok((listeners, bound))
 }
 
 async fn accept_loop(
