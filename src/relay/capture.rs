@@ -233,14 +233,21 @@ pub fn read(path: &Path) -> Result<Vec<Input>, String> {
     let mut zeros = Bytes::new();
     for f in &files {
         let text = std::fs::read_to_string(f).map_err(|e| format!("{}: {e}", f.display()))?;
-        for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+        for (i, line) in text
+            .lines()
+            .enumerate()
+            .filter(|(_, l)| !l.trim().is_empty())
+        {
             let name = format!("{}:{}", f.display(), i + 1);
             let c: Captured = serde_json::from_str(line).map_err(|e| format!("{name}: {e}"))?;
             let size = usize::try_from(c.size).unwrap_or(usize::MAX).min(MAX_BODY);
             if size > zeros.len() {
                 zeros = Bytes::from(vec![0u8; size.max(zeros.len() * 2).min(MAX_BODY)]);
             }
-            inputs.push(c.input(name.clone(), &zeros).map_err(|e| format!("{name}: {e}"))?);
+            inputs.push(
+                c.input(name.clone(), &zeros)
+                    .map_err(|e| format!("{name}: {e}"))?,
+            );
         }
     }
     Ok(inputs)

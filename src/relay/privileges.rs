@@ -245,15 +245,16 @@ fn every_thread(run_as: &RunAs) -> Result<(), String> {
     Ok(())
 }
 
-/// The folders whose owner and mode are checked: the spool, the queue and its journal, and
-/// the tracking log.
-fn folders(spool: &Path) -> [PathBuf; 4] {
+/// The folders whose owner and mode are checked: the spool, the queue and its journal, the
+/// tracking log and the captured traffic.
+fn folders(spool: &Path) -> [PathBuf; 5] {
     let queue = spool.join("queue");
     [
         spool.to_path_buf(),
         queue.join("journal"),
         queue,
         spool.join("tracking"),
+        spool.join(super::capture::STEM),
     ]
 }
 
