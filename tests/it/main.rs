@@ -46,6 +46,7 @@ mod lsp;
 mod no_panic;
 mod queue;
 mod queue_admin;
+mod queue_attack;
 mod relay;
 mod relay_auth_in;
 mod relay_auth_out;

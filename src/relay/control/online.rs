@@ -150,7 +150,7 @@ pub(crate) async fn handle(shared: &Arc<Shared>, req: Request, who: &Who) -> Rep
             let (chosen, missing) = select(s, &messages, &holds, now);
             report.skipped = missing;
             let bounce = matches!(req, Request::Bounce { .. });
-            for m in chosen {
+            for m in &chosen {
                 match remove(shared, m, bounce, who).await {
                     Ok(id) => report.done.push(id),
                     Err(skip) => report.skipped.push(skip),
@@ -196,12 +196,12 @@ fn suspensions(shared: &Shared, reply: &mut Reply, now: u64) {
 /// Deletes or bounces one message, unless an attempt for it is under way.
 async fn remove(
     shared: &Arc<Shared>,
-    m: QueuedMessage,
+    m: &QueuedMessage,
     bounce: bool,
     who: &Who,
 ) -> Result<String, Skipped> {
     let id = m.id.to_string();
-    {
+    let m = {
         let mut plan = shared.plan();
         if plan.in_flight(&m.id) {
             return Err(Skipped {
@@ -209,8 +209,20 @@ async fn remove(
                 why: "being delivered now; try again in a moment".into(),
             });
         }
+        // The request's snapshot may be older than an attempt that has ended since: with no
+        // attempt in flight (an attempt records its outcome before it leaves the plan) and
+        // its keys forgotten, the spool's copy is the one that stays true. Bouncing the
+        // snapshot would report delivered recipients as failed, or a delivered message as
+        // bounced.
+        let Some(now) = shared.spool.get(&m.id) else {
+            return Err(Skipped {
+                what: id,
+                why: "no longer queued: its delivery ended meanwhile".into(),
+            });
+        };
         plan.forget(&m.id);
-    }
+        now
+    };
     let action = if bounce { "bounce" } else { "delete" };
     shared.tracker.log(event(action, who, Some(&m)));
     let result = if bounce {
