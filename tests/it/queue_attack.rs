@@ -363,3 +363,85 @@ async fn delete_racing_deliveries_loses_and_duplicates_nothing() {
     let (_, _, hop) = race("delete").await;
     assert!(hop.reports().is_empty(), "a delete reports to no one");
 }
+
+/// `n` messages `{prefix}{i}` to user@dead.example (whose next hop is down), each deferred
+/// for the hour; their queue ids, oldest first.
+async fn stuck(relay: &Relay, spool: &Path, prefix: &str, n: usize) -> Vec<String> {
+    let subjects: Vec<String> = (0..n).map(|i| format!("{prefix}{i}")).collect();
+    let (_, before) = qj(spool, &["list"]);
+    let had = ids(&before).len();
+    send(
+        relay.addr,
+        "app@origin.example",
+        &["user@dead.example"],
+        "",
+        &subjects,
+    )
+    .await;
+    assert!(
+        wait_until(20, || {
+            let (_, doc) = qj(spool, &["list", "--domain", "dead.example"]);
+            ids(&doc).len() == had + n
+        })
+        .await
+    );
+    let (_, doc) = qj(spool, &["list", "--sender", "app@"]);
+    let mine: BTreeSet<String> = subjects
+        .iter()
+        .map(|s| format!("<{s}@origin.example>"))
+        .collect();
+    doc["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| mine.contains(m["message_id"].as_str().unwrap()))
+        .map(|m| m["id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+fn held(spool: &Path) -> usize {
+    let (_, doc) = qj(spool, &["list", "--state", "held"]);
+    ids(&doc).len()
+}
+
+/// A hold named as an administrator types it (a domain with a trailing dot or in capitals,
+/// a connector in other case, an id in lower case) holds what the same words select in a
+/// filter.
+#[tokio::test(flavor = "multi_thread")]
+async fn holds_named_carelessly_hold_what_the_filters_take() {
+    let tmp = tempfile::tempdir().unwrap();
+    let spool = tmp.path().join("spool");
+    let mut relay = start(&spool, dead_port(), dead_port(), None, &[]);
+    let m = stuck(&relay, &spool, "careless-", 3).await;
+    assert_eq!(m.len(), 3);
+
+    for (hold, release) in [
+        (["--domain", "DEAD.Example."], ["--domain", "dead.example"]),
+        (["--domain", "dead.example"], ["--domain", "Dead.Example."]),
+        (["--connector", "dead"], ["--connector", "DEAD"]),
+    ] {
+        let (_, listed) = qj(&spool, &["list", hold[0], hold[1]]);
+        assert_eq!(ids(&listed).len(), 3, "the filter {hold:?} takes them");
+        let (code, doc) = qj(&spool, &["hold", hold[0], hold[1]]);
+        assert_eq!(code, 0, "{doc}");
+        assert_eq!(held(&spool), 3, "hold {hold:?}: {doc}");
+        let (code, doc) = qj(&spool, &["hold", hold[0], &hold[1].to_lowercase()]);
+        assert_eq!(code, 1, "already held: {doc}");
+        let (code, doc) = qj(&spool, &["release", release[0], release[1]]);
+        assert_eq!(code, 0, "release {release:?} after hold {hold:?}: {doc}");
+        assert_eq!(held(&spool), 0, "{doc}");
+        assert!(
+            doc["holds"]["domains"].as_array().unwrap().is_empty()
+                && doc["holds"]["connectors"].as_array().unwrap().is_empty(),
+            "{doc}"
+        );
+    }
+
+    let (code, doc) = qj(&spool, &["hold", &m[0].to_lowercase()]);
+    assert_eq!(code, 0, "{doc}");
+    assert_eq!(held(&spool), 1);
+    let (code, doc) = qj(&spool, &["release", "--all"]);
+    assert_eq!(code, 0, "{doc}");
+    assert_eq!(held(&spool), 0);
+    relay.terminate().await;
+}
