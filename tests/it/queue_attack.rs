@@ -406,7 +406,8 @@ fn held(spool: &Path) -> usize {
 
 /// A hold named as an administrator types it (a domain with a trailing dot or in capitals,
 /// a connector in other case, an id in lower case) holds what the same words select in a
-/// filter.
+/// filter; a hold on a message that is not queued says so (exit 1) instead of holding
+/// nothing silently.
 #[tokio::test(flavor = "multi_thread")]
 async fn holds_named_carelessly_hold_what_the_filters_take() {
     let tmp = tempfile::tempdir().unwrap();
@@ -440,6 +441,12 @@ async fn holds_named_carelessly_hold_what_the_filters_take() {
     let (code, doc) = qj(&spool, &["hold", &m[0].to_lowercase()]);
     assert_eq!(code, 0, "{doc}");
     assert_eq!(held(&spool), 1);
+    let (code, doc) = qj(&spool, &["hold", "00000000DEADBEEF"]);
+    assert_eq!(code, 1, "not queued: {doc}");
+    assert!(
+        doc["holds"]["messages"].as_array().unwrap().len() == 1,
+        "a hold on nothing is not kept: {doc}"
+    );
     let (code, doc) = qj(&spool, &["release", "--all"]);
     assert_eq!(code, 0, "{doc}");
     assert_eq!(held(&spool), 0);

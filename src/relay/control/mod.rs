@@ -288,14 +288,25 @@ pub(crate) fn select(
     (chosen, missing)
 }
 
-/// Applies a hold or release request to `holds`: what changed and what was already so.
-pub(crate) fn change_holds(req: &Request, holds: &mut Holds) -> (Vec<String>, Vec<Skipped>) {
+/// Applies a hold or release request to `holds`: what changed and what was already so. A
+/// message hold needs the message to be queued (`live`): a mistyped id would otherwise be
+/// "held" while the message meant goes out.
+pub(crate) fn change_holds(
+    req: &Request,
+    holds: &mut Holds,
+    live: impl Fn(&QueueId) -> bool,
+) -> (Vec<String>, Vec<Skipped>) {
     let mut done = Vec::new();
     let mut skipped = Vec::new();
     match req {
         Request::Hold { targets } => {
             for t in targets {
-                if holds.hold(t) {
+                if matches!(t, HoldTarget::Message(id) if !live(id)) {
+                    skipped.push(Skipped {
+                        what: t.to_string(),
+                        why: "not in the queue".into(),
+                    });
+                } else if holds.hold(t) {
                     done.push(t.to_string());
                 } else {
                     skipped.push(Skipped {

@@ -110,7 +110,9 @@ pub(crate) async fn handle(shared: &Arc<Shared>, req: Request, who: &Who) -> Rep
     match &req {
         Request::Hold { .. } | Request::Release { .. } => {
             let mut changed = holds.clone();
-            let (done, skipped) = change_holds(&req, &mut changed);
+            let (done, skipped) = change_holds(&req, &mut changed, |id| {
+                messages.iter().any(|m| m.id == *id)
+            });
             if !done.is_empty() {
                 if let Err(e) = save_holds(shared, &changed).await {
                     return Reply::error(e);
