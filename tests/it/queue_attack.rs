@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use support::raw::Raw;
 use support::relay::*;
+use support::sink::{Sink, SinkOptions};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 /// One message a next hop took: envelope sender, recipients, data.
@@ -450,5 +451,167 @@ async fn holds_named_carelessly_hold_what_the_filters_take() {
     let (code, doc) = qj(&spool, &["release", "--all"]);
     assert_eq!(code, 0, "{doc}");
     assert_eq!(held(&spool), 0);
+    relay.terminate().await;
+}
+
+/// A bounce reports only as the sender asked and only what it failed: nothing for
+/// NOTIFY=NEVER, nothing for a message from `<>` (a report of a report), and for a message
+/// whose other recipient was delivered, a report naming the pending recipient alone.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_bounce_reports_only_as_asked_and_only_what_it_failed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let spool = tmp.path().join("spool");
+    let sink = Sink::start(SinkOptions::default()).await;
+    let mut relay = start(&spool, dead_port(), sink.addr.port(), None, &[]);
+    let dead = ["user@dead.example"];
+    let never = [s("never")];
+    send(
+        relay.addr,
+        "app@origin.example",
+        &dead,
+        " NOTIFY=NEVER",
+        &never,
+    )
+    .await;
+    send(relay.addr, "", &dead, "", &[s("null")]).await;
+    let both = ["half@out.example", "half@dead.example"];
+    let half = [s("half")];
+    send(
+        relay.addr,
+        "app@origin.example",
+        &both,
+        " NOTIFY=FAILURE",
+        &half,
+    )
+    .await;
+    assert!(wait_until(20, || sink.messages().len() == 1).await);
+    assert!(
+        wait_until(20, || {
+            let (_, doc) = qj(&spool, &["list", "--state", "delivered"]);
+            ids(&doc).len() == 1
+        })
+        .await
+    );
+    let (_, doc) = qj(&spool, &["list"]);
+    assert_eq!(ids(&doc).len(), 3, "{doc}");
+    let (code, reply) = qj(&spool, &["bounce", "--domain", "DEAD.example."]);
+    assert_eq!(code, 0, "{reply}");
+    assert_eq!(strings(&reply["done"]), ids(&doc).into_iter().collect());
+
+    assert!(wait_until(20, || sink.messages().len() == 2).await);
+    assert!(
+        wait_until(20, || queue(&spool, &["list"]).status.code() == Some(1)).await,
+        "nothing left, no report queued"
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let got = sink.messages();
+    assert_eq!(got.len(), 2, "the delivery and one report");
+    let report = got.iter().find(|m| m.mail_from.is_empty()).unwrap();
+    assert_eq!(report.rcpts, ["app@origin.example"]);
+    let text = data_text(report);
+    assert!(
+        text.contains("<half@origin.example>")
+            && text.contains("Final-Recipient: rfc822; half@dead.example")
+            && !text.contains("half@out.example")
+            && text.contains("Action: failed"),
+        "{text}"
+    );
+    let fails = relay.track(&["--event", "FAIL"]);
+    assert_eq!(fails.len(), 3, "one FAIL per bounced recipient: {fails:?}");
+    relay.terminate().await;
+}
+
+/// Runs the relay on `spool` expecting it to refuse to start: its exit code and its log.
+fn refuses_to_start(spool: &Path) -> (Option<i32>, String) {
+    let mut child = Command::new(BIN)
+        .arg("relay")
+        .arg(root().join("tests/fixtures/relay/forward.mailflow"))
+        .arg("--spool")
+        .arg(spool)
+        .args([
+            "--hostname",
+            "relay.test",
+            "--listen",
+            "Loopback=127.0.0.1:0",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t0 = std::time::Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if t0.elapsed() > Duration::from_secs(20) {
+            let _ = child.kill();
+            panic!("the relay started on a damaged spool");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().unwrap();
+    (out.status.code(), text(&out))
+}
+
+/// A damaged holds file (garbage, a folder in its place) keeps the relay from starting with
+/// a message naming it, and the queue command says the same; nothing is delivered, deleted
+/// or released because of it. A symlink in its place is replaced, never written through.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_damaged_holds_file_stops_the_relay_and_loses_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let spool = tmp.path().join("spool");
+    let dead = dead_port();
+    let mut relay = start(&spool, dead, dead_port(), None, &[]);
+    let m = stuck(&relay, &spool, "damaged-", 2).await;
+    let (code, _) = qj(&spool, &["hold", &m[0]]);
+    assert_eq!(code, 0);
+    relay.terminate().await;
+    let file = spool.join("holds.json");
+    let good = std::fs::read(&file).unwrap();
+
+    std::fs::write(&file, b"\x00\xffnot json{{{").unwrap();
+    let (code, log) = refuses_to_start(&spool);
+    assert_ne!(code, Some(0), "{log}");
+    assert!(log.contains("holds.json"), "{log}");
+    let out = queue(&spool, &["list"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("holds.json"), "{}", text(&out));
+    let out = queue(&spool, &["release", "--all"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert_eq!(
+        std::fs::read(&file).unwrap(),
+        b"\x00\xffnot json{{{",
+        "left for the administrator to look at"
+    );
+
+    std::fs::remove_file(&file).unwrap();
+    std::fs::create_dir(&file).unwrap();
+    let (code, log) = refuses_to_start(&spool);
+    assert_ne!(code, Some(0), "{log}");
+    assert!(log.contains("holds.json"), "{log}");
+    let out = queue(&spool, &["hold", &m[1]]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("holds.json"), "{}", text(&out));
+    std::fs::remove_dir(&file).unwrap();
+
+    // A symlink to a file elsewhere is read, and replaced by the next change.
+    let elsewhere = tmp.path().join("elsewhere.json");
+    std::fs::write(&elsewhere, &good).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, &file).unwrap();
+    let back = Sink::start_on(dead, SinkOptions::default()).await;
+    let mut relay = start(&spool, dead, dead_port(), None, &[]);
+    assert_eq!(held(&spool), 1, "the hold survived all this");
+    let (code, doc) = qj(&spool, &["retry", "--all"]);
+    assert_eq!(code, 0, "{doc}");
+    assert!(wait_until(10, || back.messages().len() == 1).await);
+    let (code, doc) = qj(&spool, &["hold", "--domain", "x.example"]);
+    assert_eq!(code, 0, "{doc}");
+    assert_eq!(
+        std::fs::read(&elsewhere).unwrap(),
+        good,
+        "not written through"
+    );
+    assert!(!std::fs::symlink_metadata(&file).unwrap().is_symlink());
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(back.messages().len(), 1, "the held one stays");
+    let (_, doc) = qj(&spool, &["list"]);
+    assert_eq!(ids(&doc), [m[0].clone()], "nothing lost");
     relay.terminate().await;
 }
