@@ -615,3 +615,124 @@ async fn a_damaged_holds_file_stops_the_relay_and_loses_nothing() {
     assert_eq!(ids(&doc), [m[0].clone()], "nothing lost");
     relay.terminate().await;
 }
+
+fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
+}
+
+/// A message whose DATA gets 250 through a fresh SMTP session within `secs`.
+async fn smtp_serves(addr: std::net::SocketAddr, subject: &str, secs: u64) -> bool {
+    let go = async {
+        send(
+            addr,
+            "app@origin.example",
+            &["user@dead.example"],
+            "",
+            &[s(subject)],
+        )
+        .await;
+    };
+    tokio::time::timeout(Duration::from_secs(secs), go)
+        .await
+        .is_ok()
+}
+
+/// While stalled clients fill the socket's slots a command is told to try again, at once
+/// (exit 2).
+fn told_busy(spool: &Path, args: &[&str]) {
+    let t0 = std::time::Instant::now();
+    let out = queue(spool, args);
+    assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("try again"), "{}", text(&out));
+}
+
+/// Once they are gone, it is served.
+async fn served(spool: &Path, args: &[&str]) {
+    assert!(
+        wait_until(15, || queue(spool, args).status.code() == Some(0)).await,
+        "{}",
+        text(&queue(spool, args))
+    );
+}
+
+/// Clients of the socket that connect and never send, or never read a large answer, cost
+/// the relay a bounded number of file descriptors and bounded memory: under a file limit
+/// an idle flood would otherwise starve SMTP of descriptors, and unread `show --message`
+/// answers of a 30 MB message would pile up. Meanwhile SMTP and the socket keep serving.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_socket_flooded_costs_bounded_descriptors_and_memory() {
+    use std::io::Write;
+    use std::os::unix::net::UnixStream;
+    let tmp = tempfile::tempdir().unwrap();
+    let spool = tmp.path().join("spool");
+    let log = tmp.path().join("relay.log");
+    let mut relay = start(&spool, dead_port(), dead_port(), Some(&log), &[]);
+    let pid = relay.child.id();
+    let sock = spool.join("admin.sock");
+
+    // A file limit as tight as a service's: 150 descriptors above what the relay uses.
+    let limit = open_fds(pid) + 150;
+    let set = Command::new("prlimit")
+        .args([
+            "--pid",
+            &pid.to_string(),
+            &format!("--nofile={limit}:{limit}"),
+        ])
+        .status()
+        .unwrap();
+    assert!(set.success());
+    let idle: Vec<UnixStream> = (0..400)
+        .map(|_| UnixStream::connect(&sock).unwrap())
+        .collect();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        smtp_serves(relay.addr, "during-idle-flood", 5).await,
+        "SMTP starved by {} idle socket clients ({} descriptors open, limit {limit})",
+        idle.len(),
+        open_fds(pid)
+    );
+    told_busy(&spool, &["list"]);
+    drop(idle);
+    served(&spool, &["list"]).await;
+    assert!(open_fds(pid) < limit - 100, "{} descriptors", open_fds(pid));
+
+    // A 30 MB message, asked for in full by clients that never read the answer.
+    let big = "x".repeat(998) + "\r\n";
+    let (mut c, _) = Raw::connect(relay.addr).await;
+    assert_eq!(c.cmd("EHLO c.test").await.code, 250);
+    assert_eq!(c.cmd("MAIL FROM:<app@origin.example>").await.code, 250);
+    assert_eq!(c.cmd("RCPT TO:<big@dead.example>").await.code, 250);
+    assert_eq!(c.cmd("DATA").await.code, 354);
+    c.send(format!(
+        "Subject: big\r\nMessage-ID: <big@origin.example>\r\n\r\n{}.\r\n",
+        big.repeat(30_000)
+    ))
+    .await;
+    assert_eq!(c.reply().await.unwrap().code, 250);
+    let (_, doc) = qj(&spool, &["list", "--recipient", "big@"]);
+    let id = ids(&doc)[0].clone();
+    let before = status_kib(pid, "VmRSS:");
+    let request = format!("{{\"action\":\"show\",\"id\":\"{id}\",\"message\":true}}\n");
+    let mut unread = Vec::new();
+    for _ in 0..24 {
+        let mut u = UnixStream::connect(&sock).unwrap();
+        u.write_all(request.as_bytes()).unwrap();
+        unread.push(u);
+    }
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let rss = status_kib(pid, "VmRSS:");
+    assert!(
+        smtp_serves(relay.addr, "during-unread-flood", 10).await,
+        "SMTP under unread answers"
+    );
+    assert!(
+        rss < before + 500 * 1024,
+        "24 unread 40 MB answers: RSS {before} -> {rss} KiB"
+    );
+    told_busy(&spool, &["show", &id]);
+    drop(unread);
+    served(&spool, &["show", &id]).await;
+    relay.terminate().await;
+    no_panics(&log);
+}

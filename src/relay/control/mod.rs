@@ -430,10 +430,15 @@ pub fn ask(socket: &Path, req: &Request, timeout: Duration) -> Result<Reply, Ask
     let _ = stream.set_read_timeout(Some(timeout));
     let mut line = serde_json::to_vec(req).map_err(|e| failed(e.to_string()))?;
     line.push(b'\n');
-    stream.write_all(&line).map_err(|e| failed(e.to_string()))?;
+    // A relay too busy to take the request answers before reading it and closes: its
+    // answer says why better than the broken pipe does.
+    let sent = stream.write_all(&line);
     let mut answer = String::new();
-    BufReader::new(stream)
-        .read_line(&mut answer)
-        .map_err(|e| failed(format!("no answer: {e}")))?;
-    serde_json::from_str(&answer).map_err(|e| failed(format!("unreadable answer: {e}")))
+    let read = BufReader::new(stream).read_line(&mut answer);
+    match (serde_json::from_str(&answer), sent, read) {
+        (Ok(reply), _, _) => Ok(reply),
+        (Err(_), Err(e), _) => Err(failed(e.to_string())),
+        (Err(_), Ok(()), Err(e)) => Err(failed(format!("no answer: {e}"))),
+        (Err(e), Ok(()), Ok(_)) => Err(failed(format!("unreadable answer: {e}"))),
+    }
 }

@@ -37,18 +37,34 @@ pub(crate) fn bind(path: &Path) -> std::io::Result<UnixListener> {
     Ok(listener)
 }
 
+/// Clients served at once.
+const CLIENTS: usize = 8;
+
 /// Serves the socket until the relay stops: one request per connection, one at a time (an
 /// action sees the queue as the one before it left it).
+///
+/// At most [`CLIENTS`] connections are served at once: each costs a file descriptor for up
+/// to 10 seconds (a client that sends nothing) and its answer's memory for up to a minute
+/// (one that does not read it, a `show --message` of the largest message), so clients that
+/// stall must not be able to starve SMTP of descriptors or the relay of memory. One more is
+/// told so at once and closed; leaving it in the backlog instead would make it wait behind
+/// every stalled client before it.
 pub(crate) async fn serve(shared: Arc<Shared>, listener: UnixListener) {
     let one_at_a_time = Arc::new(tokio::sync::Mutex::new(()));
+    let slots = Arc::new(tokio::sync::Semaphore::new(CLIENTS));
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             tokio::time::sleep(std::time::Duration::from_millis(100)).await;
             continue;
         };
+        let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+            busy(&stream);
+            continue;
+        };
         let shared = Arc::clone(&shared);
         let lock = Arc::clone(&one_at_a_time);
         tokio::spawn(async move {
+            let _slot = slot;
             let who = Who {
                 uid: stream.peer_cred().map_or(u32::MAX, |c| c.uid()),
                 pid: stream.peer_cred().ok().and_then(|c| c.pid()),
@@ -61,7 +77,10 @@ pub(crate) async fn serve(shared: Arc<Shared>, listener: UnixListener) {
                 }
                 Err(why) => Reply::error(why),
             };
-            if let Ok(mut line) = serde_json::to_vec(&reply) {
+            let line = serde_json::to_vec(&reply);
+            // The answer is kept once, as bytes, while a slow reader takes it.
+            drop(reply);
+            if let Ok(mut line) = line {
                 line.push(b'\n');
                 // A reader that stops reading costs its task a minute, no more.
                 let _ = tokio::time::timeout(std::time::Duration::from_secs(60), async {
@@ -71,6 +90,18 @@ pub(crate) async fn serve(shared: Arc<Shared>, listener: UnixListener) {
                 .await;
             }
         });
+    }
+}
+
+/// Tells a client past [`CLIENTS`] to come back, without waiting for it: a fresh
+/// connection's send buffer takes the line, or the client goes without it.
+fn busy(stream: &tokio::net::UnixStream) {
+    let reply = Reply::error(format!(
+        "the relay is serving {CLIENTS} queue commands already; try again in a moment"
+    ));
+    if let Ok(mut line) = serde_json::to_vec(&reply) {
+        line.push(b'\n');
+        let _ = stream.try_write(&line);
     }
 }
 
