@@ -736,3 +736,64 @@ async fn the_socket_flooded_costs_bounded_descriptors_and_memory() {
     relay.terminate().await;
     no_panics(&log);
 }
+
+/// An administrator's `queue list` on the stopped spool at the moment the relay starts
+/// (the spool is theirs for an instant) does not keep the relay from starting.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_relay_starts_while_the_queue_is_read_offline() {
+    let tmp = tempfile::tempdir().unwrap();
+    let spool = tmp.path().join("spool");
+    let mut relay = start(&spool, dead_port(), dead_port(), None, &[]);
+    stuck(&relay, &spool, "starting-", 2).await;
+    relay.terminate().await;
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let readers: Vec<_> = (0..2)
+        .map(|_| {
+            let (spool, stop) = (spool.clone(), Arc::clone(&stop));
+            std::thread::spawn(move || {
+                let mut codes = BTreeMap::new();
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let out = queue(&spool, &["list"]);
+                    *codes.entry(out.status.code()).or_insert(0) += 1;
+                }
+                codes
+            })
+        })
+        .collect();
+    for _ in 0..5 {
+        let (code, log) = {
+            let mut child = Command::new(BIN)
+                .arg("relay")
+                .arg(root().join("tests/fixtures/relay/forward.mailflow"))
+                .arg("--spool")
+                .arg(&spool)
+                .args([
+                    "--hostname",
+                    "relay.test",
+                    "--listen",
+                    "Loopback=127.0.0.1:0",
+                ])
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            let mut line = String::new();
+            let mut r = std::io::BufReader::new(child.stdout.take().unwrap());
+            std::io::BufRead::read_line(&mut r, &mut line).unwrap();
+            let _ = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status();
+            let out = child.wait_with_output().unwrap();
+            (line, text(&out))
+        };
+        assert!(code.contains("listeners"), "the relay did not start: {log}");
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for r in readers {
+        let codes = r.join().unwrap();
+        assert!(
+            codes.keys().all(|c| *c == Some(0) || *c == Some(2)),
+            "{codes:?}"
+        );
+    }
+}
