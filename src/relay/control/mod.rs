@@ -184,11 +184,24 @@ pub enum Reply {
     },
 }
 
+/// What a relay already serving as many socket clients as it takes answers at once.
+const BUSY: &str = "the relay is serving as many queue commands as it takes; try again in a moment";
+
 impl Reply {
     fn error(message: impl Into<String>) -> Reply {
         Reply::Error {
             message: message.into(),
         }
+    }
+
+    /// The answer to a client past the socket's limit.
+    pub(crate) fn busy() -> Reply {
+        Reply::error(BUSY)
+    }
+
+    /// Whether this is that answer (nothing was done: the command may ask again).
+    pub fn is_busy(&self) -> bool {
+        matches!(self, Reply::Error { message } if message == BUSY)
     }
 }
 

@@ -96,10 +96,7 @@ pub(crate) async fn serve(shared: Arc<Shared>, listener: UnixListener) {
 /// Tells a client past [`CLIENTS`] to come back, without waiting for it: a fresh
 /// connection's send buffer takes the line, or the client goes without it.
 fn busy(stream: &tokio::net::UnixStream) {
-    let reply = Reply::error(format!(
-        "the relay is serving {CLIENTS} queue commands already; try again in a moment"
-    ));
-    if let Ok(mut line) = serde_json::to_vec(&reply) {
+    if let Ok(mut line) = serde_json::to_vec(&Reply::busy()) {
         line.push(b'\n');
         let _ = stream.try_write(&line);
     }
