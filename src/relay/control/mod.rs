@@ -246,7 +246,7 @@ pub(crate) fn read(
             }
         }
         Request::Summary { filter } => Reply::Destinations {
-            destinations: listing::summary(&listing::list(messages, holds, filter, now)),
+            destinations: listing::summary(&listing::list(messages, holds, filter, now), filter),
             holds: holds.clone(),
         },
         Request::Show { id, message } => match messages.iter().find(|m| m.id == *id) {
