@@ -1096,3 +1096,83 @@ fn support_now() -> u64 {
         .unwrap()
         .as_secs()
 }
+
+/// One raw request on the socket (written from another thread, as the relay may stop
+/// reading it) and the reply it gets.
+fn raw_request(sock: &Path, request: Vec<u8>) -> Value {
+    use std::io::{Read, Write};
+    let mut c = std::os::unix::net::UnixStream::connect(sock).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut w = c.try_clone().unwrap();
+    let writer = std::thread::spawn(move || {
+        let _ = w.write_all(&request);
+    });
+    let mut answer = String::new();
+    let _ = c.read_to_string(&mut answer);
+    drop(c);
+    let _ = writer.join();
+    serde_json::from_str(answer.trim()).unwrap_or_else(|e| panic!("{e}: {answer:?}"))
+}
+
+/// Hostile requests on the socket (10 MB long, not UTF-8, ids that are paths, many
+/// clients at once) get an answer each and change nothing; SMTP and the socket go on.
+#[tokio::test(flavor = "multi_thread")]
+async fn hostile_requests_get_an_answer_and_change_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let spool = tmp.path().join("spool");
+    let log = tmp.path().join("relay.log");
+    let mut relay = start(&spool, dead_port(), dead_port(), Some(&log), &[]);
+    let pid = relay.child.id();
+    let m = stuck(&relay, &spool, "hostile-", 2).await;
+    let sock = spool.join("admin.sock");
+    let rss = status_kib(pid, "VmRSS:");
+
+    let mut long = b"{\"action\":\"list\",\"filter\":{\"sender\":\"".to_vec();
+    long.resize(10 << 20, b'a');
+    long.extend_from_slice(b"\"}}\n");
+    for request in [
+        long,
+        b"{\"action\":\"list\xff\xfe\"}\n".to_vec(),
+        b"\xc3\x28\n".to_vec(),
+        b"{\"action\":\"show\",\"id\":\"../../../etc/passwd\",\"message\":true}\n".to_vec(),
+        b"{\"action\":\"hold\",\"targets\":[{\"kind\":\"message\",\"name\":\"../holds\"}]}\n"
+            .to_vec(),
+        b"{\"action\":\"delete\",\"select\":{\"ids\":[\"../../queue\"]}}\n".to_vec(),
+        b"{\"action\":\"release\",\"targets\":[],\"all\":\"yes\"}\n".to_vec(),
+        b"{\"action\":\"list\",\"limit\":-1}\n".to_vec(),
+    ] {
+        let reply = raw_request(&sock, request);
+        assert!(
+            matches!(reply["reply"].as_str(), Some("error" | "missing" | "done")),
+            "{reply}"
+        );
+        assert!(
+            reply["done"].as_array().is_none_or(|d| d.is_empty()),
+            "{reply}"
+        );
+    }
+    assert!(
+        status_kib(pid, "VmRSS:") < rss + 64 * 1024,
+        "a 10 MB request is not read whole"
+    );
+
+    // Forty commands at once: each answered, none refused outright.
+    let runs: Vec<_> = (0..40)
+        .map(|_| {
+            let spool = spool.clone();
+            std::thread::spawn(move || queue(&spool, &["list", "--format", "json"]))
+        })
+        .collect();
+    for r in runs {
+        let out = r.join().unwrap();
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    }
+    assert!(smtp_serves(relay.addr, "after-hostile", 10).await);
+    let (_, doc) = qj(&spool, &["list", "--sender", "app@"]);
+    assert_eq!(ids(&doc).len(), 3, "nothing deleted: {doc}");
+    assert!(ids(&doc).starts_with(&m));
+    assert_eq!(held(&spool), 0);
+    assert_eq!(metric(&relay, "mailflow_queue_size"), 3);
+    relay.terminate().await;
+    no_panics(&log);
+}
