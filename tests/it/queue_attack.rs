@@ -1176,3 +1176,91 @@ async fn hostile_requests_get_an_answer_and_change_nothing() {
     relay.terminate().await;
     no_panics(&log);
 }
+
+/// A hold put on a connector mid-load stops it: only the attempts in flight at that moment
+/// (at most the destination's concurrency) finish; held messages deleted or bounced then
+/// never go; released, the rest arrive once each.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_hold_mid_load_stops_it_and_a_release_finishes_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let spool = tmp.path().join("spool");
+    let log = tmp.path().join("relay.log");
+    let hop = SlowHop::start(Duration::from_millis(50)).await;
+    let mut relay = start(&spool, dead_port(), hop.addr.port(), Some(&log), &[]);
+    let (code, _) = qj(&spool, &["hold", "--connector", "Out"]);
+    assert_eq!(code, 0);
+    let acknowledged = load(&relay, "mid-", 300).await;
+    let (code, _) = qj(&spool, &["release", "--all"]);
+    assert_eq!(code, 0);
+    assert!(wait_until(20, || hop.delivered().len() >= 40).await);
+    let (code, doc) = qj(&spool, &["hold", "--connector", "OUT"]);
+    assert_eq!(code, 0, "{doc}");
+    let at_hold = hop.delivered().len();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let after = hop.delivered().len();
+    assert!(
+        after <= at_hold + 20,
+        "{at_hold} delivered at the hold, {after} two seconds later"
+    );
+    assert!(after < 300, "the hold stopped nothing");
+    let (_, held_doc) = qj(&spool, &["list", "--state", "held"]);
+    let held_ids = ids(&held_doc);
+    assert_eq!(held_ids.len() + after, 300, "held + delivered");
+    assert_eq!(
+        metric(&relay, "mailflow_queue_held_deliveries"),
+        held_ids.len() as u64
+    );
+
+    let (gone, bounced) = (&held_ids[..10], &held_ids[10..20]);
+    let mut args = vec!["delete"];
+    args.extend(gone.iter().map(String::as_str));
+    let (code, doc) = qj(&spool, &args);
+    assert_eq!(
+        (code, doc["done"].as_array().unwrap().len()),
+        (0, 10),
+        "{doc}"
+    );
+    let mut args = vec!["bounce"];
+    args.extend(bounced.iter().map(String::as_str));
+    let (code, doc) = qj(&spool, &args);
+    assert_eq!(
+        (code, doc["done"].as_array().unwrap().len()),
+        (0, 10),
+        "{doc}"
+    );
+
+    let (code, _) = qj(&spool, &["release", "--connector", "out"]);
+    assert_eq!(code, 0);
+    assert!(
+        wait_until(30, || hop.delivered().len() >= 280).await,
+        "{}",
+        hop.delivered().len()
+    );
+    assert!(wait_until(10, || hop.reports().len() >= 10).await);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let mut arrived: BTreeMap<String, usize> = BTreeMap::new();
+    for (_, _, data) in hop.delivered() {
+        *arrived.entry(message_id(&data)).or_default() += 1;
+    }
+    assert!(arrived.values().all(|n| *n == 1), "delivered twice");
+    assert_eq!(arrived.len(), 280);
+    let removed = message_ids_of(&held_doc, &held_ids[..20].iter().cloned().collect());
+    assert_eq!(removed.len(), 20);
+    assert!(
+        removed.iter().all(|id| !arrived.contains_key(id)),
+        "deleted or bounced, then delivered"
+    );
+    assert!(arrived.keys().all(|id| acknowledged.contains(id)));
+    assert_eq!(hop.reports().len(), 10, "one report per bounce");
+    for r in hop.reports() {
+        let about: Vec<_> = acknowledged.iter().filter(|id| r.contains(*id)).collect();
+        assert_eq!(about.len(), 1, "{r}");
+        assert!(
+            !arrived.contains_key(about[0]),
+            "bounced and delivered: {r}"
+        );
+    }
+    assert!(wait_until(10, || queue(&spool, &["list"]).status.code() == Some(1)).await);
+    relay.terminate().await;
+    no_panics(&log);
+}
