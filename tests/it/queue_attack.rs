@@ -333,6 +333,17 @@ async fn race(action: &str) -> (Value, BTreeSet<String>, SlowHop) {
         );
     }
     assert_eq!(metric(&relay, "mailflow_queue_size"), 0);
+    // The tracking log records what was done, not what was tried.
+    let recorded = || {
+        relay
+            .track(&["--event", "ADMIN"])
+            .iter()
+            .filter(|e| e["source-context"].as_str().unwrap().starts_with(action))
+            .map(|e| e["internal-message-id"].as_str().unwrap().to_string())
+            .collect::<BTreeSet<String>>()
+    };
+    assert!(wait_until(10, || recorded().len() >= done.len()).await);
+    assert_eq!(recorded(), done);
     relay.terminate().await;
     no_panics(&log);
     (reply, removed, hop)
@@ -1263,4 +1274,47 @@ async fn a_hold_mid_load_stops_it_and_a_release_finishes_it() {
     assert!(wait_until(10, || queue(&spool, &["list"]).status.code() == Some(1)).await);
     relay.terminate().await;
     no_panics(&log);
+}
+
+/// A message held past its lifetime does not expire while held; released, it bounces as it
+/// would have, once.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_message_held_past_its_lifetime_bounces_once_released() {
+    let tmp = tempfile::tempdir().unwrap();
+    let spool = tmp.path().join("spool");
+    let sink = Sink::start(SinkOptions::default()).await;
+    let mut relay = start(
+        &spool,
+        dead_port(),
+        sink.addr.port(),
+        None,
+        &["--lifetime", "3s"],
+    );
+    let (code, _) = qj(&spool, &["hold", "--domain", "dead.example"]);
+    assert_eq!(code, 0);
+    send(
+        relay.addr,
+        "app@origin.example",
+        &["late@dead.example"],
+        "",
+        &[s("late")],
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(held(&spool), 1, "held mail does not expire");
+    assert!(sink.messages().is_empty(), "no report while held");
+    let (code, _) = qj(&spool, &["release", "--domain", "DEAD.EXAMPLE"]);
+    assert_eq!(code, 0);
+    assert!(wait_until(10, || sink.messages().len() == 1).await);
+    assert!(wait_until(10, || queue(&spool, &["list"]).status.code() == Some(1)).await);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let got = sink.messages();
+    assert_eq!(got.len(), 1, "one report");
+    assert!(got[0].mail_from.is_empty());
+    let dsn = data_text(&got[0]);
+    assert!(
+        dsn.contains("Action: failed") && dsn.contains("late@dead.example"),
+        "{dsn}"
+    );
+    relay.terminate().await;
 }
