@@ -1318,3 +1318,93 @@ async fn a_message_held_past_its_lifetime_bounces_once_released() {
     );
     relay.terminate().await;
 }
+
+/// A bounce racing deliveries of messages with two recipients in two domains: each
+/// recipient is delivered or named in its sender's report, never both, never neither, and
+/// none is delivered twice.
+#[tokio::test(flavor = "multi_thread")]
+async fn bounce_racing_half_delivered_messages_reports_only_the_undelivered_half() {
+    let tmp = tempfile::tempdir().unwrap();
+    let spool = tmp.path().join("spool");
+    let log = tmp.path().join("relay.log");
+    let hop = SlowHop::start(Duration::from_millis(5)).await;
+    let mut relay = start(
+        &spool,
+        dead_port(),
+        hop.addr.port(),
+        Some(&log),
+        &["--destination-concurrency", "2"],
+    );
+    // two.example's half waits while one.example's goes: the bounce meets messages half
+    // delivered, half being delivered and not yet attempted.
+    let (code, _) = qj(
+        &spool,
+        &["hold", "--connector", "Out", "--domain", "two.example"],
+    );
+    assert_eq!(code, 0);
+    let subjects: Vec<String> = (0..150).map(|i| format!("pair-{i}")).collect();
+    let rcpts = ["x@one.example", "y@two.example"];
+    let mut tasks = Vec::new();
+    for part in subjects.chunks(50) {
+        let (part, addr) = (part.to_vec(), relay.addr);
+        tasks.push(tokio::spawn(async move {
+            send(addr, "app@origin.example", &rcpts, "", &part).await;
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let (code, _) = qj(&spool, &["release", "--connector", "Out"]);
+    assert_eq!(code, 0);
+    assert!(wait_until(20, || hop.delivered().len() >= 30).await);
+    let (code, reply) = qj(&spool, &["bounce", "--all"]);
+    assert!(code == 0 || code == 1, "{reply}");
+    let (code, _) = qj(&spool, &["release", "--all"]);
+    assert_eq!(code, 0);
+    assert!(wait_until(40, || queue(&spool, &["list"]).status.code() == Some(1)).await);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    let mut delivered: BTreeMap<(String, String), usize> = BTreeMap::new();
+    for (_, to, data) in hop.delivered() {
+        for r in to {
+            *delivered.entry((message_id(&data), r)).or_default() += 1;
+        }
+    }
+    assert!(delivered.values().all(|n| *n == 1), "delivered twice");
+    let mut reported: BTreeSet<(String, String)> = BTreeSet::new();
+    for r in hop.reports() {
+        let about: Vec<String> = subjects
+            .iter()
+            .map(|s| format!("<{s}@origin.example>"))
+            .filter(|id| r.contains(&format!("Message-ID: {id}\r\n")))
+            .collect();
+        assert_eq!(about.len(), 1, "{r}");
+        for rcpt in rcpts {
+            if r.contains(&format!("Final-Recipient: rfc822; {rcpt}")) {
+                let pair = (about[0].clone(), rcpt.to_string());
+                assert!(
+                    !delivered.contains_key(&pair),
+                    "{pair:?} delivered and reported failed"
+                );
+                assert!(reported.insert(pair), "reported twice");
+            }
+        }
+    }
+    let half = subjects.iter().any(|s| {
+        let id = format!("<{s}@origin.example>");
+        let d = |r: &str| delivered.contains_key(&(id.clone(), r.to_string()));
+        d(rcpts[0]) != d(rcpts[1])
+    });
+    assert!(half, "no message was caught half delivered");
+    for s in &subjects {
+        for rcpt in rcpts {
+            let pair = (format!("<{s}@origin.example>"), rcpt.to_string());
+            assert!(
+                delivered.contains_key(&pair) || reported.contains(&pair),
+                "{pair:?} neither delivered nor reported"
+            );
+        }
+    }
+    relay.terminate().await;
+    no_panics(&log);
+}
