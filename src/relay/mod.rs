@@ -614,6 +614,9 @@ async fn admin_loop(shared: Arc<Shared>, listener: TcpListener) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     loop {
         let Ok((mut tcp, _)) = listener.accept().await else {
+            // Out of file descriptors, the waiting client stays in the backlog and every
+            // accept fails at once: back off instead of spinning.
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
             continue;
         };
         let shared = Arc::clone(&shared);

@@ -1408,3 +1408,52 @@ async fn bounce_racing_half_delivered_messages_reports_only_the_undelivered_half
     relay.terminate().await;
     no_panics(&log);
 }
+
+/// CPU time (user + system, in clock ticks) the process has used.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<u64> = after
+        .split_whitespace()
+        .map(|x| x.parse().unwrap_or(0))
+        .collect();
+    f.get(11).copied().unwrap_or(0) + f.get(12).copied().unwrap_or(0)
+}
+
+/// Out of file descriptors, a client waiting on the admin port (where `/metrics` is
+/// scraped) costs the relay no CPU: the accept that fails is retried after a pause, not
+/// at once, forever.
+#[tokio::test(flavor = "multi_thread")]
+async fn out_of_descriptors_the_admin_port_does_not_spin() {
+    let tmp = tempfile::tempdir().unwrap();
+    let spool = tmp.path().join("spool");
+    let mut relay = start(&spool, dead_port(), dead_port(), None, &[]);
+    let pid = relay.child.id();
+    let limit = open_fds(pid) + 10;
+    let set = Command::new("prlimit")
+        .args([
+            "--pid",
+            &pid.to_string(),
+            &format!("--nofile={limit}:{limit}"),
+        ])
+        .status()
+        .unwrap();
+    assert!(set.success());
+    let mut smtp = Vec::new();
+    for _ in 0..20 {
+        smtp.push(std::net::TcpStream::connect(relay.addr).unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let _scrape = std::net::TcpStream::connect(relay.admin.unwrap()).unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let t0 = cpu_ticks(pid);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let used = cpu_ticks(pid) - t0;
+    // 100 ticks a second: a spinning loop takes a core, about 200 in two seconds.
+    assert!(
+        used < 60,
+        "{used} ticks in 2 s with the descriptors used up"
+    );
+    drop(smtp);
+    relay.kill9();
+}
