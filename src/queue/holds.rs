@@ -128,7 +128,17 @@ impl Holds {
         let tmp: PathBuf = spool_dir.join(format!("{FILE}.tmp"));
         let mut bytes = serde_json::to_vec_pretty(self).map_err(io::Error::other)?;
         bytes.push(b'\n');
-        let mut f = File::create(&tmp)?;
+        // Whatever is at the temporary name (a file a crash left, a symlink someone put
+        // there) is removed, and the file is created anew: never opened through a link.
+        match fs::remove_file(&tmp) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)?;
         f.write_all(&bytes)?;
         f.sync_all()?;
         drop(f);

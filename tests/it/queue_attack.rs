@@ -1457,3 +1457,42 @@ async fn out_of_descriptors_the_admin_port_does_not_spin() {
     drop(smtp);
     relay.kill9();
 }
+
+/// A symlink planted where the holds file is written before it replaces the old one
+/// (`holds.json.tmp`) is not written through, online or offline: the file it points at
+/// keeps its bytes.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_planted_temporary_holds_file_is_not_written_through() {
+    let tmp = tempfile::tempdir().unwrap();
+    let spool = tmp.path().join("spool");
+    let victim = tmp.path().join("victim");
+    std::fs::write(&victim, b"precious\n").unwrap();
+    let mut relay = start(&spool, dead_port(), dead_port(), None, &[]);
+    let plant = || {
+        let link = spool.join("holds.json.tmp");
+        let _ = std::fs::remove_file(&link);
+        std::os::unix::fs::symlink(&victim, &link).unwrap();
+    };
+    plant();
+    let (code, doc) = qj(&spool, &["hold", "--domain", "a.example"]);
+    assert_eq!(
+        std::fs::read(&victim).unwrap(),
+        b"precious\n",
+        "online: {doc}"
+    );
+    assert_eq!(code, 0, "{doc}");
+    relay.terminate().await;
+    plant();
+    let (code, doc) = qj(&spool, &["hold", "--domain", "b.example"]);
+    assert_eq!(
+        std::fs::read(&victim).unwrap(),
+        b"precious\n",
+        "offline: {doc}"
+    );
+    assert_eq!(code, 0, "{doc}");
+    let (_, doc) = qj(&spool, &["list"]);
+    assert_eq!(
+        doc["holds"]["domains"],
+        serde_json::json!(["a.example", "b.example"])
+    );
+}
