@@ -450,6 +450,22 @@ async fn holds_named_carelessly_hold_what_the_filters_take() {
         );
     }
 
+    // A connector the rules do not have: said so, nothing held.
+    let (code, doc) = qj(
+        &spool,
+        &["hold", "--connector", "Daed", "--domain", "x.example"],
+    );
+    assert_eq!(code, 1, "{doc}");
+    assert_eq!(doc["skipped"][0]["what"], "send connector Daed", "{doc}");
+    assert_eq!(
+        strings(&doc["done"]),
+        [s("domain x.example")].into(),
+        "{doc}"
+    );
+    assert!(doc["holds"]["connectors"].as_array().unwrap().is_empty());
+    let (code, _) = qj(&spool, &["release", "--domain", "x.example"]);
+    assert_eq!(code, 0);
+
     let (code, doc) = qj(&spool, &["hold", &m[0].to_lowercase()]);
     assert_eq!(code, 0, "{doc}");
     assert_eq!(held(&spool), 1);

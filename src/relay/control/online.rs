@@ -7,6 +7,7 @@ use super::{
 };
 use crate::clock::now_secs;
 use crate::queue::QueuedMessage;
+use crate::queue::holds::HoldTarget;
 use crate::relay::Shared;
 use crate::smtp::Status;
 use std::path::Path;
@@ -137,10 +138,12 @@ pub(crate) async fn handle(shared: &Arc<Shared>, req: Request, who: &Who) -> Rep
     };
     match &req {
         Request::Hold { .. } | Request::Release { .. } => {
+            let (req, mut skipped) = known_connectors(shared, req.clone());
             let mut changed = holds.clone();
-            let (done, skipped) = change_holds(&req, &mut changed, |id| {
+            let (done, more) = change_holds(&req, &mut changed, |id| {
                 messages.iter().any(|m| m.id == *id)
             });
+            skipped.extend(more);
             if !done.is_empty() {
                 if let Err(e) = save_holds(shared, &changed).await {
                     return Reply::error(e);
@@ -192,6 +195,32 @@ pub(crate) async fn handle(shared: &Arc<Shared>, req: Request, who: &Who) -> Rep
     }
     report.holds = shared.plan().holds().clone();
     Reply::Done(report)
+}
+
+/// A hold on a send connector the rules do not have would hold nothing (a typo during a
+/// cut-over, and the tenant's mail flows): it is left out, and the answer says so.
+fn known_connectors(shared: &Shared, req: Request) -> (Request, Vec<Skipped>) {
+    let Request::Hold { targets } = req else {
+        return (req, Vec::new());
+    };
+    let table = shared.table();
+    let known = |c: &str| {
+        table
+            .send_connectors
+            .iter()
+            .any(|s| s.name.value.eq_ignore_ascii_case(c))
+    };
+    let (kept, unknown): (Vec<HoldTarget>, Vec<HoldTarget>) = targets
+        .into_iter()
+        .partition(|t| !matches!(t, HoldTarget::Connector(c) if !known(c)));
+    let skipped = unknown
+        .into_iter()
+        .map(|t| Skipped {
+            what: t.to_string(),
+            why: "the rules have no send connector by this name".into(),
+        })
+        .collect();
+    (Request::Hold { targets: kept }, skipped)
 }
 
 /// A recipient of a suspended destination (its next hops did not answer) is not attempted
