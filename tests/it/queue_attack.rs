@@ -1512,3 +1512,26 @@ async fn a_planted_temporary_holds_file_is_not_written_through() {
         serde_json::json!(["a.example", "b.example"])
     );
 }
+
+/// A user outside the relay's user and group cannot reach its socket, and is not sent to
+/// the spool instead: refused (exit 2), nothing changed.
+#[tokio::test(flavor = "multi_thread")]
+async fn another_user_cannot_steer_a_running_relay() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let spool = tmp.path().join("spool");
+    let mut relay = start(&spool, dead_port(), dead_port(), None, &[]);
+    let m = stuck(&relay, &spool, "theirs-", 2).await;
+    std::fs::set_permissions(&spool, std::fs::Permissions::from_mode(0o755)).unwrap();
+    for args in [vec!["list"], vec!["delete", "--all"], vec!["hold", &m[0]]] {
+        let out = queue_as("nobody", &spool, &args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", text(&out));
+        assert!(text(&out).contains("ermission denied"), "{}", text(&out));
+    }
+    let (_, doc) = qj(&spool, &["list"]);
+    assert_eq!(ids(&doc), m);
+    assert_eq!(held(&spool), 0);
+    assert!(!spool.join("holds.json").exists());
+    relay.terminate().await;
+}
