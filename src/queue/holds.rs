@@ -23,10 +23,10 @@ pub struct Holds {
     /// Whole messages.
     #[serde(default)]
     pub messages: BTreeSet<QueueId>,
-    /// Recipient domains (lower case), through any send connector.
+    /// Recipient domains (lower case, without a final dot), through any send connector.
     #[serde(default)]
     pub domains: BTreeSet<String>,
-    /// Send connectors, by name.
+    /// Send connectors, by name (compared without regard to case, as the filters do).
     #[serde(default)]
     pub connectors: BTreeSet<String>,
 }
@@ -53,12 +53,21 @@ impl std::fmt::Display for HoldTarget {
     }
 }
 
+/// A domain as holds keep and compare it: `Dead.Example.` is `dead.example`, as the
+/// listing's `--domain` filter reads it (a hold spelled otherwise would hold nothing).
+fn domain_key(d: &str) -> String {
+    d.trim().trim_end_matches('.').to_ascii_lowercase()
+}
+
 impl Holds {
     /// Whether a recipient of message `id` going to `domain` through `connector` is held.
     pub fn covers(&self, id: &QueueId, connector: &str, domain: &str) -> bool {
         self.messages.contains(id)
-            || self.connectors.contains(connector)
-            || (!self.domains.is_empty() && self.domains.contains(&domain.to_ascii_lowercase()))
+            || self
+                .connectors
+                .iter()
+                .any(|c| c.eq_ignore_ascii_case(connector))
+            || (!self.domains.is_empty() && self.domains.contains(&domain_key(domain)))
     }
 
     /// Whether nothing is held.
@@ -70,8 +79,11 @@ impl Holds {
     pub fn hold(&mut self, target: &HoldTarget) -> bool {
         match target {
             HoldTarget::Message(id) => self.messages.insert(id.clone()),
-            HoldTarget::Domain(d) => self.domains.insert(d.to_ascii_lowercase()),
-            HoldTarget::Connector(c) => self.connectors.insert(c.clone()),
+            HoldTarget::Domain(d) => self.domains.insert(domain_key(d)),
+            HoldTarget::Connector(c) => {
+                !self.connectors.iter().any(|h| h.eq_ignore_ascii_case(c))
+                    && self.connectors.insert(c.clone())
+            }
         }
     }
 
@@ -79,8 +91,12 @@ impl Holds {
     pub fn release(&mut self, target: &HoldTarget) -> bool {
         match target {
             HoldTarget::Message(id) => self.messages.remove(id),
-            HoldTarget::Domain(d) => self.domains.remove(&d.to_ascii_lowercase()),
-            HoldTarget::Connector(c) => self.connectors.remove(c),
+            HoldTarget::Domain(d) => self.domains.remove(&domain_key(d)),
+            HoldTarget::Connector(c) => {
+                let before = self.connectors.len();
+                self.connectors.retain(|h| !h.eq_ignore_ascii_case(c));
+                self.connectors.len() != before
+            }
         }
     }
 
@@ -112,7 +128,17 @@ impl Holds {
         let tmp: PathBuf = spool_dir.join(format!("{FILE}.tmp"));
         let mut bytes = serde_json::to_vec_pretty(self).map_err(io::Error::other)?;
         bytes.push(b'\n');
-        let mut f = File::create(&tmp)?;
+        // Whatever is at the temporary name (a file a crash left, a symlink someone put
+        // there) is removed, and the file is created anew: never opened through a link.
+        match fs::remove_file(&tmp) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)?;
         f.write_all(&bytes)?;
         f.sync_all()?;
         drop(f);
@@ -145,6 +171,21 @@ mod tests {
         assert!(!h.release(&HoldTarget::Message(id.clone())));
         h.retain_messages(|_| false);
         assert!(!h.is_empty());
+    }
+
+    #[test]
+    fn a_hold_is_spelled_as_the_filters_read_it() {
+        let mut h = Holds::default();
+        let id = QueueId("0000000000000001".into());
+        assert!(h.hold(&HoldTarget::Domain("Dead.Example.".into())));
+        assert!(!h.hold(&HoldTarget::Domain("dead.example".into())));
+        assert!(h.covers(&id, "Out", "DEAD.example"));
+        assert!(h.hold(&HoldTarget::Connector("Dead".into())));
+        assert!(!h.hold(&HoldTarget::Connector("DEAD".into())));
+        assert!(h.covers(&id, "dead", "other.example"));
+        assert!(h.release(&HoldTarget::Connector("dEAD".into())));
+        assert!(h.release(&HoldTarget::Domain("dead.example.".into())));
+        assert!(h.is_empty());
     }
 
     #[test]

@@ -306,12 +306,15 @@ pub struct DestinationView {
     pub last_error: Option<String>,
 }
 
-/// The pending recipients of `messages` grouped by destination, busiest first.
-pub fn summary(messages: &[MessageView]) -> Vec<DestinationView> {
+/// The pending recipients of `messages` that `filter` takes, grouped by destination,
+/// busiest first. A message's other recipients are left out: `summary --domain D` is D's
+/// queue, not every destination of the messages with a recipient in D (which would count
+/// those destinations short).
+pub fn summary(messages: &[MessageView], filter: &Filter) -> Vec<DestinationView> {
     let mut by: BTreeMap<(String, String), (DestinationView, Option<QueueId>, u64)> =
         BTreeMap::new();
     for m in messages {
-        for r in m.pending() {
+        for r in m.pending().filter(|r| r.matches(filter)) {
             let key = (r.connector.clone(), r.domain());
             let (d, last_id, last_due) = by.entry(key).or_insert_with(|| {
                 (
@@ -494,7 +497,10 @@ mod tests {
             1000,
         );
         assert_eq!(held.len(), 1);
-        let s = summary(&list(&ms, &holds, &Filter::default(), 1000));
+        let s = summary(
+            &list(&ms, &holds, &Filter::default(), 1000),
+            &Filter::default(),
+        );
         assert_eq!(s.len(), 2);
         let t1 = s.iter().find(|d| d.connector == "T1").unwrap();
         assert_eq!(
@@ -525,7 +531,10 @@ mod tests {
                 ),
             ],
         );
-        let s = summary(&list(&[m], &Holds::default(), &Filter::default(), 100));
+        let s = summary(
+            &list(&[m], &Holds::default(), &Filter::default(), 100),
+            &Filter::default(),
+        );
         assert_eq!(s.len(), 1);
         assert_eq!((s[0].messages, s[0].recipients), (1, 2));
         assert_eq!(s[0].last_error.as_deref(), Some("421 latest"));

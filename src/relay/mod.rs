@@ -375,6 +375,25 @@ pub struct Relay {
     sessions: Arc<Mutex<JoinSet<()>>>,
 }
 
+/// Opens the spool, waiting up to 10 seconds for its lock: `mailflow queue` run on the
+/// stopped spool holds it while it reads, and a relay (re)started at that moment must not
+/// fail because an administrator looked. A second relay on the spool holds it for good and
+/// is still refused, 10 seconds later.
+async fn open_spool(
+    dir: &std::path::Path,
+    options: SpoolOptions,
+) -> Result<(Spool, Vec<crate::queue::QueuedMessage>), crate::queue::QueueError> {
+    let give_up = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match Spool::open(dir, options.clone()) {
+            Err(crate::queue::QueueError::Locked { .. }) if std::time::Instant::now() < give_up => {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
 impl Relay {
     /// Loads the rules, opens the spool (recovering what a crash left), binds every listener
     /// and starts the scheduler.
@@ -440,7 +459,7 @@ impl Relay {
             .min_free_bytes
             .saturating_add(largest)
             .saturating_add(options.tracking.reserve.unwrap_or(largest));
-        let (spool, recovered) = Spool::open(&options.spool.join("queue"), spool_options)?;
+        let (spool, recovered) = open_spool(&options.spool.join("queue"), spool_options).await?;
         if !recovered.is_empty() {
             tracing::info!(
                 "{} queued messages recovered from the spool",
@@ -708,6 +727,9 @@ async fn admin_loop(shared: Arc<Shared>, listener: TcpListener) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     loop {
         let Ok((mut tcp, _)) = listener.accept().await else {
+            // Out of file descriptors, the waiting client stays in the backlog and every
+            // accept fails at once: back off instead of spinning.
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
             continue;
         };
         let shared = Arc::clone(&shared);

@@ -50,6 +50,7 @@ mod no_panic;
 mod operations;
 mod queue;
 mod queue_admin;
+mod queue_attack;
 mod relay;
 mod relay_auth_in;
 mod relay_auth_out;

@@ -316,10 +316,18 @@ fn request(cmd: &QueueCommand) -> Result<(Request, Where), String> {
     })
 }
 
-/// Asks the running relay, else does it on the stopped spool.
+/// Asks the running relay, else does it on the stopped spool. A relay serving as many
+/// commands as it takes is asked again for up to 30 seconds, so commands run side by side
+/// (a script's `xargs -P`) wait their turn rather than fail.
 fn ask(spool: &std::path::Path, req: &Request) -> Result<Reply, String> {
     let socket = control::socket_path(spool);
-    match control::ask(&socket, req, Duration::from_secs(300)) {
+    let give_up = std::time::Instant::now() + Duration::from_secs(30);
+    let mut answer = control::ask(&socket, req, Duration::from_secs(300));
+    while answer.as_ref().is_ok_and(Reply::is_busy) && std::time::Instant::now() < give_up {
+        std::thread::sleep(Duration::from_millis(200));
+        answer = control::ask(&socket, req, Duration::from_secs(300));
+    }
+    match answer {
         Ok(reply) => Ok(reply),
         Err(control::AskError::NotRunning { .. }) => {
             let who = Who {

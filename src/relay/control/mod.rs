@@ -184,11 +184,24 @@ pub enum Reply {
     },
 }
 
+/// What a relay already serving as many socket clients as it takes answers at once.
+const BUSY: &str = "the relay is serving as many queue commands as it takes; try again in a moment";
+
 impl Reply {
     fn error(message: impl Into<String>) -> Reply {
         Reply::Error {
             message: message.into(),
         }
+    }
+
+    /// The answer to a client past the socket's limit.
+    pub(crate) fn busy() -> Reply {
+        Reply::error(BUSY)
+    }
+
+    /// Whether this is that answer (nothing was done: the command may ask again).
+    pub fn is_busy(&self) -> bool {
+        matches!(self, Reply::Error { message } if message == BUSY)
     }
 }
 
@@ -233,7 +246,7 @@ pub(crate) fn read(
             }
         }
         Request::Summary { filter } => Reply::Destinations {
-            destinations: listing::summary(&listing::list(messages, holds, filter, now)),
+            destinations: listing::summary(&listing::list(messages, holds, filter, now), filter),
             holds: holds.clone(),
         },
         Request::Show { id, message } => match messages.iter().find(|m| m.id == *id) {
@@ -289,27 +302,24 @@ pub(crate) fn select(
 }
 
 /// Applies a hold or release request to `holds`: what changed and what was already so. A
-/// message that is not queued cannot be held.
+/// message hold needs the message to be queued (`live`): a mistyped id would otherwise be
+/// "held" while the message meant goes out.
 pub(crate) fn change_holds(
     req: &Request,
     holds: &mut Holds,
-    messages: &[QueuedMessage],
+    live: impl Fn(&QueueId) -> bool,
 ) -> (Vec<String>, Vec<Skipped>) {
     let mut done = Vec::new();
     let mut skipped = Vec::new();
     match req {
         Request::Hold { targets } => {
             for t in targets {
-                if let HoldTarget::Message(id) = t {
-                    if !messages.iter().any(|m| m.id == *id) {
-                        skipped.push(Skipped {
-                            what: t.to_string(),
-                            why: "not in the queue".into(),
-                        });
-                        continue;
-                    }
-                }
-                if holds.hold(t) {
+                if matches!(t, HoldTarget::Message(id) if !live(id)) {
+                    skipped.push(Skipped {
+                        what: t.to_string(),
+                        why: "not in the queue".into(),
+                    });
+                } else if holds.hold(t) {
                     done.push(t.to_string());
                 } else {
                     skipped.push(Skipped {
@@ -433,10 +443,15 @@ pub fn ask(socket: &Path, req: &Request, timeout: Duration) -> Result<Reply, Ask
     let _ = stream.set_read_timeout(Some(timeout));
     let mut line = serde_json::to_vec(req).map_err(|e| failed(e.to_string()))?;
     line.push(b'\n');
-    stream.write_all(&line).map_err(|e| failed(e.to_string()))?;
+    // A relay too busy to take the request answers before reading it and closes: its
+    // answer says why better than the broken pipe does.
+    let sent = stream.write_all(&line);
     let mut answer = String::new();
-    BufReader::new(stream)
-        .read_line(&mut answer)
-        .map_err(|e| failed(format!("no answer: {e}")))?;
-    serde_json::from_str(&answer).map_err(|e| failed(format!("unreadable answer: {e}")))
+    let read = BufReader::new(stream).read_line(&mut answer);
+    match (serde_json::from_str(&answer), sent, read) {
+        (Ok(reply), _, _) => Ok(reply),
+        (Err(_), Err(e), _) => Err(failed(e.to_string())),
+        (Err(_), Ok(()), Err(e)) => Err(failed(format!("no answer: {e}"))),
+        (Err(e), Ok(()), Ok(_)) => Err(failed(format!("unreadable answer: {e}"))),
+    }
 }

@@ -86,7 +86,8 @@ async fn act(
             );
         }
         Request::Hold { .. } | Request::Release { .. } => {
-            let (done, skipped) = change_holds(req, &mut holds, live);
+            let (done, skipped) =
+                change_holds(req, &mut holds, |id| live.iter().any(|m| m.id == *id));
             for what in &done {
                 events.push(event(&format!("{} {what}", req.action()), who, None));
             }

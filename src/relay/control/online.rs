@@ -7,6 +7,7 @@ use super::{
 };
 use crate::clock::now_secs;
 use crate::queue::QueuedMessage;
+use crate::queue::holds::HoldTarget;
 use crate::relay::Shared;
 use crate::smtp::Status;
 use std::path::Path;
@@ -37,18 +38,34 @@ pub(crate) fn bind(path: &Path) -> std::io::Result<UnixListener> {
     Ok(listener)
 }
 
+/// Clients served at once.
+const CLIENTS: usize = 8;
+
 /// Serves the socket until the relay stops: one request per connection, one at a time (an
 /// action sees the queue as the one before it left it).
+///
+/// At most [`CLIENTS`] connections are served at once: each costs a file descriptor for up
+/// to 10 seconds (a client that sends nothing) and its answer's memory for up to a minute
+/// (one that does not read it, a `show --message` of the largest message), so clients that
+/// stall must not be able to starve SMTP of descriptors or the relay of memory. One more is
+/// told so at once and closed; leaving it in the backlog instead would make it wait behind
+/// every stalled client before it.
 pub(crate) async fn serve(shared: Arc<Shared>, listener: UnixListener) {
     let one_at_a_time = Arc::new(tokio::sync::Mutex::new(()));
+    let slots = Arc::new(tokio::sync::Semaphore::new(CLIENTS));
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             tokio::time::sleep(std::time::Duration::from_millis(100)).await;
             continue;
         };
+        let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+            busy(&stream);
+            continue;
+        };
         let shared = Arc::clone(&shared);
         let lock = Arc::clone(&one_at_a_time);
         tokio::spawn(async move {
+            let _slot = slot;
             let who = Who {
                 uid: stream.peer_cred().map_or(u32::MAX, |c| c.uid()),
                 pid: stream.peer_cred().ok().and_then(|c| c.pid()),
@@ -61,7 +78,10 @@ pub(crate) async fn serve(shared: Arc<Shared>, listener: UnixListener) {
                 }
                 Err(why) => Reply::error(why),
             };
-            if let Ok(mut line) = serde_json::to_vec(&reply) {
+            let line = serde_json::to_vec(&reply);
+            // The answer is kept once, as bytes, while a slow reader takes it.
+            drop(reply);
+            if let Ok(mut line) = line {
                 line.push(b'\n');
                 // A reader that stops reading costs its task a minute, no more.
                 let _ = tokio::time::timeout(std::time::Duration::from_secs(60), async {
@@ -71,6 +91,15 @@ pub(crate) async fn serve(shared: Arc<Shared>, listener: UnixListener) {
                 .await;
             }
         });
+    }
+}
+
+/// Tells a client past [`CLIENTS`] to come back, without waiting for it: a fresh
+/// connection's send buffer takes the line, or the client goes without it.
+fn busy(stream: &tokio::net::UnixStream) {
+    if let Ok(mut line) = serde_json::to_vec(&Reply::busy()) {
+        line.push(b'\n');
+        let _ = stream.try_write(&line);
     }
 }
 
@@ -109,8 +138,12 @@ pub(crate) async fn handle(shared: &Arc<Shared>, req: Request, who: &Who) -> Rep
     };
     match &req {
         Request::Hold { .. } | Request::Release { .. } => {
+            let (req, mut skipped) = known_connectors(shared, req.clone());
             let mut changed = holds.clone();
-            let (done, skipped) = change_holds(&req, &mut changed, &messages);
+            let (done, more) = change_holds(&req, &mut changed, |id| {
+                messages.iter().any(|m| m.id == *id)
+            });
+            skipped.extend(more);
             if !done.is_empty() {
                 if let Err(e) = save_holds(shared, &changed).await {
                     return Reply::error(e);
@@ -150,7 +183,7 @@ pub(crate) async fn handle(shared: &Arc<Shared>, req: Request, who: &Who) -> Rep
             let (chosen, missing) = select(s, &messages, &holds, now);
             report.skipped = missing;
             let bounce = matches!(req, Request::Bounce { .. });
-            for m in chosen {
+            for m in &chosen {
                 match remove(shared, m, bounce, who).await {
                     Ok(id) => report.done.push(id),
                     Err(skip) => report.skipped.push(skip),
@@ -162,6 +195,32 @@ pub(crate) async fn handle(shared: &Arc<Shared>, req: Request, who: &Who) -> Rep
     }
     report.holds = shared.plan().holds().clone();
     Reply::Done(report)
+}
+
+/// A hold on a send connector the rules do not have would hold nothing (a typo during a
+/// cut-over, and the tenant's mail flows): it is left out, and the answer says so.
+fn known_connectors(shared: &Shared, req: Request) -> (Request, Vec<Skipped>) {
+    let Request::Hold { targets } = req else {
+        return (req, Vec::new());
+    };
+    let table = shared.table();
+    let known = |c: &str| {
+        table
+            .send_connectors
+            .iter()
+            .any(|s| s.name.value.eq_ignore_ascii_case(c))
+    };
+    let (kept, unknown): (Vec<HoldTarget>, Vec<HoldTarget>) = targets
+        .into_iter()
+        .partition(|t| !matches!(t, HoldTarget::Connector(c) if !known(c)));
+    let skipped = unknown
+        .into_iter()
+        .map(|t| Skipped {
+            what: t.to_string(),
+            why: "the rules have no send connector by this name".into(),
+        })
+        .collect();
+    (Request::Hold { targets: kept }, skipped)
 }
 
 /// A recipient of a suspended destination (its next hops did not answer) is not attempted
@@ -196,12 +255,12 @@ fn suspensions(shared: &Shared, reply: &mut Reply, now: u64) {
 /// Deletes or bounces one message, unless an attempt for it is under way.
 async fn remove(
     shared: &Arc<Shared>,
-    m: QueuedMessage,
+    m: &QueuedMessage,
     bounce: bool,
     who: &Who,
 ) -> Result<String, Skipped> {
     let id = m.id.to_string();
-    {
+    let m = {
         let mut plan = shared.plan();
         if plan.in_flight(&m.id) {
             return Err(Skipped {
@@ -209,8 +268,20 @@ async fn remove(
                 why: "being delivered now; try again in a moment".into(),
             });
         }
+        // The request's snapshot may be older than an attempt that has ended since: with no
+        // attempt in flight (an attempt records its outcome before it leaves the plan) and
+        // its keys forgotten, the spool's copy is the one that stays true. Bouncing the
+        // snapshot would report delivered recipients as failed, or a delivered message as
+        // bounced.
+        let Some(now) = shared.spool.get(&m.id) else {
+            return Err(Skipped {
+                what: id,
+                why: "no longer queued: its delivery ended meanwhile".into(),
+            });
+        };
         plan.forget(&m.id);
-    }
+        now
+    };
     let action = if bounce { "bounce" } else { "delete" };
     let result = if bounce {
         if crate::relay::scheduler::fail_pending(shared, m.clone(), returned()).await {
