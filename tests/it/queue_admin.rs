@@ -6,76 +6,17 @@
 
 use crate::support;
 
+use crate::queue_attack::{ids, qj as queue_json, queue, support_now, text};
 use serde_json::Value;
 use std::path::Path;
-use std::process::{Command, Output};
 use std::time::Duration;
 use support::raw::Raw;
 use support::relay::*;
 use support::sink::{Sink, SinkOptions};
 
-/// The relay of the queue tests: dead.example through connector Dead on `dead` (nothing
-/// listens there at first), the rest to `out`. Retries are an hour apart, so only the
-/// administrator's commands make anything go sooner.
+/// The queue tests' relay (queue_attack's), without a log or extra arguments.
 fn start(spool: &Path, dead: u16, out: u16) -> Relay {
-    let args = vec![
-        s("--listen"),
-        s("Loopback=127.0.0.1:0"),
-        s("--smart-host"),
-        format!("Out=127.0.0.1:{out}"),
-        s("--smart-host"),
-        format!("Dead=127.0.0.1:{dead}"),
-        s("--retry-min"),
-        s("1h"),
-        s("--retry-max"),
-        s("1h"),
-        s("--queue-interval"),
-        s("1s"),
-        s("--smtp-timeout"),
-        s("2s"),
-        s("--admin"),
-        s("127.0.0.1:0"),
-    ];
-    Relay::start(
-        &root().join("tests/fixtures/relay/forward.mailflow"),
-        spool,
-        &args,
-    )
-}
-
-/// Runs `mailflow queue ARGS --spool SPOOL`.
-fn queue(spool: &Path, args: &[&str]) -> Output {
-    Command::new(BIN)
-        .arg("queue")
-        .args(args)
-        .arg("--spool")
-        .arg(spool)
-        .output()
-        .unwrap()
-}
-
-/// `queue ARGS --format json`, its exit code and its document.
-fn queue_json(spool: &Path, args: &[&str]) -> (i32, Value) {
-    let mut all = args.to_vec();
-    all.extend(["--format", "json"]);
-    let out = queue(spool, &all);
-    let doc = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "{e}: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        )
-    });
-    (out.status.code().unwrap(), doc)
-}
-
-fn ids(doc: &Value) -> Vec<String> {
-    doc["messages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["id"].as_str().unwrap().to_string())
-        .collect()
+    crate::queue_attack::start(spool, dead, out, None, &[])
 }
 
 fn subjects(sink: &Sink) -> Vec<String> {
@@ -103,14 +44,6 @@ async fn send(relay: &Relay, subjects: &[&str]) {
         assert_eq!(c.reply().await.unwrap().code, 250);
     }
     assert_eq!(c.cmd("QUIT").await.code, 221);
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
 }
 
 /// What is stuck and why, then make it go: the whole administrator's round.
@@ -342,11 +275,4 @@ async fn the_socket_is_private_and_bounded() {
     let (code, _) = queue_json(&spool, &["list"]);
     assert_eq!(code, 1, "an empty queue");
     relay.terminate().await;
-}
-
-fn support_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
 }

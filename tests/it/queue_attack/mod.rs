@@ -130,7 +130,13 @@ fn message_id(data: &str) -> String {
 
 /// The relay of these tests: forward.mailflow, dead.example through Dead on `dead`, the
 /// rest through Out on `out`; retries an hour apart, so only the commands make things go.
-fn start(spool: &Path, dead: u16, out: u16, log: Option<&Path>, extra: &[&str]) -> Relay {
+pub(crate) fn start(
+    spool: &Path,
+    dead: u16,
+    out: u16,
+    log: Option<&Path>,
+    extra: &[&str],
+) -> Relay {
     let mut args = vec![
         s("--listen"),
         s("Loopback=127.0.0.1:0"),
@@ -158,7 +164,8 @@ fn start(spool: &Path, dead: u16, out: u16, log: Option<&Path>, extra: &[&str]) 
     )
 }
 
-fn queue(spool: &Path, args: &[&str]) -> Output {
+/// Runs `mailflow queue ARGS --spool SPOOL`.
+pub(crate) fn queue(spool: &Path, args: &[&str]) -> Output {
     Command::new(BIN)
         .arg("queue")
         .args(args)
@@ -168,7 +175,8 @@ fn queue(spool: &Path, args: &[&str]) -> Output {
         .unwrap()
 }
 
-fn text(out: &Output) -> String {
+/// A command's output, both streams.
+pub(crate) fn text(out: &Output) -> String {
     format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
@@ -177,7 +185,7 @@ fn text(out: &Output) -> String {
 }
 
 /// `queue ARGS --format json`: the exit code and the document.
-fn qj(spool: &Path, args: &[&str]) -> (i32, Value) {
+pub(crate) fn qj(spool: &Path, args: &[&str]) -> (i32, Value) {
     let mut all = args.to_vec();
     all.extend(["--format", "json"]);
     let out = queue(spool, &all);
@@ -186,7 +194,8 @@ fn qj(spool: &Path, args: &[&str]) -> (i32, Value) {
     (out.status.code().unwrap(), doc)
 }
 
-fn ids(doc: &Value) -> Vec<String> {
+/// The ids of a `list` reply.
+pub(crate) fn ids(doc: &Value) -> Vec<String> {
     doc["messages"]
         .as_array()
         .map(|a| {
@@ -346,7 +355,8 @@ fn queue_as(user: &str, spool: &Path, args: &[&str]) -> Output {
         .unwrap()
 }
 
-fn support_now() -> u64 {
+/// Now, in unix seconds.
+pub(crate) fn support_now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
