@@ -272,10 +272,11 @@ impl Shared {
         let loaded = tokio::task::spawn_blocking(move || load(&path, &overrides)).await;
         match loaded {
             Ok(Ok(l)) => {
+                self.metrics.shadow.set_digest(&l.digest);
                 if let Ok(mut t) = self.shadow.write() {
                     *t = Some(l.table);
                 }
-                tracing::info!("shadow rules reloaded");
+                tracing::info!("shadow rules reloaded (rules digest {})", l.digest);
             }
             Ok(Err(e)) => tracing::error!(
                 "shadow rules refused; the previous candidate stays:\n{}",
@@ -411,14 +412,10 @@ impl Relay {
         if !loaded.warnings.is_empty() {
             tracing::warn!("rule warnings:\n{}", loaded.warnings);
         }
-        let shadow_table = match &options.shadow {
-            Some(path) => Some(
-                load(path, &options.overrides)
-                    .map_err(|e| LoadFailure {
-                        message: format!("the shadow rule set {}: {}", path.display(), e.message),
-                    })?
-                    .table,
-            ),
+        let shadow_loaded = match &options.shadow {
+            Some(path) => Some(load(path, &options.overrides).map_err(|e| LoadFailure {
+                message: format!("the shadow rule set {}: {}", path.display(), e.message),
+            })?),
             None => None,
         };
         let roots =
@@ -477,6 +474,10 @@ impl Relay {
             )),
         )?;
         let metrics = Metrics::default();
+        let shadow_table = shadow_loaded.map(|l| {
+            metrics.shadow.set_digest(&l.digest);
+            l.table
+        });
         metrics.set_certificates(configs.expiry.clone());
         metrics.set_rules_digest(&loaded.digest);
         tracing::info!(

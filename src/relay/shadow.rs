@@ -19,13 +19,35 @@ pub struct ShadowCounts {
     pub differing: AtomicU64,
     /// Per kind of difference, in [`Kind::ALL`]'s order.
     pub by_kind: [AtomicU64; 7],
+    /// The candidate's rule-set digest (empty: no candidate).
+    digest: std::sync::Mutex<String>,
 }
 
 impl ShadowCounts {
+    /// Records the candidate's digest (at start and at each reload that takes it).
+    pub fn set_digest(&self, digest: &str) {
+        match self.digest.lock() {
+            Ok(mut d) => digest.clone_into(&mut d),
+            Err(poisoned) => digest.clone_into(&mut poisoned.into_inner()),
+        }
+    }
+
     /// The Prometheus lines.
     pub fn render(&self, out: &mut String) {
         use std::fmt::Write;
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let digest = match self.digest.lock() {
+            Ok(d) => d.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        };
+        if !digest.is_empty() {
+            // Beside mailflow_rules_info: which candidate the counts below are about. A
+            // digest is hex, nothing to escape.
+            let _ = write!(
+                out,
+                "# HELP mailflow_shadow_rules_info The --shadow rule set: SHA-256 of its compiled form.\n# TYPE mailflow_shadow_rules_info gauge\nmailflow_shadow_rules_info{{digest=\"{digest}\"}} 1\n"
+            );
+        }
         let _ = write!(
             out,
             "# HELP mailflow_shadow_messages_total Messages evaluated under the --shadow rule set too.\n# TYPE mailflow_shadow_messages_total counter\nmailflow_shadow_messages_total {}\n",

@@ -297,6 +297,20 @@ async fn shadow_rules_count_differences_on_a_live_relay() {
         metric("mailflow_shadow_messages_total").as_deref(),
         Some("2")
     );
+    // Which candidate: its digest beside the live rules' one.
+    let digest_of = |name: &str| {
+        http_get(relay.admin.unwrap(), "/metrics")
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}{{digest=\"")))
+            .map(|rest| rest.trim_end_matches("\"} 1").to_string())
+            .unwrap_or_default()
+    };
+    let (candidate_digest, live_digest) = (
+        digest_of("mailflow_shadow_rules_info"),
+        digest_of("mailflow_rules_info"),
+    );
+    assert_eq!(candidate_digest.len(), 64, "{candidate_digest}");
+    assert_ne!(candidate_digest, live_digest);
     assert_eq!(
         metric("mailflow_shadow_differences_total").as_deref(),
         Some("1")
@@ -326,6 +340,11 @@ async fn shadow_rules_count_differences_on_a_live_relay() {
         .unwrap();
     assert!(out.status.success(), "{}", text(&out));
     send_one(relay.addr, "board@example.com").await;
+    assert_eq!(
+        digest_of("mailflow_shadow_rules_info"),
+        digest_of("mailflow_rules_info"),
+        "the reloaded candidate is the live rules' twin"
+    );
     assert_eq!(
         metric("mailflow_shadow_messages_total").as_deref(),
         Some("3")
