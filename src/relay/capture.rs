@@ -212,10 +212,11 @@ impl Capture {
     }
 }
 
-/// Every record in a capture folder (rotated files oldest first, then the live one) or
-/// one file of it, as inputs named `FILE:LINE`. A line that does not read is an error naming
-/// it: a damaged capture should not silently shrink a review.
-pub fn read(path: &Path) -> Result<Vec<Input>, String> {
+/// The records of a capture folder (rotated files oldest first, then the live one) or of one
+/// file of it, as inputs named `FILE:LINE`, read one at a time: a replay holds one file's
+/// reader and one message, not the capture. A line that does not read is an error naming it:
+/// a damaged capture should not silently shrink a review.
+pub fn replay(path: &Path) -> Result<Replay, String> {
     let files = if path.is_dir() {
         let mut v = super::track::files::rotated_files_of(path, STEM)
             .map_err(|e| format!("{}: {e}", path.display()))?;
@@ -227,30 +228,71 @@ pub fn read(path: &Path) -> Result<Vec<Input>, String> {
     } else {
         vec![path.to_path_buf()]
     };
-    let mut inputs = Vec::new();
-    // Bodies are slices of one buffer of zeros, grown (doubled) when a larger message comes:
-    // the replay holds at most twice the largest body, however many messages there are.
-    let mut zeros = Bytes::new();
-    for f in &files {
-        let text = std::fs::read_to_string(f).map_err(|e| format!("{}: {e}", f.display()))?;
-        for (i, line) in text
-            .lines()
-            .enumerate()
-            .filter(|(_, l)| !l.trim().is_empty())
-        {
-            let name = format!("{}:{}", f.display(), i + 1);
-            let c: Captured = serde_json::from_str(line).map_err(|e| format!("{name}: {e}"))?;
-            let size = usize::try_from(c.size).unwrap_or(usize::MAX).min(MAX_BODY);
-            if size > zeros.len() {
-                zeros = Bytes::from(vec![0u8; size.max(zeros.len() * 2).min(MAX_BODY)]);
+    Ok(Replay {
+        files: files.into(),
+        current: None,
+        zeros: Bytes::new(),
+    })
+}
+
+/// The inputs of a capture, in order ([`replay`]).
+pub struct Replay {
+    files: std::collections::VecDeque<std::path::PathBuf>,
+    current: Option<(
+        std::path::PathBuf,
+        std::io::Lines<std::io::BufReader<std::fs::File>>,
+        usize,
+    )>,
+    /// Bodies are slices of one buffer of zeros, grown (doubled) when a larger message
+    /// comes: a replay holds at most twice the largest body, however many messages.
+    zeros: Bytes,
+}
+
+impl Replay {
+    fn input(&mut self, name: String, line: &str) -> Result<Input, String> {
+        let c: Captured = serde_json::from_str(line).map_err(|e| format!("{name}: {e}"))?;
+        let size = usize::try_from(c.size).unwrap_or(usize::MAX).min(MAX_BODY);
+        if size > self.zeros.len() {
+            self.zeros = Bytes::from(vec![0u8; size.max(self.zeros.len() * 2).min(MAX_BODY)]);
+        }
+        c.input(name.clone(), &self.zeros)
+            .map_err(|e| format!("{name}: {e}"))
+    }
+}
+
+impl Iterator for Replay {
+    type Item = Result<Input, String>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        use std::io::BufRead;
+        loop {
+            if self.current.is_none() {
+                let f = self.files.pop_front()?;
+                match std::fs::File::open(&f) {
+                    Ok(file) => self.current = Some((f, std::io::BufReader::new(file).lines(), 0)),
+                    Err(e) => return Some(Err(format!("{}: {e}", f.display()))),
+                }
             }
-            inputs.push(
-                c.input(name.clone(), &zeros)
-                    .map_err(|e| format!("{name}: {e}"))?,
-            );
+            let (path, lines, no) = self.current.as_mut()?;
+            match lines.next() {
+                None => self.current = None,
+                Some(Err(e)) => {
+                    let e = format!("{}: {e}", path.display());
+                    self.current = None;
+                    self.files.clear();
+                    return Some(Err(e));
+                }
+                Some(Ok(line)) => {
+                    *no += 1;
+                    if line.trim().is_empty() {
+                        continue;
+                    }
+                    let name = format!("{}:{no}", path.display());
+                    return Some(self.input(name, &line));
+                }
+            }
         }
     }
-    Ok(inputs)
 }
 
 /// Whether `path` is captured traffic rather than messages: a folder with capture files, or
@@ -261,5 +303,110 @@ pub fn is_capture(path: &Path) -> bool {
             || super::track::files::rotated_files_of(path, STEM).is_ok_and(|v| !v.is_empty())
     } else {
         path.extension().is_none_or(|x| x != "eml")
+    }
+}
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Address;
+
+    fn table(rules: &str) -> Table {
+        let text = format!(
+            "accepted-domain example.com\nreceive-connector \"In\" {{\n  listen 127.0.0.1:25\n  auth anonymous\n}}\n{rules}"
+        );
+        let report = crate::check::check_text("t.mailflow", &text);
+        assert!(!report.has_errors(), "{:?}", report.diagnostics);
+        crate::compile::compile(&report.rule_sets[0].rules).unwrap()
+    }
+
+    #[test]
+    fn keeps_what_rules_read_and_replays_at_the_same_size() {
+        let raw = b"Received: from x\r\nSubject: private\r\nX-Ticket: 42\r\nFrom: a@b.example\r\nX-MS-Exchange-Organization-AuthAs: Internal\r\n\r\nsecret body text\r\n";
+        let message = Message::parse(raw);
+        let env = Envelope {
+            connector: Some("In".into()),
+            mail_from: Some(Address {
+                local: "a".into(),
+                domain: "b.example".into(),
+            }),
+            rcpt_to: vec![Address {
+                local: "c".into(),
+                domain: "example.com".into(),
+            }],
+            ..Envelope::default()
+        };
+        let plain = Captured::of(&table(""), &env, &message, raw.len() as u64);
+        let names: Vec<&str> = plain.headers.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["From", "X-MS-Exchange-Organization-AuthAs"]);
+        let reading = table(
+            "rule \"T\" {\n  if header \"x-ticket\" contains \"4\"\n  if subject contains \"p\"\n  stop\n}\n",
+        );
+        let c = Captured::of(&reading, &env, &message, raw.len() as u64);
+        let names: Vec<&str> = c.headers.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "Subject",
+                "X-Ticket",
+                "From",
+                "X-MS-Exchange-Organization-AuthAs"
+            ]
+        );
+        let line = serde_json::to_string(&c).unwrap();
+        assert!(!line.contains("secret"), "{line}");
+        let back: Captured = serde_json::from_str(&line).unwrap();
+        let zeros = Bytes::from(vec![0u8; 4096]);
+        let input = back.input("x".into(), &zeros).unwrap();
+        assert_eq!(input.message.size(), raw.len() as u64);
+        assert_eq!(input.message.get("X-Ticket").as_deref(), Some("42"));
+        assert_eq!(input.envelope.connector.as_deref(), Some("In"));
+    }
+
+    #[test]
+    fn a_replay_reads_line_by_line_and_names_a_bad_line() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        let line = |size: u64| {
+            serde_json::to_string(&Captured {
+                date_time: "2026-12-07T00:00:00.000Z".into(),
+                envelope: EnvelopeRecord {
+                    from: "<>".into(),
+                    to: vec!["a@example.com".into()],
+                    ..EnvelopeRecord::default()
+                },
+                auth: None,
+                size,
+                headers: vec![("Subject".into(), " x\r\n".into())],
+            })
+            .unwrap()
+        };
+        std::fs::write(
+            dir.join("capture-0000000001.log"),
+            format!("{}\n", line(100)),
+        )
+        .unwrap();
+        std::fs::write(
+            dir.join("capture.log"),
+            format!("\n{}\n{{not json\n{}\n", line(5000), line(20)),
+        )
+        .unwrap();
+        assert!(is_capture(dir));
+        let got: Vec<Result<Input, String>> = replay(dir).unwrap().collect();
+        assert_eq!(got.len(), 4, "the blank line is skipped");
+        let sizes: Vec<u64> = got
+            .iter()
+            .filter_map(|r| r.as_ref().ok())
+            .map(|i| i.message.size())
+            .collect();
+        assert_eq!(sizes, [100, 5000, 20]);
+        assert!(
+            got[0]
+                .as_ref()
+                .unwrap()
+                .name
+                .ends_with("capture-0000000001.log:1")
+        );
+        let bad = got[2].as_ref().unwrap_err();
+        assert!(bad.contains("capture.log:3"), "{bad}");
     }
 }

@@ -117,12 +117,16 @@ pub(super) fn run(a: &DiffArgs) -> Exit {
         Ok(i) => i,
         Err(e) => return fail(e),
     };
-    if inputs.is_empty() {
-        return fail(
-            "no messages to compare: the rule sets have no tests and no inputs were named".into(),
-        );
-    }
-    let d = diff(&old, &new, &inputs);
+    let d = match diff(&old, &new, inputs) {
+        Ok(d) if d.messages == 0 => {
+            return fail(
+                "no messages to compare: the rule sets have no tests and no inputs were named"
+                    .into(),
+            );
+        }
+        Ok(d) => d,
+        Err(e) => return fail(e),
+    };
     let names = (p.old.0.as_str(), p.new.0.as_str());
     let text = match a.format {
         DiffFormat::Human => render::human(&d, names),
@@ -141,22 +145,26 @@ pub(super) fn run(a: &DiffArgs) -> Exit {
     }
 }
 
+/// Every input, in order: the tests, then each path's messages or captured traffic (read
+/// as the comparison goes, not first). Paths are checked before anything is evaluated.
 fn gather(
     a: &DiffArgs,
     paths: &[PathBuf],
     old: &RuleSet,
     new: &RuleSet,
-) -> Result<Vec<Input>, String> {
-    let mut all = if a.no_tests {
+) -> Result<Box<dyn Iterator<Item = Result<Input, String>>>, String> {
+    let tests = if a.no_tests {
         Vec::new()
     } else {
         inputs::tests(old, new)?
     };
+    let mut all: Box<dyn Iterator<Item = Result<Input, String>>> =
+        Box::new(tests.into_iter().map(Ok));
     for p in paths {
         if mailflow::relay::capture::is_capture(p) {
-            all.extend(mailflow::relay::capture::read(p)?);
+            all = Box::new(all.chain(mailflow::relay::capture::replay(p)?));
         } else {
-            all.extend(inputs::messages(p)?);
+            all = Box::new(all.chain(inputs::messages(p)?.into_iter().map(Ok)));
         }
     }
     Ok(all)
