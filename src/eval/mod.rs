@@ -109,7 +109,7 @@ pub enum Change {
 }
 
 /// The stage a trace line belongs to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Stage {
     /// Choosing the receive connector.
@@ -131,7 +131,7 @@ pub enum Stage {
 }
 
 /// One line of the trace.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
 pub struct Step {
     /// The stage.
     pub stage: Stage,
