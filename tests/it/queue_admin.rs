@@ -98,6 +98,12 @@ async fn an_administrator_sees_what_is_stuck_and_makes_it_go() {
         "{r}"
     );
 
+    let (code, doc) = queue_json(&spool, &["list", "--limit", "0"]);
+    assert_eq!(
+        (code, doc["matched"].as_u64()),
+        (0, Some(4)),
+        "matches, none listed: {doc}"
+    );
     let (_, doc) = queue_json(&spool, &["list", "--limit", "1"]);
     assert_eq!((ids(&doc).len(), doc["matched"].as_u64()), (1, Some(4)));
     assert_eq!(ids(&doc)[0], m[0], "the oldest");

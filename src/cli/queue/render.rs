@@ -26,7 +26,7 @@ fn exit_of(reply: &Reply) -> Exit {
     match reply {
         Reply::Error { .. } => Exit::Error,
         Reply::Missing { .. } => Exit::Findings,
-        Reply::Messages { messages, .. } if messages.is_empty() => Exit::Findings,
+        Reply::Messages { matched, .. } if *matched == 0 => Exit::Findings,
         Reply::Destinations { destinations, .. } if destinations.is_empty() => Exit::Findings,
         Reply::Done(r) if r.done.is_empty() || !r.skipped.is_empty() => Exit::Findings,
         _ => Exit::Clean,
@@ -42,7 +42,7 @@ pub(super) fn human(reply: &Reply) -> Exit {
         Reply::Messages {
             messages, matched, ..
         } => {
-            if messages.is_empty() {
+            if *matched == 0 {
                 eprintln!("no matching messages");
             }
             for m in messages {
