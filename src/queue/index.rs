@@ -152,6 +152,22 @@ impl Index {
         });
     }
 
+    /// Where message `id`'s body is, and its segment's open file.
+    pub(crate) fn body_of(&self, id: &QueueId) -> Result<(BodyLoc, Arc<File>), super::QueueError> {
+        let e = self
+            .live
+            .get(id)
+            .ok_or_else(|| super::QueueError::UnknownId(id.clone()))?;
+        let file =
+            self.segments
+                .get(&e.body.seg)
+                .cloned()
+                .ok_or_else(|| super::QueueError::Corrupt {
+                    detail: format!("segment {} of message {id} is missing", e.body.seg),
+                })?;
+        Ok((e.body, file))
+    }
+
     pub(crate) fn snapshot(&self, id: &QueueId) -> Option<QueuedMessage> {
         self.live.get(id).map(|e| to_queued(id, e))
     }

@@ -574,30 +574,10 @@ impl Spool {
     /// intact and whose body is damaged, so that it can be bounced rather than lost).
     /// Blocking file I/O: call it from `spawn_blocking` in async code.
     pub fn read_body(&self, id: &QueueId) -> Result<Vec<u8>, QueueError> {
-        let (loc, file) = {
-            let idx = self.shared().index();
-            let e = idx
-                .live
-                .get(id)
-                .ok_or_else(|| QueueError::UnknownId(id.clone()))?;
-            let file =
-                idx.segments
-                    .get(&e.body.seg)
-                    .cloned()
-                    .ok_or_else(|| QueueError::Corrupt {
-                        detail: format!("segment {} of message {id} is missing", e.body.seg),
-                    })?;
-            (e.body, file)
-        };
-        // A compaction may delete the segment meanwhile; the open handle still reads it.
-        let mut body = vec![0u8; loc.len as usize];
-        file.read_exact_at(&mut body, loc.offset)?;
-        if crc32fast::hash(&body) != loc.crc {
-            return Err(QueueError::Corrupt {
-                detail: format!("body of {id} fails its checksum (segment {})", loc.seg),
-            });
-        }
-        Ok(body)
+        // The index's lock is held only to find the body: a compaction may delete the
+        // segment meanwhile, and the open handle still reads it.
+        let (loc, file) = self.shared().index().body_of(id)?;
+        read_checked(id, loc, &file)
     }
 
     /// A live message, if there is one with this id.
@@ -670,6 +650,54 @@ impl Spool {
     #[cfg(test)]
     pub(crate) fn fail_next_syncs(&self, n: u32) -> Result<(), QueueError> {
         self.send(Request::FailSyncs(n))
+    }
+}
+
+/// A body at `loc` in `file`, checked against its checksum.
+fn read_checked(id: &QueueId, loc: index::BodyLoc, file: &File) -> Result<Vec<u8>, QueueError> {
+    let mut body = vec![0u8; loc.len as usize];
+    file.read_exact_at(&mut body, loc.offset)?;
+    if crc32fast::hash(&body) != loc.crc {
+        return Err(QueueError::Corrupt {
+            detail: format!("body of {id} fails its checksum (segment {})", loc.seg),
+        });
+    }
+    Ok(body)
+}
+
+/// A stopped spool as it stands, read without writing a record: for looking at the queue
+/// while no relay runs (`mailflow queue list` on a stopped relay). It holds the spool's
+/// lock, so no relay starts meanwhile. Recovery runs as at every open (a torn tail is cut,
+/// damaged segments are copied to `corrupt/`), but no segment is started and nothing is
+/// compacted.
+pub struct Inspection {
+    index: Index,
+    _lock: SpoolLock,
+}
+
+impl Inspection {
+    /// Opens the spool in `dir` (which must exist) for reading.
+    pub fn open(dir: &Path) -> Result<Inspection, QueueError> {
+        let journal = dir.join("journal");
+        let corrupt = dir.join("corrupt");
+        fs::create_dir_all(&corrupt)?;
+        let lock = lock_dir(dir)?;
+        let rec = recover::replay(&journal, &corrupt)?;
+        Ok(Inspection {
+            index: rec.index,
+            _lock: lock,
+        })
+    }
+
+    /// Every live message, oldest first.
+    pub fn live(&self) -> Vec<QueuedMessage> {
+        self.index.snapshot_all()
+    }
+
+    /// A live message's body, checked as [`Spool::read_body`] checks it.
+    pub fn read_body(&self, id: &QueueId) -> Result<Vec<u8>, QueueError> {
+        let (loc, file) = self.index.body_of(id)?;
+        read_checked(id, loc, &file)
     }
 }
 

@@ -199,6 +199,29 @@ async fn an_administrator_sees_what_is_stuck_and_makes_it_go() {
     // The hold outlives the relay; with it stopped the commands work on the spool itself.
     relay.terminate().await;
     assert!(!spool.join("admin.sock").exists());
+    // Looking writes nothing: no new segment, no compaction, the journal byte for byte.
+    let journal = |spool: &Path| -> Vec<(String, Vec<u8>)> {
+        let mut v: Vec<(String, Vec<u8>)> = std::fs::read_dir(spool.join("queue/journal"))
+            .unwrap()
+            .map(|e| {
+                let e = e.unwrap();
+                (
+                    e.file_name().to_string_lossy().into_owned(),
+                    std::fs::read(e.path()).unwrap(),
+                )
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    let before = journal(&spool);
+    for look in [&["list"][..], &["summary"], &["show", &m[0], "--message"]] {
+        assert_eq!(queue(&spool, look).status.code(), Some(0));
+    }
+    assert!(
+        journal(&spool) == before,
+        "a stopped spool was written by looking at it"
+    );
     let (code, doc) = queue_json(&spool, &["list", "--state", "held"]);
     assert_eq!((code, ids(&doc).len()), (0, 2), "{doc}");
     let (code, doc) = queue_json(&spool, &["hold", &m[3]]);

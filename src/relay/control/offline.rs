@@ -1,11 +1,12 @@
 //! The queue commands on a stopped relay's spool: the spool is opened as the relay opens it
-//! (its lock keeps a relay from starting meanwhile), read, changed and closed. Bounces need
-//! the rules to route the report, so only a running relay makes them.
+//! (its lock keeps a relay from starting meanwhile), read, changed and closed; a command
+//! that only reads opens it without writing a record ([`Inspection`]). Bounces need the
+//! rules to route the report, so only a running relay makes them.
 
 use super::{Reply, Report, Request, Who, change_holds, event, filter_takes, read, select};
 use crate::clock::now_secs;
 use crate::queue::holds::Holds;
-use crate::queue::{QueueError, RecipientState, Spool, SpoolOptions};
+use crate::queue::{Inspection, QueueError, RecipientState, Spool, SpoolOptions};
 use crate::relay::track::{self, Event};
 use std::path::Path;
 
@@ -25,6 +26,20 @@ pub fn handle(spool: &Path, req: &Request, who: &Who) -> Reply {
         Ok(h) => h,
         Err(e) => return Reply::error(e.to_string()),
     };
+    if matches!(
+        req,
+        Request::List { .. } | Request::Summary { .. } | Request::Show { .. }
+    ) {
+        return match Inspection::open(&queue) {
+            Ok(spool_now) => {
+                let live = spool_now.live();
+                read(req, &live, &holds, |id| spool_now.read_body(id), now_secs())
+                    .unwrap_or_else(|| Reply::error("not a reading request"))
+            }
+            Err(QueueError::Locked { .. }) => running(spool),
+            Err(e) => Reply::error(e.to_string()),
+        };
+    }
     let runtime = match tokio::runtime::Builder::new_current_thread().build() {
         Ok(r) => r,
         Err(e) => return Reply::error(e.to_string()),
@@ -32,16 +47,7 @@ pub fn handle(spool: &Path, req: &Request, who: &Who) -> Reply {
     let (reply, events) = runtime.block_on(async {
         let (store, live) = match Spool::open(&queue, SpoolOptions::default()) {
             Ok(s) => s,
-            Err(QueueError::Locked { .. }) => {
-                return (
-                    Reply::error(format!(
-                        "a relay is running on {} but its socket {} does not answer",
-                        spool.display(),
-                        super::socket_path(spool).display()
-                    )),
-                    Vec::new(),
-                );
-            }
+            Err(QueueError::Locked { .. }) => return (running(spool), Vec::new()),
             Err(e) => return (Reply::error(e.to_string()), Vec::new()),
         };
         let out = act(spool, &store, &live, holds, req, who).await;
@@ -56,6 +62,15 @@ pub fn handle(spool: &Path, req: &Request, who: &Who) -> Reply {
         }
     }
     reply
+}
+
+/// The answer when the spool's lock is held but the socket did not answer.
+fn running(spool: &Path) -> Reply {
+    Reply::error(format!(
+        "a relay is running on {} but its socket {} does not answer",
+        spool.display(),
+        super::socket_path(spool).display()
+    ))
 }
 
 async fn act(
