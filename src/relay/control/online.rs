@@ -279,7 +279,7 @@ async fn remove(
                 why: "no longer queued: its delivery ended meanwhile".into(),
             });
         };
-        plan.forget(&m.id);
+        plan.forget(&now);
         now
     };
     let action = if bounce { "bounce" } else { "delete" };

@@ -2,9 +2,10 @@
 //! parking what a hold covers, releasing it, making keys due now, forgetting a message.
 //! Every change touches only the keys it names (a hold walks the waiting keys once).
 
-use super::{Key, Plan};
-use crate::queue::QueueId;
+use super::{Dest, Key, Plan, dest_of};
 use crate::queue::holds::Holds;
+use crate::queue::{QueueId, QueuedMessage};
+use std::collections::{HashMap, HashSet};
 
 impl Plan {
     /// The holds in force.
@@ -24,10 +25,8 @@ impl Plan {
             .filter(|k| covers(&self.holds, k))
             .cloned()
             .collect();
-        for key in newly {
-            if let Some(received_at) = self.unwait(&key) {
-                self.parked.insert(key, received_at);
-            }
+        for (key, received_at) in self.unwait(newly) {
+            self.parked.insert(key, received_at);
         }
         let freed: Vec<Key> = self
             .parked
@@ -43,17 +42,33 @@ impl Plan {
         freed.len()
     }
 
-    /// Takes a waiting key off its timer or its destination's ready queue; its arrival time.
-    fn unwait(&mut self, key: &Key) -> Option<u64> {
-        let e = self.waiting.remove(key)?;
-        if e.ready {
-            if let Some(d) = self.dests.get_mut(&key.dest) {
-                d.ready.retain(|k| k != key);
+    /// Takes waiting keys off their timers or their destinations' ready queues; each with
+    /// its arrival time (keys not waiting are left out). A destination's ready queue is
+    /// walked once however many of its keys go (a hold on a backlogged connector takes
+    /// them all at once, under the plan's lock).
+    fn unwait(&mut self, keys: Vec<Key>) -> Vec<(Key, u64)> {
+        let mut out = Vec::with_capacity(keys.len());
+        let mut ready: HashMap<Dest, HashSet<Key>> = HashMap::new();
+        for key in keys {
+            let Some(e) = self.waiting.remove(&key) else {
+                continue;
+            };
+            if e.ready {
+                ready
+                    .entry(key.dest.clone())
+                    .or_default()
+                    .insert(key.clone());
+            } else {
+                self.timers.remove(&(e.due, key.clone()));
             }
-        } else {
-            self.timers.remove(&(e.due, key.clone()));
+            out.push((key, e.received_at));
         }
-        Some(e.received_at)
+        for (dest, gone) in ready {
+            if let Some(d) = self.dests.get_mut(&dest) {
+                d.ready.retain(|k| !gone.contains(k));
+            }
+        }
+        out
     }
 
     /// Makes the waiting keys `pick` takes due at `now`, and ends the suspension of their
@@ -61,31 +76,33 @@ impl Plan {
     /// suspension). Held keys stay held. Returns how many keys were made due.
     pub(crate) fn retry(&mut self, pick: impl Fn(&Key) -> bool, now: u64) -> usize {
         let keys: Vec<Key> = self.waiting.keys().filter(|k| pick(k)).cloned().collect();
+        let n = keys.len();
         for key in &keys {
             if let Some(d) = self.dests.get_mut(&key.dest) {
                 d.suspended_until = d.suspended_until.min(now);
             }
-            if let Some(received_at) = self.unwait(key) {
-                self.schedule(key.clone(), now, received_at);
-            }
         }
-        keys.len()
+        for (key, received_at) in self.unwait(keys) {
+            self.schedule(key, now, received_at);
+        }
+        n
     }
 
-    /// Forgets every waiting or parked key of message `id` (deleted or bounced). A key in
-    /// flight stays: its attempt ends and finds the message gone.
-    pub(crate) fn forget(&mut self, id: &QueueId) {
-        let keys: Vec<Key> = self
-            .waiting
-            .keys()
-            .chain(self.parked.keys())
-            .filter(|k| k.id == *id)
-            .cloned()
+    /// Forgets every waiting or parked key of message `m` (deleted or bounced): its keys
+    /// are its pending recipients' destinations, so the work is the message's, not the
+    /// plan's. A key in flight stays: its attempt ends and finds the message gone.
+    pub(crate) fn forget(&mut self, m: &QueuedMessage) {
+        let keys: HashSet<Key> = (0..m.states.len())
+            .filter_map(|i| dest_of(m, i))
+            .map(|(dest, _)| Key {
+                id: m.id.clone(),
+                dest,
+            })
             .collect();
-        for key in keys {
-            self.unwait(&key);
-            self.parked.remove(&key);
+        for key in &keys {
+            self.parked.remove(key);
         }
+        self.unwait(keys.into_iter().collect());
     }
 
     /// Whether an attempt for message `id` is under way.
@@ -175,11 +192,8 @@ mod tests {
     #[test]
     fn forget_drops_waiting_and_parked_keys_but_not_one_in_flight() {
         let mut p = Plan::new(limits());
-        p.add(&msg(
-            "A",
-            1,
-            &[("a@x.example", "Out"), ("b@y.example", "T1")],
-        ));
+        let a = msg("A", 1, &[("a@x.example", "Out"), ("b@y.example", "T1")]);
+        p.add(&a);
         let mut holds = Holds::default();
         holds.hold(&HoldTarget::Connector("T1".into()));
         p.set_holds(holds, 1);
@@ -187,7 +201,7 @@ mod tests {
         let first = p.take(1);
         assert_eq!(first.len(), 2);
         assert!(p.in_flight(&QueueId("A".into())));
-        p.forget(&QueueId("A".into()));
+        p.forget(&a);
         assert_eq!(p.held(), 0);
         assert!(p.in_flight(&QueueId("A".into())));
         assert!(!p.in_flight(&QueueId("B".into())));
