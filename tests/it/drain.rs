@@ -454,6 +454,24 @@ async fn drain_refuses_the_spool_of_a_running_relay() {
     let (code, _, stderr) = drain(&tmp.path().join("nothing"), peer.addr.port()).await;
     assert_eq!(code, 2, "{stderr}");
     assert!(stderr.contains("no relay spool"), "{stderr}");
+
+    // Someone other than the spool's owner (root, here, on nobody's spool) is refused before
+    // anything is opened: the files a drain writes must stay the relay's.
+    if rustix::process::geteuid().is_root() {
+        let nobody = 65534;
+        for dir in ["", "queue", "queue/journal"] {
+            std::os::unix::fs::chown(spool.join(dir), Some(nobody), Some(nobody)).unwrap();
+        }
+        let entries = |p: &Path| std::fs::read_dir(p).unwrap().count();
+        let before = (entries(&spool), entries(&spool.join("queue/journal")));
+        let (code, _, stderr) = drain(&spool, peer.addr.port()).await;
+        assert_eq!(code, 2, "{stderr}");
+        assert!(stderr.contains("belongs to uid 65534"), "{stderr}");
+        assert_eq!(before, (entries(&spool), entries(&spool.join("queue/journal"))));
+    } else {
+        eprintln!("skipped: the owner check needs root to run on another user's spool");
+    }
+    assert_eq!(peer.connections(), 0);
 }
 
 #[tokio::test]

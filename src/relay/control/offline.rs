@@ -176,7 +176,7 @@ async fn act(
 /// Files this command writes (a new journal segment, the holds) must stay the relay's: run
 /// by another user (root, say) they would be that user's, and the relay could not replace
 /// them. The caller must be the spool's owner.
-fn owned_by_caller(queue: &Path) -> Result<(), String> {
+pub(crate) fn owned_by_caller(queue: &Path) -> Result<(), String> {
     use std::os::unix::fs::MetadataExt;
     let owner = std::fs::metadata(queue)
         .map_err(|e| format!("{}: {e}", queue.display()))?

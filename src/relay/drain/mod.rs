@@ -62,6 +62,10 @@ pub enum DrainError {
     /// No spool there.
     #[error("{}: no relay spool here (no queue/ folder)", .0.display())]
     NoSpool(PathBuf),
+    /// Run by someone other than the spool's owner (the files it writes must stay the
+    /// relay's).
+    #[error("{0}")]
+    NotOwner(String),
     /// The spool could not be read or written.
     #[error("spool: {0}")]
     Spool(#[from] QueueError),
@@ -159,6 +163,7 @@ pub async fn drain(
     if !queue.is_dir() {
         return Err(DrainError::NoSpool(options.spool.clone()));
     }
+    crate::relay::control::offline::owned_by_caller(&queue).map_err(DrainError::NotOwner)?;
     let (spool, live) = match Spool::open(&queue, SpoolOptions::default()) {
         Err(QueueError::Locked { .. }) => {
             return Err(DrainError::Running {
