@@ -467,12 +467,18 @@ impl Relay {
         let mut holds = crate::queue::holds::Holds::load(&options.spool)
             .map_err(io_error("the queue's holds"))?;
         holds.retain_messages(|id| recovered.iter().any(|m| m.id == *id));
-        let control = control::online::bind(&control::socket_path(&options.spool)).map_err(
-            io_error(format!(
-                "admin socket {}",
-                control::socket_path(&options.spool).display()
-            )),
-        )?;
+        // Without its socket the relay still relays (a spool path past the 108 bytes a
+        // socket's name may have, say): the queue commands then cannot reach it, and the
+        // log says so rather than the relay refusing to start.
+        let socket = control::socket_path(&options.spool);
+        let control = control::online::bind(&socket)
+            .map_err(|e| {
+                tracing::warn!(
+                    "admin socket {}: {e}; `mailflow queue` cannot reach this relay (a shorter --spool path avoids it)",
+                    socket.display()
+                );
+            })
+            .ok();
         let metrics = Metrics::default();
         let shadow_table = shadow_loaded.map(|l| {
             metrics.shadow.set_digest(&l.digest);
@@ -566,7 +572,9 @@ impl Relay {
         }
         drop(recovered);
         tasks.spawn(scheduler::run(Arc::clone(&shared)));
-        tasks.spawn(control::online::serve(Arc::clone(&shared), control));
+        if let Some(control) = control {
+            tasks.spawn(control::online::serve(Arc::clone(&shared), control));
+        }
         let admin = match admin_listener {
             Some(l) => {
                 let a = l.local_addr().map_err(io_error("local address"))?;

@@ -467,7 +467,10 @@ async fn drain_refuses_the_spool_of_a_running_relay() {
         let (code, _, stderr) = drain(&spool, peer.addr.port()).await;
         assert_eq!(code, 2, "{stderr}");
         assert!(stderr.contains("belongs to uid 65534"), "{stderr}");
-        assert_eq!(before, (entries(&spool), entries(&spool.join("queue/journal"))));
+        assert_eq!(
+            before,
+            (entries(&spool), entries(&spool.join("queue/journal")))
+        );
     } else {
         eprintln!("skipped: the owner check needs root to run on another user's spool");
     }

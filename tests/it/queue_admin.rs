@@ -305,3 +305,30 @@ async fn the_socket_is_private_and_bounded() {
     assert_eq!(code, 1, "an empty queue");
     relay.terminate().await;
 }
+
+/// A spool path too long for a socket's name (108 bytes) costs the queue commands, not the
+/// relay: it starts, takes mail, and `queue` says why it cannot reach it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_spool_path_too_long_for_a_socket_still_relays() {
+    let tmp = tempfile::tempdir().unwrap();
+    let spool = tmp.path().join("s".repeat(60)).join("p".repeat(60));
+    let sink = Sink::start(SinkOptions::default()).await;
+    let mut relay = start(&spool, dead_port(), sink.addr.port());
+    assert!(!spool.join("admin.sock").exists());
+    let (mut c, _) = Raw::connect(relay.addr).await;
+    assert_eq!(c.cmd("EHLO c.test").await.code, 250);
+    assert_eq!(c.cmd("MAIL FROM:<app@origin.example>").await.code, 250);
+    assert_eq!(c.cmd("RCPT TO:<user@elsewhere.example>").await.code, 250);
+    assert_eq!(c.cmd("DATA").await.code, 354);
+    c.send("Subject: long\r\n\r\nx\r\n.\r\n".to_string()).await;
+    assert_eq!(c.reply().await.unwrap().code, 250);
+    assert!(wait_until(10, || sink.messages().len() == 1).await);
+    let out = queue(&spool, &["list"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        text(&out).contains("too long for a socket"),
+        "{}",
+        text(&out)
+    );
+    relay.terminate().await;
+}

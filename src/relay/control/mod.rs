@@ -438,6 +438,13 @@ pub fn ask(socket: &Path, req: &Request, timeout: Duration) -> Result<Reply, Ask
                 path: socket.to_path_buf(),
             });
         }
+        Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => {
+            return Err(failed(
+                "the path is too long for a socket (at most 108 bytes): a relay on this spool \
+                 runs without one; a shorter --spool path lets the queue commands reach it"
+                    .into(),
+            ));
+        }
         Err(e) => return Err(failed(e.to_string())),
     };
     let _ = stream.set_read_timeout(Some(timeout));
