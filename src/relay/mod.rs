@@ -638,12 +638,17 @@ impl Relay {
         // is the last one so every record is flushed.
         let spool = shared.spool.clone();
         let tracker = shared.tracker.clone();
+        let capture = shared.capture.clone();
         drop(shared);
         if let Err(e) = spool.close().await {
             tracing::warn!("closing the spool: {e}");
         }
         // The refusals being counted are written now, not lost with the process.
-        let _ = tokio::task::spawn_blocking(move || tracker.flush()).await;
+        let _ = tokio::task::spawn_blocking(move || {
+            tracker.flush();
+            capture.flush();
+        })
+        .await;
     }
 }
 
