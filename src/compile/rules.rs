@@ -191,8 +191,8 @@ pub struct RuleIndex {
     by_scope: [Vec<u32>; 2],
     always: Vec<u32>,
     header_names: HashSet<String>,
-    /// Some condition reads the Subject.
-    reads_subject: bool,
+    /// Some condition reads the Subject or some action changes it.
+    uses_subject: bool,
     /// Bit `n` set when some tested header name is `n` bytes long (bit 127: 127 or more), so
     /// most of a message's headers are passed over without hashing their names.
     header_lengths: u128,
@@ -395,7 +395,12 @@ impl RuleIndex {
             .iter()
             .fold(0, |mask, n| mask | length_bit(n.len()));
         index.header_names = b.header_names;
-        index.reads_subject = b.subject;
+        index.uses_subject = b.subject
+            || index.rules.iter().any(|r| {
+                r.actions
+                    .iter()
+                    .any(|a| matches!(a, Action::PrependSubject(_)))
+            });
         index.tests_auth = b.tests_auth;
         Ok(index)
     }
@@ -458,9 +463,10 @@ impl RuleIndex {
         }
     }
 
-    /// Whether some condition reads the Subject.
-    pub fn reads_subject(&self) -> bool {
-        self.reads_subject
+    /// Whether some condition reads the Subject or some action changes it
+    /// (`prepend-subject`).
+    pub fn uses_subject(&self) -> bool {
+        self.uses_subject
     }
 
     /// Whether some rule reads verification results (`if dmarc fail`).

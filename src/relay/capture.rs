@@ -13,7 +13,6 @@ use crate::compile::Table;
 use crate::diff::Input;
 use crate::diff::inputs::EnvelopeRecord;
 use crate::eval::{Envelope, Message};
-use crate::model::Action;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
@@ -60,13 +59,7 @@ fn kept(table: &Table, name: &str) -> bool {
             .get(..27)
             .is_some_and(|p| p.eq_ignore_ascii_case("X-MS-Exchange-Organization-"))
         || table.rules.tests_header(name)
-        || (name.eq_ignore_ascii_case("Subject")
-            && (table.rules.reads_subject()
-                || table.rules.rules().iter().any(|r| {
-                    r.actions
-                        .iter()
-                        .any(|a| matches!(a, Action::PrependSubject(_)))
-                })))
+        || (name.eq_ignore_ascii_case("Subject") && table.rules.uses_subject())
 }
 
 impl Captured {

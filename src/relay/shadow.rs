@@ -18,7 +18,7 @@ pub struct ShadowCounts {
     /// Of them, treated differently.
     pub differing: AtomicU64,
     /// Per kind of difference, in [`Kind::ALL`]'s order.
-    pub by_kind: [AtomicU64; 7],
+    pub by_kind: [AtomicU64; Kind::ALL.len()],
     /// The candidate's rule-set digest (empty: no candidate).
     digest: std::sync::Mutex<String>,
 }
