@@ -243,7 +243,9 @@ impl RecipientView {
             .map_or(String::new(), |(_, d)| d.to_ascii_lowercase())
     }
 
-    fn matches(&self, f: &Filter) -> bool {
+    /// Whether the recipient-level criteria of `f` hold for this recipient (without a state,
+    /// it must be pending).
+    pub fn matches(&self, f: &Filter) -> bool {
         let state_ok = match f.state {
             Some(s) => self.state == s,
             // Without a state, the recipient criteria are about what is still queued.

@@ -388,17 +388,16 @@ pub(crate) fn event(what: &str, who: &Who, m: Option<&QueuedMessage>) -> Event {
     e
 }
 
-/// Whether message `id`'s recipient `r` is one a selection's filter points at (its domain
-/// and connector, when the filter names them): retry takes only those.
-pub(crate) fn filter_takes(filter: Option<&Filter>, connector: &str, domain: &str) -> bool {
-    filter.is_none_or(|f| {
-        f.connector
-            .as_ref()
-            .is_none_or(|c| c.eq_ignore_ascii_case(connector))
-            && f.domain
-                .as_ref()
-                .is_none_or(|d| d.trim_end_matches('.').eq_ignore_ascii_case(domain))
-    })
+/// The pending recipients of `m` (by index) a retry takes: those the selection's filter
+/// takes (its recipient, connector, domain and state), every pending one without a filter.
+pub(crate) fn retried(m: &QueuedMessage, holds: &Holds, filter: Option<&Filter>) -> Vec<usize> {
+    MessageView::of(m, holds)
+        .recipients
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| r.is_pending() && filter.is_none_or(|f| r.matches(f)))
+        .map(|(i, _)| i)
+        .collect()
 }
 
 /// Why the socket could not be asked.

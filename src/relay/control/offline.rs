@@ -3,7 +3,7 @@
 //! that only reads opens it without writing a record ([`Inspection`]). Bounces need the
 //! rules to route the report, so only a running relay makes them.
 
-use super::{Reply, Report, Request, Who, change_holds, event, filter_takes, read, select};
+use super::{Reply, Report, Request, Who, change_holds, event, read, retried, select};
 use crate::clock::now_secs;
 use crate::queue::holds::Holds;
 use crate::queue::{Inspection, QueueError, RecipientState, Spool, SpoolOptions};
@@ -112,32 +112,24 @@ async fn act(
         Request::Retry { select: s } => {
             let (chosen, missing) = select(s, live, &holds, now);
             report.skipped = missing;
-            let filter = s.filter.as_ref();
             let mut n = 0;
             for m in &chosen {
-                let updates: Vec<(usize, RecipientState)> = m
-                    .states
-                    .iter()
-                    .zip(&m.meta.recipients)
-                    .enumerate()
-                    .filter_map(|(i, (state, r))| {
-                        let RecipientState::Pending {
+                let updates: Vec<(usize, RecipientState)> = retried(m, &holds, s.filter.as_ref())
+                    .into_iter()
+                    .filter_map(|i| match m.states.get(i) {
+                        Some(RecipientState::Pending {
                             attempts,
                             last_error,
                             ..
-                        } = state
-                        else {
-                            return None;
-                        };
-                        let domain = r.address.rsplit_once('@').map_or("", |(_, d)| d);
-                        filter_takes(filter, &r.send_connector, domain).then(|| {
-                            let due = RecipientState::Pending {
+                        }) => Some((
+                            i,
+                            RecipientState::Pending {
                                 attempts: *attempts,
                                 next_attempt: now,
                                 last_error: last_error.clone(),
-                            };
-                            (i, due)
-                        })
+                            },
+                        )),
+                        _ => None,
                     })
                     .collect();
                 n += updates.len();

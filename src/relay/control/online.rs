@@ -2,9 +2,7 @@
 //! to the spool and the delivery plan together, so the scheduler never attempts what was
 //! just deleted, bounced or held.
 
-use super::{
-    Reply, Report, Request, Skipped, Who, change_holds, event, filter_takes, read, select,
-};
+use super::{Reply, Report, Request, Skipped, Who, change_holds, event, read, retried, select};
 use crate::clock::now_secs;
 use crate::queue::QueuedMessage;
 use crate::queue::holds::HoldTarget;
@@ -165,10 +163,28 @@ pub(crate) async fn handle(shared: &Arc<Shared>, req: Request, who: &Who) -> Rep
         Request::Retry { select: s } => {
             let (chosen, missing) = select(s, &messages, &holds, now);
             report.skipped = missing;
-            let ids: std::collections::HashSet<_> = chosen.iter().map(|m| m.id.clone()).collect();
-            let filter = s.filter.as_ref();
+            // The destinations (delivery keys) of the recipients the filter takes.
+            let mut due = std::collections::HashSet::new();
+            for m in &chosen {
+                for i in retried(m, &holds, s.filter.as_ref()) {
+                    if let Some(r) = m.meta.recipients.get(i) {
+                        let domain = r.address.rsplit_once('@').map_or("", |(_, d)| d);
+                        due.insert((
+                            m.id.clone(),
+                            r.send_connector.clone(),
+                            domain.to_ascii_lowercase(),
+                        ));
+                    }
+                }
+            }
             let n = shared.plan().retry(
-                |k| ids.contains(&k.id) && filter_takes(filter, &k.dest.connector, &k.dest.domain),
+                |k| {
+                    due.contains(&(
+                        k.id.clone(),
+                        k.dest.connector.to_string(),
+                        k.dest.domain.to_string(),
+                    ))
+                },
                 now,
             );
             shared.wake.notify_one();

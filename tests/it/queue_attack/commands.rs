@@ -146,6 +146,23 @@ async fn filters_and_exit_codes_are_what_the_docs_say() {
     assert_eq!(dests.len(), 1, "{doc}");
     assert_eq!(dests[0]["domain"], "else.example");
 
+    // Retry one recipient: only its destination of the message with two is made due (the
+    // next hop is still down, so it is tried and deferred again).
+    let (code, doc) = qj(&spool, &["retry", "--recipient", "a@dead"]);
+    assert_eq!((code, doc["deliveries"].as_u64()), (0, Some(1)), "{doc}");
+    let attempts = |addr: &str| {
+        let (_, doc) = qj(&spool, &["show", &both]);
+        doc["message"]["recipients"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["address"] == addr)
+            .and_then(|r| r["attempts"].as_u64())
+            .unwrap_or(0)
+    };
+    assert!(wait_until(10, || attempts("a@dead.example") == 2).await);
+    assert_eq!(attempts("b@else.example"), 1, "the other destination was not retried");
+
     // Retry one domain: only that domain's recipient of the message with two goes.
     let back = Sink::start_on(dead, SinkOptions::default()).await;
     let (code, doc) = qj(&spool, &["retry", "--domain", "DEAD.EXAMPLE."]);
