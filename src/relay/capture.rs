@@ -63,12 +63,20 @@ fn kept(table: &Table, name: &str) -> bool {
 }
 
 impl Captured {
-    /// What the evaluator saw of one message under `table`.
-    pub fn of(table: &Table, env: &Envelope, message: &Message, size: u64) -> Captured {
+    /// What the evaluator saw of one message under `table`, with the header fields the
+    /// `--shadow` candidate reads too (`candidate`): a capture then serves the review of
+    /// the change being tried.
+    pub fn of(
+        table: &Table,
+        candidate: Option<&Table>,
+        env: &Envelope,
+        message: &Message,
+        size: u64,
+    ) -> Captured {
         let headers = message
             .headers
             .iter()
-            .filter(|h| kept(table, h.name()))
+            .filter(|h| kept(table, h.name()) || candidate.is_some_and(|c| kept(c, h.name())))
             .map(|h| {
                 (
                     h.name().to_string(),
@@ -362,13 +370,13 @@ mod tests {
             }],
             ..Envelope::default()
         };
-        let plain = Captured::of(&table(""), &env, &message, raw.len() as u64);
+        let plain = Captured::of(&table(""), None, &env, &message, raw.len() as u64);
         let names: Vec<&str> = plain.headers.iter().map(|(n, _)| n.as_str()).collect();
         assert_eq!(names, ["From", "X-MS-Exchange-Organization-AuthAs"]);
         let reading = table(
             "rule \"T\" {\n  if header \"x-ticket\" contains \"4\"\n  if subject contains \"p\"\n  stop\n}\n",
         );
-        let c = Captured::of(&reading, &env, &message, raw.len() as u64);
+        let c = Captured::of(&table(""), Some(&reading), &env, &message, raw.len() as u64);
         let names: Vec<&str> = c.headers.iter().map(|(n, _)| n.as_str()).collect();
         assert_eq!(
             names,

@@ -63,8 +63,10 @@ impl Session {
         let verdict = evaluate(&self.table, &env, Some(&message), false);
         crate::relay::shadow::compare(&self.shared, &env, &message, &verdict);
         if self.shared.capture.enabled() {
+            let candidate = self.shared.shadow_table();
             let seen = crate::relay::capture::Captured::of(
                 &self.table,
+                candidate.as_deref(),
                 &env,
                 &message,
                 bytes.len() as u64,

@@ -161,7 +161,11 @@ async fn filters_and_exit_codes_are_what_the_docs_say() {
             .unwrap_or(0)
     };
     assert!(wait_until(10, || attempts("a@dead.example") == 2).await);
-    assert_eq!(attempts("b@else.example"), 1, "the other destination was not retried");
+    assert_eq!(
+        attempts("b@else.example"),
+        1,
+        "the other destination was not retried"
+    );
 
     // Retry one domain: only that domain's recipient of the message with two goes.
     let back = Sink::start_on(dead, SinkOptions::default()).await;
