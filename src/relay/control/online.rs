@@ -51,6 +51,9 @@ const CLIENTS: usize = 8;
 pub(crate) async fn serve(shared: Arc<Shared>, listener: UnixListener) {
     let one_at_a_time = Arc::new(tokio::sync::Mutex::new(()));
     let slots = Arc::new(tokio::sync::Semaphore::new(CLIENTS));
+    // Owned here: when the relay stops this task, the requests in progress stop with it,
+    // before the spool is closed.
+    let mut handlers = tokio::task::JoinSet::new();
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             tokio::time::sleep(std::time::Duration::from_millis(100)).await;
@@ -62,7 +65,8 @@ pub(crate) async fn serve(shared: Arc<Shared>, listener: UnixListener) {
         };
         let shared = Arc::clone(&shared);
         let lock = Arc::clone(&one_at_a_time);
-        tokio::spawn(async move {
+        while handlers.try_join_next().is_some() {}
+        handlers.spawn(async move {
             let _slot = slot;
             let who = Who {
                 uid: stream.peer_cred().map_or(u32::MAX, |c| c.uid()),
