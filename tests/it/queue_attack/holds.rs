@@ -70,21 +70,7 @@ async fn holds_named_carelessly_hold_what_the_filters_take() {
 
 /// Runs the relay on `spool` expecting it to refuse to start: its exit code and its log.
 fn refuses_to_start(spool: &Path) -> (Option<i32>, String) {
-    let mut child = Command::new(BIN)
-        .arg("relay")
-        .arg(root().join("tests/fixtures/relay/forward.mailflow"))
-        .arg("--spool")
-        .arg(spool)
-        .args([
-            "--hostname",
-            "relay.test",
-            "--listen",
-            "Loopback=127.0.0.1:0",
-        ])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = relay_command(spool).spawn().unwrap();
     let t0 = std::time::Instant::now();
     while child.try_wait().unwrap().is_none() {
         if t0.elapsed() > Duration::from_secs(20) {

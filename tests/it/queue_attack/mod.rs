@@ -323,6 +323,41 @@ fn held(spool: &Path) -> usize {
     ids(&doc).len()
 }
 
+/// Caps process `pid`'s open files at `above` more than it has open now (prlimit), as a
+/// service's tight limit would; the limit.
+fn limit_fds(pid: u32, above: usize) -> usize {
+    let limit = open_fds(pid) + above;
+    let set = Command::new("prlimit")
+        .args([
+            "--pid",
+            &pid.to_string(),
+            &format!("--nofile={limit}:{limit}"),
+        ])
+        .status()
+        .unwrap();
+    assert!(set.success());
+    limit
+}
+
+/// `mailflow relay` on forward.mailflow and `spool`, its output piped, not yet started: for
+/// tests that watch it refuse or race its start.
+fn relay_command(spool: &Path) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.arg("relay")
+        .arg(root().join("tests/fixtures/relay/forward.mailflow"))
+        .arg("--spool")
+        .arg(spool)
+        .args([
+            "--hostname",
+            "relay.test",
+            "--listen",
+            "Loopback=127.0.0.1:0",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    cmd
+}
+
 fn open_fds(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
 }

@@ -134,21 +134,7 @@ async fn a_relay_starts_while_the_queue_is_read_offline() {
         .collect();
     for _ in 0..5 {
         let (code, log) = {
-            let mut child = Command::new(BIN)
-                .arg("relay")
-                .arg(root().join("tests/fixtures/relay/forward.mailflow"))
-                .arg("--spool")
-                .arg(&spool)
-                .args([
-                    "--hostname",
-                    "relay.test",
-                    "--listen",
-                    "Loopback=127.0.0.1:0",
-                ])
-                .stdout(std::process::Stdio::piped())
-                .stderr(std::process::Stdio::piped())
-                .spawn()
-                .unwrap();
+            let mut child = relay_command(&spool).spawn().unwrap();
             let mut line = String::new();
             let mut r = std::io::BufReader::new(child.stdout.take().unwrap());
             std::io::BufRead::read_line(&mut r, &mut line).unwrap();

@@ -13,16 +13,8 @@ use super::*;
 /// Returns the relay's reply, the Message-IDs it removed and the slow hop.
 async fn race(action: &str) -> (Value, BTreeSet<String>, SlowHop) {
     let tmp = tempfile::tempdir().unwrap();
-    let spool = tmp.path().join("spool");
-    let log = tmp.path().join("relay.log");
-    let hop = SlowHop::start(Duration::from_millis(5)).await;
-    let mut relay = start(
-        &spool,
-        dead_port(),
-        hop.addr.port(),
-        Some(&log),
-        &["--destination-concurrency", "2"],
-    );
+    let (spool, log) = (tmp.path().join("spool"), tmp.path().join("relay.log"));
+    let (mut relay, hop) = slow_relay(&spool, &log).await;
     let (code, _) = qj(&spool, &["hold", "--connector", "Out"]);
     assert_eq!(code, 0);
     let acknowledged = load(&relay, &format!("{action}-"), 300).await;
@@ -121,16 +113,8 @@ async fn delete_racing_deliveries_loses_and_duplicates_nothing() {
 #[tokio::test(flavor = "multi_thread")]
 async fn bounce_racing_half_delivered_messages_reports_only_the_undelivered_half() {
     let tmp = tempfile::tempdir().unwrap();
-    let spool = tmp.path().join("spool");
-    let log = tmp.path().join("relay.log");
-    let hop = SlowHop::start(Duration::from_millis(5)).await;
-    let mut relay = start(
-        &spool,
-        dead_port(),
-        hop.addr.port(),
-        Some(&log),
-        &["--destination-concurrency", "2"],
-    );
+    let (spool, log) = (tmp.path().join("spool"), tmp.path().join("relay.log"));
+    let (mut relay, hop) = slow_relay(&spool, &log).await;
     // two.example's half waits while one.example's goes: the bounce meets messages half
     // delivered, half being delivered and not yet attempted.
     let (code, _) = qj(
@@ -291,4 +275,18 @@ async fn a_hold_mid_load_stops_it_and_a_release_finishes_it() {
     assert!(wait_until(10, || queue(&spool, &["list"]).status.code() == Some(1)).await);
     relay.terminate().await;
     no_panics(&log);
+}
+
+/// The races' relay: everything through Out to a next hop that answers each command 5 ms
+/// late, two attempts at once per destination, its log in `log`.
+async fn slow_relay(spool: &Path, log: &Path) -> (Relay, SlowHop) {
+    let hop = SlowHop::start(Duration::from_millis(5)).await;
+    let relay = start(
+        spool,
+        dead_port(),
+        hop.addr.port(),
+        Some(log),
+        &["--destination-concurrency", "2"],
+    );
+    (relay, hop)
 }

@@ -62,16 +62,7 @@ async fn the_socket_flooded_costs_bounded_descriptors_and_memory() {
     let sock = spool.join("admin.sock");
 
     // A file limit as tight as a service's: 150 descriptors above what the relay uses.
-    let limit = open_fds(pid) + 150;
-    let set = Command::new("prlimit")
-        .args([
-            "--pid",
-            &pid.to_string(),
-            &format!("--nofile={limit}:{limit}"),
-        ])
-        .status()
-        .unwrap();
-    assert!(set.success());
+    let limit = limit_fds(pid, 150);
     let idle: Vec<UnixStream> = (0..400)
         .map(|_| UnixStream::connect(&sock).unwrap())
         .collect();
@@ -226,16 +217,7 @@ async fn out_of_descriptors_the_admin_port_does_not_spin() {
     let spool = tmp.path().join("spool");
     let mut relay = start(&spool, dead_port(), dead_port(), None, &[]);
     let pid = relay.child.id();
-    let limit = open_fds(pid) + 10;
-    let set = Command::new("prlimit")
-        .args([
-            "--pid",
-            &pid.to_string(),
-            &format!("--nofile={limit}:{limit}"),
-        ])
-        .status()
-        .unwrap();
-    assert!(set.success());
+    let _ = limit_fds(pid, 10);
     let mut smtp = Vec::new();
     for _ in 0..20 {
         smtp.push(std::net::TcpStream::connect(relay.addr).unwrap());
