@@ -39,6 +39,7 @@
 //! body, kind 2 `Recipients {id, updates}`, kind 3 `Done {id}`. Replay applies records in
 //! segment order; a later `Message` record for an id (a compaction copy) replaces the earlier.
 
+mod body;
 mod format;
 pub mod holds;
 mod index;
@@ -63,6 +64,7 @@ use tokio::sync::oneshot;
 use crate::clock::{now_micros, now_secs};
 use crate::smtp::{Notify, Status};
 
+pub use body::StoredBody;
 pub use format::MessageBytes;
 use format::{Encoded, Kind, MessageHeadRef};
 use index::Index;
@@ -578,6 +580,13 @@ impl Spool {
         // segment meanwhile, and the open handle still reads it.
         let (loc, file) = self.shared().index().body_of(id)?;
         read_checked(id, loc, &file)
+    }
+
+    /// Where a live message's body lies, for reading it in pieces ([`StoredBody`]), not
+    /// yet checked.
+    pub fn stored_body(&self, id: &QueueId) -> Result<StoredBody, QueueError> {
+        let (loc, file) = self.shared().index().body_of(id)?;
+        Ok(StoredBody::new(id, loc, file))
     }
 
     /// A live message, if there is one with this id.

@@ -4,14 +4,16 @@
 
 use super::{Reply, Report, Request, Skipped, Who, change_holds, event, read, retried, select};
 use crate::clock::now_secs;
-use crate::queue::QueuedMessage;
 use crate::queue::holds::HoldTarget;
+use crate::queue::{QueuedMessage, StoredBody};
 use crate::relay::Shared;
 use crate::smtp::Status;
+use base64::Engine;
 use std::path::Path;
 use std::sync::Arc;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixListener;
+use tokio::net::unix::OwnedWriteHalf;
 
 /// The status a bounced recipient gets (its DSN says the administrator returned it).
 fn returned() -> Status {
@@ -39,13 +41,18 @@ pub(crate) fn bind(path: &Path) -> std::io::Result<UnixListener> {
 /// Clients served at once.
 const CLIENTS: usize = 8;
 
+/// Octets of a stored message read at a time for `show --message`: a multiple of 3, so that
+/// the pieces' base64 put together is the whole message's.
+const PIECE: usize = 3 * 64 * 1024;
+
 /// Serves the socket until the relay stops: one request per connection, one at a time (an
 /// action sees the queue as the one before it left it).
 ///
 /// At most [`CLIENTS`] connections are served at once: each costs a file descriptor for up
-/// to 10 seconds (a client that sends nothing) and its answer's memory for up to a minute
-/// (one that does not read it, a `show --message` of the largest message), so clients that
-/// stall must not be able to starve SMTP of descriptors or the relay of memory. One more is
+/// to 10 seconds (a client that sends nothing) and its answer for up to a minute (one that
+/// does not read it), so clients that stall must not be able to starve SMTP of descriptors
+/// or the relay of memory. A stored message is sent a [`PIECE`] at a time as the client
+/// takes it, so the largest message costs no more than a small answer. One more client is
 /// told so at once and closed; leaving it in the backlog instead would make it wait behind
 /// every stalled client before it.
 pub(crate) async fn serve(shared: Arc<Shared>, listener: UnixListener) {
@@ -73,27 +80,98 @@ pub(crate) async fn serve(shared: Arc<Shared>, listener: UnixListener) {
                 pid: stream.peer_cred().ok().and_then(|c| c.pid()),
             };
             let (reader, mut writer) = stream.into_split();
-            let reply = match read_request(reader).await {
+            let answer = match read_request(reader).await {
                 Ok(req) => {
                     let _one = lock.lock().await;
-                    handle(&shared, req, &who).await
+                    answer(&shared, req, &who).await
                 }
-                Err(why) => Reply::error(why),
+                Err(why) => Answer::from(Reply::error(why)),
             };
-            let line = serde_json::to_vec(&reply);
-            // The answer is kept once, as bytes, while a slow reader takes it.
-            drop(reply);
-            if let Ok(mut line) = line {
-                line.push(b'\n');
-                // A reader that stops reading costs its task a minute, no more.
-                let _ = tokio::time::timeout(std::time::Duration::from_secs(60), async {
-                    let _ = writer.write_all(&line).await;
-                    let _ = writer.shutdown().await;
-                })
-                .await;
-            }
+            // A reader that stops reading costs its task a minute, no more.
+            let _ = tokio::time::timeout(
+                std::time::Duration::from_secs(60),
+                send(&mut writer, answer),
+            )
+            .await;
         });
     }
+}
+
+/// A reply, and the stored message that goes in it when `show --message` asked for one.
+struct Answer {
+    reply: Reply,
+    body: Option<StoredBody>,
+}
+
+impl From<Reply> for Answer {
+    fn from(reply: Reply) -> Answer {
+        Answer { reply, body: None }
+    }
+}
+
+/// Carries out one request; for `show --message`, finds and checks the stored message
+/// without reading it into memory ([`send`] reads it a piece at a time).
+async fn answer(shared: &Arc<Shared>, req: Request, who: &Who) -> Answer {
+    let Request::Show { id, message: true } = req else {
+        return handle(shared, req, who).await.into();
+    };
+    let shown = Request::Show {
+        id: id.clone(),
+        message: false,
+    };
+    let reply = handle(shared, shown, who).await;
+    if !matches!(reply, Reply::Message { .. }) {
+        return reply.into();
+    }
+    let spool = shared.spool.clone();
+    let checked = tokio::task::spawn_blocking(move || {
+        let body = spool.stored_body(&id)?;
+        body.check()?;
+        Ok::<_, crate::queue::QueueError>(body)
+    })
+    .await;
+    match checked {
+        Ok(Ok(body)) => Answer {
+            reply,
+            body: Some(body),
+        },
+        Ok(Err(e)) => Reply::error(e.to_string()).into(),
+        Err(e) => Reply::error(e.to_string()).into(),
+    }
+}
+
+/// Writes the answer as one JSON line. A stored message is the reply's `data` field
+/// (base64, as [`Reply::Message`] has it), read and encoded a [`PIECE`] at a time while the
+/// client takes it.
+async fn send(writer: &mut OwnedWriteHalf, answer: Answer) -> std::io::Result<()> {
+    let mut line = serde_json::to_vec(&answer.reply)?;
+    drop(answer.reply);
+    if let Some(body) = answer.body {
+        // The reply is a JSON object without `data`: its closing brace makes way for it.
+        if line.pop() != Some(b'}') {
+            return Err(std::io::Error::other("a reply is a JSON object"));
+        }
+        line.extend_from_slice(b",\"data\":\"");
+        writer.write_all(&line).await?;
+        let mut at = 0;
+        while at < body.len() {
+            let from = body.clone();
+            let piece = tokio::task::spawn_blocking(move || from.piece(at, PIECE))
+                .await
+                .map_err(std::io::Error::other)?
+                .map_err(std::io::Error::other)?;
+            if piece.is_empty() {
+                return Err(std::io::Error::other("the stored message ended early"));
+            }
+            at += piece.len() as u64;
+            let text = base64::engine::general_purpose::STANDARD.encode(&piece);
+            writer.write_all(text.as_bytes()).await?;
+        }
+        line = b"\"}".to_vec();
+    }
+    line.push(b'\n');
+    writer.write_all(&line).await?;
+    writer.shutdown().await
 }
 
 /// Tells a client past [`CLIENTS`] to come back, without waiting for it: a fresh
@@ -125,7 +203,7 @@ async fn read_request(reader: tokio::net::unix::OwnedReadHalf) -> Result<Request
 }
 
 /// Carries out one request on the running relay.
-pub(crate) async fn handle(shared: &Arc<Shared>, req: Request, who: &Who) -> Reply {
+async fn handle(shared: &Arc<Shared>, req: Request, who: &Who) -> Reply {
     let now = now_secs();
     let holds = shared.plan().holds().clone();
     let messages = shared.spool.live();
