@@ -298,6 +298,19 @@ fn listen_set(t: &Table) -> Vec<SocketAddr> {
     v
 }
 
+/// A reload reads the rules, certificates and keys again as the user the relay runs as:
+/// what only root could read at the start would make every reload fail, which is better
+/// told at the start than at the first change.
+fn readable_for_reload(options: &RelayOptions, roots: &Arc<RootCertStore>) -> Result<(), String> {
+    let loaded = load(&options.rules, &options.overrides).map_err(|e| e.message)?;
+    credentials(&loaded.table, roots, options).map_err(|e| e.to_string())?;
+    if let Some(path) = &options.shadow {
+        load(path, &options.overrides)
+            .map_err(|e| format!("the shadow rule set {}: {}", path.display(), e.message))?;
+    }
+    Ok(())
+}
+
 fn credentials(
     t: &Table,
     roots: &Arc<RootCertStore>,
@@ -434,6 +447,13 @@ impl Relay {
         };
         if let Some(run_as) = run_as {
             privileges::drop_to(run_as)?;
+            if let Err(why) = readable_for_reload(&options, &roots) {
+                tracing::warn!(
+                    "as user `{}` a reload would fail: {why}; make the rule files, \
+                     certificates and keys readable by its group (docs/operations.md)",
+                    run_as.name()
+                );
+            }
         }
         privileges::prepare_spool(&options.spool, owner)?;
         let largest = loaded

@@ -581,3 +581,59 @@ fn user_when_not_root_must_be_the_current_user() {
     let ready: serde_json::Value = serde_json::from_str(stdout.lines().next().unwrap()).unwrap();
     assert_eq!(ready["ready"], true);
 }
+
+/// A reload reads the rules, certificates and keys as the `--user` the relay switched to:
+/// rules only root can read are taken at the start, and the warning says then, not at the
+/// first change, that every reload would fail; readable ones get no warning.
+#[test]
+fn rules_only_root_can_read_are_told_at_the_start() {
+    if !is_root() {
+        eprintln!("service::rules_only_root_can_read_are_told_at_the_start: skipped, not root");
+        return;
+    }
+    let nobody = User::from_name("nobody").unwrap().expect("a `nobody` user");
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let rules = tmp.path().join("rules.mailflow");
+    std::fs::copy(forward_rules(), &rules).unwrap();
+    let warned = |mode: u32| {
+        std::fs::set_permissions(&rules, std::fs::Permissions::from_mode(mode)).unwrap();
+        let spool = tmp.path().join(format!("spool-{mode:o}"));
+        std::fs::create_dir(&spool).unwrap();
+        std::fs::set_permissions(&spool, std::fs::Permissions::from_mode(0o700)).unwrap();
+        std::os::unix::fs::chown(&spool, Some(nobody.uid.as_raw()), None).unwrap();
+        let log = tmp.path().join(format!("relay-{mode:o}.log"));
+        let mut child = Command::new(BIN)
+            .arg("relay")
+            .arg(&rules)
+            .arg("--spool")
+            .arg(&spool)
+            .args(["--listen", "Loopback=127.0.0.1:0", "--user", "nobody"])
+            .args(["--log", "warn"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+            &mut line,
+        )
+        .unwrap();
+        let _ = child.kill();
+        let _ = child.wait();
+        let log = std::fs::read_to_string(&log).unwrap();
+        assert!(line.contains("listeners"), "not started: {line:?} {log}");
+        log
+    };
+    let log = warned(0o600);
+    assert!(
+        log.contains("as user `nobody` a reload would fail")
+            && log.contains("rules.mailflow")
+            && log.contains("readable by its group"),
+        "{log}"
+    );
+    let log = warned(0o644);
+    assert!(!log.contains("reload would fail"), "{log}");
+}
