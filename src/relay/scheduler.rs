@@ -88,7 +88,7 @@ async fn run_task(shared: Arc<Shared>, task: Task) {
         if let Some(RcptOutcome::Temporary(status)) = result.outcomes.first() {
             error = status.to_string();
         }
-        next = record(&shared, &job, result, body).await;
+        next = record(&shared, &job, result, body, Outcomes::Attempted).await;
     }
     let backoff = |failures: u32| shared.options.retry.delay(failures).as_secs();
     {
@@ -340,12 +340,30 @@ struct Judgement {
     /// Deferred past the delay-warning time for the first time.
     delayed: Vec<(usize, FailedRecipient)>,
     next: Option<u64>,
+    /// A SEND, DEFER or FAIL tracking event for each recipient.
+    events: Vec<Event>,
 }
 
-/// Writes the outcomes to the spool, then reports failures and delays to the sender, with
-/// the body the attempt read (`body`), else one read now. Returns when the recipients still
-/// pending are due again.
-async fn record(shared: &Shared, job: &Job, result: Attempt, body: Option<Body>) -> Option<u64> {
+/// Where the outcomes [`record`] writes come from.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Outcomes {
+    /// An attempt: they happened, and are logged whatever the spool then does.
+    Attempted,
+    /// The administrator's (`queue bounce`): they happen by being recorded, and are
+    /// logged only once the spool has taken them.
+    Decided,
+}
+
+/// Writes the outcomes to the spool, then logs them and reports failures and delays to the
+/// sender, with the body the attempt read (`body`), else one read now. Returns when the
+/// recipients still pending are due again.
+async fn record(
+    shared: &Shared,
+    job: &Job,
+    result: Attempt,
+    body: Option<Body>,
+    from: Outcomes,
+) -> Option<u64> {
     let m = &job.message;
     let j = judge(shared, job, &result, now_secs());
     // The copy a report returns is in hand before the update: once every recipient is final,
@@ -360,7 +378,13 @@ async fn record(shared: &Shared, job: &Job, result: Attempt, body: Option<Body>)
         }
         None => (Vec::new(), None),
     };
-    if let Err(e) = shared.spool.update(&m.id, j.updates).await {
+    let updated = shared.spool.update(&m.id, j.updates).await;
+    if updated.is_ok() || from == Outcomes::Attempted {
+        for e in j.events {
+            shared.tracker.log(e);
+        }
+    }
+    if let Err(e) = updated {
         tracing::error!("spool update for {}: {e}", m.id);
         return j.next;
     }
@@ -369,8 +393,9 @@ async fn record(shared: &Shared, job: &Job, result: Attempt, body: Option<Body>)
 }
 
 /// Fails every pending recipient of `message` with `status`, as a permanent failure at
-/// delivery would: recorded in the spool, a FAIL event each, a DSN to the sender as NOTIFY
-/// asks (`mailflow queue bounce`). False when the spool did not take the update.
+/// delivery would: recorded in the spool, then a FAIL event each (with the recipient's own
+/// send connector) and a DSN to the sender as NOTIFY asks (`mailflow queue bounce`). False,
+/// with nothing logged or sent, when the spool did not take the update.
 pub(super) async fn fail_pending(shared: &Shared, message: QueuedMessage, status: Status) -> bool {
     let indexes: Vec<usize> = (0..message.states.len())
         .filter(|&i| matches!(message.states.get(i), Some(RecipientState::Pending { .. })))
@@ -393,7 +418,8 @@ pub(super) async fn fail_pending(shared: &Shared, message: QueuedMessage, status
         indexes,
         srs_sender: None,
     };
-    record(shared, &job, every(n, RcptOutcome::Permanent(status)), None).await;
+    let outcomes = every(n, RcptOutcome::Permanent(status));
+    record(shared, &job, outcomes, None, Outcomes::Decided).await;
     shared.spool.get(&id).is_none_or(|m| {
         !m.states
             .iter()
@@ -427,7 +453,7 @@ fn judge(shared: &Shared, job: &Job, result: &Attempt, t: u64) -> Judgement {
             }) => (*attempts, *next_attempt),
             _ => (0, m.received_at),
         };
-        let event = |id: EventId, status: String| {
+        let mut event = |id: EventId, status: String| {
             let mut e = Event::new(id, "SMTP");
             e.internal_message_id = Some(m.id.to_string());
             e.message_id = m.meta.message_id.clone();
@@ -435,11 +461,12 @@ fn judge(shared: &Shared, job: &Job, result: &Attempt, t: u64) -> Judgement {
             e.srs_sender_address = job.srs_sender.clone();
             e.recipient_address = vec![r.address.clone()];
             e.recipient_status = vec![status];
-            e.connector_id = Some(job.connector.clone());
+            // The job's connector for an attempt; a bounce's recipients may have several.
+            e.connector_id = Some(r.send_connector.clone());
             e.server_hostname = remote.clone();
             e.server_ip = result.addr.map(|a| a.ip().to_string());
             e.total_bytes = Some(m.size);
-            shared.tracker.log(e);
+            j.events.push(e);
         };
         match outcome {
             RcptOutcome::Delivered { reply } => {

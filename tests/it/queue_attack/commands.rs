@@ -70,6 +70,48 @@ async fn a_bounce_reports_only_as_asked_and_only_what_it_failed() {
     relay.terminate().await;
 }
 
+/// A bounce of a message whose recipients leave by two send connectors logs each FAIL
+/// with its recipient's own connector (it used to give both the first one's).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_bounce_logs_each_recipient_with_its_own_connector() {
+    let tmp = tempfile::tempdir().unwrap();
+    let spool = tmp.path().join("spool");
+    let mut relay = start(&spool, dead_port(), dead_port(), None, &[]);
+    let two = ["a@dead.example", "b@else.example"];
+    send(relay.addr, "app@origin.example", &two, "", &[s("two")]).await;
+    let tried = || {
+        let (_, doc) = qj(&spool, &["list"]);
+        doc["messages"][0]["recipients"]
+            .as_array()
+            .is_some_and(|r| r.iter().all(|r| r["attempts"].as_u64() >= Some(1)))
+    };
+    assert!(wait_until(20, tried).await, "both deferred once");
+    let (_, doc) = qj(&spool, &["list"]);
+    let id = ids(&doc)[0].clone();
+    let (code, reply) = qj(&spool, &["bounce", &id]);
+    assert_eq!(code, 0, "{reply}");
+    let fails = relay.track(&["--event", "FAIL"]);
+    let mut by: Vec<(String, String)> = fails
+        .iter()
+        .map(|e| {
+            (
+                e["recipient-address"][0].as_str().unwrap_or("").to_string(),
+                e["connector-id"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect();
+    by.sort();
+    assert_eq!(
+        by,
+        [
+            (s("a@dead.example"), s("Dead")),
+            (s("b@else.example"), s("Out"))
+        ],
+        "{fails:?}"
+    );
+    relay.terminate().await;
+}
+
 /// Ids in lower case, unknown ids, `--older-than` at its edges, `--domain` with a trailing
 /// dot or in capitals, `retry --domain` touching only that domain's recipient of a message
 /// that has two; every exit code and JSON reply as docs/relay.md gives them.
