@@ -285,7 +285,17 @@ async fn serve(options: RelayOptions, run_as: Option<RunAs>) -> Exit {
             return Exit::Error;
         }
     };
-    let _ = std::fs::write(&pid_file, format!("{}\n", std::process::id()));
+    let _ = {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(mailflow::queue::PRIVATE)
+            .open(&pid_file)
+            .and_then(|mut f| writeln!(f, "{}", std::process::id()))
+    };
     // One JSON line on stdout says where everything listens: tests and scripts read it.
     let ready = serde_json::json!({
         "ready": true,

@@ -135,10 +135,14 @@ impl Holds {
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err(e),
         }
-        let mut f = fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&tmp)?;
+        let mut f = {
+            use std::os::unix::fs::OpenOptionsExt;
+            fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(super::PRIVATE)
+                .open(&tmp)?
+        };
         f.write_all(&bytes)?;
         f.sync_all()?;
         drop(f);

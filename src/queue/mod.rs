@@ -52,6 +52,7 @@ use std::fmt;
 use std::fs::{self, File, OpenOptions};
 use std::net::IpAddr;
 use std::os::unix::fs::FileExt;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, mpsc};
@@ -65,6 +66,21 @@ use crate::clock::{now_micros, now_secs};
 use crate::smtp::{Notify, Status};
 
 pub use body::StoredBody;
+
+/// The mode of every file the relay creates in its spool: messages, holds, the tracking log
+/// and captured traffic are the service user's alone, whatever the umask (the folders are
+/// 0700 too; a backup or a copy taken from them keeps it so).
+pub const PRIVATE: u32 = 0o600;
+
+/// Creates a folder of the spool and any missing above it, 0700 whatever the umask, as
+/// [`PRIVATE`] is for files.
+pub fn private_dir(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(path)
+}
 pub use format::MessageBytes;
 use format::{Encoded, Kind, MessageHeadRef};
 use index::Index;
@@ -439,8 +455,8 @@ impl Spool {
     ) -> Result<(Spool, Vec<QueuedMessage>), QueueError> {
         let journal = dir.join("journal");
         let corrupt = dir.join("corrupt");
-        fs::create_dir_all(&journal)?;
-        fs::create_dir_all(&corrupt)?;
+        private_dir(&journal)?;
+        private_dir(&corrupt)?;
         let lock = lock_dir(dir)?;
         let rec = recover::replay(&journal, &corrupt)?;
         let shared = Arc::new(Shared {
@@ -689,7 +705,7 @@ impl Inspection {
     pub fn open(dir: &Path) -> Result<Inspection, QueueError> {
         let journal = dir.join("journal");
         let corrupt = dir.join("corrupt");
-        fs::create_dir_all(&corrupt)?;
+        private_dir(&corrupt)?;
         let lock = lock_dir(dir)?;
         let rec = recover::replay(&journal, &corrupt)?;
         Ok(Inspection {
@@ -716,6 +732,7 @@ fn lock_dir(dir: &Path) -> Result<SpoolLock, QueueError> {
         .write(true)
         .create(true)
         .truncate(false)
+        .mode(PRIVATE)
         .open(dir.join("lock"))?;
     rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive).map_err(
         |e| {

@@ -6,6 +6,7 @@ use std::fs::{File, OpenOptions};
 use std::hash::{BuildHasher, RandomState};
 use std::io::{self, Write};
 use std::os::unix::fs::FileExt;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, mpsc};
@@ -104,6 +105,7 @@ fn create_segment(journal: &Path, no: u32) -> io::Result<(Arc<File>, u32)> {
         .write(true)
         .create(true)
         .truncate(true)
+        .mode(super::PRIVATE)
         .open(&path)?;
     file.write_all(&segment_header(salt))?;
     file.sync_all()?;

@@ -250,7 +250,8 @@ impl Tracker {
 /// (`mailflow queue` on a stopped spool): no rotation, which the relay does when it starts.
 pub fn append(dir: &Path, events: &[Event]) -> std::io::Result<()> {
     use std::io::Write;
-    std::fs::create_dir_all(dir)?;
+    use std::os::unix::fs::OpenOptionsExt;
+    crate::queue::private_dir(dir)?;
     let mut out = Vec::new();
     for e in events {
         serde_json::to_writer(&mut out, e).map_err(std::io::Error::other)?;
@@ -259,6 +260,7 @@ pub fn append(dir: &Path, events: &[Event]) -> std::io::Result<()> {
     let mut f = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
+        .mode(crate::queue::PRIVATE)
         .open(dir.join(LIVE))?;
     f.write_all(&out)?;
     f.sync_data()

@@ -637,3 +637,88 @@ fn rules_only_root_can_read_are_told_at_the_start() {
     let log = warned(0o644);
     assert!(!log.contains("reload would fail"), "{log}");
 }
+
+/// Every file the relay makes in its spool (segments, the lock, holds, the tracking log,
+/// captured traffic) is the service user's alone even under a umask of 000: only the
+/// admin socket is shared, with the group (0660), by design.
+#[tokio::test(flavor = "multi_thread")]
+async fn spool_files_are_the_users_alone_whatever_the_umask() {
+    let tmp = tempfile::tempdir().unwrap();
+    let spool = tmp.path().join("spool");
+    let mut child = Command::new("sh")
+        .args(["-c", "umask 000 && exec \"$@\"", "sh", BIN, "relay"])
+        .arg(forward_rules())
+        .arg("--spool")
+        .arg(&spool)
+        .args(["--hostname", "relay.test", "--log", "error", "--capture"])
+        .args(["--listen", "Loopback=127.0.0.1:0", "--smart-host"])
+        .arg(format!("Dead=127.0.0.1:{}", dead_port()))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    let ready: serde_json::Value = serde_json::from_str(&line).unwrap();
+    let addr = ready["listeners"][0]["address"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let relay = Relay {
+        child,
+        addr,
+        listeners: Vec::new(),
+        admin: None,
+        spool: spool.clone(),
+        ready,
+    };
+    send_one(&relay, "user@dead.example", "").await;
+    let queue = |args: &[&str]| {
+        Command::new(BIN)
+            .arg("queue")
+            .args(args)
+            .arg("--spool")
+            .arg(&spool)
+            .output()
+            .unwrap()
+    };
+    let listed = queue(&["list", "--format", "json"]);
+    let doc: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
+    let id = doc["messages"][0]["id"].as_str().unwrap().to_string();
+    assert!(queue(&["hold", &id]).status.success());
+    assert!(wait_until(10, || relay.track(&["--event", "RECEIVE"]).len() == 1).await);
+    let mut files = Vec::new();
+    files_under(&spool, &mut files);
+    let names: Vec<String> = files
+        .iter()
+        .map(|f| f.strip_prefix(&spool).unwrap().display().to_string())
+        .collect();
+    for needed in [
+        "queue/lock",
+        "holds.json",
+        "tracking/",
+        "capture/",
+        "queue/journal/",
+    ] {
+        assert!(
+            names.iter().any(|n| n.starts_with(needed)),
+            "{needed}: {names:?}"
+        );
+    }
+    for f in &files {
+        let mode = std::fs::metadata(f).unwrap().mode() & 0o777;
+        let shared = if f.ends_with("admin.sock") {
+            0o660
+        } else if f.is_dir() {
+            0o700
+        } else {
+            0o600
+        };
+        assert_eq!(mode, shared, "{} is {mode:o}", f.display());
+    }
+}

@@ -9,6 +9,7 @@
 use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -177,7 +178,7 @@ impl LogFiles {
         dropped: Arc<AtomicU64>,
         now: SystemTime,
     ) -> std::io::Result<LogFiles> {
-        std::fs::create_dir_all(dir)?;
+        crate::queue::private_dir(dir)?;
         let mut rotated = VecDeque::new();
         let mut rotated_bytes = 0u64;
         let mut next_seq = 1;
@@ -274,6 +275,7 @@ impl LogFiles {
             match OpenOptions::new()
                 .create(true)
                 .append(true)
+                .mode(crate::queue::PRIVATE)
                 .open(self.dir.join(live_name(self.stem)))
             {
                 Ok(f) => {
