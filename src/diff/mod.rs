@@ -292,13 +292,15 @@ pub fn diff(
     for input in inputs {
         let input = input?;
         d.messages += 1;
+        let rechosen = rechoose(old, &input.envelope);
+        let for_new = rechosen.as_ref().unwrap_or(&input.envelope);
         let a = evaluate(old, &input.envelope, Some(&input.message), false);
-        let b = evaluate(new, &input.envelope, Some(&input.message), false);
+        let b = evaluate(new, for_new, Some(&input.message), false);
         if kinds(&a, &b).is_empty() {
             continue;
         }
         let a = evaluate(old, &input.envelope, Some(&input.message), true);
-        let b = evaluate(new, &input.envelope, Some(&input.message), true);
+        let b = evaluate(new, for_new, Some(&input.message), true);
         if let Some(c) = change(&input.name, &a, &b) {
             for kind in &c.kinds {
                 *d.by_kind.entry(*kind).or_default() += 1;
@@ -307,6 +309,22 @@ pub fn diff(
         }
     }
     Ok(d)
+}
+
+/// The envelope the new rules see when the receive connector named in it is the one the
+/// old rules choose for its client and local address anyway (as in captured traffic, which
+/// names the connector the relay chose): without the name, so that the new rules choose by
+/// their own listen addresses and remote ranges, and a change to them shows. `None`: the
+/// envelope as it is (no client address, or a name the old rules would not choose, as when
+/// the relay ran with `--listen` or `--remote` overrides).
+pub(crate) fn rechoose(old: &Table, env: &Envelope) -> Option<Envelope> {
+    let name = env.connector.as_ref()?;
+    let chosen = crate::compile::select_receive(&old.receive_connectors, env.local, env.client_ip?)
+        .and_then(|i| old.receive_connectors.get(i))?;
+    (chosen.name.value == *name).then(|| Envelope {
+        connector: None,
+        ..env.clone()
+    })
 }
 
 /// What differs between the two outcomes of one message, a line each.
@@ -464,5 +482,36 @@ send-connector \"T2\" {
         assert_eq!(d.by_kind[&Kind::Acceptance], 1);
         let same = diff(&old, &old, [Ok(input("bob@example.com"))]).unwrap();
         assert!(same.changes.is_empty());
+    }
+
+    /// Captured traffic names the connector the relay chose: the new rules choose again
+    /// when the old ones would have chosen it, so narrowing a remote range shows.
+    #[test]
+    fn a_named_connector_the_old_rules_chose_is_chosen_again_by_the_new() {
+        let ranged = |range: &str| {
+            BASE.replace(
+                "  auth anonymous",
+                &format!("  auth anonymous\n  remote {range}"),
+            )
+        };
+        let (old, new) = (table(&ranged("10.0.0.0/24")), table(&ranged("10.0.0.0/26")));
+        let mut captured = input("alice@example.com");
+        captured.envelope.local = Some("127.0.0.1:25".parse().unwrap());
+        captured.envelope.client_ip = Some("10.0.0.200".parse().unwrap());
+        let d = diff(&old, &new, [Ok(captured.clone())]).unwrap();
+        assert_eq!(d.changes.len(), 1, "no longer accepted from 10.0.0.200");
+        assert!(d.changes[0].kinds.contains(&Kind::Acceptance));
+        // Inside both ranges, or named where the old rules would not choose it (a relay
+        // run with overrides): as before.
+        captured.envelope.client_ip = Some("10.0.0.3".parse().unwrap());
+        assert!(
+            diff(&old, &new, [Ok(captured.clone())])
+                .unwrap()
+                .changes
+                .is_empty()
+        );
+        captured.envelope.client_ip = Some("10.0.0.200".parse().unwrap());
+        captured.envelope.local = Some("127.0.0.1:2525".parse().unwrap());
+        assert!(diff(&old, &new, [Ok(captured)]).unwrap().changes.is_empty());
     }
 }

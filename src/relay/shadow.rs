@@ -5,7 +5,8 @@
 //! effect. The live verdict alone decides what happens to the message.
 
 use super::Shared;
-use crate::diff::{Kind, change, describe};
+use crate::compile::Table;
+use crate::diff::{Kind, change, describe, rechoose};
 use crate::eval::{Envelope, Message, Verdict, evaluate};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -73,11 +74,25 @@ impl ShadowCounts {
 /// Evaluates the message under the shadow rule set, if there is one, and records how its
 /// verdict differs from the live one. `id` names the message in the log (its queue id once
 /// stored, else its Message-ID).
-pub(crate) fn compare(shared: &Shared, env: &Envelope, message: &Message, live: &Verdict) {
+pub(crate) fn compare(
+    shared: &Shared,
+    live_table: &Table,
+    env: &Envelope,
+    message: &Message,
+    live: &Verdict,
+) {
     let Some(table) = shared.shadow_table() else {
         return;
     };
-    let candidate = evaluate(&table, env, Some(message), false);
+    // The candidate chooses the receive connector by its own ranges, as `mailflow diff`
+    // does with captured traffic.
+    let rechosen = rechoose(live_table, env);
+    let candidate = evaluate(
+        &table,
+        rechosen.as_ref().unwrap_or(env),
+        Some(message),
+        false,
+    );
     let counts = &shared.metrics.shadow;
     counts.evaluated.fetch_add(1, Ordering::Relaxed);
     let name = message.get("Message-ID").unwrap_or_default();

@@ -264,6 +264,57 @@ async fn captured_traffic_from_a_relay_is_replayed() {
     assert_eq!(same.status.code(), Some(0), "{}", text(&same));
 }
 
+/// Captured traffic names the connector the relay chose; replayed, the new rules choose
+/// again by their own ranges, so a change that stops a client being accepted shows.
+#[tokio::test(flavor = "multi_thread")]
+async fn captured_traffic_meets_the_new_rules_connector_ranges() {
+    use crate::support::relay::{Relay, dead_port, s};
+    use crate::support::sink::{Sink, SinkOptions};
+    let tmp = tempfile::tempdir().unwrap();
+    let port = dead_port();
+    let old = std::fs::read_to_string(root().join("tests/fixtures/diff/group-member/old.mailflow"))
+        .unwrap()
+        .replace("listen 0.0.0.0:25", &format!("listen 127.0.0.1:{port}"));
+    let narrowed = old.replacen(
+        "  auth anonymous",
+        "  remote 10.0.0.0/8\n  auth anonymous",
+        1,
+    );
+    std::fs::write(tmp.path().join("old.mailflow"), &old).unwrap();
+    std::fs::write(tmp.path().join("new.mailflow"), narrowed).unwrap();
+    let sink = Sink::start(SinkOptions::default()).await;
+    let spool = tmp.path().join("spool");
+    let mut relay = Relay::start(
+        &tmp.path().join("old.mailflow"),
+        &spool,
+        &[
+            s("--smart-host"),
+            format!("Tenant 1={}", sink.addr),
+            s("--smart-host"),
+            format!("Out={}", sink.addr),
+            s("--capture"),
+        ],
+    );
+    send_one(relay.addr, "ann@example.com").await;
+    relay.terminate().await;
+    let capture = spool.join("capture");
+    let out = diff(
+        tmp.path(),
+        &[
+            "old.mailflow",
+            "new.mailflow",
+            capture.to_str().unwrap(),
+            "--no-tests",
+            "--format",
+            "json",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["messages"], 1, "{doc}");
+    assert_eq!(doc["changes"][0]["kinds"][0], "acceptance", "{doc}");
+}
+
 /// `relay --shadow`: a candidate rule set beside the live one, counted in /metrics, changing
 /// nothing; reloaded with the live rules.
 #[tokio::test(flavor = "multi_thread")]
@@ -352,6 +403,31 @@ async fn shadow_rules_count_differences_on_a_live_relay() {
     assert_eq!(
         metric("mailflow_shadow_differences_total").as_deref(),
         Some("1")
+    );
+
+    // A candidate whose `Internet` connector no longer takes this client chooses the
+    // connector itself (the live rules named theirs) and would refuse the message.
+    let narrowed = std::fs::read_to_string(case.join("old.mailflow"))
+        .unwrap()
+        .replacen(
+            "  auth anonymous",
+            "  remote 10.0.0.0/8\n  auth anonymous",
+            1,
+        );
+    std::fs::write(&candidate, narrowed).unwrap();
+    let out = std::process::Command::new(BIN)
+        .args(["reload", "--admin", &relay.admin.unwrap().to_string()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    send_one(relay.addr, "ann@example.com").await;
+    assert_eq!(
+        metric("mailflow_shadow_difference_kinds_total{kind=\"acceptance\"}").as_deref(),
+        Some("1")
+    );
+    assert_eq!(
+        metric("mailflow_shadow_differences_total").as_deref(),
+        Some("2")
     );
     relay.terminate().await;
 }

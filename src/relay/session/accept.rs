@@ -61,7 +61,7 @@ impl Session {
         let mut env = self.envelope(&tx, rcpts);
         env.auth = verified.as_ref().map(|v| v.results.clone());
         let verdict = evaluate(&self.table, &env, Some(&message), false);
-        crate::relay::shadow::compare(&self.shared, &env, &message, &verdict);
+        crate::relay::shadow::compare(&self.shared, &self.table, &env, &message, &verdict);
         if self.shared.capture.enabled() {
             let candidate = self.shared.shadow_table();
             let seen = crate::relay::capture::Captured::of(
