@@ -220,7 +220,7 @@ impl Shared {
                 message: format!("the reload stopped: {e}"),
             })
         });
-        match result {
+        let outcome = match result {
             Ok((loaded, configs)) => {
                 let listen_before = listen_set(&self.table());
                 if listen_set(&loaded.table) != listen_before {
@@ -242,7 +242,6 @@ impl Shared {
                     self.options.rules.display(),
                     loaded.digest
                 );
-                self.reload_shadow().await;
                 if !loaded.warnings.is_empty() {
                     tracing::warn!("rule warnings:\n{}", loaded.warnings);
                 }
@@ -257,13 +256,18 @@ impl Shared {
                 );
                 Err(e)
             }
-        }
+        };
+        // The candidate is reloaded whether or not the live rules were: an operator trying
+        // a change edits the candidate, not the live file.
+        self.reload_shadow().await;
+        outcome
     }
 }
 
 impl Shared {
-    /// Reloads the `--shadow` candidate after the live rules: a candidate that does not load
-    /// is logged and the previous one stays (the live rules are what matter).
+    /// Reloads the `--shadow` candidate after the live rules, whatever became of them: a
+    /// candidate that does not load is logged and the previous one stays (the live rules are
+    /// what matter).
     async fn reload_shadow(&self) {
         let Some(path) = self.options.shadow.clone() else {
             return;

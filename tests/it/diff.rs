@@ -155,6 +155,21 @@ fn group_member_relay(
     sink: &crate::support::sink::Sink,
     extra: &[String],
 ) -> crate::support::relay::Relay {
+    relay_on(
+        &root().join("tests/fixtures/diff/group-member/old.mailflow"),
+        spool,
+        sink,
+        extra,
+    )
+}
+
+/// A relay on `rules` (the group-member case's connectors), every send connector to `sink`.
+fn relay_on(
+    rules: &Path,
+    spool: &Path,
+    sink: &crate::support::sink::Sink,
+    extra: &[String],
+) -> crate::support::relay::Relay {
     use crate::support::relay::s;
     let mut args = vec![
         s("--listen"),
@@ -167,11 +182,7 @@ fn group_member_relay(
         format!("Out={}", sink.addr),
     ];
     args.extend_from_slice(extra);
-    crate::support::relay::Relay::start(
-        &root().join("tests/fixtures/diff/group-member/old.mailflow"),
-        spool,
-        &args,
-    )
+    crate::support::relay::Relay::start(rules, spool, &args)
 }
 
 /// One message from dana@contoso.com to `to`, in its own session.
@@ -429,5 +440,60 @@ async fn shadow_rules_count_differences_on_a_live_relay() {
         metric("mailflow_shadow_differences_total").as_deref(),
         Some("2")
     );
+    relay.terminate().await;
+}
+
+/// The candidate is reloaded even when the live rules' reload is refused: an operator
+/// trying a change edits the candidate, and a broken live file must not hide it.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_shadow_reloads_when_the_live_reload_is_refused() {
+    use crate::support::relay::{http_get, s};
+    use crate::support::sink::{Sink, SinkOptions};
+    let case = root().join("tests/fixtures/diff/group-member");
+    let tmp = tempfile::tempdir().unwrap();
+    let (live, candidate) = (
+        tmp.path().join("live.mailflow"),
+        tmp.path().join("c.mailflow"),
+    );
+    std::fs::copy(case.join("old.mailflow"), &live).unwrap();
+    std::fs::copy(case.join("old.mailflow"), &candidate).unwrap();
+    let sink = Sink::start(SinkOptions::default()).await;
+    let mut relay = relay_on(
+        &live,
+        &tmp.path().join("spool"),
+        &sink,
+        &[
+            s("--admin"),
+            s("127.0.0.1:0"),
+            s("--shadow"),
+            candidate.display().to_string(),
+        ],
+    );
+    let digest_of = |name: &str| {
+        http_get(relay.admin.unwrap(), "/metrics")
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}{{digest=\"")))
+            .map(|rest| rest.trim_end_matches("\"} 1").to_string())
+            .unwrap_or_default()
+    };
+    let (live_before, candidate_before) = (
+        digest_of("mailflow_rules_info"),
+        digest_of("mailflow_shadow_rules_info"),
+    );
+    assert_eq!(live_before, candidate_before);
+    std::fs::write(&live, "rule \"broken\" {\n").unwrap();
+    std::fs::copy(case.join("new.mailflow"), &candidate).unwrap();
+    let out = std::process::Command::new(BIN)
+        .args(["reload", "--admin", &relay.admin.unwrap().to_string()])
+        .output()
+        .unwrap();
+    assert!(
+        !out.status.success(),
+        "the live reload is refused: {}",
+        text(&out)
+    );
+    assert_eq!(digest_of("mailflow_rules_info"), live_before);
+    let now = digest_of("mailflow_shadow_rules_info");
+    assert!(now.len() == 64 && now != candidate_before, "{now}");
     relay.terminate().await;
 }
