@@ -228,6 +228,7 @@ impl Shared {
                         "reload: listen addresses changed; they take effect at the next restart"
                     );
                 }
+                warn_unknown_held_connectors(&loaded.table, self.plan().holds());
                 self.metrics.set_certificates(configs.expiry.clone());
                 self.metrics.set_rules_digest(&loaded.digest);
                 if let Ok(mut t) = self.tls.write() {
@@ -287,6 +288,25 @@ impl Shared {
                 e.message
             ),
             Err(e) => tracing::error!("shadow reload stopped: {e}"),
+        }
+    }
+}
+
+/// A send connector held (`queue hold --connector`, which a stopped spool takes without
+/// the rules to check it against) that the rules do not have holds nothing: its mail flows.
+/// Said at the start and at each reload, which may have renamed it.
+fn warn_unknown_held_connectors(t: &Table, holds: &crate::queue::holds::Holds) {
+    for held in &holds.connectors {
+        if !t
+            .send_connectors
+            .iter()
+            .any(|c| c.name.value.eq_ignore_ascii_case(held))
+        {
+            tracing::warn!(
+                "send connector `{held}` is held (queue hold --connector) but the rules have \
+                 no send connector by that name: the hold holds nothing; \
+                 `mailflow queue release --connector {held:?}` removes it"
+            );
         }
     }
 }
@@ -491,6 +511,7 @@ impl Relay {
         let mut holds = crate::queue::holds::Holds::load(&options.spool)
             .map_err(io_error("the queue's holds"))?;
         holds.retain_messages(|id| recovered.iter().any(|m| m.id == *id));
+        warn_unknown_held_connectors(&loaded.table, &holds);
         // Without its socket the relay still relays (a spool path past the 108 bytes a
         // socket's name may have, say): the queue commands then cannot reach it, and the
         // log says so rather than the relay refusing to start.

@@ -33,8 +33,14 @@ impl Relay {
         Relay::start_logged(rules, spool, args, None)
     }
 
-    /// As [`Relay::start`], with its log (stderr, at `--log error`) appended to `log`.
+    /// As [`Relay::start`], with its log (stderr, at `--log error` unless `args` give
+    /// `--log`) appended to `log`.
     pub fn start_logged(rules: &Path, spool: &Path, args: &[String], log: Option<&Path>) -> Relay {
+        let level = if args.iter().any(|a| a == "--log") {
+            &[][..]
+        } else {
+            &["--log", "error"][..]
+        };
         let stderr = match log {
             Some(path) => Stdio::from(
                 std::fs::OpenOptions::new()
@@ -50,7 +56,8 @@ impl Relay {
             .arg(rules)
             .arg("--spool")
             .arg(spool)
-            .args(["--hostname", "relay.test", "--log", "error"])
+            .args(["--hostname", "relay.test"])
+            .args(level)
             .args(args)
             .stdout(Stdio::piped())
             .stderr(stderr)

@@ -278,3 +278,32 @@ async fn a_message_held_past_its_lifetime_bounces_once_released() {
     );
     relay.terminate().await;
 }
+
+/// A stopped spool takes a hold on any send connector name (it has no rules to check it
+/// against); the relay says at its start that a name its rules lack holds nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_connector_held_offline_that_the_rules_lack_is_told_at_the_start() {
+    let tmp = tempfile::tempdir().unwrap();
+    let spool = tmp.path().join("spool");
+    let log = tmp.path().join("relay.log");
+    let mut relay = start(&spool, dead_port(), dead_port(), None, &[]);
+    relay.terminate().await;
+    for name in ["Daed", "Dead"] {
+        let (code, doc) = qj(&spool, &["hold", "--connector", name]);
+        assert_eq!(code, 0, "{doc}");
+    }
+    let mut relay = start(
+        &spool,
+        dead_port(),
+        dead_port(),
+        Some(&log),
+        &["--log", "warn"],
+    );
+    relay.terminate().await;
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.contains("send connector `Daed` is held") && text.contains("holds nothing"),
+        "{text}"
+    );
+    assert!(!text.contains("`Dead` is held"), "{text}");
+}
