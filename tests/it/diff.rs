@@ -18,6 +18,59 @@ fn diff(dir: &Path, args: &[&str]) -> Output {
         .unwrap()
 }
 
+/// `diff OLD NEW CAPTURE --no-tests --format json` in `dir`, which must run (exit 0).
+fn diff_capture(dir: &Path, old: &str, new: &str, capture: &Path) -> Value {
+    let capture = capture.to_str().unwrap();
+    let out = diff(dir, &[old, new, capture, "--no-tests", "--format", "json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// An admin port, and `candidate` as the `--shadow` rule set.
+fn shadow_args(candidate: &Path) -> Vec<String> {
+    vec![
+        "--admin".into(),
+        "127.0.0.1:0".into(),
+        "--shadow".into(),
+        candidate.display().to_string(),
+    ]
+}
+
+/// `mailflow reload` through the relay's admin port.
+fn reload(relay: &crate::support::relay::Relay) -> Output {
+    Command::new(BIN)
+        .args(["reload", "--admin", &relay.admin.unwrap().to_string()])
+        .output()
+        .unwrap()
+}
+
+/// The shadow counters on the relay's /metrics: messages, differences, and differences in
+/// acceptance and in recipients.
+fn shadow_counts(relay: &crate::support::relay::Relay) -> [u64; 4] {
+    let text = crate::support::relay::http_get(relay.admin.unwrap(), "/metrics");
+    let value = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(u64::MAX)
+    };
+    [
+        value("mailflow_shadow_messages_total"),
+        value("mailflow_shadow_differences_total"),
+        value("mailflow_shadow_difference_kinds_total{kind=\"acceptance\"}"),
+        value("mailflow_shadow_difference_kinds_total{kind=\"recipients\"}"),
+    ]
+}
+
+/// The `digest` label of an info metric (`mailflow_rules_info`, ...).
+fn digest(relay: &crate::support::relay::Relay, name: &str) -> String {
+    crate::support::relay::http_get(relay.admin.unwrap(), "/metrics")
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{name}{{digest=\"")))
+        .map(|rest| rest.trim_end_matches("\"} 1").to_string())
+        .unwrap_or_default()
+}
+
 fn text(o: &Output) -> String {
     format!(
         "{}{}",
@@ -238,19 +291,7 @@ async fn captured_traffic_from_a_relay_is_replayed() {
     assert_eq!(first["envelope"]["client-ip"], "127.0.0.1");
     assert!(first["size"].as_u64().unwrap() > 50);
 
-    let out = diff(
-        &case,
-        &[
-            "old.mailflow",
-            "new.mailflow",
-            capture.to_str().unwrap(),
-            "--no-tests",
-            "--format",
-            "json",
-        ],
-    );
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let doc = diff_capture(&case, "old.mailflow", "new.mailflow", &capture);
     assert_eq!(doc["messages"], 2);
     let changes = doc["changes"].as_array().unwrap();
     assert_eq!(changes.len(), 1, "{doc}");
@@ -309,19 +350,7 @@ async fn captured_traffic_meets_the_new_rules_connector_ranges() {
     send_one(relay.addr, "ann@example.com").await;
     relay.terminate().await;
     let capture = spool.join("capture");
-    let out = diff(
-        tmp.path(),
-        &[
-            "old.mailflow",
-            "new.mailflow",
-            capture.to_str().unwrap(),
-            "--no-tests",
-            "--format",
-            "json",
-        ],
-    );
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let doc = diff_capture(tmp.path(), "old.mailflow", "new.mailflow", &capture);
     assert_eq!(doc["messages"], 1, "{doc}");
     assert_eq!(doc["changes"][0]["kinds"][0], "acceptance", "{doc}");
 }
@@ -330,61 +359,26 @@ async fn captured_traffic_meets_the_new_rules_connector_ranges() {
 /// nothing; reloaded with the live rules.
 #[tokio::test(flavor = "multi_thread")]
 async fn shadow_rules_count_differences_on_a_live_relay() {
-    use crate::support::relay::{http_get, s, wait_until};
+    use crate::support::relay::wait_until;
     use crate::support::sink::{Sink, SinkOptions};
     let case = root().join("tests/fixtures/diff/group-member");
     let tmp = tempfile::tempdir().unwrap();
     let candidate = tmp.path().join("candidate.mailflow");
     std::fs::copy(case.join("new.mailflow"), &candidate).unwrap();
     let sink = Sink::start(SinkOptions::default()).await;
-    let mut relay = group_member_relay(
-        &tmp.path().join("spool"),
-        &sink,
-        &[
-            s("--admin"),
-            s("127.0.0.1:0"),
-            s("--shadow"),
-            candidate.display().to_string(),
-        ],
-    );
+    let mut relay = group_member_relay(&tmp.path().join("spool"), &sink, &shadow_args(&candidate));
     send_one(relay.addr, "board@example.com").await;
     send_one(relay.addr, "ann@example.com").await;
-    let metric = |name: &str| {
-        let text = http_get(relay.admin.unwrap(), "/metrics");
-        text.lines()
-            .find_map(|l| l.strip_prefix(&format!("{name} ")))
-            .map(|v| v.trim().to_string())
-    };
-    assert_eq!(
-        metric("mailflow_shadow_messages_total").as_deref(),
-        Some("2")
-    );
+    // Messages, differences, of which in acceptance and in recipients.
+    assert_eq!(shadow_counts(&relay), [2, 1, 0, 1]);
     // Which candidate: its digest beside the live rules' one.
-    let digest_of = |name: &str| {
-        http_get(relay.admin.unwrap(), "/metrics")
-            .lines()
-            .find_map(|l| l.strip_prefix(&format!("{name}{{digest=\"")))
-            .map(|rest| rest.trim_end_matches("\"} 1").to_string())
-            .unwrap_or_default()
-    };
+    let digest_of = |name: &str| digest(&relay, name);
     let (candidate_digest, live_digest) = (
         digest_of("mailflow_shadow_rules_info"),
         digest_of("mailflow_rules_info"),
     );
     assert_eq!(candidate_digest.len(), 64, "{candidate_digest}");
     assert_ne!(candidate_digest, live_digest);
-    assert_eq!(
-        metric("mailflow_shadow_differences_total").as_deref(),
-        Some("1")
-    );
-    assert_eq!(
-        metric("mailflow_shadow_difference_kinds_total{kind=\"recipients\"}").as_deref(),
-        Some("1")
-    );
-    assert_eq!(
-        metric("mailflow_shadow_difference_kinds_total{kind=\"acceptance\"}").as_deref(),
-        Some("0")
-    );
     // Nothing changed: the board got the live rules' two members, not Cleo.
     assert!(wait_until(10, || sink.messages().len() == 2).await);
     let rcpts: Vec<String> = sink
@@ -396,10 +390,7 @@ async fn shadow_rules_count_differences_on_a_live_relay() {
 
     // The candidate becomes the live rules' twin; a reload takes it.
     std::fs::copy(case.join("old.mailflow"), &candidate).unwrap();
-    let out = std::process::Command::new(BIN)
-        .args(["reload", "--admin", &relay.admin.unwrap().to_string()])
-        .output()
-        .unwrap();
+    let out = reload(&relay);
     assert!(out.status.success(), "{}", text(&out));
     send_one(relay.addr, "board@example.com").await;
     assert_eq!(
@@ -407,14 +398,7 @@ async fn shadow_rules_count_differences_on_a_live_relay() {
         digest_of("mailflow_rules_info"),
         "the reloaded candidate is the live rules' twin"
     );
-    assert_eq!(
-        metric("mailflow_shadow_messages_total").as_deref(),
-        Some("3")
-    );
-    assert_eq!(
-        metric("mailflow_shadow_differences_total").as_deref(),
-        Some("1")
-    );
+    assert_eq!(shadow_counts(&relay), [3, 1, 0, 1]);
 
     // A candidate whose `Internet` connector no longer takes this client chooses the
     // connector itself (the live rules named theirs) and would refuse the message.
@@ -426,20 +410,11 @@ async fn shadow_rules_count_differences_on_a_live_relay() {
             1,
         );
     std::fs::write(&candidate, narrowed).unwrap();
-    let out = std::process::Command::new(BIN)
-        .args(["reload", "--admin", &relay.admin.unwrap().to_string()])
-        .output()
-        .unwrap();
+    let out = reload(&relay);
     assert!(out.status.success(), "{}", text(&out));
     send_one(relay.addr, "ann@example.com").await;
-    assert_eq!(
-        metric("mailflow_shadow_difference_kinds_total{kind=\"acceptance\"}").as_deref(),
-        Some("1")
-    );
-    assert_eq!(
-        metric("mailflow_shadow_differences_total").as_deref(),
-        Some("2")
-    );
+    // Refused, its recipient's fate changes too.
+    assert_eq!(shadow_counts(&relay), [4, 2, 1, 2]);
     relay.terminate().await;
 }
 
@@ -447,7 +422,6 @@ async fn shadow_rules_count_differences_on_a_live_relay() {
 /// trying a change edits the candidate, and a broken live file must not hide it.
 #[tokio::test(flavor = "multi_thread")]
 async fn the_shadow_reloads_when_the_live_reload_is_refused() {
-    use crate::support::relay::{http_get, s};
     use crate::support::sink::{Sink, SinkOptions};
     let case = root().join("tests/fixtures/diff/group-member");
     let tmp = tempfile::tempdir().unwrap();
@@ -462,20 +436,9 @@ async fn the_shadow_reloads_when_the_live_reload_is_refused() {
         &live,
         &tmp.path().join("spool"),
         &sink,
-        &[
-            s("--admin"),
-            s("127.0.0.1:0"),
-            s("--shadow"),
-            candidate.display().to_string(),
-        ],
+        &shadow_args(&candidate),
     );
-    let digest_of = |name: &str| {
-        http_get(relay.admin.unwrap(), "/metrics")
-            .lines()
-            .find_map(|l| l.strip_prefix(&format!("{name}{{digest=\"")))
-            .map(|rest| rest.trim_end_matches("\"} 1").to_string())
-            .unwrap_or_default()
-    };
+    let digest_of = |name: &str| digest(&relay, name);
     let (live_before, candidate_before) = (
         digest_of("mailflow_rules_info"),
         digest_of("mailflow_shadow_rules_info"),
@@ -483,10 +446,7 @@ async fn the_shadow_reloads_when_the_live_reload_is_refused() {
     assert_eq!(live_before, candidate_before);
     std::fs::write(&live, "rule \"broken\" {\n").unwrap();
     std::fs::copy(case.join("new.mailflow"), &candidate).unwrap();
-    let out = std::process::Command::new(BIN)
-        .args(["reload", "--admin", &relay.admin.unwrap().to_string()])
-        .output()
-        .unwrap();
+    let out = reload(&relay);
     assert!(
         !out.status.success(),
         "the live reload is refused: {}",

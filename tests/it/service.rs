@@ -303,46 +303,21 @@ async fn json_log_lines_each_parse_with_the_session_fields() {
     let log = tmp.path().join("relay.log");
     let sink = Sink::start(SinkOptions::default()).await;
     let spool = tmp.path().join("spool");
-    // Started here rather than with Relay::start_logged, which fixes `--log error`.
-    let mut child = Command::new(BIN)
-        .arg("relay")
-        .arg(forward_rules())
-        .arg("--spool")
-        .arg(&spool)
-        .args([
-            "--hostname",
-            "relay.test",
-            "--listen",
-            "Loopback=127.0.0.1:0",
-        ])
-        .arg("--smart-host")
-        .arg(format!("Out={}", sink.addr))
-        .args(["--log", "info", "--log-format", "json"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
-        &mut line,
-    )
-    .unwrap();
-    let ready: serde_json::Value = serde_json::from_str(&line).unwrap();
-    let addr: std::net::SocketAddr = ready["listeners"][0]["address"]
-        .as_str()
-        .unwrap()
-        .parse()
-        .unwrap();
-    let relay = Relay {
-        child,
-        addr,
-        listeners: Vec::new(),
-        admin: None,
-        spool,
-        ready,
-    };
+    let relay = Relay::start_logged(
+        &forward_rules(),
+        &spool,
+        &[
+            s("--listen"),
+            s("Loopback=127.0.0.1:0"),
+            s("--smart-host"),
+            format!("Out={}", sink.addr),
+            s("--log"),
+            s("info"),
+            s("--log-format"),
+            s("json"),
+        ],
+        Some(&log),
+    );
     // A bare LF in the message is logged (info) with the session's client address.
     let (mut c, _) = Raw::connect(relay.addr).await;
     assert_eq!(c.cmd("EHLO c.test").await.code, 250);
@@ -603,29 +578,21 @@ fn rules_only_root_can_read_are_told_at_the_start() {
         std::fs::set_permissions(&spool, std::fs::Permissions::from_mode(0o700)).unwrap();
         std::os::unix::fs::chown(&spool, Some(nobody.uid.as_raw()), None).unwrap();
         let log = tmp.path().join(format!("relay-{mode:o}.log"));
-        let mut child = Command::new(BIN)
-            .arg("relay")
-            .arg(&rules)
-            .arg("--spool")
-            .arg(&spool)
-            .args(["--listen", "Loopback=127.0.0.1:0", "--user", "nobody"])
-            .args(["--log", "warn"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        std::io::BufRead::read_line(
-            &mut std::io::BufReader::new(child.stdout.take().unwrap()),
-            &mut line,
-        )
-        .unwrap();
-        let _ = child.kill();
-        let _ = child.wait();
-        let log = std::fs::read_to_string(&log).unwrap();
-        assert!(line.contains("listeners"), "not started: {line:?} {log}");
-        log
+        let relay = Relay::start_logged(
+            &rules,
+            &spool,
+            &[
+                s("--listen"),
+                s("Loopback=127.0.0.1:0"),
+                s("--user"),
+                s("nobody"),
+                s("--log"),
+                s("warn"),
+            ],
+            Some(&log),
+        );
+        drop(relay);
+        std::fs::read_to_string(&log).unwrap()
     };
     let log = warned(0o600);
     assert!(
@@ -645,38 +612,17 @@ fn rules_only_root_can_read_are_told_at_the_start() {
 async fn spool_files_are_the_users_alone_whatever_the_umask() {
     let tmp = tempfile::tempdir().unwrap();
     let spool = tmp.path().join("spool");
-    let mut child = Command::new("sh")
-        .args(["-c", "umask 000 && exec \"$@\"", "sh", BIN, "relay"])
-        .arg(forward_rules())
-        .arg("--spool")
-        .arg(&spool)
-        .args(["--hostname", "relay.test", "--log", "error", "--capture"])
-        .args(["--listen", "Loopback=127.0.0.1:0", "--smart-host"])
-        .arg(format!("Dead=127.0.0.1:{}", dead_port()))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
-        &mut line,
-    )
-    .unwrap();
-    let ready: serde_json::Value = serde_json::from_str(&line).unwrap();
-    let addr = ready["listeners"][0]["address"]
-        .as_str()
-        .unwrap()
-        .parse()
-        .unwrap();
-    let relay = Relay {
-        child,
-        addr,
-        listeners: Vec::new(),
-        admin: None,
-        spool: spool.clone(),
-        ready,
-    };
+    let relay = Relay::spawn(
+        Command::new("sh")
+            .args(["-c", "umask 000 && exec \"$@\"", "sh", BIN, "relay"])
+            .arg(forward_rules())
+            .arg("--spool")
+            .arg(&spool)
+            .args(["--hostname", "relay.test", "--log", "error", "--capture"])
+            .args(["--listen", "Loopback=127.0.0.1:0", "--smart-host"])
+            .arg(format!("Dead=127.0.0.1:{}", dead_port())),
+        &spool,
+    );
     send_one(&relay, "user@dead.example", "").await;
     let queue = |args: &[&str]| {
         Command::new(BIN)

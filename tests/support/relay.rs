@@ -51,16 +51,24 @@ impl Relay {
             ),
             None => Stdio::inherit(),
         };
-        let mut child = Command::new(BIN)
-            .arg("relay")
+        let mut cmd = Command::new(BIN);
+        cmd.arg("relay")
             .arg(rules)
             .arg("--spool")
             .arg(spool)
             .args(["--hostname", "relay.test"])
             .args(level)
             .args(args)
+            .stderr(stderr);
+        Relay::spawn(&mut cmd, spool)
+    }
+
+    /// Starts `cmd`, a `mailflow relay` command line as a test writes it (under a wrapper,
+    /// another log level, ...) on `spool`, and waits for its ready line.
+    pub fn spawn(cmd: &mut Command, spool: &Path) -> Relay {
+        let mut child = cmd
+            .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(stderr)
             .spawn()
             .unwrap();
         let mut line = String::new();
