@@ -3,7 +3,7 @@
 //! relay are reported as errors, the rest of DNS trouble as temporary or permanent failures.
 
 use super::DeliverError;
-use crate::model::SendConnector;
+use crate::model::{SendConnector, SmartHost};
 use hickory_resolver::config::{
     LookupIpStrategy, NameServerConfigGroup, ResolveHosts, ResolverConfig,
 };
@@ -104,6 +104,20 @@ pub struct Hop {
     pub preference: u16,
 }
 
+/// A smart host as a hop: an IP literal as it is, a name resolved A/AAAA, with its port
+/// (`queue drain --to` names its peer the same way).
+pub async fn smart_host(resolver: &Resolver, sh: &SmartHost) -> Result<Hop, DeliverError> {
+    let addrs = match parse_ip_literal(&sh.host) {
+        Some(ip) => vec![SocketAddr::new(ip, sh.port)],
+        None => resolver.addresses(&sh.host, sh.port).await?,
+    };
+    Ok(Hop {
+        host: sh.host.trim_end_matches('.').to_string(),
+        addrs,
+        preference: 0,
+    })
+}
+
 /// Next hops for `domain` through `connector`, in the order to try: the smart hosts in
 /// order (names resolved A/AAAA, IP literals taken as is, port from the smart host), else
 /// the MX records by preference (ties keep the DNS order), else the domain's own A/AAAA
@@ -133,16 +147,7 @@ pub async fn next_hops(
     if !connector.smart_hosts.is_empty() {
         let mut hops = Vec::with_capacity(connector.smart_hosts.len());
         for sh in &connector.smart_hosts {
-            let sh = &sh.value;
-            let addrs = match parse_ip_literal(&sh.host) {
-                Some(ip) => vec![SocketAddr::new(ip, sh.port)],
-                None => resolver.addresses(&sh.host, sh.port).await?,
-            };
-            let hop = Hop {
-                host: sh.host.trim_end_matches('.').to_string(),
-                addrs,
-                preference: 0,
-            };
+            let hop = smart_host(resolver, &sh.value).await?;
             check_loop(&domain, &hop, local)?;
             hops.push(hop);
         }

@@ -25,7 +25,6 @@ use crate::queue::holds::Holds;
 use crate::queue::{QueueError, QueueId, QueuedMessage, Spool, SpoolOptions};
 use hand::{Handing, pending};
 use serde::Serialize;
-use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -69,14 +68,9 @@ pub enum DrainError {
     /// The spool could not be read or written.
     #[error("spool: {0}")]
     Spool(#[from] QueueError),
-    /// The peer's name has no address.
-    #[error("{host}: {why}")]
-    Resolve {
-        /// The peer's name.
-        host: String,
-        /// What the resolver said.
-        why: String,
-    },
+    /// The peer's name has no address (the resolver's answer names it).
+    #[error("the peer: {0}")]
+    Resolve(crate::deliver::DeliverError),
     /// The trust anchors could not be read.
     #[error(transparent)]
     Tls(#[from] super::tls::TlsError),
@@ -230,29 +224,12 @@ pub async fn drain(
     Ok(summary)
 }
 
-/// The peer's addresses: an IP literal as it is, a name through the system's resolver.
+/// The peer's addresses, found as a smart host's are (the system's resolver).
 async fn peer(to: &SmartHost) -> Result<Hop, DrainError> {
-    let addrs: Vec<SocketAddr> = match to.host.parse::<IpAddr>() {
-        Ok(ip) => vec![SocketAddr::new(ip, to.port)],
-        Err(_) => tokio::net::lookup_host((to.host.as_str(), to.port))
-            .await
-            .map_err(|e| DrainError::Resolve {
-                host: to.host.clone(),
-                why: e.to_string(),
-            })?
-            .collect(),
-    };
-    if addrs.is_empty() {
-        return Err(DrainError::Resolve {
-            host: to.host.clone(),
-            why: "no address".into(),
-        });
-    }
-    Ok(Hop {
-        host: to.host.clone(),
-        addrs,
-        preference: 0,
-    })
+    let resolver = crate::deliver::Resolver::system().map_err(DrainError::Resolve)?;
+    crate::deliver::hop::smart_host(&resolver, to)
+        .await
+        .map_err(DrainError::Resolve)
 }
 
 /// STARTTLS when the peer offers it, its certificate unchecked, as between MX hosts; with a
