@@ -38,6 +38,14 @@ pub struct ClientConfig {
 }
 
 impl ClientConfig {
+    /// The timeouts `--smtp-timeout` (the relay) or `--timeout` (`queue drain`) set: `t` for
+    /// each command, twice that for the final dot, and no longer than `t` to connect.
+    pub fn set_timeouts(&mut self, t: Duration) {
+        self.command_timeout = t;
+        self.data_timeout = t.saturating_mul(2);
+        self.connect_timeout = self.connect_timeout.min(t);
+    }
+
     /// A configuration: `helo` in EHLO/HELO, the STARTTLS policy, the name the server
     /// certificate must carry under [`OutboundTls::Required`] (`None`: the hop's host name),
     /// its trust anchors, and the client certificate presented when a server asks. RFC 5321

@@ -359,10 +359,7 @@ fn credentials(
                 connector: c.name.value.clone(),
                 why: e.to_string(),
             })?;
-        let timeout = options.smtp_timeout;
-        cfg.command_timeout = timeout;
-        cfg.data_timeout = timeout.saturating_mul(2);
-        cfg.connect_timeout = cfg.connect_timeout.min(timeout);
+        cfg.set_timeouts(options.smtp_timeout);
         out.outbound.insert(c.name.value.clone(), Arc::new(cfg));
     }
     Ok(out)

@@ -244,9 +244,7 @@ fn client_config(o: &DrainOptions) -> Result<ClientConfig, DrainError> {
         OutboundTls::Opportunistic
     };
     let mut cfg = ClientConfig::new(o.helo.clone(), policy, o.tls_name.clone(), &roots, None);
-    cfg.command_timeout = o.timeout;
-    cfg.data_timeout = o.timeout.saturating_mul(2);
-    cfg.connect_timeout = cfg.connect_timeout.min(o.timeout);
+    cfg.set_timeouts(o.timeout);
     Ok(cfg)
 }
 
