@@ -32,6 +32,18 @@ impl StoredBody {
         }
     }
 
+    /// `bytes` as stored at `offset` in `file` (for tests elsewhere in the crate).
+    #[cfg(test)]
+    pub(crate) fn at(file: Arc<File>, offset: u64, bytes: &[u8]) -> StoredBody {
+        let loc = BodyLoc {
+            seg: 1,
+            offset,
+            len: bytes.len() as u64,
+            crc: crc32fast::hash(bytes),
+        };
+        StoredBody::new(&QueueId("A".into()), loc, file)
+    }
+
     /// Its length in octets.
     pub fn len(&self) -> u64 {
         self.loc.len
