@@ -152,6 +152,9 @@ async fn send<W: AsyncWrite + Unpin>(writer: &mut W, answer: Answer) -> std::io:
         }
         line.extend_from_slice(b",\"data\":\"");
         writer.write_all(&line).await?;
+        // The pieces are read again after the check: a body damaged meanwhile must not
+        // reach the client as a whole answer, so its checksum is taken again as it goes.
+        let mut crc = crc32fast::Hasher::new();
         let mut at = 0;
         while at < body.len() {
             let from = body.clone();
@@ -163,8 +166,14 @@ async fn send<W: AsyncWrite + Unpin>(writer: &mut W, answer: Answer) -> std::io:
                 return Err(std::io::Error::other("the stored message ended early"));
             }
             at += piece.len() as u64;
+            crc.update(&piece);
             let text = base64::engine::general_purpose::STANDARD.encode(&piece);
             writer.write_all(text.as_bytes()).await?;
+        }
+        if let Err(e) = body.confirm(crc.finalize()) {
+            // The line stays unfinished: the client cannot take it for the message.
+            tracing::error!("queue show --message: {e}");
+            return Err(std::io::Error::other(e.to_string()));
         }
         line = b"\"}".to_vec();
     }
@@ -495,5 +504,26 @@ mod tests {
             );
             assert!(data(&line) == bytes, "{len} octets streamed differ");
         }
+    }
+
+    /// A body damaged on disk after the check passed, while the client is still reading:
+    /// the answer must not be a JSON line whose data is the damaged octets.
+    #[tokio::test]
+    async fn a_body_damaged_while_it_streams_is_never_a_whole_answer() {
+        use std::os::unix::fs::FileExt;
+        let bytes: Vec<u8> = (0..3 * PIECE + 10).map(|i| (i % 253) as u8).collect();
+        let (f, body) = stored(&bytes);
+        body.check().unwrap();
+        // The damage is past the first piece: the check read it whole, the stream has not.
+        let at = 7 + 2 * PIECE as u64 + 5;
+        let old = bytes[2 * PIECE + 5];
+        f.as_file().write_all_at(&[old ^ 0x20], at).unwrap();
+        let (line, sent) = streamed(body).await;
+        let why = sent.expect_err("sent as if whole").to_string();
+        assert!(why.contains("fails its checksum"), "{why}");
+        assert!(
+            serde_json::from_slice::<serde_json::Value>(&line).is_err(),
+            "the damaged body was answered as a whole JSON line"
+        );
     }
 }
