@@ -316,11 +316,16 @@ pub fn diff(
 /// names the connector the relay chose): without the name, so that the new rules choose by
 /// their own listen addresses and remote ranges, and a change to them shows. `None`: the
 /// envelope as it is (no client address, or a name the old rules would not choose, as when
-/// the relay ran with `--listen` or `--remote` overrides).
+/// the relay ran with `--listen` or `--remote` overrides). Nor without the local address
+/// (a `test` block, an envelope file that names its connector): which port the message
+/// came in on is unknown, and choosing among every port's connectors would move it to one
+/// it could not have reached.
 pub(crate) fn rechoose(old: &Table, env: &Envelope) -> Option<Envelope> {
     let name = env.connector.as_ref()?;
-    let chosen = crate::compile::select_receive(&old.receive_connectors, env.local, env.client_ip?)
-        .and_then(|i| old.receive_connectors.get(i))?;
+    let local = env.local?;
+    let chosen =
+        crate::compile::select_receive(&old.receive_connectors, Some(local), env.client_ip?)
+            .and_then(|i| old.receive_connectors.get(i))?;
     (chosen.name.value == *name).then(|| Envelope {
         connector: None,
         ..env.clone()
