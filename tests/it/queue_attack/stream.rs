@@ -7,9 +7,14 @@ use base64::Engine;
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 
-/// One message of `lines` lines of 8-bit text (998 octets each) to big@dead.example (its
-/// next hop is down, so it stays queued), marked with `marker`; its queue id.
+/// One message of `lines` lines of 8-bit text (under 998 octets each) to big@dead.example
+/// (its next hop is down, so it stays queued), marked with `marker`; its queue id.
 async fn stuck_big(relay: &Relay, spool: &Path, marker: &str, lines: usize) -> String {
+    big_to(relay, spool, marker, lines, "big@dead.example").await
+}
+
+/// One message of `lines` lines of 8-bit text to `to`, marked with `marker`; its queue id.
+async fn big_to(relay: &Relay, spool: &Path, marker: &str, lines: usize, to: &str) -> String {
     let line = format!("{marker} {}\r\n", "\u{e9}x".repeat(300));
     let (mut c, _) = Raw::connect(relay.addr).await;
     assert_eq!(c.cmd("EHLO c.test").await.code, 250);
@@ -19,7 +24,7 @@ async fn stuck_big(relay: &Relay, spool: &Path, marker: &str, lines: usize) -> S
             .code,
         250
     );
-    assert_eq!(c.cmd("RCPT TO:<big@dead.example>").await.code, 250);
+    assert_eq!(c.cmd(&format!("RCPT TO:<{to}>")).await.code, 250);
     assert_eq!(c.cmd("DATA").await.code, 354);
     c.send(format!(
         "Subject: {marker}\r\nMessage-ID: <{marker}@origin.example>\r\n\r\n{}.\r\n",
@@ -276,5 +281,71 @@ async fn a_body_damaged_on_disk_is_refused_naming_the_checksum() {
     assert_eq!(code, 0, "{doc}");
     assert!(smtp_serves(relay.addr, "after-damage", 10).await);
     relay.terminate().await;
+    no_panics(&log);
+}
+
+/// A message delivered while slow clients read it: each still gets the exact stored
+/// octets; then the relay stops (SIGTERM) while another client is halfway through: the
+/// relay exits cleanly without a panic and that client is left an unfinished line, which
+/// no JSON reader takes for an answer.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_message_delivered_or_a_relay_stopped_while_clients_read() {
+    let tmp = tempfile::tempdir().unwrap();
+    let spool = tmp.path().join("spool");
+    let log = tmp.path().join("relay.log");
+    let sink = Sink::start(SinkOptions::default()).await;
+    let mut relay = start(&spool, dead_port(), sink.addr.port(), Some(&log), &[]);
+    let sock = spool.join("admin.sock");
+    let (code, _) = qj(&spool, &["hold", "--connector", "Out"]);
+    assert_eq!(code, 0);
+    let id = big_to(
+        &relay,
+        &spool,
+        "delivered-while-read",
+        3000,
+        "user@out.example",
+    )
+    .await;
+    let stored = exported(&spool, &id);
+    let mut readers: Vec<UnixStream> = (0..2).map(|_| ask_message(&sock, &id)).collect();
+    let mut heads: Vec<Vec<u8>> = readers.iter_mut().map(|r| read_some(r, 30_000)).collect();
+    let (code, _) = qj(&spool, &["release", "--connector", "Out"]);
+    assert_eq!(code, 0);
+    assert!(
+        wait_until(30, || queue(&spool, &["list"]).status.code() == Some(1)).await,
+        "not delivered: {}",
+        text(&queue(&spool, &["list"]))
+    );
+    assert_eq!(sink.messages().len(), 1);
+    for (r, head) in readers.iter_mut().zip(&mut heads) {
+        loop {
+            let more = read_some(r, 65_536);
+            if more.is_empty() {
+                break;
+            }
+            head.extend(more);
+        }
+        assert!(carried(head) == stored, "a mix of octets");
+    }
+    drop(readers);
+
+    let id = stuck_big(&relay, &spool, "stopped-while-read", 3000).await;
+    let mut reader = ask_message(&sock, &id);
+    let mut line = read_some(&mut reader, 30_000);
+    assert_eq!(line.len(), 30_000);
+    relay.terminate().await;
+    loop {
+        let more = read_some(&mut reader, 65_536);
+        if more.is_empty() {
+            break;
+        }
+        line.extend(more);
+    }
+    // What the socket's buffers held may follow, but not the end of the line.
+    assert!(
+        serde_json::from_slice::<Value>(&line).is_err(),
+        "an answer cut by the stop parses ({} octets)",
+        line.len()
+    );
     no_panics(&log);
 }
