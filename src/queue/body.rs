@@ -32,6 +32,18 @@ impl StoredBody {
         }
     }
 
+    /// `bytes` as stored at `offset` in `file` (for tests elsewhere in the crate).
+    #[cfg(test)]
+    pub(crate) fn at(file: Arc<File>, offset: u64, bytes: &[u8]) -> StoredBody {
+        let loc = BodyLoc {
+            seg: 1,
+            offset,
+            len: bytes.len() as u64,
+            crc: crc32fast::hash(bytes),
+        };
+        StoredBody::new(&QueueId("A".into()), loc, file)
+    }
+
     /// Its length in octets.
     pub fn len(&self) -> u64 {
         self.loc.len
@@ -55,7 +67,14 @@ impl StoredBody {
             hasher.update(&piece[..n]);
             at += n as u64;
         }
-        if hasher.finalize() != self.loc.crc {
+        self.confirm(hasher.finalize())
+    }
+
+    /// Whether `crc`, the checksum of the octets read, is the stored one:
+    /// [`QueueError::Corrupt`] when not. The pieces handed out after [`Self::check`] are
+    /// read again, so a reader confirms what it read before taking it for the body.
+    pub fn confirm(&self, crc: u32) -> Result<(), QueueError> {
+        if crc != self.loc.crc {
             return Err(QueueError::Corrupt {
                 detail: format!(
                     "body of {} fails its checksum (segment {})",

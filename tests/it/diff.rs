@@ -457,3 +457,51 @@ async fn the_shadow_reloads_when_the_live_reload_is_refused() {
     assert!(now.len() == 64 && now != candidate_before, "{now}");
     relay.terminate().await;
 }
+
+/// A `test` block that names its receive connector and its client, but not the address
+/// it connected to, is judged on that connector under both rule sets: a partner connector
+/// added on another port for the client's range does not take it (`mailflow test` on the
+/// new rules would not move it either), so nothing is reported.
+#[test]
+fn a_test_that_names_its_connector_keeps_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let old = "accepted-domain example.com internal-relay
+
+receive-connector \"Internet\" {
+  listen 0.0.0.0:25
+  auth anonymous
+}
+
+send-connector \"Out\" {
+  address-space *
+}
+
+test \"Partner mail arrives on the Internet connector\" {
+  connector \"Internet\"
+  client-ip 203.0.113.5
+  from a@partner.example
+  to b@example.com
+}
+";
+    let new = old.replacen(
+        "send-connector",
+        "receive-connector \"Partner\" {\n  listen 0.0.0.0:2525\n  remote 203.0.113.0/24\n  auth partner\n}\n\nsend-connector",
+        1,
+    );
+    std::fs::write(tmp.path().join("old.mailflow"), old).unwrap();
+    std::fs::write(tmp.path().join("new.mailflow"), new).unwrap();
+    let out = diff(
+        tmp.path(),
+        &[
+            "old.mailflow",
+            "new.mailflow",
+            "--format",
+            "json",
+            "--fail-on-change",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["messages"], 1, "{doc}");
+    assert_eq!(doc["changes"], serde_json::json!([]), "{doc}");
+}

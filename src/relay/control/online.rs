@@ -11,9 +11,8 @@ use crate::smtp::Status;
 use base64::Engine;
 use std::path::Path;
 use std::sync::Arc;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::UnixListener;
-use tokio::net::unix::OwnedWriteHalf;
 
 /// The status a bounced recipient gets (its DSN says the administrator returned it).
 fn returned() -> Status {
@@ -143,7 +142,7 @@ async fn answer(shared: &Arc<Shared>, req: Request, who: &Who) -> Answer {
 /// Writes the answer as one JSON line. A stored message is the reply's `data` field
 /// (base64, as [`Reply::Message`] has it), read and encoded a [`PIECE`] at a time while the
 /// client takes it.
-async fn send(writer: &mut OwnedWriteHalf, answer: Answer) -> std::io::Result<()> {
+async fn send<W: AsyncWrite + Unpin>(writer: &mut W, answer: Answer) -> std::io::Result<()> {
     let mut line = serde_json::to_vec(&answer.reply)?;
     drop(answer.reply);
     if let Some(body) = answer.body {
@@ -153,6 +152,9 @@ async fn send(writer: &mut OwnedWriteHalf, answer: Answer) -> std::io::Result<()
         }
         line.extend_from_slice(b",\"data\":\"");
         writer.write_all(&line).await?;
+        // The pieces are read again after the check: a body damaged meanwhile must not
+        // reach the client as a whole answer, so its checksum is taken again as it goes.
+        let mut crc = crc32fast::Hasher::new();
         let mut at = 0;
         while at < body.len() {
             let from = body.clone();
@@ -164,8 +166,14 @@ async fn send(writer: &mut OwnedWriteHalf, answer: Answer) -> std::io::Result<()
                 return Err(std::io::Error::other("the stored message ended early"));
             }
             at += piece.len() as u64;
+            crc.update(&piece);
             let text = base64::engine::general_purpose::STANDARD.encode(&piece);
             writer.write_all(text.as_bytes()).await?;
+        }
+        if let Err(e) = body.confirm(crc.finalize()) {
+            // The line stays unfinished: the client cannot take it for the message.
+            tracing::error!("queue show --message: {e}");
+            return Err(std::io::Error::other(e.to_string()));
         }
         line = b"\"}".to_vec();
     }
@@ -423,4 +431,99 @@ async fn save_holds(
         .await
         .map_err(|e| e.to_string())
         .and_then(|r| r.map_err(|e| format!("saving the holds: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    /// `bytes` stored after a 7-octet head in a file, as a segment holds a body.
+    fn stored(bytes: &[u8]) -> (tempfile::NamedTempFile, StoredBody) {
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        f.write_all(b"segment").unwrap();
+        f.write_all(bytes).unwrap();
+        let file = Arc::new(f.reopen().unwrap());
+        (f, StoredBody::at(file, 7, bytes))
+    }
+
+    fn answer(body: StoredBody) -> Answer {
+        Answer {
+            reply: Reply::error("placeholder"),
+            body: Some(body),
+        }
+    }
+
+    /// The line a client reads, or the error `send` ended with.
+    async fn streamed(body: StoredBody) -> (Vec<u8>, std::io::Result<()>) {
+        let mut out = std::io::Cursor::new(Vec::new());
+        let sent = send(&mut out, answer(body)).await;
+        (out.into_inner(), sent)
+    }
+
+    fn data(line: &[u8]) -> Vec<u8> {
+        assert_eq!(line.last(), Some(&b'\n'));
+        let v: serde_json::Value = serde_json::from_slice(line).unwrap();
+        assert_eq!(v["reply"], "error", "the reply's own fields are kept");
+        base64::engine::general_purpose::STANDARD
+            .decode(v["data"].as_str().unwrap())
+            .unwrap()
+    }
+
+    /// Every length around the piece boundaries, of binary octets (NUL, 8-bit, quote,
+    /// backslash, newline): the line is one JSON object whose `data` decodes to exactly
+    /// the stored octets.
+    #[tokio::test]
+    async fn every_length_around_the_pieces_streams_exactly() {
+        let p = PIECE;
+        for len in [
+            0,
+            1,
+            2,
+            3,
+            4,
+            p - 1,
+            p,
+            p + 1,
+            p + 2,
+            2 * p - 1,
+            2 * p,
+            2 * p + 1,
+            3 * p + 2,
+        ] {
+            let bytes: Vec<u8> = (0..len)
+                .map(|i| [0u8, 0xff, b'"', b'\\', b'\n', 0x80, (i % 251) as u8][i % 7])
+                .collect();
+            let (_f, body) = stored(&bytes);
+            let (line, sent) = streamed(body).await;
+            sent.unwrap();
+            assert_eq!(
+                line.iter().filter(|&&b| b == b'\n').count(),
+                1,
+                "one line ({len})"
+            );
+            assert!(data(&line) == bytes, "{len} octets streamed differ");
+        }
+    }
+
+    /// A body damaged on disk after the check passed, while the client is still reading:
+    /// the answer must not be a JSON line whose data is the damaged octets.
+    #[tokio::test]
+    async fn a_body_damaged_while_it_streams_is_never_a_whole_answer() {
+        use std::os::unix::fs::FileExt;
+        let bytes: Vec<u8> = (0..3 * PIECE + 10).map(|i| (i % 253) as u8).collect();
+        let (f, body) = stored(&bytes);
+        body.check().unwrap();
+        // The damage is past the first piece: the check read it whole, the stream has not.
+        let at = 7 + 2 * PIECE as u64 + 5;
+        let old = bytes[2 * PIECE + 5];
+        f.as_file().write_all_at(&[old ^ 0x20], at).unwrap();
+        let (line, sent) = streamed(body).await;
+        let why = sent.expect_err("sent as if whole").to_string();
+        assert!(why.contains("fails its checksum"), "{why}");
+        assert!(
+            serde_json::from_slice::<serde_json::Value>(&line).is_err(),
+            "the damaged body was answered as a whole JSON line"
+        );
+    }
 }

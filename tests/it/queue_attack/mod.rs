@@ -11,6 +11,7 @@ mod holds;
 mod offline;
 mod race;
 mod socket;
+mod stream;
 
 use crate::support;
 
