@@ -1,8 +1,8 @@
 //! Captured traffic (`mailflow relay --capture`): for each message the relay evaluates at
 //! the end of data, what the evaluator saw, one JSON line in `SPOOL/capture/`: the envelope
-//! (sender, recipients, the receive connector, the local address, the client's address, the
-//! TLS peer's verified name, XOORG), the authentication results, the size, and only the header
-//! fields the rules read (the rewritten address fields, the organization headers, the fields
+//! (sender, recipients, the receive connector, the address the client reached, the client's
+//! address, the TLS peer's verified name, XOORG), the authentication results, the size, and
+//! only the header fields the rules read (the rewritten address fields, the organization headers, the fields
 //! conditions name, the Subject when a rule reads or changes it). Never the body. Off by
 //! default; rotated and capped like the tracking log ([`super::track::files`]). `mailflow
 //! diff` replays it ([`Captured::input`]).

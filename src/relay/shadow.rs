@@ -5,9 +5,10 @@
 //! effect. The live verdict alone decides what happens to the message.
 
 use super::Shared;
-use crate::compile::Table;
+use crate::compile::{Table, select_receive};
 use crate::diff::{Kind, change, describe, rechoose};
 use crate::eval::{Envelope, Message, Verdict, evaluate};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -72,12 +73,13 @@ impl ShadowCounts {
 }
 
 /// Evaluates the message under the shadow rule set, if there is one, and records how its
-/// verdict differs from the live one. `id` names the message in the log (its queue id once
-/// stored, else its Message-ID).
+/// verdict differs from the live one (`live_table`'s), naming it in the log by its
+/// Message-ID. `reached` is the address the client connected to.
 pub(crate) fn compare(
     shared: &Shared,
     live_table: &Table,
     env: &Envelope,
+    reached: SocketAddr,
     message: &Message,
     live: &Verdict,
 ) {
@@ -85,8 +87,19 @@ pub(crate) fn compare(
         return;
     };
     // The candidate chooses the receive connector by its own ranges, as `mailflow diff`
-    // does with captured traffic.
-    let rechosen = rechoose(live_table, env);
+    // does with captured traffic; by the address the client reached when it binds that
+    // address where the live rules bind a wildcard.
+    let rechosen = rechoose(live_table, env).map(|mut e| {
+        let chooses = |local| {
+            e.client_ip
+                .and_then(|ip| select_receive(&table.receive_connectors, local, ip))
+                .is_some()
+        };
+        if !chooses(e.local) && chooses(Some(reached)) {
+            e.local = Some(reached);
+        }
+        e
+    });
     let candidate = evaluate(
         &table,
         rechosen.as_ref().unwrap_or(env),

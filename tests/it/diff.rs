@@ -317,7 +317,9 @@ async fn captured_traffic_from_a_relay_is_replayed() {
 }
 
 /// Captured traffic names the connector the relay chose; replayed, the new rules choose
-/// again by their own ranges, so a change that stops a client being accepted shows.
+/// again by their own listen addresses and ranges, so a change that stops a client being
+/// accepted shows. The capture records the address the client reached, so rules that split
+/// a wildcard listener into the addresses in use change nothing for mail that came to them.
 #[tokio::test(flavor = "multi_thread")]
 async fn captured_traffic_meets_the_new_rules_connector_ranges() {
     use crate::support::relay::{Relay, dead_port, s};
@@ -326,33 +328,63 @@ async fn captured_traffic_meets_the_new_rules_connector_ranges() {
     let port = dead_port();
     let old = std::fs::read_to_string(root().join("tests/fixtures/diff/group-member/old.mailflow"))
         .unwrap()
-        .replace("listen 0.0.0.0:25", &format!("listen 127.0.0.1:{port}"));
+        .replace("listen 0.0.0.0:25", &format!("listen 0.0.0.0:{port}"));
+    let listen_on = |ip: &str| old.replace("listen 0.0.0.0:", &format!("listen {ip}:"));
     let narrowed = old.replacen(
         "  auth anonymous",
         "  remote 10.0.0.0/8\n  auth anonymous",
         1,
     );
-    std::fs::write(tmp.path().join("old.mailflow"), &old).unwrap();
-    std::fs::write(tmp.path().join("new.mailflow"), narrowed).unwrap();
+    for (name, text) in [
+        ("old", old.clone()),
+        ("split", listen_on("127.0.0.1")),
+        ("elsewhere", listen_on("127.0.0.2")),
+        ("narrowed", narrowed),
+    ] {
+        std::fs::write(tmp.path().join(format!("{name}.mailflow")), text).unwrap();
+    }
+    // The same rule sets as --shadow candidates on the live relay.
+    let candidate = tmp.path().join("candidate.mailflow");
+    std::fs::copy(tmp.path().join("split.mailflow"), &candidate).unwrap();
     let sink = Sink::start(SinkOptions::default()).await;
     let spool = tmp.path().join("spool");
-    let mut relay = Relay::start(
-        &tmp.path().join("old.mailflow"),
-        &spool,
-        &[
-            s("--smart-host"),
-            format!("Tenant 1={}", sink.addr),
-            s("--smart-host"),
-            format!("Out={}", sink.addr),
-            s("--capture"),
-        ],
+    let mut args = vec![
+        s("--smart-host"),
+        format!("Tenant 1={}", sink.addr),
+        s("--smart-host"),
+        format!("Out={}", sink.addr),
+        s("--capture"),
+    ];
+    args.extend(shadow_args(&candidate));
+    let mut relay = Relay::start(&tmp.path().join("old.mailflow"), &spool, &args);
+    let reached = ([127, 0, 0, 1], port).into();
+    send_one(reached, "ann@example.com").await;
+    assert_eq!(
+        shadow_counts(&relay),
+        [1, 0, 0, 0],
+        "split: nothing changes"
     );
-    send_one(relay.addr, "ann@example.com").await;
+    std::fs::copy(tmp.path().join("elsewhere.mailflow"), &candidate).unwrap();
+    assert!(reload(&relay).status.success());
+    send_one(reached, "bob@example.com").await;
+    assert_eq!(shadow_counts(&relay), [2, 1, 1, 1], "elsewhere: refused");
     relay.terminate().await;
+
     let capture = spool.join("capture");
-    let doc = diff_capture(tmp.path(), "old.mailflow", "new.mailflow", &capture);
-    assert_eq!(doc["messages"], 1, "{doc}");
-    assert_eq!(doc["changes"][0]["kinds"][0], "acceptance", "{doc}");
+    let changes = |new: &str| {
+        let doc = diff_capture(tmp.path(), "old.mailflow", new, &capture);
+        assert_eq!(doc["messages"], 2, "{doc}");
+        doc["changes"].as_array().unwrap().clone()
+    };
+    assert!(
+        changes("split.mailflow").is_empty(),
+        "the address it came to is still bound"
+    );
+    for refusing in ["elsewhere.mailflow", "narrowed.mailflow"] {
+        let c = changes(refusing);
+        assert_eq!(c.len(), 2, "{refusing}: {c:?}");
+        assert_eq!(c[0]["kinds"][0], "acceptance", "{refusing}: {c:?}");
+    }
 }
 
 /// `relay --shadow`: a candidate rule set beside the live one, counted in /metrics, changing

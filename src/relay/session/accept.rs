@@ -61,16 +61,26 @@ impl Session {
         let mut env = self.envelope(&tx, rcpts);
         env.auth = verified.as_ref().map(|v| v.results.clone());
         let verdict = evaluate(&self.table, &env, Some(&message), false);
-        crate::relay::shadow::compare(&self.shared, &self.table, &env, &message, &verdict);
+        crate::relay::shadow::compare(
+            &self.shared,
+            &self.table,
+            &env,
+            self.local,
+            &message,
+            &verdict,
+        );
         if self.shared.capture.enabled() {
             let candidate = self.shared.shadow_table();
-            let seen = crate::relay::capture::Captured::of(
+            let mut seen = crate::relay::capture::Captured::of(
                 &self.table,
                 candidate.as_deref(),
                 &env,
                 &message,
                 bytes.len() as u64,
             );
+            // The address the client reached, not the listener's: the rules a replay meets
+            // may bind that address alone where these bound a wildcard.
+            seen.envelope.local = Some(self.local);
             self.shared.capture.record(seen);
         }
         // From here on only its header fields are read.

@@ -136,6 +136,9 @@ struct Session {
     peer: SocketAddr,
     /// The configured listen address (port 0 included), which connector selection compares.
     listen: SocketAddr,
+    /// The address the client reached (a wildcard listener's specific one), which the
+    /// capture records: a replay under rules that split a wildcard into addresses needs it.
+    local: SocketAddr,
     /// The table the connector was chosen from; a message is judged by the newest one.
     table: Arc<Table>,
     /// This client's receive connector in `table`.
@@ -169,6 +172,7 @@ pub(super) async fn serve(
     slot: super::limits::Slot,
     chosen: Chosen,
 ) {
+    let local = tcp.local_addr().unwrap_or(listen);
     let mut stream = Stream::Plain(tcp);
     let Some(connector) = chosen.connector else {
         Metrics::inc(&shared.metrics.rejected);
@@ -183,6 +187,7 @@ pub(super) async fn serve(
         buf: Vec::with_capacity(4096),
         peer,
         listen,
+        local,
         table: chosen.table,
         connector,
         state: State::Connected,
