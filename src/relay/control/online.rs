@@ -123,8 +123,9 @@ async fn answer(shared: &Arc<Shared>, req: Request, who: &Who) -> Answer {
         return reply.into();
     }
     let spool = shared.spool.clone();
+    let wanted = id.clone();
     let checked = tokio::task::spawn_blocking(move || {
-        let body = spool.stored_body(&id)?;
+        let body = spool.stored_body(&wanted)?;
         body.check()?;
         Ok::<_, crate::queue::QueueError>(body)
     })
@@ -134,6 +135,8 @@ async fn answer(shared: &Arc<Shared>, req: Request, who: &Who) -> Answer {
             reply,
             body: Some(body),
         },
+        // Delivered (or bounced) since it was found: gone, as if asked a moment later.
+        Ok(Err(crate::queue::QueueError::UnknownId(_))) => Reply::Missing { id }.into(),
         Ok(Err(e)) => Reply::error(e.to_string()).into(),
         Err(e) => Reply::error(e.to_string()).into(),
     }
