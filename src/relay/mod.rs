@@ -513,7 +513,7 @@ impl Relay {
         // socket's name may have, say): the queue commands then cannot reach it, and the
         // log says so rather than the relay refusing to start.
         let socket = control::socket_path(&options.spool);
-        let control = control::online::bind(&socket)
+        let control = control::socket::bind(&socket)
             .map_err(|e| {
                 tracing::warn!(
                     "admin socket {}: {e}; `mailflow queue` cannot reach this relay (a shorter --spool path avoids it)",
@@ -615,7 +615,7 @@ impl Relay {
         drop(recovered);
         tasks.spawn(scheduler::run(Arc::clone(&shared)));
         if let Some(control) = control {
-            tasks.spawn(control::online::serve(Arc::clone(&shared), control));
+            tasks.spawn(control::socket::serve(Arc::clone(&shared), control));
         }
         let admin = match admin_listener {
             Some(l) => {

@@ -9,6 +9,7 @@
 
 pub mod offline;
 pub(crate) mod online;
+pub(crate) mod socket;
 
 use super::track::{Event, EventId};
 use crate::queue::holds::{HoldTarget, Holds};

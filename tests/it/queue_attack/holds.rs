@@ -283,9 +283,7 @@ async fn a_message_held_past_its_lifetime_bounces_once_released() {
 /// against); the relay says at its start that a name its rules lack holds nothing.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_connector_held_offline_that_the_rules_lack_is_told_at_the_start() {
-    let tmp = tempfile::tempdir().unwrap();
-    let spool = tmp.path().join("spool");
-    let log = tmp.path().join("relay.log");
+    let (_tmp, spool, log, _) = place();
     let mut relay = start(&spool, dead_port(), dead_port(), None, &[]);
     relay.terminate().await;
     for name in ["Daed", "Dead"] {

@@ -17,7 +17,7 @@ use crate::support;
 
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -127,6 +127,15 @@ fn between(line: &str, open: char, close: char) -> String {
 /// The Message-ID field's value of a message's text.
 fn message_id(data: &str) -> String {
     header(data, "Message-ID").unwrap_or_default().to_string()
+}
+
+/// Where a test's relay keeps its spool, its log and its admin socket, in a temporary folder
+/// (the first: removed when dropped).
+pub(crate) fn place() -> (tempfile::TempDir, PathBuf, PathBuf, PathBuf) {
+    let tmp = tempfile::tempdir().unwrap();
+    let spool = tmp.path().join("spool");
+    let (log, sock) = (tmp.path().join("relay.log"), spool.join("admin.sock"));
+    (tmp, spool, log, sock)
 }
 
 /// The relay of these tests: forward.mailflow, dead.example through Dead on `dead`, the

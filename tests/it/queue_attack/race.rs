@@ -194,9 +194,7 @@ async fn bounce_racing_half_delivered_messages_reports_only_the_undelivered_half
 /// never go; released, the rest arrive once each.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_hold_mid_load_stops_it_and_a_release_finishes_it() {
-    let tmp = tempfile::tempdir().unwrap();
-    let spool = tmp.path().join("spool");
-    let log = tmp.path().join("relay.log");
+    let (_tmp, spool, log, _) = place();
     let hop = SlowHop::start(Duration::from_millis(50)).await;
     let mut relay = start(&spool, dead_port(), hop.addr.port(), Some(&log), &[]);
     let (code, _) = qj(&spool, &["hold", "--connector", "Out"]);

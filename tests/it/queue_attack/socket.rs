@@ -56,12 +56,9 @@ async fn served(spool: &Path, args: &[&str]) {
 async fn the_socket_flooded_costs_bounded_descriptors_and_memory() {
     use std::io::Write;
     use std::os::unix::net::UnixStream;
-    let tmp = tempfile::tempdir().unwrap();
-    let spool = tmp.path().join("spool");
-    let log = tmp.path().join("relay.log");
+    let (_tmp, spool, log, sock) = place();
     let mut relay = start(&spool, dead_port(), dead_port(), Some(&log), &[]);
     let pid = relay.child.id();
-    let sock = spool.join("admin.sock");
 
     // A file limit as tight as a service's: 150 descriptors above what the relay uses.
     let limit = limit_fds(pid, 150);
@@ -116,7 +113,7 @@ async fn the_socket_flooded_costs_bounded_descriptors_and_memory() {
     told_busy(&sock);
     drop(unread);
     served(&spool, &["show", &id]).await;
-    let eml = tmp.path().join("big.eml");
+    let eml = spool.with_file_name("big.eml");
     let out = queue(&spool, &["export", &id, "-o", eml.to_str().unwrap()]);
     assert!(out.status.success(), "{}", text(&out));
     let stored = std::fs::read(&eml).unwrap();
@@ -154,13 +151,10 @@ fn raw_request(sock: &Path, request: Vec<u8>) -> Value {
 /// clients at once) get an answer each and change nothing; SMTP and the socket go on.
 #[tokio::test(flavor = "multi_thread")]
 async fn hostile_requests_get_an_answer_and_change_nothing() {
-    let tmp = tempfile::tempdir().unwrap();
-    let spool = tmp.path().join("spool");
-    let log = tmp.path().join("relay.log");
+    let (_tmp, spool, log, sock) = place();
     let mut relay = start(&spool, dead_port(), dead_port(), Some(&log), &[]);
     let pid = relay.child.id();
     let m = stuck(&relay, &spool, "hostile-", 2).await;
-    let sock = spool.join("admin.sock");
     let rss = status_kib(pid, "VmRSS:");
 
     let mut long = b"{\"action\":\"list\",\"filter\":{\"sender\":\"".to_vec();

@@ -42,6 +42,30 @@ async fn big_to(relay: &Relay, spool: &Path, marker: &str, lines: usize, to: &st
         .unwrap()
 }
 
+/// A relay of these tests (next hops down) logging to `log`, holding one message of `lines`
+/// lines of about 900 octets marked `marker`: the relay, the message's id and its stored
+/// octets.
+async fn holding_big(
+    spool: &Path,
+    log: &Path,
+    marker: &str,
+    lines: usize,
+) -> (Relay, String, Vec<u8>) {
+    let relay = start(spool, dead_port(), dead_port(), Some(log), &[]);
+    let id = stuck_big(&relay, spool, marker, lines).await;
+    let stored = exported(spool, &id);
+    assert!(stored.len() > lines * 900, "{}", stored.len());
+    (relay, id, stored)
+}
+
+/// After what a test did the relay still takes mail, and it stops without a panic in its
+/// log.
+async fn serves_to_the_end(mut relay: Relay, log: &Path, subject: &str) {
+    assert!(smtp_serves(relay.addr, subject, 10).await, "{subject}");
+    relay.terminate().await;
+    no_panics(log);
+}
+
 /// `queue export ID`: the stored octets.
 fn exported(spool: &Path, id: &str) -> Vec<u8> {
     let out = queue(spool, &["export", id]);
@@ -75,6 +99,18 @@ fn ask_message_in_turn(sock: &Path, id: &str) -> (UnixStream, Vec<u8>) {
             return (c, head);
         }
         std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Reads the rest of an answer into `got`, `chunk` octets at a time, `pause` apart.
+fn read_rest(c: &mut UnixStream, got: &mut Vec<u8>, chunk: usize, pause: Duration) {
+    loop {
+        let more = read_some(c, chunk);
+        if more.is_empty() {
+            return;
+        }
+        got.extend(more);
+        std::thread::sleep(pause);
     }
 }
 
@@ -113,15 +149,9 @@ fn carried(line: &[u8]) -> Vec<u8> {
 /// is given back.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_message_deleted_while_a_slow_client_reads_it() {
-    let tmp = tempfile::tempdir().unwrap();
-    let spool = tmp.path().join("spool");
-    let log = tmp.path().join("relay.log");
-    let mut relay = start(&spool, dead_port(), dead_port(), Some(&log), &[]);
+    let (_tmp, spool, log, sock) = place();
+    let (relay, id, stored) = holding_big(&spool, &log, "deleted-while-read", 3000).await;
     let pid = relay.child.id();
-    let sock = spool.join("admin.sock");
-    let id = stuck_big(&relay, &spool, "deleted-while-read", 3000).await;
-    let stored = exported(&spool, &id);
-    assert!(stored.len() > 2_700_000, "{}", stored.len());
     let fds = open_fds(pid);
 
     let mut readers: Vec<UnixStream> = (0..3).map(|_| ask_message(&sock, &id)).collect();
@@ -139,15 +169,7 @@ async fn a_message_deleted_while_a_slow_client_reads_it() {
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
 
     for (r, head) in readers.iter_mut().zip(&mut heads) {
-        // Slowly: 64 KiB a few milliseconds apart.
-        loop {
-            let more = read_some(r, 65_536);
-            if more.is_empty() {
-                break;
-            }
-            head.extend(more);
-            std::thread::sleep(Duration::from_millis(2));
-        }
+        read_rest(r, head, 65_536, Duration::from_millis(2));
         assert_eq!(head.last(), Some(&b'\n'));
         assert!(carried(head) == stored, "a mix of octets");
     }
@@ -157,9 +179,7 @@ async fn a_message_deleted_while_a_slow_client_reads_it() {
         "{} descriptors, {fds} before",
         open_fds(pid)
     );
-    assert!(smtp_serves(relay.addr, "after-delete-while-read", 10).await);
-    relay.terminate().await;
-    no_panics(&log);
+    serves_to_the_end(relay, &log, "after-delete-while-read").await;
 }
 
 /// Clients that ask for a large message and leave after a few octets give their slots
@@ -170,15 +190,9 @@ async fn a_message_deleted_while_a_slow_client_reads_it() {
 /// answers'.
 #[tokio::test(flavor = "multi_thread")]
 async fn clients_that_leave_halfway_give_their_slots_back() {
-    let tmp = tempfile::tempdir().unwrap();
-    let spool = tmp.path().join("spool");
-    let log = tmp.path().join("relay.log");
-    let mut relay = start(&spool, dead_port(), dead_port(), Some(&log), &[]);
+    let (_tmp, spool, log, sock) = place();
+    let (relay, id, stored) = holding_big(&spool, &log, "left-halfway", 10_000).await;
     let pid = relay.child.id();
-    let sock = spool.join("admin.sock");
-    let id = stuck_big(&relay, &spool, "left-halfway", 10_000).await;
-    let stored = exported(&spool, &id);
-    assert!(stored.len() > 9_000_000, "{}", stored.len());
 
     for round in 0..4 {
         let mut gone: Vec<UnixStream> = (0..8).map(|_| ask_message(&sock, &id)).collect();
@@ -218,14 +232,7 @@ async fn clients_that_leave_halfway_give_their_slots_back() {
             let id = id.clone();
             std::thread::spawn(move || {
                 let (mut c, mut all) = ask_message_in_turn(&sock, &id);
-                loop {
-                    let more = read_some(&mut c, 256 * 1024);
-                    if more.is_empty() {
-                        break;
-                    }
-                    all.extend(more);
-                    std::thread::sleep(Duration::from_millis(10));
-                }
+                read_rest(&mut c, &mut all, 256 * 1024, Duration::from_millis(10));
                 all
             })
         })
@@ -245,9 +252,7 @@ async fn clients_that_leave_halfway_give_their_slots_back() {
         peak < before + 32 * 1024,
         "8 slow readers of a 10 MB message: RSS {before} -> {peak} KiB"
     );
-    assert!(smtp_serves(relay.addr, "after-readers", 10).await);
-    relay.terminate().await;
-    no_panics(&log);
+    serves_to_the_end(relay, &log, "after-readers").await;
 }
 
 /// A body damaged in its segment while the relay runs: `show --message` and `export`
@@ -255,12 +260,8 @@ async fn clients_that_leave_halfway_give_their_slots_back() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_body_damaged_on_disk_is_refused_naming_the_checksum() {
     use std::os::unix::fs::FileExt;
-    let tmp = tempfile::tempdir().unwrap();
-    let spool = tmp.path().join("spool");
-    let log = tmp.path().join("relay.log");
-    let mut relay = start(&spool, dead_port(), dead_port(), Some(&log), &[]);
-    let id = stuck_big(&relay, &spool, "damaged-at-rest", 400).await;
-    let stored = exported(&spool, &id);
+    let (_tmp, spool, log, _) = place();
+    let (relay, id, stored) = holding_big(&spool, &log, "damaged-at-rest", 400).await;
     let marker = b"damaged-at-rest \xc3\xa9x";
     let mut flipped = 0;
     for e in std::fs::read_dir(spool.join("queue/journal")).unwrap() {
@@ -289,7 +290,7 @@ async fn a_body_damaged_on_disk_is_refused_naming_the_checksum() {
     assert_ne!(out.status.code(), Some(0), "{}", text(&out));
     assert!(text(&out).contains("checksum"), "{}", text(&out));
     assert!(!out.stdout.windows(marker.len()).any(|w| w == marker));
-    let eml = tmp.path().join("damaged.eml");
+    let eml = spool.with_file_name("damaged.eml");
     let out = queue(&spool, &["export", &id, "-o", eml.to_str().unwrap()]);
     assert_ne!(out.status.code(), Some(0), "{}", text(&out));
     assert!(text(&out).contains("checksum"), "{}", text(&out));
@@ -298,9 +299,7 @@ async fn a_body_damaged_on_disk_is_refused_naming_the_checksum() {
     // The relay goes on: the envelope is shown, SMTP serves.
     let (code, doc) = qj(&spool, &["show", &id]);
     assert_eq!(code, 0, "{doc}");
-    assert!(smtp_serves(relay.addr, "after-damage", 10).await);
-    relay.terminate().await;
-    no_panics(&log);
+    serves_to_the_end(relay, &log, "after-damage").await;
 }
 
 /// A message delivered while slow clients read it: each still gets the exact stored
@@ -309,12 +308,9 @@ async fn a_body_damaged_on_disk_is_refused_naming_the_checksum() {
 /// no JSON reader takes for an answer.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_message_delivered_or_a_relay_stopped_while_clients_read() {
-    let tmp = tempfile::tempdir().unwrap();
-    let spool = tmp.path().join("spool");
-    let log = tmp.path().join("relay.log");
+    let (_tmp, spool, log, sock) = place();
     let sink = Sink::start(SinkOptions::default()).await;
     let mut relay = start(&spool, dead_port(), sink.addr.port(), Some(&log), &[]);
-    let sock = spool.join("admin.sock");
     let (code, _) = qj(&spool, &["hold", "--connector", "Out"]);
     assert_eq!(code, 0);
     let id = big_to(
@@ -337,13 +333,7 @@ async fn a_message_delivered_or_a_relay_stopped_while_clients_read() {
     );
     assert_eq!(sink.messages().len(), 1);
     for (r, head) in readers.iter_mut().zip(&mut heads) {
-        loop {
-            let more = read_some(r, 65_536);
-            if more.is_empty() {
-                break;
-            }
-            head.extend(more);
-        }
+        read_rest(r, head, 65_536, Duration::ZERO);
         assert!(carried(head) == stored, "a mix of octets");
     }
     drop(readers);
