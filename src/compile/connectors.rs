@@ -22,7 +22,8 @@ pub fn select_receive(
         let bound = local.is_none_or(|l| {
             c.listen.iter().any(|b| {
                 b.value.port() == l.port()
-                    && (b.value.ip().is_unspecified() || b.value.ip() == l.ip())
+                    && (b.value.ip().is_unspecified()
+                        || b.value.ip().to_canonical() == l.ip().to_canonical())
             })
         });
         if !bound {

@@ -107,13 +107,21 @@ pub struct Hop {
 /// A smart host as a hop: an IP literal as it is, a name resolved A/AAAA, with its port
 /// (`queue drain --to` names its peer the same way).
 pub async fn smart_host(resolver: &Resolver, sh: &SmartHost) -> Result<Hop, DeliverError> {
-    let addrs = match parse_ip_literal(&sh.host) {
-        Some(ip) => vec![SocketAddr::new(ip, sh.port)],
-        None => resolver.addresses(&sh.host, sh.port).await?,
-    };
+    if let Some(hop) = literal_hop(sh) {
+        return Ok(hop);
+    }
     Ok(Hop {
         host: sh.host.trim_end_matches('.').to_string(),
-        addrs,
+        addrs: resolver.addresses(&sh.host, sh.port).await?,
+        preference: 0,
+    })
+}
+
+/// A smart host written as an IP address, as a hop without asking a resolver.
+pub fn literal_hop(sh: &SmartHost) -> Option<Hop> {
+    parse_ip_literal(&sh.host).map(|ip| Hop {
+        host: sh.host.clone(),
+        addrs: vec![SocketAddr::new(ip, sh.port)],
         preference: 0,
     })
 }

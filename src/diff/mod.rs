@@ -319,10 +319,12 @@ pub fn diff(
 /// the relay ran with `--listen` or `--remote` overrides). Nor without the local address
 /// (a `test` block, an envelope file that names its connector): which port the message
 /// came in on is unknown, and choosing among every port's connectors would move it to one
-/// it could not have reached.
+/// it could not have reached. Nor when the local address is a wildcard (`0.0.0.0:25`, as
+/// captures written before they recorded the address reached have it): new rules that bind
+/// the addresses in use would match none of them.
 pub(crate) fn rechoose(old: &Table, env: &Envelope) -> Option<Envelope> {
     let name = env.connector.as_ref()?;
-    let local = env.local?;
+    let local = env.local.filter(|l| !l.ip().is_unspecified())?;
     let chosen =
         crate::compile::select_receive(&old.receive_connectors, Some(local), env.client_ip?)
             .and_then(|i| old.receive_connectors.get(i))?;

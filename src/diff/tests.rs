@@ -214,7 +214,7 @@ fn the_rules_against_themselves_report_nothing_over_generated_envelopes() {
     }
 }
 
-/// One captured message: named connector, the relay's configured listen address, client.
+/// One captured message: named connector, the address the client reached, client.
 fn captured(connector: &str, local: &str, client: &str) -> Input {
     let mut i = input("alice@example.com");
     i.envelope.connector = Some(connector.into());
@@ -232,7 +232,7 @@ fn a_renamed_connector_is_an_attribution_change_only() {
     let d = diff(
         &old,
         &new,
-        [Ok(captured("Apps", "0.0.0.0:25", "10.0.0.77"))],
+        [Ok(captured("Apps", "192.0.2.10:25", "10.0.0.77"))],
     )
     .unwrap();
     assert_eq!(d.changes.len(), 1);
@@ -243,9 +243,9 @@ fn a_renamed_connector_is_an_attribution_change_only() {
         &old,
         &new,
         [
-            Ok(captured("Internet", "0.0.0.0:25", "203.0.113.5")),
-            Ok(captured("Narrow", "0.0.0.0:25", "10.0.0.3")),
-            Ok(captured("Six", "[::]:25", "2001:db8:1::9")),
+            Ok(captured("Internet", "192.0.2.10:25", "203.0.113.5")),
+            Ok(captured("Narrow", "192.0.2.10:25", "10.0.0.3")),
+            Ok(captured("Six", "[2001:db8::10]:25", "2001:db8:1::9")),
             Ok(captured("Sub", "192.0.2.10:587", "10.0.0.77")),
         ],
     )
@@ -266,7 +266,7 @@ fn removed_and_more_specific_connectors_are_chosen_by_the_new_ranges() {
     let d = diff(
         &old,
         &without_narrow,
-        [Ok(captured("Narrow", "0.0.0.0:25", "10.0.0.3"))],
+        [Ok(captured("Narrow", "192.0.2.10:25", "10.0.0.3"))],
     )
     .unwrap();
     assert_eq!(d.changes.len(), 1);
@@ -278,9 +278,9 @@ fn removed_and_more_specific_connectors_are_chosen_by_the_new_ranges() {
         &old,
         &finer,
         [
-            Ok(captured("Narrow", "0.0.0.0:25", "10.0.0.3")),
-            Ok(captured("Narrow", "0.0.0.0:25", "10.0.0.4")),
-            Ok(captured("Narrow", "0.0.0.0:25", "::ffff:10.0.0.3")),
+            Ok(captured("Narrow", "192.0.2.10:25", "10.0.0.3")),
+            Ok(captured("Narrow", "192.0.2.10:25", "10.0.0.4")),
+            Ok(captured("Narrow", "192.0.2.10:25", "::ffff:10.0.0.3")),
         ],
     )
     .unwrap();
@@ -298,7 +298,7 @@ fn removed_and_more_specific_connectors_are_chosen_by_the_new_ranges() {
     let d = diff(
         &old,
         &without_six,
-        [Ok(captured("Six", "[::]:25", "2001:db8:1::9"))],
+        [Ok(captured("Six", "[2001:db8::10]:25", "2001:db8:1::9"))],
     )
     .unwrap();
     // `Internet` listens on every address of port 25, so it takes the client.
@@ -343,4 +343,44 @@ send-connector \"Out\" {
     )
     .unwrap();
     assert!(d.changes.is_empty());
+}
+
+/// A capture that recorded a wildcard (written before captures kept the address reached)
+/// or an IPv4 client of a dual-stack listener (`::ffff:a.b.c.d`): new rules that bind the
+/// addresses in use must not read its messages as refused.
+#[test]
+fn wildcard_and_mapped_local_addresses_are_not_read_as_refused() {
+    let split = "accepted-domain example.com internal-relay
+receive-connector \"Internet\" {
+  listen 192.0.2.10:25
+  listen [2001:db8::10]:25
+  auth anonymous
+}
+send-connector \"Out\" {
+  address-space *
+}
+";
+    let old = table(&split.replace(
+        "  listen 192.0.2.10:25\n  listen [2001:db8::10]:25\n",
+        "  listen [::]:25\n",
+    ));
+    let new = table(split);
+    for local in [
+        "0.0.0.0:25",
+        "[::]:25",
+        "[::ffff:192.0.2.10]:25",
+        "192.0.2.10:25",
+    ] {
+        let d = diff(&old, &new, [Ok(captured("Internet", local, "203.0.113.5"))]).unwrap();
+        assert!(d.changes.is_empty(), "{local}: {:?}", d.changes);
+    }
+    // Reached at an address the new rules no longer bind: refused, and said so.
+    let d = diff(
+        &old,
+        &new,
+        [Ok(captured("Internet", "192.0.2.99:25", "203.0.113.5"))],
+    )
+    .unwrap();
+    assert_eq!(d.changes.len(), 1);
+    assert!(d.changes[0].kinds.contains(&Kind::Acceptance));
 }

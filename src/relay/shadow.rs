@@ -5,7 +5,7 @@
 //! effect. The live verdict alone decides what happens to the message.
 
 use super::Shared;
-use crate::compile::{Table, select_receive};
+use crate::compile::Table;
 use crate::diff::{Kind, change, describe, rechoose};
 use crate::eval::{Envelope, Message, Verdict, evaluate};
 use std::net::SocketAddr;
@@ -86,20 +86,19 @@ pub(crate) fn compare(
     let Some(table) = shared.shadow_table() else {
         return;
     };
-    // The candidate chooses the receive connector by its own ranges, as `mailflow diff`
-    // does with captured traffic; by the address the client reached when it binds that
-    // address where the live rules bind a wildcard.
-    let rechosen = rechoose(live_table, env).map(|mut e| {
-        let chooses = |local| {
-            e.client_ip
-                .and_then(|ip| select_receive(&table.receive_connectors, local, ip))
-                .is_some()
+    // The candidate chooses the receive connector by its own listen addresses and ranges,
+    // as `mailflow diff` does with captured traffic, and by the address the client reached
+    // (a connector the candidate binds to one address beside a wildcard takes its clients);
+    // by the configured one only where that differs in port (a `--listen ...:0` override).
+    let rechosen = if env.local.is_some_and(|l| l.port() == reached.port()) {
+        let at_reached = Envelope {
+            local: Some(reached),
+            ..env.clone()
         };
-        if !chooses(e.local) && chooses(Some(reached)) {
-            e.local = Some(reached);
-        }
-        e
-    });
+        rechoose(live_table, &at_reached)
+    } else {
+        rechoose(live_table, env)
+    };
     let candidate = evaluate(
         &table,
         rechosen.as_ref().unwrap_or(env),

@@ -226,6 +226,10 @@ pub async fn drain(
 
 /// The peer's addresses, found as a smart host's are (the system's resolver).
 async fn peer(to: &SmartHost) -> Result<Hop, DrainError> {
+    // An address needs no resolver (nor a resolv.conf, in a minimal container).
+    if let Some(hop) = crate::deliver::hop::literal_hop(to) {
+        return Ok(hop);
+    }
     let resolver = crate::deliver::Resolver::system().map_err(DrainError::Resolve)?;
     crate::deliver::hop::smart_host(&resolver, to)
         .await

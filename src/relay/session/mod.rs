@@ -172,7 +172,11 @@ pub(super) async fn serve(
     slot: super::limits::Slot,
     chosen: Chosen,
 ) {
-    let local = tcp.local_addr().unwrap_or(listen);
+    // An IPv4 client of a dual-stack listener reaches `::ffff:a.b.c.d`: recorded as a.b.c.d,
+    // the address rules name.
+    let local = tcp
+        .local_addr()
+        .map_or(listen, |a| SocketAddr::new(a.ip().to_canonical(), a.port()));
     let mut stream = Stream::Plain(tcp);
     let Some(connector) = chosen.connector else {
         Metrics::inc(&shared.metrics.rejected);
