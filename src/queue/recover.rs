@@ -152,8 +152,13 @@ fn quarantine(path: &Path, corrupt: &Path) -> bool {
         dest = corrupt.join(format!("{name}.{stamp}.{n}"));
         n += 1;
     }
+    // A copy of mail, the service user's alone, whatever mode the segment had.
     let copied = fs::copy(path, &dest)
-        .and_then(|_| File::open(&dest)?.sync_all())
+        .and_then(|_| {
+            use std::os::unix::fs::PermissionsExt;
+            fs::set_permissions(&dest, fs::Permissions::from_mode(super::PRIVATE))
+        })
+        .and_then(|()| File::open(&dest)?.sync_all())
         .and_then(|()| File::open(corrupt)?.sync_all());
     match copied {
         Ok(()) => {

@@ -323,16 +323,35 @@ fn listen_set(t: &Table) -> Vec<SocketAddr> {
 }
 
 /// A reload reads the rules, certificates and keys again as the user the relay runs as:
-/// what only root could read at the start would make every reload fail, which is better
-/// told at the start than at the first change.
-fn readable_for_reload(options: &RelayOptions, roots: &Arc<RootCertStore>) -> Result<(), String> {
-    let loaded = load(&options.rules, &options.overrides).map_err(|e| e.message)?;
-    credentials(&loaded.table, roots, options).map_err(|e| e.to_string())?;
-    if let Some(path) = &options.shadow {
-        load(path, &options.overrides)
-            .map_err(|e| format!("the shadow rule set {}: {}", path.display(), e.message))?;
+/// what only root could read at the start would make every reload fail (or, for the
+/// `--shadow` candidate, keep the one loaded at the start), which is better told at the
+/// start than at the first change. Each is warned about on its own.
+fn warn_unreadable_for_reload(
+    options: &RelayOptions,
+    roots: &Arc<RootCertStore>,
+    run_as: &privileges::RunAs,
+) {
+    let live = load(&options.rules, &options.overrides)
+        .map_err(|e| e.message)
+        .and_then(|l| credentials(&l.table, roots, options).map_err(|e| e.to_string()));
+    if let Err(why) = live {
+        tracing::warn!(
+            "as user `{}` a reload would fail: {why}; make the rule files, certificates and \
+             keys readable by its group (docs/operations.md)",
+            run_as.name()
+        );
     }
-    Ok(())
+    if let Some(path) = &options.shadow {
+        if let Err(e) = load(path, &options.overrides) {
+            tracing::warn!(
+                "as user `{}` a reload would keep the shadow rule set loaded at the start: \
+                 {}: {}; make it readable by its group",
+                run_as.name(),
+                path.display(),
+                e.message
+            );
+        }
+    }
 }
 
 fn credentials(
@@ -468,13 +487,7 @@ impl Relay {
         };
         if let Some(run_as) = run_as {
             privileges::drop_to(run_as)?;
-            if let Err(why) = readable_for_reload(&options, &roots) {
-                tracing::warn!(
-                    "as user `{}` a reload would fail: {why}; make the rule files, \
-                     certificates and keys readable by its group (docs/operations.md)",
-                    run_as.name()
-                );
-            }
+            warn_unreadable_for_reload(&options, &roots, run_as);
         }
         privileges::prepare_spool(&options.spool, owner)?;
         let largest = loaded

@@ -340,17 +340,38 @@ struct Judgement {
     /// Deferred past the delay-warning time for the first time.
     delayed: Vec<(usize, FailedRecipient)>,
     next: Option<u64>,
-    /// A SEND, DEFER or FAIL tracking event for each recipient.
-    events: Vec<Event>,
+    /// A SEND, DEFER or FAIL tracking event for each recipient, and the counter it adds to.
+    events: Vec<(Event, Counted)>,
+}
+
+/// Which delivery counter of `/metrics` an outcome adds to.
+#[derive(Clone, Copy)]
+enum Counted {
+    Delivered,
+    Bounced,
+    Deferred,
+}
+
+/// Logs the outcomes' tracking events and counts them.
+fn settle(shared: &Shared, events: Vec<(Event, Counted)>) {
+    for (e, counted) in events {
+        shared.tracker.log(e);
+        Metrics::inc(match counted {
+            Counted::Delivered => &shared.metrics.delivered,
+            Counted::Bounced => &shared.metrics.bounced,
+            Counted::Deferred => &shared.metrics.deferred,
+        });
+    }
 }
 
 /// Where the outcomes [`record`] writes come from.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Outcomes {
-    /// An attempt: they happened, and are logged whatever the spool then does.
+    /// An attempt: they happened, and are logged and counted at once, whatever the spool
+    /// then does (and before waiting for it).
     Attempted,
     /// The administrator's (`queue bounce`): they happen by being recorded, and are
-    /// logged only once the spool has taken them.
+    /// logged and counted only once the spool has taken them.
     Decided,
 }
 
@@ -365,7 +386,10 @@ async fn record(
     from: Outcomes,
 ) -> Option<u64> {
     let m = &job.message;
-    let j = judge(shared, job, &result, now_secs());
+    let mut j = judge(shared, job, &result, now_secs());
+    if from == Outcomes::Attempted {
+        settle(shared, std::mem::take(&mut j.events));
+    }
     // The copy a report returns is in hand before the update: once every recipient is final,
     // the update lets the message go from the spool. Reading it back counts against the
     // delivery budget.
@@ -379,10 +403,8 @@ async fn record(
         None => (Vec::new(), None),
     };
     let updated = shared.spool.update(&m.id, j.updates).await;
-    if updated.is_ok() || from == Outcomes::Attempted {
-        for e in j.events {
-            shared.tracker.log(e);
-        }
+    if updated.is_ok() {
+        settle(shared, j.events);
     }
     if let Err(e) = updated {
         tracing::error!("spool update for {}: {e}", m.id);
@@ -411,6 +433,8 @@ pub(super) async fn fail_pending(shared: &Shared, message: QueuedMessage, status
         message.id.clone(),
         indexes.len(),
     );
+    // The first pending recipient's connector names the job; each FAIL event carries its
+    // own recipient's.
     let job = Job {
         message,
         connector,
@@ -466,16 +490,19 @@ fn judge(shared: &Shared, job: &Job, result: &Attempt, t: u64) -> Judgement {
             e.server_hostname = remote.clone();
             e.server_ip = result.addr.map(|a| a.ip().to_string());
             e.total_bytes = Some(m.size);
-            j.events.push(e);
+            let counted = match id {
+                EventId::Send => Counted::Delivered,
+                EventId::Defer => Counted::Deferred,
+                _ => Counted::Bounced,
+            };
+            j.events.push((e, counted));
         };
         match outcome {
             RcptOutcome::Delivered { reply } => {
-                Metrics::inc(&shared.metrics.delivered);
                 event(EventId::Send, reply.clone());
                 j.updates.push((i, RecipientState::Delivered { reply }));
             }
             RcptOutcome::Permanent(failure) => {
-                Metrics::inc(&shared.metrics.bounced);
                 let status = failure.to_string();
                 event(EventId::Fail, status.clone());
                 let f = report::recipient(
@@ -489,7 +516,6 @@ fn judge(shared: &Shared, job: &Job, result: &Attempt, t: u64) -> Judgement {
                 j.updates.push((i, RecipientState::Failed(failure)));
             }
             RcptOutcome::Temporary(last) if expired => {
-                Metrics::inc(&shared.metrics.bounced);
                 let status = format!(
                     "{} 4.4.7 message expired after {} attempts; last error: {last}",
                     last.code,
@@ -504,7 +530,6 @@ fn judge(shared: &Shared, job: &Job, result: &Attempt, t: u64) -> Judgement {
                 j.updates.push((i, state));
             }
             RcptOutcome::Temporary(last) => {
-                Metrics::inc(&shared.metrics.deferred);
                 let status = last.to_string();
                 event(EventId::Defer, status.clone());
                 // The previous attempt was at `due` less the delay it set (or at arrival):

@@ -6,6 +6,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
 use crate::support;
+use std::os::unix::fs::PermissionsExt;
 
 use std::time::Duration;
 use support::raw::Raw;
@@ -169,13 +170,18 @@ async fn a_damaged_spool_is_set_aside_and_the_rest_delivered() {
         *b ^= 0xA5;
     }
     std::fs::write(&segment, &bytes).unwrap();
+    // As a segment written by an older relay, or restored from a backup, may be.
+    std::fs::set_permissions(&segment, std::fs::Permissions::from_mode(0o644)).unwrap();
 
     let sink = Sink::start_on(port, SinkOptions::default()).await;
     let relay = start(tmp.path(), port);
     let corrupt: Vec<_> = std::fs::read_dir(tmp.path().join("spool/queue/corrupt"))
         .unwrap()
+        .map(|e| e.unwrap().path())
         .collect();
     assert_eq!(corrupt.len(), 1, "the damaged segment is copied aside");
+    let mode = std::fs::metadata(&corrupt[0]).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "the copy of mail is the service user's alone");
     // The relay still takes new mail.
     send(&relay, "after the damage").await;
     assert!(

@@ -70,17 +70,27 @@ pub(crate) async fn serve(shared: Arc<Shared>, listener: UnixListener) {
             let (reader, mut writer) = stream.into_split();
             let answer = match read_request(reader).await {
                 Ok(req) => {
-                    let _one = lock.lock().await;
-                    answer(&shared, req, &who).await
+                    let found = {
+                        let _one = lock.lock().await;
+                        answer(&shared, req, &who).await
+                    };
+                    // Reading a large body through takes time; other commands need not
+                    // wait for it.
+                    checked(found).await
                 }
                 Err(why) => Answer::from(Reply::error(why)),
             };
             // A reader that stops reading costs its task a minute, no more.
-            let _ = tokio::time::timeout(
+            let sent = tokio::time::timeout(
                 std::time::Duration::from_secs(60),
                 send(&mut writer, answer),
             )
             .await;
+            if sent.is_err() {
+                tracing::info!(
+                    "a queue command's answer was not taken within a minute; its client was left"
+                );
+            }
         });
     }
 }
@@ -97,8 +107,8 @@ impl From<Reply> for Answer {
     }
 }
 
-/// Carries out one request; for `show --message`, finds and checks the stored message
-/// without reading it into memory ([`send`] reads it a piece at a time).
+/// Carries out one request; for `show --message`, finds the stored message without
+/// reading it ([`checked`] reads it through, [`send`] a piece at a time).
 async fn answer(shared: &Arc<Shared>, req: Request, who: &Who) -> Answer {
     let Request::Show { id, message: true } = req else {
         return handle(shared, req, who).await.into();
@@ -111,21 +121,29 @@ async fn answer(shared: &Arc<Shared>, req: Request, who: &Who) -> Answer {
     if !matches!(reply, Reply::Message { .. }) {
         return reply.into();
     }
-    let spool = shared.spool.clone();
-    let wanted = id.clone();
-    let checked = tokio::task::spawn_blocking(move || {
-        let body = spool.stored_body(&wanted)?;
-        body.check()?;
-        Ok::<_, crate::queue::QueueError>(body)
-    })
-    .await;
-    match checked {
-        Ok(Ok(body)) => Answer {
+    match shared.spool.stored_body(&id) {
+        Ok(body) => Answer {
             reply,
             body: Some(body),
         },
         // Delivered (or bounced) since it was found: gone, as if asked a moment later.
-        Ok(Err(crate::queue::QueueError::UnknownId(_))) => Reply::Missing { id }.into(),
+        Err(crate::queue::QueueError::UnknownId(_)) => Reply::Missing { id }.into(),
+        Err(e) => Reply::error(e.to_string()).into(),
+    }
+}
+
+/// The answer once its stored message, if any, has been read through against its checksum
+/// (blocking file I/O, off the async workers): an error answer if it fails.
+async fn checked(answer: Answer) -> Answer {
+    let Some(body) = answer.body else {
+        return answer;
+    };
+    let checking = body.clone();
+    match tokio::task::spawn_blocking(move || checking.check()).await {
+        Ok(Ok(())) => Answer {
+            reply: answer.reply,
+            body: Some(body),
+        },
         Ok(Err(e)) => Reply::error(e.to_string()).into(),
         Err(e) => Reply::error(e.to_string()).into(),
     }

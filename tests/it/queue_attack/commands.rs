@@ -65,8 +65,12 @@ async fn a_bounce_reports_only_as_asked_and_only_what_it_failed() {
             && text.contains("Action: failed"),
         "{text}"
     );
-    let fails = relay.track(&["--event", "FAIL"]);
-    assert_eq!(fails.len(), 3, "one FAIL per bounced recipient: {fails:?}");
+    let fails = || relay.track(&["--event", "FAIL"]);
+    assert!(
+        wait_until(10, || fails().len() == 3).await,
+        "one FAIL per bounced recipient: {:?}",
+        fails()
+    );
     relay.terminate().await;
 }
 
@@ -90,6 +94,8 @@ async fn a_bounce_logs_each_recipient_with_its_own_connector() {
     let id = ids(&doc)[0].clone();
     let (code, reply) = qj(&spool, &["bounce", &id]);
     assert_eq!(code, 0, "{reply}");
+    // The tracking log is written by its own thread, a moment after the bounce.
+    assert!(wait_until(10, || relay.track(&["--event", "FAIL"]).len() == 2).await);
     let fails = relay.track(&["--event", "FAIL"]);
     let mut by: Vec<(String, String)> = fails
         .iter()

@@ -87,12 +87,12 @@ fn ask_message(sock: &Path, id: &str) -> UnixStream {
 
 /// As [`ask_message`], asking again while the relay says it is serving as many clients as
 /// it takes (as `mailflow queue` does, for up to 30 seconds: clients that left are noticed
-/// at the relay's next write, a moment later); the connection and the first octets.
-fn ask_message_in_turn(sock: &Path, id: &str) -> (UnixStream, Vec<u8>) {
+/// at the relay's next write, a moment later); the connection and its first `head` octets.
+fn ask_message_in_turn(sock: &Path, id: &str, head: usize) -> (UnixStream, Vec<u8>) {
     let t0 = std::time::Instant::now();
     loop {
         let mut c = ask_message(sock, id);
-        let head = read_some(&mut c, 256 * 1024);
+        let head = read_some(&mut c, head);
         let busy = head.starts_with(b"{\"reply\":\"error\"")
             && String::from_utf8_lossy(&head).contains("try again");
         if !busy || t0.elapsed() > Duration::from_secs(30) {
@@ -195,9 +195,10 @@ async fn clients_that_leave_halfway_give_their_slots_back() {
     let pid = relay.child.id();
 
     for round in 0..4 {
-        let mut gone: Vec<UnixStream> = (0..8).map(|_| ask_message(&sock, &id)).collect();
-        for g in &mut gone {
-            let head = read_some(g, 1000 + round * 100_000);
+        let mut gone = Vec::new();
+        for _ in 0..8 {
+            let (g, head) = ask_message_in_turn(&sock, &id, 1000 + round * 100_000);
+            gone.push(g);
             assert!(
                 head.starts_with(b"{\"reply\":\"message\""),
                 "round {round}: {}",
@@ -231,7 +232,7 @@ async fn clients_that_leave_halfway_give_their_slots_back() {
             let sock = sock.clone();
             let id = id.clone();
             std::thread::spawn(move || {
-                let (mut c, mut all) = ask_message_in_turn(&sock, &id);
+                let (mut c, mut all) = ask_message_in_turn(&sock, &id, 256 * 1024);
                 read_rest(&mut c, &mut all, 256 * 1024, Duration::from_millis(10));
                 all
             })
