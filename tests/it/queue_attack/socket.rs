@@ -96,7 +96,8 @@ async fn the_socket_flooded_costs_bounded_descriptors_and_memory() {
     let mut unread = Vec::new();
     for _ in 0..24 {
         let mut u = UnixStream::connect(&sock).unwrap();
-        u.write_all(request.as_bytes()).unwrap();
+        // Past the 8 served, the relay says "busy" and closes, maybe before this is written.
+        let _ = u.write_all(request.as_bytes());
         unread.push(u);
     }
     tokio::time::sleep(Duration::from_secs(8)).await;
