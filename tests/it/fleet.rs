@@ -40,24 +40,8 @@ fn compile(rules: &Path, out: &Path) -> String {
 /// A relay on `rules` with its own spool under `tmp/name`, an admin port, delivering
 /// everything to `out` (a port).
 fn start(rules: &Path, tmp: &Path, name: &str, out: u16, extra: &[&str]) -> Relay {
-    let mut args = vec![
-        s("--listen"),
-        s("Loopback=127.0.0.1:0"),
-        s("--admin"),
-        s("127.0.0.1:0"),
-        s("--smart-host"),
-        format!("Out=127.0.0.1:{out}"),
-        s("--smart-host"),
-        format!("Dead=127.0.0.1:{out}"),
-        s("--retry-min"),
-        s("1s"),
-        s("--retry-max"),
-        s("1s"),
-        s("--queue-interval"),
-        s("1s"),
-        s("--smtp-timeout"),
-        s("5s"),
-    ];
+    let mut args = loopback(out, out, "1s", "5s");
+    args.extend(["--admin", "127.0.0.1:0", "--queue-interval", "1s"].map(String::from));
     args.extend(extra.iter().map(|a| a.to_string()));
     Relay::start(rules, &tmp.join(name), &args)
 }

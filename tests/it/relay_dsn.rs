@@ -56,22 +56,8 @@ async fn send(relay: &Relay, mail_params: &str, rcpts: &[(&str, &str)], message:
 /// A relay on `dsn.mailflow`: `dead.example` goes to `dead` (a port), everything else to
 /// `out`.
 fn start(tmp: &std::path::Path, out: u16, dead: u16, extra: &[&str]) -> Relay {
-    let mut args = vec![
-        s("--listen"),
-        s("Loopback=127.0.0.1:0"),
-        s("--smart-host"),
-        format!("Out=127.0.0.1:{out}"),
-        s("--smart-host"),
-        format!("Dead=127.0.0.1:{dead}"),
-        s("--retry-min"),
-        s("1s"),
-        s("--retry-max"),
-        s("1s"),
-        s("--queue-interval"),
-        s("1s"),
-        s("--smtp-timeout"),
-        s("2s"),
-    ];
+    let mut args = loopback(out, dead, "1s", "2s");
+    args.extend(["--queue-interval", "1s"].map(String::from));
     args.extend(extra.iter().map(|a| a.to_string()));
     Relay::start(
         &root().join("tests/fixtures/relay/dsn.mailflow"),

@@ -15,22 +15,9 @@ use support::sink::{Sink, SinkOptions};
 use tokio::net::TcpListener;
 
 fn args(hop: u16) -> Vec<String> {
-    vec![
-        s("--listen"),
-        s("Loopback=127.0.0.1:0"),
-        s("--smart-host"),
-        format!("Out=127.0.0.1:{hop}"),
-        s("--smart-host"),
-        format!("Dead=127.0.0.1:{hop}"),
-        s("--retry-min"),
-        s("1s"),
-        s("--retry-max"),
-        s("1s"),
-        s("--queue-interval"),
-        s("1s"),
-        s("--smtp-timeout"),
-        s("1s"),
-    ]
+    let mut args = loopback(hop, hop, "1s", "1s");
+    args.extend(["--queue-interval", "1s"].map(String::from));
+    args
 }
 
 fn start(tmp: &std::path::Path, hop: u16) -> Relay {

@@ -30,22 +30,8 @@ async fn counting_dead_hop() -> (u16, Arc<AtomicUsize>, tokio::task::JoinHandle<
 }
 
 fn start(tmp: &std::path::Path, dead: u16, out: u16, extra: &[&str]) -> Relay {
-    let mut args = vec![
-        s("--listen"),
-        s("Loopback=127.0.0.1:0"),
-        s("--smart-host"),
-        format!("Out=127.0.0.1:{out}"),
-        s("--smart-host"),
-        format!("Dead=127.0.0.1:{dead}"),
-        s("--retry-min"),
-        s("1s"),
-        s("--retry-max"),
-        s("1s"),
-        s("--smtp-timeout"),
-        s("2s"),
-        s("--admin"),
-        s("127.0.0.1:0"),
-    ];
+    let mut args = loopback(out, dead, "1s", "2s");
+    args.extend(["--admin", "127.0.0.1:0"].map(String::from));
     args.extend(extra.iter().map(|a| s(a)));
     Relay::start(
         &root().join("tests/fixtures/relay/forward.mailflow"),

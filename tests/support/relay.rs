@@ -16,6 +16,28 @@ pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// The command line most relay tests share: the `Loopback` receive connector on a free
+/// port, the send connectors `Out` and `Dead` to ports `out` and `dead` on 127.0.0.1,
+/// retries `retry` apart, next hops given `smtp_timeout` to answer.
+pub fn loopback(out: u16, dead: u16, retry: &str, smtp_timeout: &str) -> Vec<String> {
+    [
+        "--listen",
+        "Loopback=127.0.0.1:0",
+        "--smart-host",
+        &format!("Out=127.0.0.1:{out}"),
+        "--smart-host",
+        &format!("Dead=127.0.0.1:{dead}"),
+        "--retry-min",
+        retry,
+        "--retry-max",
+        retry,
+        "--smtp-timeout",
+        smtp_timeout,
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
 /// A relay process; killed when dropped.
 pub struct Relay {
     pub child: Child,

@@ -147,24 +147,8 @@ pub(crate) fn start(
     log: Option<&Path>,
     extra: &[&str],
 ) -> Relay {
-    let mut args = vec![
-        s("--listen"),
-        s("Loopback=127.0.0.1:0"),
-        s("--smart-host"),
-        format!("Out=127.0.0.1:{out}"),
-        s("--smart-host"),
-        format!("Dead=127.0.0.1:{dead}"),
-        s("--retry-min"),
-        s("1h"),
-        s("--retry-max"),
-        s("1h"),
-        s("--queue-interval"),
-        s("1s"),
-        s("--smtp-timeout"),
-        s("5s"),
-        s("--admin"),
-        s("127.0.0.1:0"),
-    ];
+    let mut args = loopback(out, dead, "1h", "5s");
+    args.extend(["--queue-interval", "1s", "--admin", "127.0.0.1:0"].map(String::from));
     args.extend(extra.iter().map(|a| a.to_string()));
     Relay::start_logged(
         &root().join("tests/fixtures/relay/forward.mailflow"),
